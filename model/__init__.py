@@ -1,0 +1,1 @@
+"""LaMa generator, checkpoint loading and the inpainting pipeline."""
