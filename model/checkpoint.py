@@ -88,9 +88,7 @@ def _load_path(path: Path) -> LamaModel:
         return _load_torchscript(path)
     config_path = _sibling_config(path)
     state = extract_generator_state(_read_pickle(path), path)
-    config = (
-        _config_from_file(config_path) if config_path else infer_config(state, path)
-    )
+    config = _config_from_file(config_path) if config_path else infer_config(state, path)
     return LamaModel(build_strict(config, state, path), name=path.stem)
 
 
