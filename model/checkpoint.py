@@ -151,7 +151,7 @@ def _read_pickle(path: Path) -> object:
             f"{path}: refused to load: it holds objects other than tensors "
             f"(only weights are loaded, never arbitrary pickled code): {_first_line(exc)}"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # the unpickler raises IndexError, KeyError… on garbage
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or another format?): "
             f"{_first_line(exc)}"

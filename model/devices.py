@@ -1,0 +1,34 @@
+"""Choosing the torch device a user asked for, with a clear error when it is not there."""
+
+from __future__ import annotations
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not available on this machine."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available, else Apple MPS, else CPU; others are checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    base = name.split(":")[0]
+    if base == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            "CUDA was requested but this PyTorch has no usable CUDA device "
+            f"(torch {torch.__version__}); install a CUDA build of PyTorch or use --device cpu"
+        )
+    if base == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise DeviceError("MPS was requested but is not available; use --device cpu")
+    if base not in DEVICE_CHOICES:
+        raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
+    return torch.device(name)

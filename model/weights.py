@@ -1,0 +1,186 @@
+"""Known models: where the official weights live, their checksums, and the per-user cache.
+
+``ensure_model("big-lama")`` returns the cached model, downloading it on first use with a
+progress bar and verifying the checksum. Offline, it fails at once with a message that says
+where to get the file and where to put it. Set ``LAMA_OFFLINE=1`` to never try the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class WeightsError(RuntimeError):
+    """A model cannot be fetched or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A downloadable model.
+
+    ``digest`` is ``"<algo>:<hex>"``. The official big-lama.zip has no published checksum, so
+    its entry pins none: the SHA-256 of what was downloaded is written to
+    ``.source-sha256`` in the model folder for the user to audit, and the README says so.
+    """
+
+    name: str
+    url: str
+    filename: str
+    digest: str | None
+    size_hint: str
+    unpack_to: str | None = None  # folder name inside the zip, for zipped model folders
+    description: str = ""
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    "big-lama": KnownModel(
+        name="big-lama",
+        url="https://huggingface.co/smartywu/big-lama/resolve/main/big-lama.zip",
+        filename="big-lama.zip",
+        digest=None,
+        size_hint="a few hundred MB",
+        unpack_to="big-lama",
+        description="official Big LaMa release (config.yaml + models/best.ckpt)",
+    ),
+    "big-lama-jit": KnownModel(
+        name="big-lama-jit",
+        url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+        filename="big-lama.pt",
+        digest="md5:e3aa4aaa15225a33ec84f9f4bc47e500",
+        size_hint="about 200 MB",
+        description="Big LaMa traced to TorchScript, as IOPaint and others distribute it",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Per-user model cache: ``$LAMA_CACHE_DIR``, else the platform's cache folder."""
+    if env := os.environ.get("LAMA_CACHE_DIR"):
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "lama-inpaint" / "models"
+
+
+def model_path(entry: KnownModel) -> Path:
+    """Where a known model lives once installed (a folder for zips, else the file)."""
+    root = cache_dir()
+    return root / entry.unpack_to if entry.unpack_to else root / entry.filename
+
+
+def ensure_model(name: str, show_progress: bool = True) -> Path:
+    """Return the local path of a known model, downloading and verifying it if needed."""
+    try:
+        entry = KNOWN_MODELS[name]
+    except KeyError:
+        raise WeightsError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}") from None
+    target = model_path(entry)
+    if target.exists():
+        _check_recorded(entry, target)
+        return target
+    if os.environ.get("LAMA_OFFLINE") == "1":
+        raise WeightsError(_offline_message(entry, target, "LAMA_OFFLINE=1 is set"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        download = Path(tmp) / entry.filename
+        try:
+            sha256 = _download(entry.url, download, show_progress)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise WeightsError(_offline_message(entry, target, str(exc))) from exc
+        verify_digest(download, entry.digest)
+        if entry.unpack_to:
+            _unpack(download, Path(tmp) / "unpacked", entry)
+            shutil.move(str(Path(tmp) / "unpacked" / entry.unpack_to), str(target))
+            (target / ".source-sha256").write_text(sha256 + "\n")
+        else:
+            shutil.move(str(download), str(target))
+    return target
+
+
+def _offline_message(entry: KnownModel, target: Path, reason: str) -> str:
+    where = (
+        f"unzip it so that {target}/config.yaml exists"
+        if entry.unpack_to
+        else f"save it as {target}"
+    )
+    return (
+        f"cannot download {entry.name} ({reason}). Download {entry.url} ({entry.size_hint}) "
+        f"by other means and {where}, or pass --model PATH to a model folder or file."
+    )
+
+
+def _download(url: str, dest: Path, show_progress: bool) -> str:
+    """Stream ``url`` to ``dest`` with a progress bar; returns the SHA-256."""
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "lama-inpaint"})
+    with urllib.request.urlopen(request, timeout=30) as response, dest.open("wb") as out:
+        total = int(response.headers.get("Content-Length") or 0)
+        bar = _progress_bar(total, dest.name) if show_progress else None
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+            digest.update(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+    return digest.hexdigest()
+
+
+def _progress_bar(total: int, label: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, unit="B", unit_scale=True, desc=label, file=sys.stderr)
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks."""
+    h = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_digest(path: Path, digest: str | None) -> None:
+    """Raise :class:`WeightsError` unless ``path`` has ``digest`` (``algo:hex``)."""
+    if digest is None:
+        return
+    algorithm, _, expected = digest.partition(":")
+    actual = file_digest(path, algorithm)
+    if actual.lower() != expected.lower():
+        raise WeightsError(
+            f"{path.name}: checksum mismatch ({algorithm} {actual}, expected {expected}); "
+            "the download is corrupt or not the official file. It was not installed."
+        )
+
+
+def _check_recorded(entry: KnownModel, target: Path) -> None:
+    if target.is_file():
+        verify_digest(target, entry.digest)
+
+
+def _unpack(archive: Path, dest: Path, entry: KnownModel) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                resolved = (dest / member).resolve()
+                if not str(resolved).startswith(str(dest.resolve())):
+                    raise WeightsError(f"{archive.name}: unsafe path in archive: {member}")
+            zf.extractall(dest)
+    except zipfile.BadZipFile as exc:
+        raise WeightsError(f"{archive.name}: not a zip archive ({exc})") from exc
+    if not (dest / entry.unpack_to / "config.yaml").is_file():
+        raise WeightsError(f"{archive.name}: no {entry.unpack_to}/config.yaml inside")
