@@ -144,12 +144,20 @@ def _load_torchscript(path: Path) -> LamaModel:
 def _read_pickle(path: Path) -> object:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
+    with path.open("rb") as f:
+        head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)"
+        )
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(exc))
+        detail = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors "
-            f"(only weights are loaded, never arbitrary pickled code): {_first_line(exc)}"
+            f"{path}: refused to load: it holds more than tensors{detail}; weights are "
+            "loaded with weights_only=True, never as arbitrary pickled objects"
         ) from exc
     except Exception as exc:  # the unpickler raises IndexError, KeyError… on garbage
         raise CheckpointError(

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(os.environ.get("LAMA_GOLDEN_DIR", REPO.parent / "shared" / "fixtures" / "lama-golden"))
+GOLDEN = Path(
+    os.environ.get("LAMA_GOLDEN_DIR", REPO.parent / "shared" / "fixtures" / "lama-golden")
+)
 
 
 @pytest.fixture(scope="session")

@@ -126,7 +126,7 @@ def test_truncated_checkpoint(tmp_path, tiny_model_dir):
 
 def test_text_file_is_not_a_checkpoint(tmp_path):
     (tmp_path / "notes.ckpt").write_text("these are not weights\n")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_model(tmp_path / "notes.ckpt")
 
 

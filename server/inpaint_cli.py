@@ -1,0 +1,204 @@
+"""``lama-inpaint``: fill masked areas of image files, locally or through a running lama-server.
+
+    lama-inpaint IMAGE MASK -o OUT [--model PATH|NAME] [--device ...] [--strategy ...]
+    lama-inpaint --input-dir D --output-dir O          (x.png with x_mask*.png, as upstream)
+    lama-inpaint IMAGE MASK -o OUT --server tcp://127.0.0.1:5557
+
+Exit codes: 0 done, 1 the work failed (model, server), 2 bad input or usage.
+It lives in ``lama_server`` because it is an application of both the model and the client;
+``lama_model`` itself never imports the server side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_MODEL = "big-lama"
+
+
+class BadInput(Exception):
+    """Reported as one line, exit code 2."""
+
+
+class Failed(Exception):
+    """Reported as one line, exit code 1."""
+
+
+Inpainter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lama_model.devices import DEVICE_CHOICES
+    from lama_model.inpaint import STRATEGIES, InpaintOptions
+
+    defaults = InpaintOptions()
+    p = argparse.ArgumentParser(
+        prog="lama-inpaint",
+        description="Remove objects from photos with LaMa. White in the mask is filled.",
+        epilog="Export: lama-inpaint export --format onnx|torchscript MODEL -o FILE",
+    )
+    p.add_argument("image", nargs="?", type=Path, help="input image")
+    p.add_argument("mask", nargs="?", type=Path, help="mask image, same size (white = fill)")
+    p.add_argument("-o", "--output", type=Path, help="output file")
+    p.add_argument("--input-dir", type=Path, help="folder mode: x.png with x_mask*.png")
+    p.add_argument("--output-dir", type=Path, help="folder mode: where results go")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder/file or known name")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES)
+    p.add_argument("--mask-grow", type=int, default=defaults.mask_grow, metavar="N")
+    p.add_argument("--feather", type=int, default=defaults.feather, metavar="N")
+    p.add_argument("--resize-limit", type=int, default=defaults.resize_limit, metavar="PX")
+    p.add_argument("--server", metavar="ENDPOINT", help="send the work to a running lama-server")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["export"]:
+        from lama_model.export import main as export_main
+
+        return export_main(args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        jobs = _plan_jobs(args)
+        inpainter = _make_inpainter(args)
+        _run_jobs(jobs, inpainter, quiet=args.quiet or len(jobs) == 1)
+    except BadInput as exc:
+        print(f"lama-inpaint: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Failed as exc:
+        print(f"lama-inpaint: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("lama-inpaint: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_OK
+
+
+def _plan_jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
+    """(image, mask, output) triples for single-file or folder mode."""
+    if args.input_dir or args.output_dir:
+        if not (args.input_dir and args.output_dir) or args.image or args.output:
+            raise BadInput("folder mode takes --input-dir and --output-dir and no file arguments")
+        return find_folder_jobs(args.input_dir, args.output_dir)
+    if not (args.image and args.mask and args.output):
+        raise BadInput("give IMAGE MASK -o OUTPUT (or --input-dir/--output-dir)")
+    for path in (args.image, args.mask):
+        if not path.is_file():
+            raise BadInput(f"{path}: no such file")
+    return [(args.image, args.mask, args.output)]
+
+
+def find_folder_jobs(input_dir: Path, output_dir: Path) -> list[tuple[Path, Path, Path]]:
+    """The official layout: ``x.png`` with ``x_mask.png`` (or ``x_mask001.png`` …)."""
+    if not input_dir.is_dir():
+        raise BadInput(f"{input_dir}: no such folder")
+    jobs = []
+    for mask in sorted(input_dir.rglob("*_mask*.*")):
+        stem = mask.name.split("_mask")[0]
+        candidates = [p for p in mask.parent.glob(stem + ".*") if "_mask" not in p.name]
+        if not candidates:
+            raise BadInput(f"{mask}: no image {stem}.* beside this mask")
+        image = sorted(candidates)[0]
+        rel = mask.relative_to(input_dir).with_suffix(".png")
+        jobs.append((image, mask, output_dir / rel))
+    if not jobs:
+        raise BadInput(f"{input_dir}: no masks named like x_mask.png")
+    return jobs
+
+
+def _make_inpainter(args: argparse.Namespace) -> Inpainter:
+    from lama_model.inpaint import InpaintOptions
+
+    try:
+        options = InpaintOptions(
+            mask_grow=args.mask_grow,
+            feather=args.feather,
+            strategy=args.strategy,
+            resize_limit=args.resize_limit,
+        )
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    if args.server:
+        return _remote_inpainter(args.server, options)
+    return _local_inpainter(args.model, args.device, options)
+
+
+def _local_inpainter(model_source: str, device: str, options) -> Inpainter:
+    from lama_model.checkpoint import CheckpointError, load_model
+    from lama_model.devices import DeviceError, resolve_device
+    from lama_model.inpaint import inpaint
+    from lama_model.weights import WeightsError
+
+    try:
+        model = load_model(model_source, resolve_device(device))
+    except (CheckpointError, DeviceError, WeightsError) as exc:
+        raise Failed(str(exc)) from exc
+
+    def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return inpaint(model, image, mask, options).image
+
+    return run
+
+
+def _remote_inpainter(endpoint: str, options) -> Inpainter:
+    from . import client as lama_client
+    from .pixel_formats import array_to_wire, wire_to_array
+
+    conn = lama_client.LamaClient(endpoint)
+    wire_options = {
+        "mask_grow": options.mask_grow,
+        "feather": options.feather,
+        "strategy": options.strategy,
+    }
+
+    def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        fmt, data = array_to_wire(image)
+        h, w = image.shape[:2]
+        try:
+            reply = conn.inpaint(
+                lama_client.ImageData(w, h, fmt, data), mask.tobytes(), wire_options
+            )
+        except lama_client.LamaError as exc:
+            raise Failed(f"server {endpoint}: {exc}") from exc
+        return wire_to_array(reply.format, reply.width, reply.height, reply.data, like=image)
+
+    return run
+
+
+def _run_jobs(jobs: list[tuple[Path, Path, Path]], inpaint_fn: Inpainter, quiet: bool) -> None:
+    from lama_model.image_io import ImageFileError, read_image, read_mask, write_image
+
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="image", file=sys.stderr)
+    for image_path, mask_path, out_path in jobs:
+        try:
+            image = read_image(image_path)
+            mask = read_mask(mask_path, image.shape[:2])
+        except ImageFileError as exc:
+            raise BadInput(str(exc)) from exc
+        result = inpaint_fn(image, mask)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_image(out_path, result)
+        except ImageFileError as exc:
+            raise BadInput(str(exc)) from exc
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
