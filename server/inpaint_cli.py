@@ -151,7 +151,7 @@ def _local_inpainter(model_source: str, device: str, options) -> Inpainter:
 
 def _remote_inpainter(endpoint: str, options) -> Inpainter:
     from . import client as lama_client
-    from .pixel_formats import array_to_wire, wire_to_array
+    from .pixel_formats import array_to_wire, format_for_array, wire_to_array
 
     conn = lama_client.LamaClient(endpoint)
     wire_options = {
@@ -161,15 +161,19 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
     }
 
     def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        fmt, data = array_to_wire(image)
-        h, w = image.shape[:2]
         try:
-            reply = conn.inpaint(
-                lama_client.ImageData(w, h, fmt, data), mask.tobytes(), wire_options
-            )
+            fmt = format_for_array(image)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from exc
+        h, w = image.shape[:2]
+        request = lama_client.ImageData(w, h, fmt, array_to_wire(fmt, image))
+        try:
+            reply = conn.inpaint(request, mask.tobytes(), wire_options)
         except lama_client.LamaError as exc:
-            raise Failed(f"server {endpoint}: {exc}") from exc
-        return wire_to_array(reply.format, reply.width, reply.height, reply.data, like=image)
+            raise Failed(f"server {endpoint}: {exc.message}") from exc
+        return wire_to_array(reply.format, reply.width, reply.height, reply.data).reshape(
+            image.shape
+        )
 
     return run
 

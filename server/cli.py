@@ -1,0 +1,189 @@
+"""``lama-server``: run the daemon, query it, install the host plugins.
+
+lama-server [--model PATH|NAME] [--device auto|cuda|cpu|mps] [--listen ENDPOINT] ...
+lama-server ping [ENDPOINT]        lama-server info [ENDPOINT]
+lama-server install-plugin krita|gimp [--dest DIR]
+lama-server package-plugin krita -o FILE.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .client import DEFAULT_ENDPOINT
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+log = logging.getLogger("lama_server")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    from .protocol import Limits
+
+    limits = Limits()
+    p = argparse.ArgumentParser(
+        prog="lama-server",
+        description="Local LaMa inpainting daemon for the Krita and GIMP plugins.",
+        epilog="Other commands: lama-server ping|info [ENDPOINT]; "
+        "lama-server install-plugin krita|gimp; lama-server package-plugin krita -o FILE.zip",
+    )
+    p.add_argument("--model", default="big-lama", help="model folder/file or known name")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"))
+    p.add_argument(
+        "--listen",
+        default=DEFAULT_ENDPOINT,
+        metavar="ENDPOINT",
+        help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; ipc:// works)",
+    )
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=limits.max_pixels,
+        metavar="N",
+        help="largest window accepted, in pixels",
+    )
+    p.add_argument(
+        "--queue",
+        type=int,
+        default=limits.queue,
+        metavar="N",
+        help="requests waiting beyond the running one; more get 'busy'",
+    )
+    p.add_argument("--token-file", type=Path, help="token file (default: per-user config folder)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --listen address (then CURVE encryption is on)",
+    )
+    p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--version", action="version", version=f"lama-server {__version__}")
+    return p  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else ""
+    if command in ("ping", "info"):
+        return _query(command, args[1:])
+    if command in ("install-plugin", "package-plugin"):
+        return _plugins(command, args[1:])
+    return serve(_serve_parser().parse_args(args))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the model, warm it up, serve until SIGINT/SIGTERM; 0 on a clean stop."""
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s lama-server %(levelname)s %(message)s"
+    )
+    from lama_model.checkpoint import CheckpointError, load_model
+    from lama_model.devices import DeviceError, resolve_device
+    from lama_model.precision import PrecisionError, apply_precision
+    from lama_model.weights import WeightsError
+
+    from .auth import is_loopback_endpoint, load_or_create_curve_keys, load_or_create_token
+    from .protocol import Limits
+    from .transport import Server, ServerConfig
+    from .worker import Worker
+
+    remote = not is_loopback_endpoint(args.listen)
+    if remote and not args.allow_remote:
+        print(f"lama-server: error: {args.listen} is not a loopback address; anyone on the "
+              "network could use it. Pass --allow-remote to serve remotely (CURVE-encrypted).",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.max_pixels < 64 * 64 or args.queue < 1:
+        print("lama-server: error: --max-pixels must be >= 4096 and --queue >= 1", file=sys.stderr)
+        return 2
+    try:
+        token, token_path = load_or_create_token(args.token_file)
+        device = resolve_device(args.device)
+        log.info("loading model %s on %s", args.model, device)
+        model = load_model(args.model, device)
+        model, precision = apply_precision(model, device, args.precision)
+    except (CheckpointError, DeviceError, WeightsError, PrecisionError, OSError) as exc:
+        print(f"lama-server: error: {exc}", file=sys.stderr)
+        return 1
+    worker = Worker(model, model_name=model.name, precision=precision)
+    if not args.no_warmup:
+        log.info("warm-up forward took %.2f s", worker.warm_up())
+    curve_secret = None
+    if remote:
+        public, curve_secret = load_or_create_curve_keys(token_path.parent)
+        log.info("remote serving: clients need the server public key %s", public.decode())
+    limits = Limits(max_pixels=args.max_pixels, queue=args.queue)
+    server = Server(worker, ServerConfig(args.listen, token, limits, curve_secret))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        server.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    def ready(endpoint: str) -> None:
+        print(f"lama-server ready on {endpoint} (model {model.name}, {device}, {precision}; "
+              f"token file {token_path})", flush=True)  # fmt: skip
+
+    try:
+        server.serve(on_ready=ready)
+    except Exception as exc:  # e.g. the address is in use
+        print(f"lama-server: error: cannot serve on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def _query(command: str, rest: Sequence[str]) -> int:
+    from .client import LamaClient, LamaError
+
+    p = argparse.ArgumentParser(prog=f"lama-server {command}")
+    p.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
+    p.add_argument("--timeout", type=float, default=5.0)
+    args = p.parse_args(rest)
+    try:
+        with LamaClient(args.endpoint, timeout=args.timeout) as client:
+            reply = client.ping() if command == "ping" else client.info()
+    except LamaError as exc:
+        print(f"lama-server {command}: {exc.message}", file=sys.stderr)
+        return 1
+    if command == "ping":
+        print(f"pong from {args.endpoint} (lama-server {reply.get('version')})")
+    else:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    return 0
+
+
+def _plugins(command: str, rest: Sequence[str]) -> int:
+    from . import plugin_install
+
+    p = argparse.ArgumentParser(prog=f"lama-server {command}")
+    p.add_argument("host", choices=plugin_install.HOSTS)
+    if command == "install-plugin":
+        p.add_argument("--dest", type=Path, help="plugin folder (default: the host's own)")
+    else:
+        p.add_argument("-o", "--output", type=Path, required=True)
+    args = p.parse_args(rest)
+    try:
+        if command == "install-plugin":
+            path = plugin_install.install_plugin(args.host, args.dest)
+            print(f"installed the {args.host} plugin in {path}")
+            print(plugin_install.AFTER_INSTALL[args.host])
+        else:
+            path = plugin_install.package_plugin(args.host, args.output)
+            print(f"wrote {path}")
+    except (OSError, ValueError) as exc:
+        print(f"lama-server {command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

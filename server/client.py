@@ -1,0 +1,662 @@
+"""Client for lama-server, in one module that needs only the Python standard library.
+
+It runs inside Krita's and GIMP's own Python, where ``pip`` is not available (and GIMP 3.2 on
+Windows cannot even load pyzmq). When ``zmq`` and ``msgpack`` import, it uses them; otherwise it
+speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and encodes msgpack
+itself. ``lama-server install-plugin`` copies this file into each plugin as ``lama_client.py``,
+so it must never import from ``lama_server``.
+
+Wire protocol: ``docs/protocol.md`` (version 1).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+try:  # the real libraries, where the host has them
+    import msgpack as _msgpack
+    import zmq as _zmq
+except ImportError:  # pragma: no cover - exercised by forcing use_pyzmq=False in tests
+    _zmq = None
+    _msgpack = None
+
+PROTOCOL_VERSION = 1
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
+MAX_REPLY_BYTES = 1 << 31  # a reply larger than this is refused before allocating it
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class LamaError(Exception):
+    """An error reply from the server, or a failure to reach it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} [{code}]")
+        self.code = code
+        self.message = message
+
+
+class ServerUnavailable(LamaError):
+    """No server answers at the endpoint."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unavailable", message)
+
+
+class RequestTimeout(LamaError):
+    """The server did not answer in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("timeout", message)
+
+
+class Cancelled(LamaError):
+    """The request was cancelled."""
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__("cancelled", message)
+
+
+# --------------------------------------------------------------------------------------------
+# Token
+
+
+def default_token_path() -> str:
+    """``$LAMA_TOKEN_FILE``, else the per-user config folder's ``lama-inpaint/token``."""
+    if os.environ.get("LAMA_TOKEN_FILE"):
+        return os.environ["LAMA_TOKEN_FILE"]
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA") or os.path.join(
+            os.path.expanduser("~"), "AppData", "Roaming"
+        )
+    else:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "lama-inpaint", "token")
+
+
+def read_token(path: str | None = None) -> str | None:
+    """The token to send: ``$LAMA_TOKEN`` if set, else the token file's content, else None."""
+    if os.environ.get("LAMA_TOKEN"):
+        return os.environ["LAMA_TOKEN"].strip()
+    try:
+        with open(path or default_token_path(), encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# msgpack (the subset the protocol uses)
+
+
+class MsgpackError(ValueError):
+    """Malformed or unsupported msgpack data."""
+
+
+def packb(obj: Any) -> bytes:
+    """Encode ``obj`` (None, bool, int, float, str, bytes, list/tuple, dict) as msgpack."""
+    out = bytearray()
+    _pack(obj, out, 0)
+    return bytes(out)
+
+
+def _pack(obj: Any, out: bytearray, depth: int) -> None:
+    if depth > 64:
+        raise MsgpackError("nesting too deep")
+    if obj is None:
+        out.append(0xC0)
+    elif obj is True:
+        out.append(0xC3)
+    elif obj is False:
+        out.append(0xC2)
+    elif isinstance(obj, int):
+        _pack_int(obj, out)
+    elif isinstance(obj, float):
+        out.append(0xCB)
+        out += struct.pack(">d", obj)
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8")
+        n = len(data)
+        if n < 32:
+            out.append(0xA0 | n)
+        elif n < 0x100:
+            out += bytes((0xD9, n))
+        elif n < 0x10000:
+            out += b"\xda" + struct.pack(">H", n)
+        else:
+            out += b"\xdb" + struct.pack(">I", n)
+        out += data
+    elif isinstance(obj, (bytes, bytearray, memoryview)):
+        data = bytes(obj)
+        n = len(data)
+        if n < 0x100:
+            out += bytes((0xC4, n))
+        elif n < 0x10000:
+            out += b"\xc5" + struct.pack(">H", n)
+        else:
+            out += b"\xc6" + struct.pack(">I", n)
+        out += data
+    elif isinstance(obj, (list, tuple)):
+        n = len(obj)
+        if n < 16:
+            out.append(0x90 | n)
+        elif n < 0x10000:
+            out += b"\xdc" + struct.pack(">H", n)
+        else:
+            out += b"\xdd" + struct.pack(">I", n)
+        for item in obj:
+            _pack(item, out, depth + 1)
+    elif isinstance(obj, dict):
+        n = len(obj)
+        if n < 16:
+            out.append(0x80 | n)
+        elif n < 0x10000:
+            out += b"\xde" + struct.pack(">H", n)
+        else:
+            out += b"\xdf" + struct.pack(">I", n)
+        for key, value in obj.items():
+            _pack(key, out, depth + 1)
+            _pack(value, out, depth + 1)
+    else:
+        raise MsgpackError(f"cannot encode {type(obj).__name__}")
+
+
+def _pack_int(n: int, out: bytearray) -> None:
+    if 0 <= n < 0x80:
+        out.append(n)
+    elif -32 <= n < 0:
+        out.append(n & 0xFF)
+    elif 0 <= n < 0x100:
+        out += bytes((0xCC, n))
+    elif 0 <= n < 0x10000:
+        out += b"\xcd" + struct.pack(">H", n)
+    elif 0 <= n < 0x100000000:
+        out += b"\xce" + struct.pack(">I", n)
+    elif 0 <= n < 1 << 64:
+        out += b"\xcf" + struct.pack(">Q", n)
+    elif -0x80 <= n < 0:
+        out += b"\xd0" + struct.pack(">b", n)
+    elif -0x8000 <= n < 0:
+        out += b"\xd1" + struct.pack(">h", n)
+    elif -0x80000000 <= n < 0:
+        out += b"\xd2" + struct.pack(">i", n)
+    elif -(1 << 63) <= n < 0:
+        out += b"\xd3" + struct.pack(">q", n)
+    else:
+        raise MsgpackError(f"integer out of range: {n}")
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode one msgpack object that spans all of ``data``."""
+    view = memoryview(data)
+    obj, end = _unpack(view, 0, 0)
+    if end != len(view):
+        raise MsgpackError(f"{len(view) - end} bytes of trailing data")
+    return obj
+
+
+_FIXED = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q", 0xD0: ">b", 0xD1: ">h", 0xD2: ">i",
+          0xD3: ">q", 0xCA: ">f", 0xCB: ">d"}  # fmt: skip
+
+
+def _take(view: memoryview, pos: int, n: int) -> memoryview:
+    if n < 0 or pos + n > len(view):
+        raise MsgpackError("truncated data")
+    return view[pos : pos + n]
+
+
+def _unpack(view: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+    if depth > 64:
+        raise MsgpackError("nesting too deep")
+    b = _take(view, pos, 1)[0]
+    pos += 1
+    if b <= 0x7F:
+        return b, pos
+    if b >= 0xE0:
+        return b - 0x100, pos
+    if 0xA0 <= b <= 0xBF:
+        return _str(view, pos, b & 0x1F)
+    if 0x90 <= b <= 0x9F:
+        return _array(view, pos, b & 0x0F, depth)
+    if 0x80 <= b <= 0x8F:
+        return _map(view, pos, b & 0x0F, depth)
+    if b == 0xC0:
+        return None, pos
+    if b == 0xC2:
+        return False, pos
+    if b == 0xC3:
+        return True, pos
+    if b in _FIXED:
+        fmt = _FIXED[b]
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, _take(view, pos, size))[0], pos + size
+    if b in (0xD9, 0xDA, 0xDB, 0xC4, 0xC5, 0xC6, 0xDC, 0xDD, 0xDE, 0xDF):
+        fmt = {0xD9: ">B", 0xC4: ">B", 0xDA: ">H", 0xC5: ">H", 0xDC: ">H", 0xDE: ">H"}.get(b, ">I")
+        size = struct.calcsize(fmt)
+        n = struct.unpack(fmt, _take(view, pos, size))[0]
+        pos += size
+        if b in (0xD9, 0xDA, 0xDB):
+            return _str(view, pos, n)
+        if b in (0xC4, 0xC5, 0xC6):
+            return bytes(_take(view, pos, n)), pos + n
+        if b in (0xDC, 0xDD):
+            return _array(view, pos, n, depth)
+        return _map(view, pos, n, depth)
+    raise MsgpackError(f"unsupported msgpack type byte 0x{b:02x}")
+
+
+def _str(view: memoryview, pos: int, n: int) -> tuple[str, int]:
+    try:
+        return bytes(_take(view, pos, n)).decode("utf-8"), pos + n
+    except UnicodeDecodeError as exc:
+        raise MsgpackError(f"invalid UTF-8 in string: {exc}") from None
+
+
+def _array(view: memoryview, pos: int, n: int, depth: int) -> tuple[list, int]:
+    if n > len(view) - pos:  # every element takes at least a byte: refuse before allocating
+        raise MsgpackError("truncated data")
+    items = []
+    for _ in range(n):
+        item, pos = _unpack(view, pos, depth + 1)
+        items.append(item)
+    return items, pos
+
+
+def _map(view: memoryview, pos: int, n: int, depth: int) -> tuple[dict, int]:
+    if 2 * n > len(view) - pos:
+        raise MsgpackError("truncated data")
+    result = {}
+    for _ in range(n):
+        key, pos = _unpack(view, pos, depth + 1)
+        value, pos = _unpack(view, pos, depth + 1)
+        try:
+            result[key] = value
+        except TypeError:
+            raise MsgpackError(f"unhashable map key of type {type(key).__name__}") from None
+    return result, pos
+
+
+# --------------------------------------------------------------------------------------------
+# ZMTP 3.x over a plain socket (DEALER side, NULL mechanism)
+
+_FLAG_MORE, _FLAG_LONG, _FLAG_COMMAND = 0x01, 0x02, 0x04
+
+
+def zmtp_greeting(as_server: bool = False) -> bytes:
+    """The 64-byte ZMTP 3.0 greeting for the NULL mechanism."""
+    return (
+        b"\xff" + b"\x00" * 8 + b"\x7f" + bytes((3, 0)) + b"NULL".ljust(20, b"\x00")
+        + bytes((1 if as_server else 0,)) + b"\x00" * 31
+    )  # fmt: skip
+
+
+def zmtp_frame(body: bytes, more: bool = False, command: bool = False) -> bytes:
+    """Encode one ZMTP frame (short or long form)."""
+    flags = (_FLAG_MORE if more else 0) | (_FLAG_COMMAND if command else 0)
+    if len(body) < 256:
+        return bytes((flags, len(body))) + body
+    return bytes((flags | _FLAG_LONG,)) + struct.pack(">Q", len(body)) + body
+
+
+def zmtp_ready(socket_type: str) -> bytes:
+    """A READY command frame with the Socket-Type property."""
+    name = b"Socket-Type"
+    value = socket_type.encode("ascii")
+    body = b"\x05READY" + bytes((len(name),)) + name + struct.pack(">I", len(value)) + value
+    return zmtp_frame(body, command=True)
+
+
+def parse_properties(data: bytes) -> dict[str, bytes]:
+    """Metadata properties of a READY command body (after the name)."""
+    props, pos = {}, 0
+    while pos < len(data):
+        n = data[pos]
+        name = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
+        pos += 1 + n
+        if pos + 4 > len(data):
+            raise ValueError("truncated READY property")
+        (size,) = struct.unpack(">I", data[pos : pos + 4])
+        props[name] = data[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+    return props
+
+
+class ZmtpConnection:
+    """One ZMTP 3.x DEALER connection over TCP or a Unix socket."""
+
+    def __init__(self, endpoint: str, connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        deadline = time.monotonic() + connect_timeout
+        self.sock = _open_socket(endpoint, connect_timeout)
+        try:
+            self.sock.sendall(zmtp_greeting() + zmtp_ready("DEALER"))
+            greeting = self._recv_exact(64, deadline)
+            if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
+                raise ServerUnavailable(f"{endpoint}: the peer is not a ZeroMQ (ZMTP 3) server")
+            if greeting[12:32].rstrip(b"\x00") != b"NULL":
+                mechanism = greeting[12:32].rstrip(b"\x00").decode("ascii", "replace")
+                raise ServerUnavailable(
+                    f"{endpoint}: server requires the {mechanism} security mechanism "
+                    "(remote servers use CURVE: connect through pyzmq with the server key)"
+                )
+            command, body = self._recv_frame(deadline)
+            if not command or not body.startswith(b"\x05READY"):
+                raise ServerUnavailable(f"{endpoint}: unexpected handshake from the server")
+            props = parse_properties(body[6:])
+            if props.get("Socket-Type", b"") not in (b"ROUTER", b"DEALER"):
+                raise ServerUnavailable(
+                    f"{endpoint}: server socket type {props.get('Socket-Type')!r}"
+                )
+        except (OSError, ValueError) as exc:
+            self.close()
+            raise ServerUnavailable(f"{endpoint}: handshake failed ({exc})") from exc
+        except LamaError:
+            self.close()
+            raise
+
+    def send(self, payload: bytes) -> None:
+        self.sock.settimeout(30)
+        self.sock.sendall(zmtp_frame(payload))
+
+    def is_dead(self) -> bool:
+        """True if the server closed the connection since we last used it."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if readable:
+                return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+        return False
+
+    def recv(self, timeout: float) -> bytes | None:
+        """Receive one message, or None if nothing starts arriving within ``timeout``."""
+        readable, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+        if not readable:
+            return None
+        # Once a message starts, it is read whole (a generous bound against stalls).
+        deadline = time.monotonic() + 60.0
+        parts = []
+        while True:
+            command, body = self._recv_frame(deadline)
+            if command:
+                if body.startswith(b"\x04PING"):
+                    context = body[7:]
+                    self.sock.sendall(zmtp_frame(b"\x04PONG" + context, command=True))
+                continue
+            parts.append(body)
+            if not self._more:
+                return b"".join(parts)
+
+    def _recv_frame(self, deadline: float) -> tuple[bool, bytes]:
+        flags = self._recv_exact(1, deadline)[0]
+        if flags & _FLAG_LONG:
+            (size,) = struct.unpack(">Q", self._recv_exact(8, deadline))
+        else:
+            size = self._recv_exact(1, deadline)[0]
+        if size > MAX_REPLY_BYTES:
+            raise LamaError("too_large", f"reply of {size} bytes exceeds the client's limit")
+        self._more = bool(flags & _FLAG_MORE)
+        return bool(flags & _FLAG_COMMAND), self._recv_exact(size, deadline)
+
+    def _recv_exact(self, n: int, deadline: float) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimeout(f"{self.endpoint}: no answer in time")
+            self.sock.settimeout(min(remaining, 0.5))
+            try:
+                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise ServerUnavailable(f"{self.endpoint}: the server closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _open_socket(endpoint: str, timeout: float) -> socket.socket:
+    if endpoint.startswith("tcp://"):
+        hostport = endpoint[len("tcp://") :]
+        host, _, port = hostport.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        if host == "*":
+            host = "127.0.0.1"
+        try:
+            return socket.create_connection((host, int(port)), timeout=timeout)
+        except ValueError:
+            raise LamaError("bad_endpoint", f"bad endpoint {endpoint!r}") from None
+        except OSError as exc:
+            raise ServerUnavailable(
+                f"no lama-server at {endpoint} ({exc.strerror or exc}). Start it with: lama-server"
+            ) from exc
+    if endpoint.startswith("ipc://"):
+        if not hasattr(socket, "AF_UNIX"):
+            raise LamaError("bad_endpoint", "ipc:// endpoints need Unix sockets")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(endpoint[len("ipc://") :])
+        except OSError as exc:
+            sock.close()
+            raise ServerUnavailable(
+                f"no lama-server at {endpoint} ({exc.strerror or exc}). Start it with: lama-server"
+            ) from exc
+        return sock
+    raise LamaError("bad_endpoint", f"unsupported endpoint {endpoint!r} (tcp:// or ipc://)")
+
+
+# --------------------------------------------------------------------------------------------
+# Transports: the same three calls over pyzmq or over ZMTP
+
+
+class _StdlibTransport:
+    def __init__(self, endpoint: str, connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.conn: ZmtpConnection | None = None
+
+    def send(self, payload: bytes) -> None:
+        if self.conn is not None and self.conn.is_dead():
+            self.close()  # the server restarted: reconnect transparently
+        if self.conn is None:
+            self.conn = ZmtpConnection(self.endpoint, self.connect_timeout)
+        try:
+            self.conn.send(payload)
+        except OSError:
+            # Nothing reached the server: reconnect once and send again.
+            self.close()
+            self.conn = ZmtpConnection(self.endpoint, self.connect_timeout)
+            self.conn.send(payload)
+
+    def recv(self, timeout: float) -> bytes | None:
+        assert self.conn is not None
+        try:
+            return self.conn.recv(timeout)
+        except LamaError:
+            self.close()
+            raise
+
+
+class _PyzmqTransport:
+    def __init__(self, endpoint: str, connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.ctx = _zmq.Context.instance()
+        self.sock = None
+
+    def _open(self):
+        sock = self.ctx.socket(_zmq.DEALER)
+        sock.setsockopt(_zmq.LINGER, 0)
+        sock.setsockopt(_zmq.IMMEDIATE, 1)  # queue only on completed connections
+        sock.connect(self.endpoint)
+        return sock
+
+    def send(self, payload: bytes) -> None:
+        if self.sock is None:
+            self.sock = self._open()
+        # With IMMEDIATE, POLLOUT means a live connection: a server that is down shows here.
+        if not self.sock.poll(int(self.connect_timeout * 1000), _zmq.POLLOUT):
+            self.close()
+            raise ServerUnavailable(
+                f"no lama-server at {self.endpoint}. Start it with: lama-server"
+            )
+        self.sock.send(payload, copy=False)
+
+    def recv(self, timeout: float) -> bytes | None:
+        if not self.sock.poll(int(timeout * 1000), _zmq.POLLIN):
+            return None
+        return self.sock.recv(copy=True)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+
+
+@dataclass
+class ImageData:
+    """Pixels as the host stores them, tagged with their format (see docs/protocol.md)."""
+
+    width: int
+    height: int
+    format: str
+    data: bytes
+
+
+class LamaClient:
+    """Talks to one lama-server. Not thread-safe: use one client per thread."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        token: str | None = None,
+        connect_timeout: float = 2.0,
+        timeout: float = 300.0,
+        use_pyzmq: bool | None = None,
+    ) -> None:
+        if use_pyzmq is None:
+            use_pyzmq = _zmq is not None and _msgpack is not None
+        if use_pyzmq and (_zmq is None or _msgpack is None):
+            raise LamaError("unavailable", "pyzmq/msgpack are not installed")
+        self.endpoint = endpoint
+        self.token = token if token is not None else read_token()
+        self.timeout = timeout
+        self.uses_pyzmq = use_pyzmq
+        self._pack = _msgpack.packb if use_pyzmq else packb
+        self._unpack = (lambda b: _msgpack.unpackb(b, raw=False)) if use_pyzmq else unpackb
+        transport = _PyzmqTransport if use_pyzmq else _StdlibTransport
+        self._transport = transport(endpoint, connect_timeout)
+
+    def __enter__(self) -> LamaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def ping(self) -> dict:
+        """Round trip to the server; returns its reply (``pong``, ``version``)."""
+        return self._call({"op": "ping"}, timeout=min(self.timeout, 10.0))
+
+    def info(self) -> dict:
+        """The server's state: model, device, precision, version, limits, queue."""
+        return self._call({"op": "info"}, timeout=min(self.timeout, 10.0))["info"]
+
+    def inpaint(
+        self,
+        image: ImageData,
+        mask: bytes,
+        options: dict | None = None,
+        progress: Callable[[float, str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImageData:
+        """Fill the masked area; the answer comes in ``image.format``."""
+        request = {
+            "op": "inpaint",
+            "image": {"w": image.width, "h": image.height, "format": image.format,
+                      "data": image.data},
+            "mask": {"w": image.width, "h": image.height, "data": mask},
+            "options": dict(options or {}),
+        }  # fmt: skip
+        reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel)
+        out = reply["image"]
+        return ImageData(out["w"], out["h"], out["format"], out["data"])
+
+    def _call(
+        self,
+        request: dict,
+        timeout: float,
+        progress: Callable[[float, str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict:
+        request_id = uuid.uuid4().hex
+        message = {"v": PROTOCOL_VERSION, "id": request_id, "token": self.token or "", **request}
+        self._transport.send(self._pack(message))
+        deadline = time.monotonic() + timeout
+        cancel_sent_at = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._transport.close()  # a fresh connection next time: no stale replies
+                raise RequestTimeout(f"{self.endpoint}: no answer in {timeout:.0f} s")
+            if cancel is not None and cancel.is_set():
+                if cancel_sent_at is None:
+                    cancel_sent_at = time.monotonic()
+                    self._send_cancel(request_id)
+                elif time.monotonic() - cancel_sent_at > 5.0:
+                    self._transport.close()  # stale replies die with the connection
+                    raise Cancelled()
+            raw = self._transport.recv(min(remaining, 0.2) if cancel is not None else remaining)
+            if raw is None:
+                continue
+            try:
+                reply = self._unpack(raw)
+            except Exception as exc:
+                raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
+            if not isinstance(reply, dict) or reply.get("id") not in (request_id, None):
+                continue  # a stale reply to an earlier, abandoned request
+            if "ok" not in reply:
+                if progress is not None and isinstance(reply.get("progress"), (int, float)):
+                    progress(float(reply["progress"]), str(reply.get("stage", "")))
+                continue
+            if reply["ok"]:
+                return reply
+            error = reply.get("error") or {}
+            code = str(error.get("code", "internal"))
+            text = str(error.get("message", "server error"))
+            if code == "cancelled":
+                raise Cancelled(text)
+            raise LamaError(code, text)
+
+    def _send_cancel(self, target: str) -> None:
+        message = {"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex, "token": self.token or "",
+                   "op": "cancel", "target": target}  # fmt: skip
+        try:
+            self._transport.send(self._pack(message))
+        except LamaError:
+            pass

@@ -1,0 +1,207 @@
+"""The ZeroMQ side of lama-server: one thread owns the ROUTER socket (pyzmq guide style).
+
+The owner thread reads requests, answers the cheap ops (``ping``, ``info``, ``cancel``) itself,
+queues ``inpaint`` jobs, and forwards whatever the worker thread pushes through an inproc
+PUSH/PULL pair. No other thread touches the ROUTER socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from . import __version__, protocol
+from .auth import token_matches
+from .pixel_formats import FORMATS
+from .protocol import Limits, ProtocolError
+from .scheduler import Job, Scheduler
+from .worker import Worker
+
+log = logging.getLogger("lama_server")
+_OUTBOX = "inproc://lama-outbox"
+
+
+@dataclass
+class ServerConfig:
+    endpoint: str
+    token: str
+    limits: Limits
+    curve_secret_key: bytes | None = None  # set for remote (non-loopback) serving
+
+
+class Server:
+    """Serve ``worker`` at ``config.endpoint`` until :meth:`stop` is called."""
+
+    def __init__(self, worker: Worker, config: ServerConfig) -> None:
+        self.worker = worker
+        self.config = config
+        self.scheduler = Scheduler(config.limits.queue)
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self.bound_endpoint: str | None = None
+
+    def stop(self) -> None:
+        """Ask the server to finish the request in flight and exit (signal-safe)."""
+        self._stop.set()
+
+    def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Run the socket loop in the calling thread until stopped."""
+        router = self._ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 2000)
+        router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if self.config.curve_secret_key:
+            router.setsockopt(zmq.CURVE_SERVER, 1)
+            router.setsockopt(zmq.CURVE_SECRETKEY, self.config.curve_secret_key)
+        router.bind(self.config.endpoint)
+        self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        outbox = self._ctx.socket(zmq.PULL)
+        outbox.bind(_OUTBOX)
+        worker_thread = threading.Thread(target=self._worker_loop, name="lama-worker", daemon=True)
+        worker_thread.start()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(outbox, zmq.POLLIN)
+        if on_ready:
+            on_ready(self.bound_endpoint)
+        shutting_down = False
+        try:
+            while True:
+                if self._stop.is_set() and not shutting_down:
+                    shutting_down = True
+                    log.info("stopping: finishing the request in flight, refusing new ones")
+                    for job in self.scheduler.close():
+                        refusal = protocol.error_reply(
+                            "shutting_down", "the server is shutting down", job.request.id
+                        )
+                        self._reply(router, job.envelope, refusal)
+                if shutting_down and not self.scheduler.busy and not worker_thread.is_alive():
+                    break
+                events = dict(poller.poll(100))
+                if outbox in events:
+                    while True:
+                        try:
+                            frames = outbox.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        router.send_multipart(frames)
+                if router in events:
+                    for _ in range(64):  # bounded burst, then serve the outbox again
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._handle(router, frames, shutting_down)
+            # Flush what the worker left in the outbox.
+            while True:
+                try:
+                    router.send_multipart(outbox.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        finally:
+            worker_thread.join(timeout=5)
+            router.close(linger=2000)
+            outbox.close(linger=0)
+            self._ctx.term()
+
+    # ----------------------------------------------------------------------------------------
+
+    def _handle(self, router: zmq.Socket, frames: list[bytes], shutting_down: bool) -> None:
+        if len(frames) < 2:
+            return  # no payload: nothing to answer
+        envelope, payload = frames[:-1], frames[-1]
+        try:
+            request = protocol.decode(payload, self.config.limits)
+            if not token_matches(self.config.token, request.token):
+                raise ProtocolError(
+                    "unauthorized",
+                    "missing or wrong token (the client reads it from the server's token file)",
+                    request.id,
+                )
+            if request.op == "ping":
+                pong = {"id": request.id, "ok": True, "pong": True, "version": __version__}
+                self._reply(router, envelope, protocol.encode(pong))
+            elif request.op == "info":
+                self._reply(router, envelope, protocol.encode(
+                    {"id": request.id, "ok": True, "info": self.info()}))  # fmt: skip
+            elif request.op == "cancel":
+                self._cancel(router, envelope, request)
+            elif shutting_down:
+                raise ProtocolError("shutting_down", "the server is shutting down", request.id)
+            else:
+                job = Job(request, envelope)
+                if not self.scheduler.submit(job):
+                    raise ProtocolError(
+                        "busy",
+                        f"the queue is full ({self.config.limits.queue} waiting); try again",
+                        request.id,
+                    )
+                self._reply(router, envelope, protocol.progress_reply(request.id, 0.0, "queued"))
+        except ProtocolError as exc:
+            if exc.code not in ("busy",):
+                log.info("refused request %s: %s (%s)", exc.request_id, exc.code, exc.message)
+            self._reply(
+                router, envelope, protocol.error_reply(exc.code, exc.message, exc.request_id)
+            )
+        except Exception:  # the server survives whatever a message does
+            log.exception("unexpected error handling a message")
+            self._reply(router, envelope, protocol.error_reply("internal", "internal error", None))
+
+    def _cancel(self, router: zmq.Socket, envelope: list[bytes], request) -> None:
+        job = self.scheduler.cancel(envelope[0], request.target)
+        found = job is not None
+        self._reply(router, envelope, protocol.encode(
+            {"id": request.id, "ok": True, "cancelled": found}))  # fmt: skip
+        if found and not self.scheduler.is_running(job):
+            # Removed from the queue before it started: its final reply comes from here.
+            self._reply(router, job.envelope, protocol.error_reply(
+                "cancelled", "the request was cancelled", job.request.id))  # fmt: skip
+
+    @staticmethod
+    def _reply(router: zmq.Socket, envelope: list[bytes], payload: bytes) -> None:
+        router.send_multipart([*envelope, payload])
+
+    def info(self) -> dict:
+        limits = self.config.limits
+        return {
+            "model": self.worker.model_name,
+            "device": str(self.worker.device),
+            "precision": self.worker.precision,
+            "backend": "torch",
+            "version": __version__,
+            "protocol": protocol.VERSION,
+            "limits": {"max_pixels": limits.max_pixels,
+                       "max_message_bytes": limits.max_message_bytes, "queue": limits.queue},
+            "queue": {"length": len(self.scheduler), "capacity": limits.queue},
+            "formats": sorted(FORMATS),
+        }  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        push = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(_OUTBOX)
+
+        def emit(job: Job, payload: bytes) -> None:
+            push.send_multipart([*job.envelope, payload])
+
+        try:
+            while True:
+                job = self.scheduler.next_job(timeout=0.2)
+                if job is None:
+                    if self._stop.is_set():
+                        return
+                    continue
+                try:
+                    emit(job, self.worker.run(job, emit))
+                finally:
+                    self.scheduler.finished()
+        finally:
+            time.sleep(0.05)  # let the last messages reach the socket thread
+            push.close()
