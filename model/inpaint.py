@@ -191,7 +191,10 @@ def _forward_padded(
     model: torch.nn.Module, rgb: np.ndarray, hole: np.ndarray, multiple: int, device: torch.device
 ) -> np.ndarray:
     h, w = hole.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
+    # Reflect padding inside the network needs at least 2×2 at the bottleneck, so tiny
+    # windows are mirrored up to twice the size multiple (the official code crashes there).
+    ph = max((-h) % multiple, 2 * multiple - h)
+    pw = max((-w) % multiple, 2 * multiple - w)
     rgb_p = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
     hole_p = np.pad(hole, ((0, ph), (0, pw)), mode="symmetric")
     img_t = torch.from_numpy(np.ascontiguousarray(rgb_p)).permute(2, 0, 1)[None].to(device)

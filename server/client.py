@@ -495,6 +495,11 @@ class _StdlibTransport:
             self.close()
             raise
 
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
 
 class _PyzmqTransport:
     def __init__(self, endpoint: str, connect_timeout: float) -> None:

@@ -263,3 +263,12 @@ def test_bad_options_are_clear_errors():
         InpaintOptions(strategy="magic")
     with pytest.raises(ValueError, match="mask_grow must be"):
         InpaintOptions(mask_grow=-1)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 7), (9, 15), (16, 17)])
+def test_tiny_images_are_filled(tiny_model_dir, size):
+    """The network needs 2×2 at its bottleneck; tiny windows are mirrored up to fit."""
+    image = np.full((*size, 3), 77, np.uint8)
+    mask = np.full(size, 255, np.uint8)
+    res = inpaint(load_model(tiny_model_dir), image, mask, OFFICIAL)
+    assert res.image.shape == image.shape and (res.alpha == 1).all()
