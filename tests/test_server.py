@@ -260,28 +260,37 @@ def test_client_reconnects_after_server_restart(server_factory, tmp_path):
 
 def test_full_queue_answers_busy_at_once(server_factory):
     server = server_factory("--queue", "1", "--no-warmup")
-    rgba = np.zeros((512, 512, 4), np.uint8)
-    mask = np.full((512, 512), 255, np.uint8)
+    size = 1024  # about a second per request with the tiny model: the queue fills for sure
+    rgba = np.zeros((size, size, 4), np.uint8)
+    mask = np.full((size, size), 255, np.uint8)
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(server.endpoint)
-    ids = []
-    for _ in range(4):
-        rid = uuid.uuid4().hex
-        ids.append(rid)
-        sock.send(request(server, id=rid, **_inpaint_fields(512, 512, "RGBA8", rgba.tobytes(),
-                                                             mask.tobytes(), {"strategy": "original"})))  # fmt: skip
-    finals = {}
-    end = time.monotonic() + 60
-    while len(finals) < 4 and time.monotonic() < end:
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    fields = _inpaint_fields(size, size, "RGBA8", rgba.tobytes(), mask.tobytes(), {"strategy": "original"})
+    sock.send(request(server, id=ids[0], **fields))
+    while True:  # wait until the first request is running, so the queue of 1 is empty
+        assert sock.poll(30000)
+        if msgpack.unpackb(sock.recv(), raw=False).get("stage") == "inpaint":
+            break
+    for rid in ids[1:]:
+        sock.send(request(server, id=rid, **fields))
+    finals, busy_at = {}, {}
+    sent = time.monotonic()
+    end = sent + 90
+    while len(finals) < len(ids) and time.monotonic() < end:
         if sock.poll(1000):
             reply = msgpack.unpackb(sock.recv(), raw=False)
             if "ok" in reply:
                 finals[reply["id"]] = reply
+                if not reply["ok"] and reply["error"]["code"] == "busy":
+                    busy_at[reply["id"]] = time.monotonic() - sent
     sock.close()
     codes = [finals[i]["ok"] or finals[i]["error"]["code"] for i in ids]
-    assert codes.count(True) >= 2 and "busy" in codes  # one running + one queued; the rest busy
+    assert codes[:2] == [True, True]  # one ran at once, one waited in the queue of 1
+    assert codes[2:] == ["busy"] * 3
+    assert max(busy_at.values()) < 0.5  # refused at once, not after waiting
 
 
 def test_cancel_a_running_request(server_factory):
