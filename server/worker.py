@@ -70,7 +70,7 @@ class Worker:
             )
             result = self._inpaint_with_oom_fallback(image, mask, options, progress)
             out = (
-                _layer(result.image, result.alpha, req.format)
+                layer_pixels(result.image, result.alpha, req.format)
                 if opts.output == "layer"
                 else result.image
             )
@@ -112,7 +112,7 @@ class Worker:
             return inpaint(self.model, image, mask, cheaper, progress)
 
 
-def _layer(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:
+def layer_pixels(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:
     """Only the filled pixels: colour from the result, alpha = weight × source alpha."""
     fmt = FORMATS[fmt_name]
     full = 1.0 if fmt.dtype.kind == "f" else float(np.iinfo(fmt.dtype).max)

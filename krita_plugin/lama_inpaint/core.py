@@ -1,0 +1,192 @@
+"""Host-neutral core of the Krita plugin: what to send, what to do with the answer.
+
+Works on duck-typed document/node objects with Krita's API names (``selection()``,
+``pixelData()``, ``createNode()``…), so tests drive it with fake host objects and Krita drives
+it with the real ones. No Qt, no numpy, no third-party imports: this runs in Krita's Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYER_NAME = "LaMa: removed"
+SETTINGS_GROUP = "lama_inpaint"
+MIN_AUTO_MARGIN = 128
+
+# Krita stores 8- and 16-bit integer RGBA as BGRA in memory, floats as RGBA.
+WIRE_FORMATS = {("RGBA", "U8"): "BGRA8", ("RGBA", "U16"): "BGRA16", ("RGBA", "F32"): "RGBAF32"}
+
+
+class PluginError(Exception):
+    """Something to tell the user in a message box (never a traceback)."""
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__(text)
+        self.title = title
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def empty(self) -> bool:
+        return self.w <= 0 or self.h <= 0
+
+
+@dataclass
+class Settings:
+    """User settings, stored in Krita's configuration under [lama_inpaint]."""
+
+    endpoint: str = "tcp://127.0.0.1:5557"
+    mask_grow: int = 4
+    feather: int = 4
+    margin: int = 0  # 0 = automatic: max(128 px, half the selection's size)
+    visible: bool = False  # read the visible image instead of the active layer
+
+    @classmethod
+    def load(cls, read) -> Settings:
+        """``read(key, default_text) -> text``; bad stored values fall back to defaults."""
+        base = cls()
+
+        def number(key: str, default: int, high: int) -> int:
+            try:
+                value = int(read(key, str(default)))
+            except (TypeError, ValueError):
+                return default
+            return value if 0 <= value <= high else default
+
+        endpoint = (read("endpoint", base.endpoint) or base.endpoint).strip()
+        return cls(
+            endpoint=endpoint if endpoint.startswith(("tcp://", "ipc://")) else base.endpoint,
+            mask_grow=number("mask_grow", base.mask_grow, 64),
+            feather=number("feather", base.feather, 64),
+            margin=number("margin", base.margin, 4096),
+            visible=str(read("visible", "false")).lower() == "true",
+        )
+
+    def save(self, write) -> None:
+        """``write(key, text)``."""
+        write("endpoint", self.endpoint)
+        write("mask_grow", str(self.mask_grow))
+        write("feather", str(self.feather))
+        write("margin", str(self.margin))
+        write("visible", "true" if self.visible else "false")
+
+    def request_options(self) -> dict:
+        return {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}
+
+
+def context_window(selection: Rect, bounds: Rect, margin: int = 0) -> Rect:
+    """The selection's box grown by the context margin, clamped to ``bounds``."""
+    if margin <= 0:
+        margin = max(MIN_AUTO_MARGIN, max(selection.w, selection.h) // 2)
+    x0 = max(bounds.x, selection.x - margin)
+    y0 = max(bounds.y, selection.y - margin)
+    x1 = min(bounds.x + bounds.w, selection.x + selection.w + margin)
+    y1 = min(bounds.y + bounds.h, selection.y + selection.h + margin)
+    return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def wire_format(color_model: str, color_depth: str) -> str:
+    """The protocol's pixel format for a Krita colour space, or a PluginError."""
+    try:
+        return WIRE_FORMATS[(color_model, color_depth)]
+    except KeyError:
+        pass
+    if color_model == "RGBA" and color_depth == "F16":
+        hint = "Convert it to 32-bit float or 16-bit integer RGBA"
+    else:
+        hint = "Convert it to RGB/Alpha"
+    raise PluginError(
+        "Unsupported colour space",
+        f"LaMa works on RGBA images; this layer is {color_model} {color_depth}.\n"
+        f"{hint} (Image › Convert Image Color Space…), or use it on a copy.",
+    )
+
+
+@dataclass
+class Job:
+    """Everything a request needs, read from the document on the UI thread."""
+
+    window: Rect
+    format: str
+    pixels: bytes
+    mask: bytes
+    options: dict
+
+
+def prepare(doc, node, settings: Settings) -> Job:
+    """Read the pixels and the selection mask around the selection."""
+    if doc is None:
+        raise PluginError("No image", "Open an image first.")
+    selection = doc.selection()
+    if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        raise PluginError(
+            "Nothing selected",
+            "Select the object to remove first (any selection tool works), "
+            "then run Tools › Scripts › Remove object.",
+        )
+    if not settings.visible and (node is None or node.type() != "paintlayer"):
+        raise PluginError(
+            "Not a paint layer",
+            "Select a paint layer to remove the object from, or switch the LaMa settings "
+            "to use the visible image.",
+        )
+    source = doc if settings.visible else node
+    fmt = wire_format(source.colorModel(), source.colorDepth())
+    sel = Rect(selection.x(), selection.y(), selection.width(), selection.height())
+    bounds = Rect(0, 0, doc.width(), doc.height())
+    window = context_window(sel, bounds, settings.margin)
+    if window.empty:
+        raise PluginError("Nothing selected", "The selection lies outside the image.")
+    pixels = bytes(source.pixelData(window.x, window.y, window.w, window.h))
+    mask = bytes(selection.pixelData(window.x, window.y, window.w, window.h))
+    if not any(mask):
+        raise PluginError("Nothing selected", "The selection is empty.")
+    return Job(window, fmt, pixels, mask, settings.request_options())
+
+
+def apply_result(doc, node, job: Job, data: bytes):
+    """Add the filled pixels as a new paint layer directly above ``node``."""
+    layer = doc.createNode(LAYER_NAME, "paintlayer")
+    source = node if node is not None and node.type() == "paintlayer" else doc
+    # Same colour space as the pixels we read, so the bytes mean the same thing.
+    layer.setColorSpace(source.colorModel(), source.colorDepth(), source.colorProfile())
+    parent = node.parentNode() if node is not None else doc.rootNode()
+    parent.addChildNode(layer, node)
+    w = job.window
+    layer.setPixelData(data, w.x, w.y, w.w, w.h)
+    return layer
+
+
+def explain(error: Exception, lama_server_path: str | None = None) -> PluginError:
+    """A message box for a client error."""
+    code = getattr(error, "code", "")
+    message = getattr(error, "message", str(error))
+    if code == "unavailable":
+        message = message.split(". Start it with")[0].rstrip(".") + "."
+        how = (
+            "Start it in a terminal with:\n\n    lama-server\n\n"
+            "(once: pip install lama-inpaint; see the plugin's manual)."
+        )
+        return PluginError("LaMa server is not running", f"{message}\n\n{how}")
+    if code == "timeout":
+        return PluginError(
+            "LaMa server timed out",
+            f"{message}\nThe server may be busy or the selection very large; try again.",
+        )
+    if code == "busy":
+        return PluginError("LaMa server is busy", "Other requests are waiting. Try again shortly.")
+    if code == "unauthorized":
+        return PluginError(
+            "LaMa server refused the request",
+            f"{message}\nThe token file of the server and of Krita's user must be the same.",
+        )
+    if code == "too_large":
+        return PluginError("Selection too large", f"{message}\nSelect a smaller area.")
+    return PluginError("LaMa inpainting failed", f"{message} [{code or type(error).__name__}]")
