@@ -311,10 +311,10 @@ def zmtp_frame(body: bytes, more: bool = False, command: bool = False) -> bytes:
 
 
 def zmtp_ready(socket_type: str) -> bytes:
-    """A READY command frame with the Socket-Type property."""
-    name = b"Socket-Type"
-    value = socket_type.encode("ascii")
-    body = b"\x05READY" + bytes((len(name),)) + name + struct.pack(">I", len(value)) + value
+    """A READY command frame with the Socket-Type property and an empty Identity."""
+    body = b"\x05READY"
+    for name, value in ((b"Socket-Type", socket_type.encode("ascii")), (b"Identity", b"")):
+        body += bytes((len(name),)) + name + struct.pack(">I", len(value)) + value
     return zmtp_frame(body, command=True)
 
 
@@ -323,21 +323,31 @@ def parse_properties(data: bytes) -> dict[str, bytes]:
     props, pos = {}, 0
     while pos < len(data):
         n = data[pos]
+        if pos + 1 + n + 4 > len(data):
+            raise ValueError("truncated READY property")
         name = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
         pos += 1 + n
-        if pos + 4 > len(data):
-            raise ValueError("truncated READY property")
         (size,) = struct.unpack(">I", data[pos : pos + 4])
+        if pos + 4 + size > len(data):
+            raise ValueError("truncated READY property")
         props[name] = data[pos + 4 : pos + 4 + size]
         pos += 4 + size
     return props
 
 
+def _command_name(body: bytes) -> bytes:
+    return body[1 : 1 + body[0]] if body else b""
+
+
 class ZmtpConnection:
-    """One ZMTP 3.x DEALER connection over TCP or a Unix socket."""
+    """One ZMTP 3.x DEALER connection (NULL mechanism) over TCP or a Unix socket.
+
+    Raises ServerUnavailable if nothing ZeroMQ-like answers within ``connect_timeout``.
+    """
 
     def __init__(self, endpoint: str, connect_timeout: float) -> None:
         self.endpoint = endpoint
+        self._more = False
         deadline = time.monotonic() + connect_timeout
         self.sock = _open_socket(endpoint, connect_timeout)
         try:
@@ -345,28 +355,37 @@ class ZmtpConnection:
             greeting = self._recv_exact(64, deadline)
             if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
                 raise ServerUnavailable(f"{endpoint}: the peer is not a ZeroMQ (ZMTP 3) server")
-            if greeting[12:32].rstrip(b"\x00") != b"NULL":
-                mechanism = greeting[12:32].rstrip(b"\x00").decode("ascii", "replace")
+            mechanism = greeting[12:32].rstrip(b"\x00").decode("ascii", "replace")
+            if mechanism != "NULL":
                 raise ServerUnavailable(
-                    f"{endpoint}: server requires the {mechanism} security mechanism "
-                    "(remote servers use CURVE: connect through pyzmq with the server key)"
+                    f"{endpoint}: the server requires the {mechanism} security mechanism; this "
+                    "built-in client only speaks NULL (for a remote CURVE server install pyzmq)"
                 )
             command, body = self._recv_frame(deadline)
-            if not command or not body.startswith(b"\x05READY"):
+            name = _command_name(body) if command else b""
+            if name == b"ERROR":
+                reason = body[7 : 7 + body[6]].decode("utf-8", "replace") if len(body) > 6 else ""
+                raise ServerUnavailable(f"{endpoint}: the server refused the connection ({reason})")
+            if name != b"READY":
                 raise ServerUnavailable(f"{endpoint}: unexpected handshake from the server")
-            props = parse_properties(body[6:])
-            if props.get("Socket-Type", b"") not in (b"ROUTER", b"DEALER"):
-                raise ServerUnavailable(
-                    f"{endpoint}: server socket type {props.get('Socket-Type')!r}"
-                )
-        except (OSError, ValueError) as exc:
+            socket_type = parse_properties(body[6:]).get("Socket-Type", b"")
+            if socket_type not in (b"ROUTER", b"DEALER"):
+                raise ServerUnavailable(f"{endpoint}: server socket type {socket_type!r}")
+        except RequestTimeout:
             self.close()
-            raise ServerUnavailable(f"{endpoint}: handshake failed ({exc})") from exc
+            raise ServerUnavailable(
+                f"{endpoint}: no ZeroMQ handshake within {connect_timeout:g} s "
+                "(is something other than lama-server listening there?)"
+            ) from None
         except LamaError:
             self.close()
             raise
+        except (OSError, ValueError, IndexError) as exc:
+            self.close()
+            raise ServerUnavailable(f"{endpoint}: handshake failed ({exc})") from exc
 
     def send(self, payload: bytes) -> None:
+        """Send one single-frame message; OSError if the connection is broken."""
         self.sock.settimeout(30)
         self.sock.sendall(zmtp_frame(payload))
 
@@ -381,23 +400,33 @@ class ZmtpConnection:
         return False
 
     def recv(self, timeout: float) -> bytes | None:
-        """Receive one message, or None if nothing starts arriving within ``timeout``."""
-        readable, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-        if not readable:
-            return None
-        # Once a message starts, it is read whole (a generous bound against stalls).
-        deadline = time.monotonic() + 60.0
-        parts = []
-        while True:
-            command, body = self._recv_frame(deadline)
-            if command:
-                if body.startswith(b"\x04PING"):
-                    context = body[7:]
-                    self.sock.sendall(zmtp_frame(b"\x04PONG" + context, command=True))
-                continue
-            parts.append(body)
-            if not self._more:
+        """Receive one message (frames joined), or None if none starts within ``timeout``.
+
+        Heartbeat PINGs are answered with PONG; other commands are skipped.
+        """
+        until = time.monotonic() + max(timeout, 0)
+        try:
+            while True:
+                wait = max(until - time.monotonic(), 0)
+                readable, _, _ = select.select([self.sock], [], [], wait)
+                if not readable:
+                    return None
+                # Once a frame starts it is read whole (a generous bound against a stalled peer).
+                deadline = time.monotonic() + 60.0
+                command, body = self._recv_frame(deadline)
+                if command:
+                    if _command_name(body) == b"PING":
+                        # PING = name, 2-byte TTL, context; PONG echoes the context.
+                        self.sock.sendall(zmtp_frame(b"\x04PONG" + body[7:], command=True))
+                    continue
+                parts = [body]
+                while self._more:
+                    command, body = self._recv_frame(deadline)
+                    if not command:
+                        parts.append(body)
                 return b"".join(parts)
+        except OSError as exc:
+            raise ServerUnavailable(f"{self.endpoint}: connection lost ({exc})") from exc
 
     def _recv_frame(self, deadline: float) -> tuple[bool, bytes]:
         flags = self._recv_exact(1, deadline)[0]
@@ -407,8 +436,10 @@ class ZmtpConnection:
             size = self._recv_exact(1, deadline)[0]
         if size > MAX_REPLY_BYTES:
             raise LamaError("too_large", f"reply of {size} bytes exceeds the client's limit")
-        self._more = bool(flags & _FLAG_MORE)
-        return bool(flags & _FLAG_COMMAND), self._recv_exact(size, deadline)
+        command = bool(flags & _FLAG_COMMAND)
+        if not command:  # commands never carry MORE; a command between frames keeps the state
+            self._more = bool(flags & _FLAG_MORE)
+        return command, self._recv_exact(size, deadline)
 
     def _recv_exact(self, n: int, deadline: float) -> bytes:
         buf = bytearray()
@@ -422,11 +453,15 @@ class ZmtpConnection:
             except TimeoutError:
                 continue
             if not chunk:
-                raise ServerUnavailable(f"{self.endpoint}: the server closed the connection")
+                raise ServerUnavailable(
+                    f"{self.endpoint}: the server closed the connection "
+                    "(it stopped or restarted); try again"
+                )
             buf += chunk
         return bytes(buf)
 
     def close(self) -> None:
+        """Close the socket (idempotent)."""
         try:
             self.sock.close()
         except OSError:
@@ -469,6 +504,8 @@ def _open_socket(endpoint: str, timeout: float) -> socket.socket:
 
 
 class _StdlibTransport:
+    """send/recv/close over our own ZMTP connection, reconnecting when the old one died."""
+
     def __init__(self, endpoint: str, connect_timeout: float) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
@@ -476,23 +513,33 @@ class _StdlibTransport:
 
     def send(self, payload: bytes) -> None:
         if self.conn is not None and self.conn.is_dead():
-            self.close()  # the server restarted: reconnect transparently
-        if self.conn is None:
+            self.close()  # the server restarted since the last request: reconnect transparently
+        fresh = self.conn is None
+        if fresh:
             self.conn = ZmtpConnection(self.endpoint, self.connect_timeout)
         try:
             self.conn.send(payload)
-        except OSError:
-            # Nothing reached the server: reconnect once and send again.
+            return
+        except OSError as exc:
             self.close()
-            self.conn = ZmtpConnection(self.endpoint, self.connect_timeout)
+            if fresh:
+                raise ServerUnavailable(f"{self.endpoint}: cannot send ({exc})") from exc
+        # A ZMTP message counts only once its last byte arrives, so a send that failed delivered
+        # nothing: reconnect once and send again.
+        self.conn = ZmtpConnection(self.endpoint, self.connect_timeout)
+        try:
             self.conn.send(payload)
+        except OSError as exc:
+            self.close()
+            raise ServerUnavailable(f"{self.endpoint}: cannot send the request ({exc})") from exc
 
     def recv(self, timeout: float) -> bytes | None:
-        assert self.conn is not None
+        if self.conn is None:
+            raise ServerUnavailable(f"{self.endpoint}: not connected")
         try:
             return self.conn.recv(timeout)
         except LamaError:
-            self.close()
+            self.close()  # the stream is broken or out of step: never reuse it
             raise
 
     def close(self) -> None:
@@ -502,34 +549,52 @@ class _StdlibTransport:
 
 
 class _PyzmqTransport:
+    """send/recv/close over a pyzmq DEALER; a new socket after any failure or timeout."""
+
     def __init__(self, endpoint: str, connect_timeout: float) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.ctx = _zmq.Context.instance()
         self.sock = None
 
-    def _open(self):
+    def _open(self) -> Any:
         sock = self.ctx.socket(_zmq.DEALER)
         sock.setsockopt(_zmq.LINGER, 0)
         sock.setsockopt(_zmq.IMMEDIATE, 1)  # queue only on completed connections
-        sock.connect(self.endpoint)
+        sock.setsockopt(_zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(_zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(_zmq.IPV6, 1)  # else libzmq cannot reach tcp://[::1]:port
+        try:
+            sock.connect(self.endpoint)
+        except _zmq.ZMQError as exc:
+            sock.close(0)
+            raise LamaError("bad_endpoint", f"bad endpoint {self.endpoint!r} ({exc})") from None
         return sock
 
     def send(self, payload: bytes) -> None:
         if self.sock is None:
             self.sock = self._open()
-        # With IMMEDIATE, POLLOUT means a live connection: a server that is down shows here.
-        if not self.sock.poll(int(self.connect_timeout * 1000), _zmq.POLLOUT):
+        # With IMMEDIATE, POLLOUT means a completed handshake: a server that is down shows here.
+        try:
+            if self.sock.poll(int(self.connect_timeout * 1000), _zmq.POLLOUT):
+                self.sock.send(payload, _zmq.NOBLOCK, copy=False)
+                return
+        except _zmq.ZMQError as exc:
             self.close()
-            raise ServerUnavailable(
-                f"no lama-server at {self.endpoint}. Start it with: lama-server"
-            )
-        self.sock.send(payload, copy=False)
+            raise ServerUnavailable(f"{self.endpoint}: cannot send the request ({exc})") from exc
+        self.close()
+        raise ServerUnavailable(f"no lama-server at {self.endpoint}. Start it with: lama-server")
 
     def recv(self, timeout: float) -> bytes | None:
-        if not self.sock.poll(int(timeout * 1000), _zmq.POLLIN):
-            return None
-        return self.sock.recv(copy=True)
+        if self.sock is None:
+            raise ServerUnavailable(f"{self.endpoint}: not connected")
+        try:
+            if not self.sock.poll(int(timeout * 1000), _zmq.POLLIN):
+                return None
+            return b"".join(self.sock.recv_multipart(_zmq.NOBLOCK, copy=True))
+        except _zmq.ZMQError as exc:
+            self.close()
+            raise ServerUnavailable(f"{self.endpoint}: connection lost ({exc})") from exc
 
     def close(self) -> None:
         if self.sock is not None:
@@ -554,6 +619,9 @@ class ImageData:
 class LamaClient:
     """Talks to one lama-server. Not thread-safe: use one client per thread."""
 
+    #: Seconds to wait for the server to confirm a cancel before giving up on the request.
+    cancel_grace = 5.0
+
     def __init__(
         self,
         endpoint: str = DEFAULT_ENDPOINT,
@@ -570,8 +638,11 @@ class LamaClient:
         self.token = token if token is not None else read_token()
         self.timeout = timeout
         self.uses_pyzmq = use_pyzmq
-        self._pack = _msgpack.packb if use_pyzmq else packb
-        self._unpack = (lambda b: _msgpack.unpackb(b, raw=False)) if use_pyzmq else unpackb
+        if use_pyzmq:
+            self._pack: Callable[[Any], bytes] = lambda o: _msgpack.packb(o, use_bin_type=True)
+            self._unpack: Callable[[bytes], Any] = lambda b: _msgpack.unpackb(b, raw=False)
+        else:
+            self._pack, self._unpack = packb, unpackb
         transport = _PyzmqTransport if use_pyzmq else _StdlibTransport
         self._transport = transport(endpoint, connect_timeout)
 
@@ -582,6 +653,7 @@ class LamaClient:
         self.close()
 
     def close(self) -> None:
+        """Drop the connection; the next request opens a new one."""
         self._transport.close()
 
     def ping(self) -> dict:
@@ -609,8 +681,11 @@ class LamaClient:
             "options": dict(options or {}),
         }  # fmt: skip
         reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel)
-        out = reply["image"]
-        return ImageData(out["w"], out["h"], out["format"], out["data"])
+        out = reply.get("image")
+        try:
+            return ImageData(int(out["w"]), int(out["h"]), str(out["format"]), bytes(out["data"]))
+        except (TypeError, KeyError, ValueError):
+            raise LamaError("bad_reply", "the server's reply has no usable image") from None
 
     def _call(
         self,
@@ -619,24 +694,28 @@ class LamaClient:
         progress: Callable[[float, str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> dict:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()  # cancelled before it started: do not bother the server
         request_id = uuid.uuid4().hex
         message = {"v": PROTOCOL_VERSION, "id": request_id, "token": self.token or "", **request}
         self._transport.send(self._pack(message))
         deadline = time.monotonic() + timeout
-        cancel_sent_at = None
+        cancel_sent_at: float | None = None
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._transport.close()  # a fresh connection next time: no stale replies
-                raise RequestTimeout(f"{self.endpoint}: no answer in {timeout:.0f} s")
+            now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 if cancel_sent_at is None:
-                    cancel_sent_at = time.monotonic()
+                    cancel_sent_at = now
                     self._send_cancel(request_id)
-                elif time.monotonic() - cancel_sent_at > 5.0:
+                elif now - cancel_sent_at > self.cancel_grace:
                     self._transport.close()  # stale replies die with the connection
-                    raise Cancelled()
-            raw = self._transport.recv(min(remaining, 0.2) if cancel is not None else remaining)
+                    raise Cancelled("cancelled (the server did not confirm in time)")
+            if now >= deadline:
+                self._transport.close()  # a fresh connection next time: no stale replies
+                raise RequestTimeout(f"{self.endpoint}: no answer in {timeout:g} s")
+            # Poll in short slices while a cancel may come, so it is seen promptly.
+            wait = deadline - now if cancel is None else min(deadline - now, 0.1)
+            raw = self._transport.recv(wait)
             if raw is None:
                 continue
             try:
@@ -644,14 +723,17 @@ class LamaClient:
             except Exception as exc:
                 raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
             if not isinstance(reply, dict) or reply.get("id") not in (request_id, None):
-                continue  # a stale reply to an earlier, abandoned request
+                continue  # a stale reply to an earlier, abandoned request (or our cancel's ack)
             if "ok" not in reply:
                 if progress is not None and isinstance(reply.get("progress"), (int, float)):
                     progress(float(reply["progress"]), str(reply.get("stage", "")))
                 continue
-            if reply["ok"]:
+            if reply["ok"] is True:
+                if cancel_sent_at is not None:
+                    raise Cancelled()  # finished just as the user cancelled: drop the result
                 return reply
-            error = reply.get("error") or {}
+            error = reply.get("error")
+            error = error if isinstance(error, dict) else {}
             code = str(error.get("code", "internal"))
             text = str(error.get("message", "server error"))
             if code == "cancelled":

@@ -1,0 +1,534 @@
+"""LamaClient over real sockets: a protocol-v1 ROUTER peer (pyzmq) and raw ZMTP peers.
+
+Every test that makes sense for both transports runs twice: the built-in ZMTP client
+(``use_pyzmq=False``, what GIMP/Krita get without pyzmq) and the pyzmq DEALER.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import msgpack
+import pytest
+import zmq
+
+from lama_server import client
+from lama_server.client import (
+    Cancelled,
+    ImageData,
+    LamaClient,
+    LamaError,
+    RequestTimeout,
+    ServerUnavailable,
+)
+
+BOTH = pytest.mark.parametrize("use_pyzmq", [False, True], ids=["stdlib", "pyzmq"])
+TOKEN = "t0ken-for-tests"
+INVERT = bytes(255 - i for i in range(256))  # the fake "model": invert every byte
+
+
+@dataclass
+class Job:
+    ident: bytes
+    id: str
+    request: dict
+    step: int = 0
+    next_at: float = 0.0
+
+
+class FakeServer:
+    """A ROUTER thread answering protocol v1 (docs/protocol.md) with canned behaviour.
+
+    ``inpaint`` sends ``queued``, one stale reply for another id, ``steps`` progress replies
+    ``step_delay`` apart, then the image with every byte inverted. ``silent`` requests are
+    swallowed; ``error`` makes every inpaint fail with that (code, message).
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        steps: int = 3,
+        step_delay: float = 0.0,
+        honour_cancel: bool = True,
+        silent: int = 0,
+        error: tuple[str, str] | None = None,
+        heartbeat_ms: int = 0,
+        ipv6: bool = False,
+    ) -> None:
+        self.steps, self.step_delay = steps, step_delay
+        self.honour_cancel, self.silent, self.error = honour_cancel, silent, error
+        self.requests: list[dict] = []
+        self.job: Job | None = None
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if ipv6:
+            self.sock.setsockopt(zmq.IPV6, 1)
+        if heartbeat_ms:
+            self.sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
+            self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
+        self.sock.bind(endpoint or "tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+    def ops(self) -> list[str]:
+        return [r.get("op") for r in self.requests]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.sock.poll(10):
+                    ident, payload = self.sock.recv_multipart()
+                    self._handle(ident, msgpack.unpackb(payload, raw=False))
+                if self.job is not None and time.monotonic() >= self.job.next_at:
+                    self._advance(self.job)
+        finally:
+            self.sock.close(0)
+            self.ctx.term()
+
+    def _reply(self, ident: bytes, **fields: object) -> None:
+        self.sock.send_multipart([ident, msgpack.packb({"v": 1, **fields}, use_bin_type=True)])
+
+    def _fail(self, ident: bytes, rid: object, code: str, message: str) -> None:
+        self._reply(ident, id=rid, ok=False, error={"code": code, "message": message})
+
+    def _handle(self, ident: bytes, req: dict) -> None:
+        self.requests.append(req)
+        rid = req.get("id")
+        if req.get("token") != TOKEN:
+            return self._fail(ident, rid, "unauthorized", "Wrong token.")
+        if self.silent > 0:
+            self.silent -= 1
+            return None
+        op = req.get("op")
+        if op == "ping":
+            return self._reply(ident, id=rid, ok=True, pong=True, version="0.1.0")
+        if op == "info":
+            return self._reply(ident, id=rid, ok=True, info={"model": "fake", "protocol": 1})
+        if op == "cancel":
+            job = self.job
+            hit = job is not None and job.id == req.get("target") and job.ident == ident
+            self._reply(ident, id=rid, ok=True, cancelled=hit)
+            if hit and self.honour_cancel:
+                self._fail(ident, job.id, "cancelled", "The request was cancelled.")
+                self.job = None
+            return None
+        if op == "inpaint":
+            if self.error:
+                return self._fail(ident, rid, *self.error)
+            self._reply(ident, id=rid, progress=0.0, stage="queued")
+            # A leftover from an abandoned request: the client must skip it.
+            self._reply(ident, id=uuid.uuid4().hex, ok=True, image={"w": 1, "h": 1})
+            self.job = Job(ident, rid, req, next_at=time.monotonic() + self.step_delay)
+            return None
+        return self._fail(ident, rid, "unknown_op", "Unknown op.")
+
+    def _advance(self, job: Job) -> None:
+        job.step += 1
+        if job.step <= self.steps:
+            self._reply(job.ident, id=job.id, progress=job.step / self.steps, stage="inpaint")
+            job.next_at = time.monotonic() + self.step_delay
+            return
+        image = job.request["image"]
+        out = dict(image, data=bytes(image["data"]).translate(INVERT))
+        self._reply(job.ident, id=job.id, ok=True, image=out, timing={"total_ms": 1.0})
+        self.job = None
+
+
+def rgba(w: int, h: int) -> ImageData:
+    return ImageData(
+        w, h, "RGBA8", bytes(range(256)) * (w * h * 4 // 256) + b"\x07" * (w * h * 4 % 256)
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Requests and replies
+
+
+@BOTH
+def test_ping_info_and_envelope(use_pyzmq):
+    with FakeServer() as server, LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+        assert c.uses_pyzmq is use_pyzmq
+        reply = c.ping()
+        assert reply["pong"] is True and reply["version"] == "0.1.0"
+        assert c.info()["model"] == "fake"
+    first, second = server.requests
+    for req in server.requests:
+        assert req["v"] == 1 and req["token"] == TOKEN
+        assert uuid.UUID(hex=req["id"]).version == 4 and len(req["id"]) == 32
+    assert first["id"] != second["id"] and server.ops() == ["ping", "info"]
+
+
+@BOTH
+def test_inpaint_reports_progress_skips_stale_replies_and_returns_the_image(use_pyzmq):
+    image = rgba(40, 30)
+    mask = bytes([0, 255]) * (40 * 30 // 2)
+    seen: list[tuple[float, str]] = []
+    with (
+        FakeServer(steps=3) as server,
+        LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c,
+    ):
+        out = c.inpaint(image, mask, {"mask_grow": 2, "output": "layer"},
+                        progress=lambda p, s: seen.append((p, s)))  # fmt: skip
+    assert out == ImageData(40, 30, "RGBA8", image.data.translate(INVERT))
+    assert seen == [(0.0, "queued"), (1 / 3, "inpaint"), (2 / 3, "inpaint"), (1.0, "inpaint")]
+    req = server.requests[0]
+    assert req["op"] == "inpaint" and req["options"] == {"mask_grow": 2, "output": "layer"}
+    assert req["image"] == {"w": 40, "h": 30, "format": "RGBA8", "data": image.data}
+    assert req["mask"] == {"w": 40, "h": 30, "data": mask}
+
+
+@BOTH
+def test_multi_megabyte_images_cross_intact(use_pyzmq):
+    image = rgba(1024, 768)  # 3 MiB each way
+    with (
+        FakeServer(steps=1) as server,
+        LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c,
+    ):
+        out = c.inpaint(image, b"\xff" * (1024 * 768))
+        again = c.inpaint(ImageData(1, 1, "GRAY8", b"\x10"), b"\xff")  # short frames after long
+    assert out.data == image.data.translate(INVERT)
+    assert again.data == b"\xef"
+
+
+@BOTH
+def test_error_replies_raise_lama_error_with_code_and_message(use_pyzmq):
+    with FakeServer(error=("busy", "The queue is full.")) as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            with pytest.raises(LamaError) as info:
+                c.inpaint(rgba(2, 2), b"\xff" * 4)
+            assert (info.value.code, info.value.message) == ("busy", "The queue is full.")
+            assert not isinstance(info.value, (Cancelled, ServerUnavailable, RequestTimeout))
+            assert c.ping()["pong"]  # the connection is still good after an error reply
+        with LamaClient(server.endpoint, "wrong", use_pyzmq=use_pyzmq) as c:
+            with pytest.raises(LamaError, match="Wrong token") as info:
+                c.ping()
+            assert info.value.code == "unauthorized"
+
+
+# --------------------------------------------------------------------------------------------
+# Cancel
+
+
+@BOTH
+def test_cancel_sends_cancel_op_and_raises_cancelled(use_pyzmq):
+    cancel = threading.Event()
+
+    def progress(p: float, stage: str) -> None:
+        if stage == "inpaint":
+            cancel.set()
+
+    with FakeServer(steps=50, step_delay=0.1) as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            start = time.monotonic()
+            with pytest.raises(Cancelled) as info:
+                c.inpaint(rgba(4, 4), b"\xff" * 16, progress=progress, cancel=cancel)
+            assert time.monotonic() - start < 1.5  # not the 5 s of 50 steps
+            assert info.value.code == "cancelled"
+            assert c.ping()["pong"]
+    inpaint_req, cancel_req, _ = server.requests
+    assert cancel_req["op"] == "cancel" and cancel_req["target"] == inpaint_req["id"]
+    assert cancel_req["token"] == TOKEN and cancel_req["id"] != inpaint_req["id"]
+
+
+@BOTH
+def test_cancel_gives_up_after_the_grace_period_if_the_server_ignores_it(use_pyzmq):
+    cancel = threading.Event()
+    with FakeServer(steps=6, step_delay=0.2, honour_cancel=False) as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            c.cancel_grace = 0.3
+            threading.Timer(0.1, cancel.set).start()
+            start = time.monotonic()
+            with pytest.raises(Cancelled):
+                c.inpaint(rgba(4, 4), b"\xff" * 16, cancel=cancel)
+            assert 0.3 <= time.monotonic() - start < 1.0
+            # The abandoned request's replies must not leak into the next call.
+            assert c.ping()["pong"]
+    assert server.ops() == ["inpaint", "cancel", "ping"]
+
+
+def test_cancel_set_before_the_call_sends_nothing():
+    cancel = threading.Event()
+    cancel.set()
+    with FakeServer() as server, LamaClient(server.endpoint, TOKEN, use_pyzmq=False) as c:
+        with pytest.raises(Cancelled):
+            c.inpaint(rgba(2, 2), b"\xff" * 4, cancel=cancel)
+        c.ping()
+    assert server.ops() == ["ping"]
+
+
+# --------------------------------------------------------------------------------------------
+# Timeouts, unreachable servers, restarts
+
+
+@BOTH
+def test_reply_timeout_raises_request_timeout_and_the_client_recovers(use_pyzmq):
+    with FakeServer(silent=1) as server:
+        with LamaClient(server.endpoint, TOKEN, timeout=0.5, use_pyzmq=use_pyzmq) as c:
+            start = time.monotonic()
+            with pytest.raises(RequestTimeout) as info:
+                c.ping()
+            assert 0.45 <= time.monotonic() - start < 1.5
+            assert info.value.code == "timeout"
+            assert c.ping()["pong"]
+
+
+@BOTH
+def test_server_down_is_server_unavailable_within_two_seconds(use_pyzmq):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="lama-server") as info:
+        LamaClient(endpoint, TOKEN, use_pyzmq=use_pyzmq).ping()
+    assert time.monotonic() - start < 2.5
+    assert info.value.code == "unavailable"
+
+
+@BOTH
+def test_a_listener_that_never_speaks_zmtp_is_unavailable_not_a_hang(use_pyzmq):
+    with socket.socket() as mute:  # accepts connections (backlog), never answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        endpoint = f"tcp://127.0.0.1:{mute.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            LamaClient(endpoint, TOKEN, connect_timeout=0.5, use_pyzmq=use_pyzmq).ping()
+        assert time.monotonic() - start < 1.5
+
+
+@BOTH
+def test_server_restart_reconnects_transparently(use_pyzmq):
+    first = FakeServer()
+    c = LamaClient(first.endpoint, TOKEN, use_pyzmq=use_pyzmq)
+    try:
+        assert c.ping()["pong"]
+        first.close()
+        time.sleep(0.1)  # let the close reach the client's socket
+        with FakeServer(first.endpoint) as second:
+            assert c.ping()["pong"]  # same client, new server
+            assert c.ping()["pong"]
+        assert second.ops() == ["ping", "ping"]
+    finally:
+        c.close()
+
+
+def test_server_dying_mid_request_is_reported_at_once_and_the_next_call_reconnects():
+    first = FakeServer(steps=1, step_delay=30)
+    c = LamaClient(first.endpoint, TOKEN, use_pyzmq=False)
+    try:
+        threading.Timer(0.3, first.close).start()
+        start = time.monotonic()
+        with pytest.raises(ServerUnavailable, match="closed the connection"):
+            c.inpaint(rgba(2, 2), b"\xff" * 4)
+        assert time.monotonic() - start < 2.0
+        with FakeServer(first.endpoint) as second:
+            assert c.ping()["pong"]
+        assert second.ops() == ["ping"]
+    finally:
+        c.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Endpoints
+
+
+@BOTH
+def test_ipc_endpoint(use_pyzmq, tmp_path):
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets here")
+    with FakeServer(f"ipc://{tmp_path}/lama.sock") as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            assert c.ping()["pong"]
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@BOTH
+def test_ipv6_bracketed_endpoint(use_pyzmq):
+    with FakeServer("tcp://[::1]:*", ipv6=True) as server:
+        assert server.endpoint.startswith("tcp://[::1]:")
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            assert c.ping()["pong"]
+
+
+@BOTH
+def test_unsupported_endpoint_is_a_clear_error(use_pyzmq):
+    with pytest.raises(LamaError, match="endpoint") as info:
+        LamaClient("udp://127.0.0.1:1", TOKEN, use_pyzmq=use_pyzmq).ping()
+    assert info.value.code == "bad_endpoint"
+
+
+# --------------------------------------------------------------------------------------------
+# ZMTP details
+
+
+def test_heartbeats_from_libzmq_are_answered_while_waiting():
+    # libzmq drops a connection that does not PONG within 3 heartbeat intervals; the reply
+    # comes after 10 of them, so it only arrives if the client answers PINGs while it waits.
+    with FakeServer(steps=1, step_delay=0.5, heartbeat_ms=50) as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=False) as c:
+            out = c.inpaint(ImageData(1, 1, "GRAY8", b"\x00"), b"\xff")
+    assert out.data == b"\xff"
+
+
+def test_a_short_timeout_holds_even_while_heartbeats_arrive():
+    with FakeServer(silent=1, heartbeat_ms=50) as server:
+        with LamaClient(server.endpoint, TOKEN, timeout=0.4, use_pyzmq=False) as c:
+            start = time.monotonic()
+            with pytest.raises(RequestTimeout):
+                c.ping()
+            assert time.monotonic() - start < 1.0
+
+
+class RawPeer:
+    """A hand-written ZMTP server on a plain socket, for what libzmq will not do on demand."""
+
+    def __init__(self, script) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.endpoint = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.script = script
+        self.result: dict = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(5)
+        try:
+            self.script(conn, self.result)
+        except Exception as exc:  # reported by the test through result
+            self.result["error"] = exc
+        finally:
+            conn.close()
+
+    def join(self) -> dict:
+        self.thread.join(5)
+        self.listener.close()
+        return self.result
+
+
+def recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        assert chunk, "peer closed"
+        buf += chunk
+    return buf
+
+
+def read_frame(conn: socket.socket) -> tuple[int, bytes]:
+    flags = recv_exact(conn, 1)[0]
+    size = struct.unpack(">Q", recv_exact(conn, 8))[0] if flags & 2 else recv_exact(conn, 1)[0]
+    return flags, recv_exact(conn, size)
+
+
+def server_greeting(mechanism: bytes = b"NULL", minor: int = 1) -> bytes:
+    return (b"\xff" + b"\x00" * 8 + b"\x7f" + bytes((3, minor)) + mechanism.ljust(20, b"\x00")
+            + b"\x01" + b"\x00" * 31)  # fmt: skip
+
+
+def test_handshake_ping_pong_and_multipart_against_a_raw_zmtp_peer():
+    def script(conn: socket.socket, result: dict) -> None:
+        result["greeting"] = recv_exact(conn, 64)
+        flags, ready = read_frame(conn)
+        result["ready"] = (flags, ready)
+        conn.sendall(server_greeting() + client.zmtp_ready("ROUTER"))
+        result["request"] = read_frame(conn)
+        # ZMTP 3.1 heartbeat: PING with TTL 0x0102 and a context to echo back.
+        conn.sendall(client.zmtp_frame(b"\x04PING\x01\x02ctx", command=True))
+        conn.sendall(client.zmtp_frame(b"head-", more=True) + client.zmtp_frame(b"t" * 300))
+        result["pong"] = read_frame(conn)
+
+    peer = RawPeer(script)
+    conn = client.ZmtpConnection(peer.endpoint, 2.0)
+    conn.send(b"request")
+    assert conn.recv(5.0) == b"head-" + b"t" * 300
+    time.sleep(0.05)
+    conn.close()
+    result = peer.join()
+    assert "error" not in result, result.get("error")
+    greeting = result["greeting"]
+    assert greeting[:10] == b"\xff" + b"\x00" * 8 + b"\x7f" and greeting[10] == 3
+    assert greeting[12:32] == b"NULL".ljust(20, b"\x00") and greeting[32] == 0  # as-server 0
+    flags, ready = result["ready"]
+    assert flags == 0x04 and ready.startswith(b"\x05READY")
+    props = client.parse_properties(ready[6:])
+    assert props == {"Socket-Type": b"DEALER", "Identity": b""}
+    assert result["request"] == (0, b"request")
+    assert result["pong"] == (0x04, b"\x04PONGctx")
+
+
+def test_handshake_error_command_is_reported():
+    def script(conn: socket.socket, result: dict) -> None:
+        recv_exact(conn, 64)
+        read_frame(conn)
+        reason = b"Invalid socket type"
+        conn.sendall(server_greeting()
+                     + client.zmtp_frame(b"\x05ERROR" + bytes((len(reason),)) + reason, command=True))  # fmt: skip
+
+    peer = RawPeer(script)
+    with pytest.raises(ServerUnavailable, match="Invalid socket type"):
+        client.ZmtpConnection(peer.endpoint, 2.0)
+    peer.join()
+
+
+def test_curve_server_is_refused_with_a_hint():
+    def script(conn: socket.socket, result: dict) -> None:
+        recv_exact(conn, 64)
+        conn.sendall(server_greeting(b"CURVE"))
+        time.sleep(0.2)
+
+    peer = RawPeer(script)
+    with pytest.raises(ServerUnavailable, match="CURVE"):
+        LamaClient(peer.endpoint, TOKEN, use_pyzmq=False).ping()
+    peer.join()
+
+
+def test_a_non_zeromq_peer_is_refused():
+    def script(conn: socket.socket, result: dict) -> None:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b" " * 64)
+        time.sleep(0.2)
+
+    peer = RawPeer(script)
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="not a ZeroMQ"):
+        LamaClient(peer.endpoint, TOKEN, use_pyzmq=False).ping()
+    assert time.monotonic() - start < 1.0
+    peer.join()
