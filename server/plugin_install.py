@@ -21,7 +21,7 @@ CLIENT_SOURCE = Path(__file__).with_name("client.py")
 AFTER_INSTALL = {
     "krita": "Restart Krita; then select an object and run Tools › Scripts › Remove object "
     "(Ctrl+Alt+Shift+R). Settings: Tools › Scripts › LaMa settings…",
-    "gimp": "Restart GIMP; then select an object and run Filters › Enhance › LaMa Inpaint.",
+    "gimp": "Restart GIMP; then select an object and run Filters › LaMa Inpaint.",
 }
 
 

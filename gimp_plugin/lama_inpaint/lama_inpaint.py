@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in: Filters › LaMa Inpaint.
+
+Sends the selected drawable's pixels around the selection, plus the selection mask, to a
+running ``lama-server`` and adds the filled pixels as a new layer "LaMa: removed" directly above
+the drawable, in one undo group. Non-interactive runs (scripts, batch mode) take the options as
+arguments. Runs in GIMP's own Python: standard library and GObject introspection only; the
+client (``lama_client.py``) is bundled beside this file by ``lama-server install-plugin gimp``.
+"""
+
+import os
+import sys
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lama_client  # noqa: E402
+
+PROCEDURE = "plug-in-lama-inpaint"
+LAYER_NAME = "LaMa: removed"
+MIN_AUTO_MARGIN = 128
+
+
+def babl_format(precision):
+    """(babl format, wire format) that keep the image's precision."""
+    name = precision.value_nick if hasattr(precision, "value_nick") else str(precision)
+    if name.startswith("u8"):
+        return "R'G'B'A u8", "RGBA8"
+    if name.startswith("u16"):
+        return "R'G'B'A u16", "RGBA16"
+    return "R'G'B'A float", "RGBAF32"  # u32, half, float, double: float keeps them best
+
+
+def context_window(sel, limits, margin):
+    """Selection box (x0, y0, x1, y1) grown by the margin, clamped to ``limits``."""
+    x0, y0, x1, y1 = sel
+    if margin <= 0:
+        margin = max(MIN_AUTO_MARGIN, max(x1 - x0, y1 - y0) // 2)
+    lx0, ly0, lx1, ly1 = limits
+    return (max(lx0, x0 - margin), max(ly0, y0 - margin),
+            min(lx1, x1 + margin), min(ly1, y1 + margin))
+
+
+class Failure(Exception):
+    """A message for the user, and the PDB status to return."""
+
+    def __init__(self, message, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def explain(error):
+    code = getattr(error, "code", "")
+    message = getattr(error, "message", str(error))
+    if code == "unavailable":
+        return ("LaMa server is not running: " + message.split(". Start it with")[0]
+                + ". Start it in a terminal with: lama-server")
+    if code == "timeout":
+        return "LaMa server timed out: " + message + ". It may be busy; try again."
+    if code == "busy":
+        return "LaMa server is busy with other requests; try again shortly."
+    if code == "unauthorized":
+        return "LaMa server refused the request: " + message
+    return "LaMa inpainting failed: " + message + " [" + (code or type(error).__name__) + "]"
+
+
+class LamaInpaint(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROCEDURE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label("LaMa Inpaint")
+        proc.add_menu_path("<Image>/Filters")
+        proc.set_documentation(
+            "Remove the selected object with LaMa",
+            "Fills the selection with LaMa inpainting (a running lama-server does the work) "
+            "and adds the result as a new layer above the drawable.",
+            name,
+        )
+        proc.set_attribution("lama-inpaint contributors", "lama-inpaint contributors", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        proc.add_string_argument("endpoint", "Server endpoint", "lama-server's ZeroMQ endpoint",
+                                 lama_client.DEFAULT_ENDPOINT, flags)
+        proc.add_int_argument("mask-grow", "Grow mask", "Pixels added around the selection",
+                              0, 64, 4, flags)
+        proc.add_int_argument("feather", "Feather", "Soft transition width in pixels",
+                              0, 64, 4, flags)
+        proc.add_int_argument("context-margin", "Context margin",
+                              "Pixels of context around the selection (0 = automatic)",
+                              0, 4096, 0, flags)
+        proc.add_boolean_argument("sample-merged", "Sample merged",
+                                  "Use the visible image instead of the drawable alone",
+                                  False, flags)
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            gi.require_version("GimpUi", "3.0")
+            from gi.repository import GimpUi
+
+            GimpUi.init(PROCEDURE)
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, "LaMa Inpaint")
+            dialog.fill(None)
+            if not dialog.run():
+                dialog.destroy()
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            dialog.destroy()
+        try:
+            self.inpaint(image, drawables, config)
+        except Failure as failure:
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                Gimp.message(failure.message)
+            return procedure.new_return_values(failure.status, GLib.Error(message=failure.message))
+        except Exception as exc:  # never a traceback in the user's face
+            message = f"LaMa Inpaint failed unexpectedly: {exc}"
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                Gimp.message(message)
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
+                                               GLib.Error(message=message))
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+    def inpaint(self, image, drawables, config):
+        if len(drawables) != 1:
+            raise Failure("Select exactly one layer.", Gimp.PDBStatusType.CALLING_ERROR)
+        drawable = drawables[0]
+        if Gimp.Selection.is_empty(image):
+            raise Failure("Nothing is selected: select the object to remove first.",
+                          Gimp.PDBStatusType.CALLING_ERROR)
+        _, _, sx0, sy0, sx1, sy1 = Gimp.Selection.bounds(image)  # image coordinates
+        _, ox, oy = drawable.get_offsets()
+        merged = config.get_property("sample-merged")
+        if merged:
+            limits = (0, 0, image.get_width(), image.get_height())
+        else:
+            limits = (ox, oy, ox + drawable.get_width(), oy + drawable.get_height())
+        x0, y0, x1, y1 = context_window((sx0, sy0, sx1, sy1), limits,
+                                        config.get_property("context-margin"))
+        if x1 <= x0 or y1 <= y0:
+            raise Failure("The selection does not overlap the selected layer.",
+                          Gimp.PDBStatusType.CALLING_ERROR)
+        w, h = x1 - x0, y1 - y0
+        babl, wire = babl_format(image.get_precision())
+        pixels = self.read_pixels(image, drawable, merged, babl, x0, y0, w, h)
+        selection = image.get_selection().get_buffer()
+        mask = bytes(selection.get(Gegl.Rectangle.new(x0, y0, w, h), 1.0, "Y u8",
+                                   Gegl.AbyssPolicy.NONE))
+        if not any(mask):
+            raise Failure("The selection is empty here.", Gimp.PDBStatusType.CALLING_ERROR)
+        options = {"mask_grow": config.get_property("mask-grow"),
+                   "feather": config.get_property("feather"), "output": "layer"}
+        Gimp.progress_init("LaMa inpainting…")
+        try:
+            with lama_client.LamaClient(config.get_property("endpoint")) as client:
+                reply = client.inpaint(lama_client.ImageData(w, h, wire, pixels), mask, options,
+                                       progress=lambda f, _s: Gimp.progress_update(f))
+        except lama_client.LamaError as exc:
+            raise Failure(explain(exc)) from None
+        finally:
+            Gimp.progress_end()
+        self.add_layer(image, drawable, babl, reply.data, x0, y0, w, h)
+
+    @staticmethod
+    def read_pixels(image, drawable, merged, babl, x, y, w, h):
+        if merged:
+            visible = Gimp.Layer.new_from_visible(image, image, "lama-visible")
+            try:
+                buffer = visible.get_buffer()
+                return bytes(buffer.get(Gegl.Rectangle.new(x, y, w, h), 1.0, babl,
+                                        Gegl.AbyssPolicy.NONE))
+            finally:
+                visible.delete()
+        _, ox, oy = drawable.get_offsets()
+        rect = Gegl.Rectangle.new(x - ox, y - oy, w, h)  # drawable coordinates
+        return bytes(drawable.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE))
+
+    @staticmethod
+    def add_layer(image, drawable, babl, data, x, y, w, h):
+        grey = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        kind = Gimp.ImageType.GRAYA_IMAGE if grey else Gimp.ImageType.RGBA_IMAGE
+        image.undo_group_start()
+        try:
+            layer = Gimp.Layer.new(image, LAYER_NAME, w, h, kind, 100.0, Gimp.LayerMode.NORMAL)
+            parent = drawable.get_parent()
+            image.insert_layer(layer, parent, image.get_item_position(drawable))
+            layer.set_offsets(x, y)
+            buffer = layer.get_buffer()
+            buffer.set(Gegl.Rectangle.new(0, 0, w, h), babl, data)
+            buffer.flush()
+            layer.update(0, 0, w, h)
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+
+
+Gimp.main(LamaInpaint.__gtype__, sys.argv)
