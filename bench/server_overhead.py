@@ -70,29 +70,34 @@ def sample(size: int) -> tuple[np.ndarray, np.ndarray]:
     return rgba, mask
 
 
-def median_time(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure_size(size: int, model, options, endpoint: str, token: str, runs: int) -> None:
+    """Direct call and both clients, interleaved run by run so drift hits all three alike."""
     from lama_model.inpaint import inpaint
     from lama_server.client import ImageData, LamaClient
 
     rgba, mask = sample(size)
-    direct = median_time(lambda: inpaint(model, rgba, mask, options), runs)
     payload = ImageData(size, size, "RGBA8", rgba.tobytes())
     mask_bytes = mask.tobytes()
-    for use_pyzmq in (False, True):
-        with LamaClient(endpoint, token, use_pyzmq=use_pyzmq) as client:
-            rt = median_time(lambda c=client: c.inpaint(payload, mask_bytes), runs)
+    clients = {
+        "stdlib": LamaClient(endpoint, token, use_pyzmq=False),
+        "pyzmq": LamaClient(endpoint, token, use_pyzmq=True),
+    }
+    calls = {"direct": lambda: inpaint(model, rgba, mask, options)}
+    for name, client in clients.items():
+        calls[name] = lambda c=client: c.inpaint(payload, mask_bytes)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(runs + 1):  # the first round is a warm-up
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if i:
+                times[name].append(time.perf_counter() - start)
+    for client in clients.values():
+        client.close()
+    direct = statistics.median(times["direct"])
+    for name in clients:
+        rt = statistics.median(times[name])
         over = rt - direct
-        name = "pyzmq" if use_pyzmq else "stdlib"
         print(
             f"{size:>5}x{size:<4} {direct * 1000:>7.1f}ms {name:>7} {rt * 1000:>9.1f}ms "
             f"{over * 1000:>7.1f}ms {100 * over / direct:>9.1f}%"

@@ -147,9 +147,10 @@ def _query(command: str, rest: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog=f"lama-server {command}")
     p.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--server-key", help="CURVE public key of a remote server (Z85 text)")
     args = p.parse_args(rest)
     try:
-        with LamaClient(args.endpoint, timeout=args.timeout) as client:
+        with LamaClient(args.endpoint, timeout=args.timeout, server_key=args.server_key) as client:
             reply = client.ping() if command == "ping" else client.info()
     except LamaError as exc:
         print(f"lama-server {command}: {exc.message}", file=sys.stderr)

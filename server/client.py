@@ -302,12 +302,17 @@ def zmtp_greeting(as_server: bool = False) -> bytes:
     )  # fmt: skip
 
 
+def zmtp_frame_header(size: int, more: bool = False, command: bool = False) -> bytes:
+    """The flags and size bytes that start a ZMTP frame (short or long form)."""
+    flags = (_FLAG_MORE if more else 0) | (_FLAG_COMMAND if command else 0)
+    if size < 256:
+        return bytes((flags, size))
+    return bytes((flags | _FLAG_LONG,)) + struct.pack(">Q", size)
+
+
 def zmtp_frame(body: bytes, more: bool = False, command: bool = False) -> bytes:
     """Encode one ZMTP frame (short or long form)."""
-    flags = (_FLAG_MORE if more else 0) | (_FLAG_COMMAND if command else 0)
-    if len(body) < 256:
-        return bytes((flags, len(body))) + body
-    return bytes((flags | _FLAG_LONG,)) + struct.pack(">Q", len(body)) + body
+    return zmtp_frame_header(len(body), more, command) + body
 
 
 def zmtp_ready(socket_type: str) -> bytes:
@@ -351,7 +356,11 @@ class ZmtpConnection:
         deadline = time.monotonic() + connect_timeout
         self.sock = _open_socket(endpoint, connect_timeout)
         try:
-            self.sock.sendall(zmtp_greeting() + zmtp_ready("DEALER"))
+            # Signature and major version first, the rest after the server's greeting: a server
+            # of another mechanism (CURVE) hangs up as soon as it reads our NULL, and this way
+            # we have read which mechanism it wants before that.
+            ours = zmtp_greeting()
+            self.sock.sendall(ours[:11])
             greeting = self._recv_exact(64, deadline)
             if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
                 raise ServerUnavailable(f"{endpoint}: the peer is not a ZeroMQ (ZMTP 3) server")
@@ -361,6 +370,7 @@ class ZmtpConnection:
                     f"{endpoint}: the server requires the {mechanism} security mechanism; this "
                     "built-in client only speaks NULL (for a remote CURVE server install pyzmq)"
                 )
+            self.sock.sendall(ours[11:] + zmtp_ready("DEALER"))
             command, body = self._recv_frame(deadline)
             name = _command_name(body) if command else b""
             if name == b"ERROR":
@@ -387,7 +397,9 @@ class ZmtpConnection:
     def send(self, payload: bytes) -> None:
         """Send one single-frame message; OSError if the connection is broken."""
         self.sock.settimeout(30)
-        self.sock.sendall(zmtp_frame(payload))
+        # Header and body sent separately: no copy of a many-MB body just to prepend 9 bytes.
+        self.sock.sendall(zmtp_frame_header(len(payload)))
+        self.sock.sendall(payload)
 
     def is_dead(self) -> bool:
         """True if the server closed the connection since we last used it."""
@@ -424,7 +436,7 @@ class ZmtpConnection:
                     command, body = self._recv_frame(deadline)
                     if not command:
                         parts.append(body)
-                return b"".join(parts)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
         except OSError as exc:
             raise ServerUnavailable(f"{self.endpoint}: connection lost ({exc})") from exc
 
@@ -442,23 +454,26 @@ class ZmtpConnection:
         return command, self._recv_exact(size, deadline)
 
     def _recv_exact(self, n: int, deadline: float) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
+        # recv_into a buffer of the final size: no growing, no chunk copies (frames are MBs).
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RequestTimeout(f"{self.endpoint}: no answer in time")
             self.sock.settimeout(min(remaining, 0.5))
             try:
-                chunk = self.sock.recv(min(n - len(buf), 1 << 20))
+                count = self.sock.recv_into(view[got:], n - got)
             except TimeoutError:
                 continue
-            if not chunk:
+            if not count:
                 raise ServerUnavailable(
                     f"{self.endpoint}: the server closed the connection "
                     "(it stopped or restarted); try again"
                 )
-            buf += chunk
-        return bytes(buf)
+            got += count
+        return buf  # bytes-like; callers only slice and decode it
 
     def close(self) -> None:
         """Close the socket (idempotent)."""
@@ -551,9 +566,12 @@ class _StdlibTransport:
 class _PyzmqTransport:
     """send/recv/close over a pyzmq DEALER; a new socket after any failure or timeout."""
 
-    def __init__(self, endpoint: str, connect_timeout: float) -> None:
+    def __init__(
+        self, endpoint: str, connect_timeout: float, server_key: bytes | str | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
+        self.server_key = server_key.encode() if isinstance(server_key, str) else server_key
         self.ctx = _zmq.Context.instance()
         self.sock = None
 
@@ -564,6 +582,11 @@ class _PyzmqTransport:
         sock.setsockopt(_zmq.RECONNECT_IVL, 100)
         sock.setsockopt(_zmq.RECONNECT_IVL_MAX, 1000)
         sock.setsockopt(_zmq.IPV6, 1)  # else libzmq cannot reach tcp://[::1]:port
+        if self.server_key:
+            public, secret = _zmq.curve_keypair()  # an ephemeral client identity
+            sock.curve_serverkey = self.server_key
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
         try:
             sock.connect(self.endpoint)
         except _zmq.ZMQError as exc:
@@ -629,11 +652,15 @@ class LamaClient:
         connect_timeout: float = 2.0,
         timeout: float = 300.0,
         use_pyzmq: bool | None = None,
+        server_key: bytes | str | None = None,
     ) -> None:
+        """``server_key``: the server's CURVE public key (Z85), for a remote server; needs pyzmq."""
         if use_pyzmq is None:
             use_pyzmq = _zmq is not None and _msgpack is not None
         if use_pyzmq and (_zmq is None or _msgpack is None):
             raise LamaError("unavailable", "pyzmq/msgpack are not installed")
+        if server_key is not None and not use_pyzmq:
+            raise LamaError("unavailable", "a CURVE-encrypted (remote) server needs pyzmq")
         self.endpoint = endpoint
         self.token = token if token is not None else read_token()
         self.timeout = timeout
@@ -643,8 +670,10 @@ class LamaClient:
             self._unpack: Callable[[bytes], Any] = lambda b: _msgpack.unpackb(b, raw=False)
         else:
             self._pack, self._unpack = packb, unpackb
-        transport = _PyzmqTransport if use_pyzmq else _StdlibTransport
-        self._transport = transport(endpoint, connect_timeout)
+        if use_pyzmq:
+            self._transport = _PyzmqTransport(endpoint, connect_timeout, server_key)
+        else:
+            self._transport = _StdlibTransport(endpoint, connect_timeout)
 
     def __enter__(self) -> LamaClient:
         return self

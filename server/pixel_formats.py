@@ -65,10 +65,12 @@ def wire_to_array(fmt_name: str, width: int, height: int, data: bytes) -> np.nda
     canonical = _CANONICAL[fmt.order]
     if fmt.order != canonical:
         arr = arr[:, :, [fmt.order.index(c) for c in canonical]]
-    arr = arr.astype(fmt.dtype.newbyteorder("="), copy=True)
+    # Native byte order (a no-op on little-endian machines); otherwise no copy: the model only
+    # reads its input, so a read-only view of the message is fine and saves a pass over MBs.
+    arr = arr.astype(fmt.dtype.newbyteorder("="), copy=False)
     if fmt.dtype.kind == "f":
-        # Hosts may hold values outside [0, 1] or NaN in float documents: clamp for the model.
-        np.nan_to_num(arr, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        # Hosts may hold NaN or infinities in float documents: make them harmless for the model.
+        arr = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
     return arr
 
 

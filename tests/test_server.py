@@ -407,3 +407,19 @@ def test_lama_inpaint_through_server_is_bit_identical(
     assert main([*args, "-o", str(tmp_path / "local.png"), "--model", str(golden_dir / "tiny-lama"),
                  "--device", "cpu"]) == 0  # fmt: skip
     assert (tmp_path / "remote.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+
+
+def test_remote_serving_uses_curve_encryption(server_factory, tmp_path):
+    server = server_factory("--no-warmup", "--allow-remote", "--listen", "tcp://0.0.0.0:*")
+    endpoint = f"tcp://127.0.0.1:{server.port}"
+    key = (server.token_file.parent / "server.key").read_bytes().strip()
+    secret = server.token_file.parent / "server.key_secret"
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    with LamaClient(endpoint, server.token, use_pyzmq=True, server_key=key) as c:
+        assert c.ping()["pong"]
+    # Without the key nobody gets through: a plain ZeroMQ client never completes the handshake,
+    # and the stdlib client (NULL only) says what the server asks for.
+    with pytest.raises(ServerUnavailable):
+        LamaClient(endpoint, server.token, use_pyzmq=True, connect_timeout=1.0).ping()
+    with pytest.raises(ServerUnavailable, match="CURVE"):
+        LamaClient(endpoint, server.token, use_pyzmq=False).ping()
