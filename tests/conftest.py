@@ -13,6 +13,14 @@ GOLDEN = Path(
 )
 
 
+def host_missing(what: str) -> None:
+    """A real host (Krita, GIMP) is not installed: skip loudly, or fail if REQUIRE_HOSTS=1."""
+    reason = f"REAL-HOST TEST NOT RUN: {what}"
+    if os.environ.get("REQUIRE_HOSTS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     """The official-code golden fixtures (tiny checkpoint, inputs, official outputs)."""

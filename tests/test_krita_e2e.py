@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, start_server
+from conftest import REPO, host_missing, start_server
 
 from lama_model.checkpoint import load_model
 from lama_model.inpaint import InpaintOptions, inpaint
@@ -31,10 +31,7 @@ LAYERED = ["rgba8", "rgba16", "group_offset"]
 def _require_krita() -> None:
     missing = [tool for tool in ("krita", "xvfb-run") if shutil.which(tool) is None]
     if missing:
-        reason = f"REAL-HOST TEST NOT RUN: {', '.join(missing)} not installed (bash tests/hosts/setup_krita.sh)"
-        if os.environ.get("REQUIRE_HOSTS") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        host_missing(f"{', '.join(missing)} not installed (bash tests/hosts/setup_krita.sh)")
 
 
 @pytest.fixture(scope="module")
