@@ -440,7 +440,7 @@ class ZmtpConnection:
         except OSError as exc:
             raise ServerUnavailable(f"{self.endpoint}: connection lost ({exc})") from exc
 
-    def _recv_frame(self, deadline: float) -> tuple[bool, bytes]:
+    def _recv_frame(self, deadline: float) -> tuple[bool, bytearray]:
         flags = self._recv_exact(1, deadline)[0]
         if flags & _FLAG_LONG:
             (size,) = struct.unpack(">Q", self._recv_exact(8, deadline))
@@ -453,7 +453,7 @@ class ZmtpConnection:
             self._more = bool(flags & _FLAG_MORE)
         return command, self._recv_exact(size, deadline)
 
-    def _recv_exact(self, n: int, deadline: float) -> bytes:
+    def _recv_exact(self, n: int, deadline: float) -> bytearray:
         # recv_into a buffer of the final size: no growing, no chunk copies (frames are MBs).
         buf = bytearray(n)
         view = memoryview(buf)
