@@ -14,7 +14,7 @@ from torch import nn
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MIN_PSNR_DB = 40.0
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class PrecisionError(ValueError):
@@ -72,10 +72,10 @@ def apply_precision(
         if device.type != "cuda":
             return model, "fp32"  # CPU autocast is slower than fp32 on most CPUs
         choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        candidate = AutocastModel(model, _DTYPES[choice])
+        candidate = AutocastModel(model, DTYPES[choice])
         if quality_guard(model, candidate) >= MIN_PSNR_DB:
             return candidate, choice
         return model, "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise PrecisionError("fp16 needs a GPU; on CPU use fp32 or bf16")
-    return AutocastModel(model, _DTYPES[precision]), precision
+    return AutocastModel(model, DTYPES[precision]), precision

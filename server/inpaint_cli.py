@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lama-inpaint",
         description="Remove objects from photos with LaMa. White in the mask is filled.",
+        epilog="Export: lama-inpaint export --format onnx|torchscript MODEL -o FILE",
     )
     p.add_argument("image", nargs="?", type=Path, help="input image")
     p.add_argument("mask", nargs="?", type=Path, help="mask image, same size (white = fill)")
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["export"]:
+        from lama_model.export import main as export_main
+
+        return export_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     try:

@@ -1,0 +1,283 @@
+"""Side-by-side speed of the float32 eager reference and every fast inference path.
+
+    python bench/speed.py [--sizes 256,512,1024] [--runs 3] [--device cpu|cuda]
+                          [--paths ref,channels_last,...] [--threads 2] [--json out.json]
+
+Big LaMa architecture with seeded random weights (BatchNorm statistics randomised so it is
+not the identity). Each (path, size) runs in a fresh subprocess, so its peak memory is its
+own (CPU: VmHWM from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over
+``--runs`` after one warm-up; speed-up and PSNR on the hole are against the reference
+measured in the same invocation. Compare with the official code's CPU figures in
+../shared/fixtures/lama-golden/PERF-BASELINE.md only on the same CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CPU_PATHS = ("ref", "channels_last", "jit_freeze", "compile", "onnxruntime", "bf16")
+GPU_PATHS = ("ref", "channels_last", "fp16", "bf16", "bf16_graphs", "compile_bf16", "onnxruntime")
+
+
+def build_reference(device: str):  # -> LamaModel
+    """Big LaMa with seeded random weights and non-trivial BatchNorm statistics."""
+    import torch
+
+    from lama_model.checkpoint import LamaModel
+    from lama_model.generator import build_generator
+
+    torch.manual_seed(0)
+    net = build_generator("big-lama")
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return LamaModel(net, name="big-lama-random").to(device).eval()
+
+
+def sample(size: int):
+    """Seeded image and a mask of a few boxes (about a quarter of the frame)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 3, size, size, generator=gen)
+    mask = torch.zeros(1, 1, size, size)
+    for y, x, h, w in ((0.1, 0.1, 0.3, 0.2), (0.5, 0.4, 0.25, 0.45), (0.2, 0.6, 0.2, 0.15)):
+        mask[..., int(y * size) : int((y + h) * size), int(x * size) : int((x + w) * size)] = 1
+    return image, mask
+
+
+def build_path(name: str, device: str, onnx_file: str | None):
+    """The model for one path name; returns (model, description)."""
+    import torch
+
+    from lama_model.fast import FastModel, OnnxRuntimeModel
+
+    if name == "onnxruntime":
+        assert onnx_file
+        model = OnnxRuntimeModel(
+            onnx_file, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
+        return model, model.description
+    ref = build_reference(device)
+    if name == "ref":
+        return ref, "float32 eager"
+    if name == "channels_last":
+        return FastModel(ref, channels_last=True), "fp32 channels_last"
+    if name == "jit_freeze":
+        image, mask = sample(64)
+        with torch.no_grad():
+            traced = torch.jit.trace(ref, (image.to(device), mask.to(device)), check_trace=False)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        ref.net = frozen
+        ref.scripted = True
+        return ref, "fp32 trace+freeze+optimize_for_inference (oneDNN prepack)"
+    if name == "compile":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # constant-fold weights, prepack oneDNN convs
+        return FastModel(ref, compile=True), "fp32 torch.compile(inductor, freezing)"
+    if name == "compile_bf16":
+        return FastModel(ref, precision="bf16", channels_last=True, compile=True, bucket=64), (
+            "bf16 channels_last compile/64"
+        )
+    if name in ("fp16", "bf16"):
+        return FastModel(ref, precision=name, channels_last=device == "cuda"), f"{name} autocast"
+    if name == "bf16_graphs":
+        return FastModel(
+            ref, precision="bf16", channels_last=True, bucket=64, cuda_graphs=True
+        ), "bf16 channels_last CUDA graphs/64"
+    raise SystemExit(f"unknown path {name!r}")
+
+
+def peak_mib(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource  # non-Linux fallback: peak RSS (kB on Linux/BSD, bytes on macOS)
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_one(args: argparse.Namespace) -> dict:
+    """Child process: one path at one size; writes the composited output to ``--out``."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = args.device
+    start = time.perf_counter()
+    model, description = build_path(args.path, device, args.onnx)
+    image, mask = sample(args.one)
+    image, mask = image.to(device), mask.to(device)
+    times = []
+    with torch.inference_mode():
+        for i in range(args.runs + 1):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = model(image, mask)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            if i == 0:
+                first = time.perf_counter() - start
+    out = (mask * out.float() + (1 - mask) * image).cpu().numpy()
+    np.save(args.out, out)
+    return {
+        "path": args.path,
+        "description": description,
+        "size": args.one,
+        "median_s": statistics.median(times[1:]),
+        "min_s": min(times[1:]),
+        "first_s": first,  # build + compile + first run
+        "peak_mib": round(peak_mib(device), 1),
+    }
+
+
+def psnr_hole(ref, got, mask) -> float:
+    import numpy as np
+
+    if not np.isfinite(got).all():
+        return float("-inf")
+    hole = np.broadcast_to(mask > 0.5, ref.shape)
+    mse = float(np.mean((ref[hole] - got[hole]) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def export_for_bench(device: str, folder: Path) -> str:
+    from lama_model.export import export_onnx
+
+    path = folder / "big-lama-random.onnx"
+    t0 = time.perf_counter()
+    export_onnx(build_reference("cpu"), path)
+    print(f"(ONNX export of Big LaMa: {time.perf_counter() - t0:.0f} s)", flush=True)
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default=None, help="default 256,512,1024 (CPU), 512,1024,2048 (CUDA)"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--paths", default=None, help="comma list; default: all for the device")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--onnx", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(measure_one(args)))
+        return
+
+    import numpy as np
+
+    gpu = args.device == "cuda"
+    sizes = [
+        int(s) for s in (args.sizes or ("512,1024,2048" if gpu else "256,512,1024")).split(",")
+    ]
+    paths = args.paths.split(",") if args.paths else list(GPU_PATHS if gpu else CPU_PATHS)
+    if not args.paths and not gpu:
+        from lama_model.fast import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            paths.remove("bf16")  # emulated bf16: ~40x slower here, not worth minutes per size
+    if "ref" not in paths:
+        paths.insert(0, "ref")
+    paths.remove("ref")
+    paths.insert(0, "ref")  # the reference runs first so every row can compare with it
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lama-bench-") as tmp:
+        folder = Path(tmp)
+        onnx_file = export_for_bench(args.device, folder) if "onnxruntime" in paths else None
+        print(
+            f"Big LaMa (random weights), {args.device}, {args.threads} threads, median of "
+            f"{args.runs} runs after one warm-up; speed-up and PSNR vs float32 eager"
+        )
+        header = f"{'size':>5} {'path':<14} {'median':>8} {'min':>7} {'speed-up':>8} "
+        print(header + f"{'PSNR hole':>9} {'peak MiB':>9} {'1st run':>8}  description")
+        for size in sizes:
+            ref_time = ref_out = None
+            _, mask = sample(size)
+            for name in paths:
+                out_file = folder / f"{name}-{size}.npy"
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    str(size),
+                    "--path",
+                    name,
+                    "--runs",
+                    str(args.runs),
+                    "--device",
+                    args.device,
+                    "--threads",
+                    str(args.threads),
+                    "--out",
+                    str(out_file),
+                ]
+                if onnx_file:
+                    cmd += ["--onnx", onnx_file]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode or not lines:
+                    reason = (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
+                    print(f"{size:>5} {name:<14} failed: {reason}", flush=True)
+                    results.append({"path": name, "size": size, "error": reason})
+                    continue
+                row = json.loads(lines[-1][len("RESULT ") :])
+                out = np.load(out_file)
+                if name == "ref":
+                    ref_time, ref_out = row["median_s"], out
+                row["speedup"] = ref_time / row["median_s"] if ref_time else None
+                row["psnr_hole_db"] = (
+                    psnr_hole(ref_out, out, mask.numpy()) if ref_out is not None else None
+                )
+                results.append(row)
+                speed = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
+                quality = row["psnr_hole_db"]
+                quality_s = (
+                    "ref"
+                    if name == "ref"
+                    else ("inf" if quality == float("inf") else f"{quality:.1f}")
+                )
+                print(
+                    f"{size:>5} {name:<14} {row['median_s']:>7.3f}s {row['min_s']:>6.3f}s "
+                    f"{speed:>8} {quality_s:>9} {row['peak_mib']:>9.0f} {row['first_s']:>7.1f}s"
+                    f"  {row['description']}",
+                    flush=True,
+                )
+    if args.json:
+        payload = {
+            "device": args.device,
+            "threads": args.threads,
+            "runs": args.runs,
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()

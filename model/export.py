@@ -1,0 +1,193 @@
+"""Export a LaMa model to ONNX (dynamic size, Fourier transforms as ONNX ``DFT``) or TorchScript.
+
+Both exports take ``(image[1,3,H,W] float 0..1, mask[1,1,H,W] 0/1)`` and return the composited
+image ``mask · fill + (1 − mask) · image``, the format of the official ``bin/to_jit.py`` (and so of
+the ``big-lama.pt`` other tools distribute). H and W must be multiples of 8.
+
+    lama-inpaint export --format onnx|torchscript MODEL -o FILE [--opset 18] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_OPSET = 18  # DFT exists from 17; 18 is what torch.onnx's dynamo exporter targets best
+MIN_OPSET = 17
+MAX_SIDE = 8192
+
+
+class CompositeGenerator(nn.Module):
+    """``(image, mask) → mask · generator(masked image, mask) + (1 − mask) · image``."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        fill = self.generator(torch.cat([image * (1 - mask), mask], dim=1))
+        return mask * fill + (1 - mask) * image
+
+
+def exportable(model: nn.Module) -> tuple[nn.Module, int]:
+    """The eager module to export and its size multiple.
+
+    Accepts a :class:`~lama_model.checkpoint.LamaModel`, one of the fast wrappers (anything
+    with ``.inner``) or a bare ``FFCResNetGenerator``.
+    """
+    seen = 0
+    while hasattr(model, "inner") and seen < 8:  # unwrap AutocastModel / FastModel
+        model = model.inner
+        seen += 1
+    multiple = int(getattr(model, "size_multiple", 8))
+    if getattr(model, "scripted", False):
+        raise ValueError(
+            "this model is a TorchScript file; export needs the eager model "
+            "(an official folder, a .ckpt or a state_dict)"
+        )
+    generator = getattr(model, "generator", None) or model
+    if not hasattr(generator, "config"):
+        raise ValueError(f"cannot export {type(model).__name__}: no LaMa generator inside")
+    return CompositeGenerator(generator).eval(), multiple
+
+
+def _sample(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=gen)
+    mask = (torch.rand(1, 1, size, size, generator=gen) > 0.5).float()
+    return image.to(device), mask.to(device)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    sample_size: int = 64,
+    verbose: bool = False,
+) -> Path:
+    """Write an ONNX model with dynamic height and width (multiples of the size multiple).
+
+    The Fourier units export through the ONNX ``DFT`` operator (torch's dynamo-based exporter
+    maps ``rfftn``/``irfftn`` to it), so the graph needs opset >= 17. The batch size is 1.
+    """
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET} (the DFT operator), not {opset}")
+    module, multiple = exportable(model)
+    module = module.float()
+    device = _device_of(module)
+    image, mask = _sample(max(sample_size, 2 * multiple), device)
+    # Dims are expressed as multiple · k so the exporter knows H, W stay divisible.
+    k_h = torch.export.Dim("h_blocks", min=2, max=MAX_SIDE // multiple)
+    k_w = torch.export.Dim("w_blocks", min=2, max=MAX_SIDE // multiple)
+    spatial = {2: multiple * k_h, 3: multiple * k_w}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sink = io.StringIO()
+    # The exporter prints progress lines and warnings; keep them unless asked.
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(sink)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    try:
+        with quiet, warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")
+                onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+            torch.onnx.export(
+                module,
+                (image, mask),
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["image", "mask"],
+                output_names=["output"],
+                dynamic_shapes={"image": spatial, "mask": spatial},
+                external_data=False,
+                verbose=verbose,
+            )
+    finally:
+        onnx_logger.setLevel(level)
+    return path
+
+
+def export_torchscript(model: nn.Module, path: str | Path, sample_size: int = 256) -> Path:
+    """Trace to TorchScript the way the official ``bin/to_jit.py`` does.
+
+    The traced graph keeps the sizes symbolic (shapes are read with ``aten::size``), so the
+    file runs at any multiple of 8 and loads back through
+    :func:`lama_model.checkpoint.load_model`.
+    """
+    module, multiple = exportable(model)
+    module = module.float()
+    image, mask = _sample(max(sample_size, 2 * multiple), _device_of(module))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.trace
+        traced = torch.jit.trace(module, (image, mask), check_trace=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(path))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``lama-inpaint export``: returns a process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="lama-inpaint export",
+        description="Export a LaMa model to ONNX or TorchScript: (image, mask) -> image.",
+    )
+    parser.add_argument("model", help="model folder, .ckpt, state_dict .pth or known name")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="file to write")
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default=None,
+        help="default: from the output suffix (.onnx → onnx, else torchscript)",
+    )
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="side of the sample input used for tracing (multiple of 8)",
+    )
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    fmt = args.format or ("onnx" if args.output.suffix.lower() == ".onnx" else "torchscript")
+    if args.size % 8 or args.size < 16:
+        print("lama-inpaint export: --size must be a multiple of 8, >= 16", file=sys.stderr)
+        return 2
+
+    from .checkpoint import CheckpointError, load_model
+
+    try:
+        model = load_model(args.model)
+        if fmt == "onnx":
+            out = export_onnx(
+                model, args.output, opset=args.opset, sample_size=args.size, verbose=args.verbose
+            )
+        else:
+            out = export_torchscript(model, args.output, sample_size=args.size)
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"lama-inpaint export: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {fmt} model to {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Fast inference wrappers with the :class:`~lama_model.checkpoint.LamaModel` interface.
+
+``forward(image[B,3,H,W], mask[B,1,H,W]) → image``, attributes ``.device``, ``.name``,
+``.size_multiple``. Building blocks:
+
+- :class:`FastModel`: reduced precision through :class:`lama_model.precision.AutocastModel`
+  (the Fourier transforms stay float32 inside ``FourierUnit``), channels-last weights,
+  optional ``torch.compile`` on inputs padded to size buckets (compilation reused across
+  sizes), optional CUDA graphs per bucket, pinned host buffers when inputs arrive on the CPU
+  for a CUDA model.
+- :class:`OnnxRuntimeModel`: an ONNX Runtime session on a file from
+  :func:`lama_model.export.export_onnx`.
+- :func:`optimize`: picks a configuration for a device, checked by the quality guard.
+
+Measured on the 2-core AVX2 CPU of this project (``bench/speed.py``, Big LaMa, 2 threads):
+at 512² ``torch.compile`` (inductor with freezing) is the fastest, 1.42x over float32 eager,
+but each new input shape costs ~75 s of compilation (use ``bucket``); channels-last gives
+~1.1x, ``torch.jit.freeze`` ~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated
+without AVX512-BF16/AMX (~40x slower). So ``optimize(..., "cpu")`` keeps float32 eager unless
+``compile=True`` is asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .precision import DTYPES, MIN_PSNR_DB, AutocastModel, PrecisionError, quality_guard
+
+BACKENDS = ("torch", "onnxruntime")
+MAX_CUDA_GRAPHS = 4  # each graph keeps its activations alive; a few sizes cover a session
+
+
+def pad_symmetric(t: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
+    """Pad ``(B, C, H, W)`` at the bottom/right with NumPy's ``symmetric`` mode.
+
+    The edge pixel is repeated, as in the inpainting pipeline's own padding; pads longer
+    than the image mirror again, so any size works.
+    """
+    while bottom > 0:
+        step = min(bottom, t.shape[-2])
+        t = torch.cat([t, t[..., -step:, :].flip(-2)], dim=-2)
+        bottom -= step
+    while right > 0:
+        step = min(right, t.shape[-1])
+        t = torch.cat([t, t[..., -step:].flip(-1)], dim=-1)
+        right -= step
+    return t
+
+
+def bucket_size(size: int, bucket: int) -> int:
+    """``size`` rounded up to a multiple of ``bucket``."""
+    return -(-size // bucket) * bucket
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 math (AVX512-BF16 or AMX); otherwise it is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        flags = ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    # oneDNN reports "supported" for plain AVX512 too, where bf16 is emulated and slow.
+    return bool(check and check() and not flags)
+
+
+class _CudaGraphs:
+    """CUDA graph per input shape: static buffers in, replay, copy out. CUDA only."""
+
+    def __init__(self, fn: nn.Module, limit: int = MAX_CUDA_GRAPHS) -> None:
+        self.fn = fn
+        self.limit = limit
+        self.graphs: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        key = (*image.shape, *mask.shape)
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self._capture(image, mask)
+            self.graphs[key] = entry
+            if len(self.graphs) > self.limit:
+                self.graphs.popitem(last=False)
+        else:
+            self.graphs.move_to_end(key)
+        graph, static_image, static_mask, static_out = entry
+        static_image.copy_(image)
+        static_mask.copy_(mask)
+        graph.replay()
+        return static_out.clone()
+
+    def _capture(self, image: torch.Tensor, mask: torch.Tensor) -> tuple:
+        static_image, static_mask = image.clone(), mask.clone()
+        # Warm-up on a side stream, as CUDA graph capture requires (cuDNN picks algorithms).
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self.fn(static_image, static_mask)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(static_image, static_mask)
+        return graph, static_image, static_mask, static_out
+
+
+class FastModel(nn.Module):
+    """``LamaModel`` with speed options; the output matches it within the precision's error.
+
+    - ``precision``: ``fp32``, ``fp16`` (GPU) or ``bf16`` autocast;
+    - ``channels_last``: NHWC weights and inputs (helps tensor cores; not CPUs here);
+    - ``compile``: ``torch.compile``; with ``bucket`` the input is padded (symmetric, like
+      the pipeline's own padding) up to a multiple of ``bucket`` and the output cropped, so a
+      handful of compiled graphs cover all sizes. Padding moves the fill slightly (the
+      Fourier units see the padded frame), which the quality guard bounds;
+    - ``cuda_graphs``: replay a captured CUDA graph per bucket (CUDA only; needs ``bucket``
+      to keep the number of graphs small);
+    - inputs on the CPU for a CUDA model go through pinned buffers and come back on the CPU.
+
+    The model is changed in place for ``channels_last``: pass a copy to keep the original.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        bucket: int | None = None,
+        cuda_graphs: bool = False,
+    ) -> None:
+        super().__init__()
+        device = model.device
+        if precision not in ("fp32", *DTYPES):
+            raise PrecisionError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
+        if precision == "fp16" and device.type == "cpu":
+            raise PrecisionError("fp16 needs a GPU; on CPU use fp32 or bf16")
+        if cuda_graphs and device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        multiple = int(getattr(model, "size_multiple", 8))
+        if bucket is not None and (bucket <= 0 or bucket % multiple):
+            raise ValueError(f"bucket must be a positive multiple of {multiple}, not {bucket}")
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.inner = AutocastModel(model, DTYPES[precision]) if precision != "fp32" else model
+        self.name = getattr(model, "name", "model")
+        self.size_multiple = multiple
+        self.precision = precision
+        self.channels_last = channels_last
+        self.bucket = bucket
+        self.compiled = compile
+        self.cuda_graphs = cuda_graphs
+        run: nn.Module = self.inner
+        if compile:
+            # dynamic=False: one specialised graph per bucket, which is what buckets are for.
+            run = torch.compile(run, dynamic=False if bucket else None)
+        self._run = _CudaGraphs(run) if cuda_graphs else run
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    @property
+    def description(self) -> str:
+        """Short human-readable summary, e.g. ``bf16+channels_last+compile/64``."""
+        parts = [self.precision]
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.compiled:
+            parts.append("compile" + (f"/{self.bucket}" if self.bucket else ""))
+        if self.cuda_graphs:
+            parts.append("cuda_graphs")
+        return "+".join(parts)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        device = self.device
+        host = image.device
+        if host != device and device.type == "cuda":
+            # Pinned buffers make the host→device copy asynchronous and faster.
+            image = image.pin_memory().to(device, non_blocking=True)
+            mask = mask.pin_memory().to(device, non_blocking=True)
+        height, width = image.shape[-2:]
+        if self.bucket:
+            ph = bucket_size(height, self.bucket) - height
+            pw = bucket_size(width, self.bucket) - width
+            image, mask = pad_symmetric(image, ph, pw), pad_symmetric(mask, ph, pw)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+            mask = mask.contiguous(memory_format=torch.channels_last)
+        out = self._run(image, mask).float()[..., :height, :width]
+        if host != device:
+            if host.type == "cpu" and device.type == "cuda":
+                pinned = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+                pinned.copy_(out, non_blocking=True)
+                torch.cuda.current_stream().synchronize()
+                return pinned
+            return out.to(host)
+        return out.contiguous()
+
+
+class OnnxRuntimeModel(nn.Module):
+    """ONNX Runtime session behind the ``LamaModel`` interface (file from ``export_onnx``)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        size_multiple: int = 8,
+    ) -> None:
+        super().__init__()
+        import onnxruntime as ort  # optional dependency: only this backend needs it
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        self.providers = self.session.get_providers()
+        self.name = name or Path(path).stem
+        self.size_multiple = size_multiple
+
+    @property
+    def device(self) -> torch.device:
+        # Inputs are handed over as NumPy arrays; ORT moves them itself.
+        return torch.device("cpu")
+
+    @property
+    def description(self) -> str:
+        return "onnxruntime:" + self.providers[0].replace("ExecutionProvider", "").lower()
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        feeds = {
+            "image": image.detach().float().cpu().contiguous().numpy(),
+            "mask": mask.detach().float().cpu().contiguous().numpy(),
+        }
+        (out,) = self.session.run(["output"], feeds)
+        return torch.from_numpy(out).to(image.device)
+
+
+def optimize(
+    model: nn.Module,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+    backend: str = "torch",
+    onnx_path: str | Path | None = None,
+    bucket: int | None = None,
+    guard_size: int | None = None,
+) -> nn.Module:
+    """Return the fastest wrapper of ``model`` for ``device`` that passes the quality guard.
+
+    ``precision``: ``auto`` tries bf16 (or fp16) on CUDA / MPS, and bf16 on CPUs with native
+    bf16, keeping it only if its PSNR against float32 on a seeded random input is at least
+    :data:`lama_model.precision.MIN_PSNR_DB` with no NaN; otherwise float32. An explicit
+    precision is used as asked (no guard). ``compile`` adds ``torch.compile`` (bucketed to
+    ``bucket``, default 64 on CUDA); on CUDA, CUDA graphs are added when compiling is off.
+    ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary file) and serves it
+    with ONNX Runtime instead. The chosen configuration is in ``.description``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+    device = torch.device(device) if device is not None else model.device
+    model = model.to(device).eval()
+    if backend == "onnxruntime":
+        return _onnxruntime(model, device, onnx_path)
+    if getattr(model, "scripted", False):
+        compile = False  # TorchScript modules cannot be recompiled by dynamo here
+    size = guard_size or (128 if device.type == "cpu" else 256)
+    on_gpu = device.type == "cuda"
+    if on_gpu and bucket is None:
+        bucket = 64
+    build = functools.partial(
+        _build,
+        model,
+        channels_last=on_gpu,
+        compile=compile,
+        bucket=bucket if (compile or on_gpu) else None,
+        cuda_graphs=on_gpu and not compile and not getattr(model, "scripted", False),
+    )
+    if precision != "auto":
+        return build(precision)
+    for choice in _auto_candidates(device):
+        candidate = build(choice)
+        score = quality_guard(model, candidate, size=size)
+        if score >= MIN_PSNR_DB:
+            candidate.guard_psnr = score
+            return candidate
+    return build("fp32")
+
+
+def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
+    if options.get("channels_last"):
+        model = copy.deepcopy(model)  # keep the caller's model (the guard's reference) intact
+    return FastModel(model, precision=precision, **options)  # type: ignore[arg-type]
+
+
+def _auto_candidates(device: torch.device) -> list[str]:
+    """Reduced precisions worth trying on ``device``, fastest first; float32 is the fallback."""
+    if device.type == "cuda":
+        return ["bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+    if device.type == "mps":
+        return ["fp16"]
+    return ["bf16"] if cpu_supports_bf16() else []
+
+
+def _onnxruntime(model: nn.Module, device: torch.device, onnx_path: str | Path | None) -> nn.Module:
+    from .export import export_onnx
+
+    if onnx_path is None or not Path(onnx_path).is_file():
+        if onnx_path is None:
+            import tempfile
+
+            onnx_path = Path(tempfile.mkdtemp(prefix="lama-onnx-")) / "model.onnx"
+        export_onnx(model.cpu(), onnx_path)
+        model.to(device)
+    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
+    return OnnxRuntimeModel(
+        onnx_path,
+        name=getattr(model, "name", None),
+        providers=providers + ["CPUExecutionProvider"],
+        size_multiple=int(getattr(model, "size_multiple", 8)),
+    )
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two [0, 1] tensors, ``-inf`` if ``b`` has NaN/inf (for reports)."""
+    from .precision import psnr
+
+    return psnr(a, b) if torch.isfinite(b).all() else -math.inf
+
+
+__all__ = [
+    "BACKENDS",
+    "FastModel",
+    "OnnxRuntimeModel",
+    "bucket_size",
+    "cpu_supports_bf16",
+    "optimize",
+    "pad_symmetric",
+    "psnr_db",
+]
