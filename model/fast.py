@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -334,13 +333,6 @@ def _onnxruntime(model: nn.Module, device: torch.device, onnx_path: str | Path |
     )
 
 
-def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two [0, 1] tensors, ``-inf`` if ``b`` has NaN/inf (for reports)."""
-    from .precision import psnr
-
-    return psnr(a, b) if torch.isfinite(b).all() else -math.inf
-
-
 __all__ = [
     "BACKENDS",
     "FastModel",
@@ -349,5 +341,4 @@ __all__ = [
     "cpu_supports_bf16",
     "optimize",
     "pad_symmetric",
-    "psnr_db",
 ]
