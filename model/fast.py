@@ -12,12 +12,12 @@
   :func:`lama_model.export.export_onnx`.
 - :func:`optimize`: picks a configuration for a device, checked by the quality guard.
 
-Measured on the 2-core AVX2 CPU of this project (``bench/speed.py``, Big LaMa, 2 threads):
-at 512² ``torch.compile`` (inductor with freezing) is the fastest, 1.42x over float32 eager,
-but each new input shape costs ~75 s of compilation (use ``bucket``); channels-last gives
-~1.1x, ``torch.jit.freeze`` ~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated
-without AVX512-BF16/AMX (~40x slower). So ``optimize(..., "cpu")`` keeps float32 eager unless
-``compile=True`` is asked for.
+Measured on the 2-core AVX2 CPU of this project (``bench/speed.py``, Big LaMa, 2 threads,
+512²): the fused rewrite (:mod:`lama_model.fused`, Winograd residual blocks) is the fastest,
+about 1.6x over float32 eager with no compile step; ``torch.compile`` (inductor, freezing)
+gives 1.4x after ~75 s of compilation per input shape; channels-last ~1.1x,
+``torch.jit.freeze`` ~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated without
+AVX512-BF16/AMX (~40x slower). So ``optimize(..., "cpu")`` picks fused float32.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import LamaModel
+from .fused import FusedGenerator, fuse_generator
 from .precision import DTYPES, MIN_PSNR_DB, AutocastModel, PrecisionError, quality_guard
 
 BACKENDS = ("torch", "onnxruntime")
@@ -69,6 +71,25 @@ def cpu_supports_bf16() -> bool:
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     # oneDNN reports "supported" for plain AVX512 too, where bf16 is emulated and slow.
     return bool(check and check() and not flags)
+
+
+def fused_model(model: nn.Module, winograd: bool | None = None) -> LamaModel:
+    """A :class:`LamaModel` running :func:`~lama_model.fused.fuse_generator`'s rewrite.
+
+    ``winograd`` as in :func:`~lama_model.fused.fuse_generator` (default: on for a CPU
+    model). The source model is left as it was. Raises ``ValueError`` for a TorchScript
+    model (its graph is not ours to rewrite).
+    """
+    generator = getattr(model, "generator", None)
+    if isinstance(generator, FusedGenerator):
+        return model  # type: ignore[return-value]
+    if generator is None:
+        raise ValueError("only an eager generator can be fused, not a TorchScript model")
+    return LamaModel(
+        fuse_generator(generator, winograd=winograd),
+        name=getattr(model, "name", "model"),
+        size_multiple=int(getattr(model, "size_multiple", 8)),
+    )
 
 
 class _CudaGraphs:
@@ -114,6 +135,8 @@ class FastModel(nn.Module):
     """``LamaModel`` with speed options; the output matches it within the precision's error.
 
     - ``precision``: ``fp32``, ``fp16`` (GPU) or ``bf16`` autocast;
+    - ``fuse``: run :func:`fused_model`'s rewrite (BatchNorm folded, conv + add + ReLU fused,
+      channels-last activations): same function to float32 rounding, faster everywhere;
     - ``channels_last``: NHWC weights and inputs (helps tensor cores; not CPUs here);
     - ``compile``: ``torch.compile``; with ``bucket`` the input is padded (symmetric, like
       the pipeline's own padding) up to a multiple of ``bucket`` and the output cropped, so a
@@ -134,6 +157,7 @@ class FastModel(nn.Module):
         compile: bool = False,
         bucket: int | None = None,
         cuda_graphs: bool = False,
+        fuse: bool = False,
     ) -> None:
         super().__init__()
         device = model.device
@@ -146,6 +170,9 @@ class FastModel(nn.Module):
         multiple = int(getattr(model, "size_multiple", 8))
         if bucket is not None and (bucket <= 0 or bucket % multiple):
             raise ValueError(f"bucket must be a positive multiple of {multiple}, not {bucket}")
+        if fuse:
+            # Winograd kernels are CPU float32 only; autocast runs the generic fused blocks.
+            model = fused_model(model, winograd=device.type == "cpu" and precision == "fp32")
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.inner = AutocastModel(model, DTYPES[precision]) if precision != "fp32" else model
@@ -153,6 +180,7 @@ class FastModel(nn.Module):
         self.size_multiple = multiple
         self.precision = precision
         self.channels_last = channels_last
+        self.fused = fuse
         self.bucket = bucket
         self.compiled = compile
         self.cuda_graphs = cuda_graphs
@@ -170,6 +198,8 @@ class FastModel(nn.Module):
     def description(self) -> str:
         """Short human-readable summary, e.g. ``bf16+channels_last+compile/64``."""
         parts = [self.precision]
+        if self.fused:
+            parts.append("fused")
         if self.channels_last:
             parts.append("channels_last")
         if self.compiled:
@@ -257,16 +287,21 @@ def optimize(
     onnx_path: str | Path | None = None,
     bucket: int | None = None,
     guard_size: int | None = None,
+    fuse: bool | None = None,
 ) -> nn.Module:
     """Return the fastest wrapper of ``model`` for ``device`` that passes the quality guard.
 
-    ``precision``: ``auto`` tries bf16 (or fp16) on CUDA / MPS, and bf16 on CPUs with native
-    bf16, keeping it only if its PSNR against float32 on a seeded random input is at least
-    :data:`lama_model.precision.MIN_PSNR_DB` with no NaN; otherwise float32. An explicit
-    precision is used as asked (no guard). ``compile`` adds ``torch.compile`` (bucketed to
-    ``bucket``, default 64 on CUDA); on CUDA, CUDA graphs are added when compiling is off.
-    ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary file) and serves it
-    with ONNX Runtime instead. The chosen configuration is in ``.description``.
+    ``fuse`` (default: on for an eager generator) runs :func:`fused_model`'s rewrite, which
+    computes the same function to float32 rounding (on CPU with Winograd F(4,3) residual
+    blocks: ~1.6x here). ``precision``: ``auto`` tries bf16 (or fp16) on CUDA / MPS, and bf16
+    on CPUs with native bf16, keeping it only if its PSNR against float32 on a seeded random
+    input is at least :data:`lama_model.precision.MIN_PSNR_DB` with no NaN; otherwise
+    float32. An explicit precision is used as asked. Every candidate, the fused float32 one
+    included, must pass the guard under ``auto``; the plain model is the last resort.
+    ``compile`` adds ``torch.compile`` (bucketed to ``bucket``, default 64 on CUDA; it
+    replaces fusing, which it does itself); on CUDA, CUDA graphs are added when compiling is
+    off. ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary file) and serves
+    it with ONNX Runtime instead. The chosen configuration is in ``.description``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
@@ -274,8 +309,13 @@ def optimize(
     model = model.to(device).eval()
     if backend == "onnxruntime":
         return _onnxruntime(model, device, onnx_path)
-    if getattr(model, "scripted", False):
+    scripted = bool(getattr(model, "scripted", False))
+    if scripted:
         compile = False  # TorchScript modules cannot be recompiled by dynamo here
+    if fuse is None:
+        fuse = not scripted and not compile
+    if fuse and scripted:
+        raise ValueError("a TorchScript model cannot be fused; load the checkpoint instead")
     size = guard_size or (128 if device.type == "cpu" else 256)
     on_gpu = device.type == "cuda"
     if on_gpu and bucket is None:
@@ -283,24 +323,25 @@ def optimize(
     build = functools.partial(
         _build,
         model,
-        channels_last=on_gpu,
+        fuse=fuse,
+        channels_last=on_gpu and not fuse,  # fused models are channels-last already
         compile=compile,
         bucket=bucket if (compile or on_gpu) else None,
-        cuda_graphs=on_gpu and not compile and not getattr(model, "scripted", False),
+        cuda_graphs=on_gpu and not compile and not scripted,
     )
     if precision != "auto":
         return build(precision)
-    for choice in _auto_candidates(device):
+    for choice in [*_auto_candidates(device), "fp32"]:
         candidate = build(choice)
         score = quality_guard(model, candidate, size=size)
         if score >= MIN_PSNR_DB:
             candidate.guard_psnr = score
             return candidate
-    return build("fp32")
+    return FastModel(model)
 
 
 def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
-    if options.get("channels_last"):
+    if options.get("channels_last") and not options.get("fuse"):
         model = copy.deepcopy(model)  # keep the caller's model (the guard's reference) intact
     return FastModel(model, precision=precision, **options)  # type: ignore[arg-type]
 
@@ -339,6 +380,7 @@ __all__ = [
     "OnnxRuntimeModel",
     "bucket_size",
     "cpu_supports_bf16",
+    "fused_model",
     "optimize",
     "pad_symmetric",
 ]

@@ -52,6 +52,8 @@ def load_case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 FAST_PATHS = {
+    "fused": dict(fuse=True),
+    "fused_bucket64": dict(fuse=True, bucket=64),
     "channels_last": dict(channels_last=True),
     "bucket64": dict(bucket=64),
     "bucket64_channels_last": dict(bucket=64, channels_last=True),
@@ -132,6 +134,18 @@ def test_bf16_is_guarded(tiny: LamaModel) -> None:
         assert chosen.guard_psnr >= MIN_PSNR_DB
 
 
+def test_fused_model_under_bf16_autocast_stays_close(tiny: LamaModel) -> None:
+    """Autocast takes the generic fused blocks (Winograd is float32 only) and still passes."""
+    gen = torch.Generator().manual_seed(6)
+    image = torch.rand(1, 3, 64, 64, generator=gen)
+    mask = (torch.rand(1, 1, 64, 64, generator=gen) > 0.5).float()
+    fast = FastModel(tiny, precision="bf16", fuse=True)
+    with torch.inference_mode():
+        expected, got = tiny(image, mask), fast(image, mask)
+    assert fast.description == "bf16+fused"
+    assert hole_psnr(expected.numpy(), got.numpy(), slice(None)) >= 30  # bf16: ~3 digits
+
+
 def test_fourier_transforms_stay_float32_under_autocast(tiny: LamaModel) -> None:
     seen: list[torch.dtype] = []
     original = torch.fft.rfftn
@@ -152,7 +166,8 @@ def test_fourier_transforms_stay_float32_under_autocast(tiny: LamaModel) -> None
 def test_optimize_on_cpu_keeps_interface(tiny: LamaModel) -> None:
     fast = optimize(tiny, "cpu", precision="fp32")
     assert fast.device.type == "cpu" and fast.size_multiple == 8 and fast.name == tiny.name
-    assert fast.description == "fp32"
+    assert fast.description == "fp32+fused"
+    assert optimize(tiny, "cpu", precision="fp32", fuse=False).description == "fp32"
     image, mask, expected = load_case("case-b")
     got = inpaint(fast, image, mask, OFFICIAL).image
     assert np.abs(got - expected).max() <= 1 / 255
