@@ -22,8 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-CPU_PATHS = ("ref", "channels_last", "jit_freeze", "compile", "onnxruntime", "bf16")
-GPU_PATHS = ("ref", "channels_last", "fp16", "bf16", "bf16_graphs", "compile_bf16", "onnxruntime")
+CPU_PATHS = ("ref", "fused", "channels_last", "jit_freeze", "compile", "onnxruntime", "bf16")
+GPU_PATHS = (
+    "ref",
+    "fused",
+    "channels_last",
+    "fp16",
+    "bf16",
+    "bf16_graphs",
+    "fused_bf16_graphs",
+    "compile_bf16",
+    "onnxruntime",
+)
 
 
 def build_reference(device: str):  # -> LamaModel
@@ -74,6 +84,14 @@ def build_path(name: str, device: str, onnx_file: str | None):
     ref = build_reference(device)
     if name == "ref":
         return ref, "float32 eager"
+    if name == "fused":
+        fast = FastModel(ref, fuse=True)
+        kernels = "Winograd F(4,3) blocks" if device == "cpu" else "cuDNN"
+        return fast, f"fp32 fused (BN folded, conv+add+ReLU, {kernels})"
+    if name == "fused_bf16_graphs":
+        return FastModel(ref, precision="bf16", fuse=True, bucket=64, cuda_graphs=True), (
+            "bf16 fused CUDA graphs/64"
+        )
     if name == "channels_last":
         return FastModel(ref, channels_last=True), "fp32 channels_last"
     if name == "jit_freeze":

@@ -195,6 +195,11 @@ class FastModel(nn.Module):
         return self.inner.device
 
     @property
+    def input_device(self) -> torch.device:
+        """Where callers should put inputs: the CPU for a CUDA model (pinned copies here)."""
+        return torch.device("cpu") if self.device.type == "cuda" else self.device
+
+    @property
     def description(self) -> str:
         """Short human-readable summary, e.g. ``bf16+channels_last+compile/64``."""
         parts = [self.precision]
@@ -363,7 +368,11 @@ def _onnxruntime(model: nn.Module, device: torch.device, onnx_path: str | Path |
             import tempfile
 
             onnx_path = Path(tempfile.mkdtemp(prefix="lama-onnx-")) / "model.onnx"
-        export_onnx(model.cpu(), onnx_path)
+        onnx_path = Path(onnx_path)
+        # Written beside and renamed: an interrupted export never leaves a broken file.
+        partial = onnx_path.with_name(onnx_path.name + ".partial")
+        export_onnx(model.cpu(), partial)
+        partial.replace(onnx_path)
         model.to(device)
     providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
     return OnnxRuntimeModel(

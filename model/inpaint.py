@@ -169,7 +169,9 @@ def _run_window(
     """Run the generator on one window; returns the prediction (H×W×3 float32) at full size."""
     h, w = hole.shape
     multiple = int(getattr(model, "size_multiple", 8))
-    device = getattr(model, "device", torch.device("cpu"))
+    # A model may take its inputs elsewhere than it runs (FastModel on CUDA takes CPU
+    # tensors and moves them through pinned memory itself).
+    device = getattr(model, "input_device", None) or getattr(model, "device", torch.device("cpu"))
     if scale < 1.0:
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         img_t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]

@@ -20,6 +20,7 @@ from . import __version__
 from .client import DEFAULT_ENDPOINT
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BACKENDS = ("torch", "onnxruntime")
 log = logging.getLogger("lama_server")
 
 
@@ -41,7 +42,23 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; ipc:// works)",
     )
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: reduced precision on a GPU when it passes the quality guard, else fp32",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (fused fast path) or onnxruntime (exports the model once, or give an .onnx)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (minutes of compilation per window size bucket)",
+    )
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -83,9 +100,10 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s lama-server %(levelname)s %(message)s"
     )
-    from lama_model.checkpoint import CheckpointError, load_model
+    from lama_model.backends import BackendError, load_for_inference
+    from lama_model.checkpoint import CheckpointError
     from lama_model.devices import DeviceError, resolve_device
-    from lama_model.precision import PrecisionError, apply_precision
+    from lama_model.precision import PrecisionError
     from lama_model.weights import WeightsError
 
     from .auth import is_loopback_endpoint, load_or_create_curve_keys, load_or_create_token
@@ -105,13 +123,18 @@ def serve(args: argparse.Namespace) -> int:
     try:
         token, token_path = load_or_create_token(args.token_file)
         device = resolve_device(args.device)
-        log.info("loading model %s on %s", args.model, device)
-        model = load_model(args.model, device)
-        model, precision = apply_precision(model, device, args.precision)
-    except (CheckpointError, DeviceError, WeightsError, PrecisionError, OSError) as exc:
+        log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
+        model = load_for_inference(
+            args.model, device, args.precision, backend=args.backend, compile=args.compile
+        )
+        path = getattr(model, "description", args.precision)
+        precision = getattr(model, "precision", "fp32")
+        log.info("inference path: %s", path)
+    except (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError,
+            OSError) as exc:  # fmt: skip
         print(f"lama-server: error: {exc}", file=sys.stderr)
         return 1
-    worker = Worker(model, model_name=model.name, precision=precision)
+    worker = Worker(model, model.name, precision, backend=args.backend, path=path)
     if not args.no_warmup:
         log.info("warm-up forward took %.2f s", worker.warm_up())
     curve_secret = None
@@ -129,7 +152,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     def ready(endpoint: str) -> None:
-        print(f"lama-server ready on {endpoint} (model {model.name}, {device}, {precision}; "
+        print(f"lama-server ready on {endpoint} (model {model.name}, {device}, {path}; "
               f"token file {token_path})", flush=True)  # fmt: skip
 
     try:

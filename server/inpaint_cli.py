@@ -50,6 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, help="folder mode: where results go")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder/file or known name")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        help="auto: reduced precision on a GPU when it passes the quality guard, else fp32",
+    )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="torch (fused fast path) or onnxruntime (exports the model once, or give an .onnx)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile (slow first run per size)"
+    )
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES)
     p.add_argument("--mask-grow", type=int, default=defaults.mask_grow, metavar="N")
     p.add_argument("--feather", type=int, default=defaults.feather, metavar="N")
@@ -128,18 +143,30 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     if args.server:
+        if args.backend != "torch" or args.precision != "auto" or args.compile:
+            raise BadInput(
+                "--backend, --precision and --compile choose local inference; "
+                "a lama-server picks its own (see lama-server --help)"
+            )
         return _remote_inpainter(args.server, options)
-    return _local_inpainter(args.model, args.device, options)
+    return _local_inpainter(args, options)
 
 
-def _local_inpainter(model_source: str, device: str, options) -> Inpainter:
-    from lama_model.checkpoint import CheckpointError, load_model
+def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
+    from lama_model.backends import BackendError, load_for_inference
+    from lama_model.checkpoint import CheckpointError
     from lama_model.devices import DeviceError, resolve_device
     from lama_model.inpaint import inpaint
+    from lama_model.precision import PrecisionError
     from lama_model.weights import WeightsError
 
     try:
-        model = load_model(model_source, resolve_device(device))
+        device = resolve_device(args.device)
+        model = load_for_inference(
+            args.model, device, args.precision, backend=args.backend, compile=args.compile
+        )
+    except (BackendError, PrecisionError) as exc:
+        raise BadInput(str(exc)) from exc
     except (CheckpointError, DeviceError, WeightsError) as exc:
         raise Failed(str(exc)) from exc
 

@@ -32,10 +32,19 @@ class JobCancelled(Exception):
 class Worker:
     """Runs inpaint jobs on one model."""
 
-    def __init__(self, model: torch.nn.Module, model_name: str, precision: str) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        model_name: str,
+        precision: str,
+        backend: str = "torch",
+        path: str | None = None,
+    ) -> None:
         self.model = model
         self.model_name = model_name
         self.precision = precision
+        self.backend = backend
+        self.path = path or precision  # the inference path in words, e.g. "fp32+fused"
 
     @property
     def device(self) -> torch.device:

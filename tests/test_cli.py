@@ -252,3 +252,46 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["a.png", "m.png", "-o", "o.png", "--strategy", "magic"])
     assert info.value.code == 2
+
+
+def test_onnxruntime_backend_exports_once_and_matches_official(
+    tmp_path, golden_dir, monkeypatch
+):
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path / "cache"))
+    case = golden_dir / "case-a"
+    args = [str(case / "image.png"), str(case / "mask.png"), "--model",
+            str(golden_dir / "tiny-lama"), "--backend", "onnxruntime", *OFFICIAL_FLAGS]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "a.png")]) == 0
+    (exported,) = (tmp_path / "cache" / "onnx").glob("tiny-lama-*.onnx")
+    first = exported.stat().st_mtime_ns
+    assert main([*args, "-o", str(tmp_path / "b.png")]) == 0
+    assert exported.stat().st_mtime_ns == first  # reused, not exported again
+    result = np.asarray(Image.open(tmp_path / "a.png")).astype(np.float64)
+    expected = np.load(case / "expected.npy") * 255
+    assert np.abs(result - expected).max() <= 1.0
+    # An exported .onnx file is served as is.
+    code = main([str(case / "image.png"), str(case / "mask.png"), "--model", str(exported),
+                 "--backend", "onnxruntime", "-o", str(tmp_path / "c.png"), *OFFICIAL_FLAGS])  # fmt: skip
+    assert code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "c.png")), result.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model", "x.onnx"], "--backend onnxruntime"),
+        (["--backend", "onnxruntime", "--precision", "bf16"], "float32 only"),
+        (["--precision", "fp16"], "GPU"),
+        (["--server", "tcp://127.0.0.1:9", "--backend", "onnxruntime"], "picks its own"),
+    ],
+)
+def test_impossible_backend_choices_exit_2(tmp_path, golden_dir, capsys, flags, message):
+    case = golden_dir / "case-a"
+    argv = [str(case / "image.png"), str(case / "mask.png"), "-o", str(tmp_path / "o.png"),
+            "--device", "cpu"]  # fmt: skip
+    if "--model" not in flags:
+        argv += ["--model", str(golden_dir / "tiny-lama")]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o.png").exists()

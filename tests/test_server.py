@@ -12,8 +12,10 @@ import uuid
 import msgpack
 import numpy as np
 import pytest
+import torch
 import zmq
 
+from lama_model.backends import load_for_inference
 from lama_model.checkpoint import load_model
 from lama_model.inpaint import InpaintOptions, inpaint
 from lama_server.client import (
@@ -65,7 +67,8 @@ def sample(w=48, h=40, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir)
+    """The model as the server runs it (same inference path, so replies are bit-identical)."""
+    return load_for_inference(tiny_model_dir, torch.device("cpu"))
 
 
 @BOTH
@@ -74,6 +77,7 @@ def test_ping_and_info(running_server, use_pyzmq):
         assert c.ping()["pong"] is True
         info = c.info()
     assert info["model"] == "tiny-lama" and info["device"] == "cpu"
+    assert (info["backend"], info["precision"], info["path"]) == ("torch", "fp32", "fp32+fused")
     assert info["limits"]["queue"] >= 1 and info["limits"]["max_pixels"] > 0
     assert "BGRA16" in info["formats"]
 
@@ -423,3 +427,38 @@ def test_remote_serving_uses_curve_encryption(server_factory, tmp_path):
         LamaClient(endpoint, server.token, use_pyzmq=True, connect_timeout=1.0).ping()
     with pytest.raises(ServerUnavailable, match="CURVE"):
         LamaClient(endpoint, server.token, use_pyzmq=False).ping()
+
+
+def test_onnxruntime_backend_serves_the_exported_model(
+    server_factory, tmp_path, tiny_model_dir, monkeypatch
+):
+    """--backend onnxruntime exports once into the cache, then serves it; replies match torch."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(cache))  # inherited by the server subprocess
+    server = server_factory("--backend", "onnxruntime")
+    exported = list((cache / "onnx").glob("tiny-lama-*.onnx"))
+    assert len(exported) == 1 and not list((cache / "onnx").glob("*.partial"))
+    rgba, mask = sample(w=64, h=56)
+    h, w = mask.shape
+    with LamaClient(server.endpoint, server.token) as c:
+        info = c.info()
+        reply = c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes(), {})
+    assert (info["backend"], info["path"]) == ("onnxruntime", "onnxruntime:cpu")
+    got = np.frombuffer(reply.data, np.uint8).reshape(h, w, 4).astype(int)
+    expected = inpaint(load_model(tiny_model_dir), rgba, mask, InpaintOptions()).image
+    assert np.abs(got - expected.astype(int)).max() <= 1
+
+
+def test_onnx_file_without_onnxruntime_backend_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not really")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
+         "--token-file", str(tmp_path / "token")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "--backend onnxruntime" in proc.stderr

@@ -1,0 +1,94 @@
+"""Load a model ready to serve: the one place where ``--backend``/``--precision`` are applied.
+
+``lama-inpaint`` and ``lama-server`` both call :func:`load_for_inference`, so the two
+commands pick the same inference path for the same flags:
+
+- ``torch`` (default): :func:`lama_model.fast.optimize` — on CPU the fused float32 model
+  (Winograd residual blocks), on a GPU reduced precision behind the quality guard;
+- ``onnxruntime``: an ``.onnx`` file is served directly; any other model is exported once
+  (the ONNX DFT operator carries the Fourier units) into the model cache and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import load_model
+from .fast import BACKENDS, OnnxRuntimeModel, optimize
+from .weights import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class BackendError(ValueError):
+    """The requested backend cannot run here (missing package, wrong model kind)."""
+
+
+def load_for_inference(
+    source: str | Path,
+    device: torch.device,
+    precision: str = "auto",
+    backend: str = "torch",
+    compile: bool = False,
+) -> nn.Module:
+    """Load ``source`` on ``device`` and wrap it for the fastest path the flags allow.
+
+    The result has the ``LamaModel`` interface plus ``.description`` (e.g. ``fp32+fused``,
+    ``onnxruntime:cpu``). Raises :class:`BackendError` for an impossible combination, and
+    :class:`~lama_model.checkpoint.CheckpointError` /
+    :class:`~lama_model.weights.WeightsError` as :func:`load_model` does.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    is_onnx = Path(source).suffix.lower() == ".onnx"
+    if is_onnx and backend != "onnxruntime":
+        raise BackendError(f"{source} is an ONNX file: use --backend onnxruntime")
+    if backend == "onnxruntime":
+        if precision not in ("auto", "fp32") or compile:
+            raise BackendError("the onnxruntime backend runs float32 only, without --compile")
+        _require_onnxruntime()
+        if is_onnx:
+            if not Path(source).is_file():
+                raise BackendError(f"{source}: no such file")
+            return OnnxRuntimeModel(source, providers=_providers(device))
+        model = load_model(source, "cpu")
+        onnx_file = onnx_cache_path(source, model.name)
+        if not onnx_file.is_file():
+            log.info("exporting %s to ONNX (once) at %s", model.name, onnx_file)
+        return optimize(model, device, backend="onnxruntime", onnx_path=onnx_file)
+    model = load_model(source, device)
+    return optimize(model, device, precision=precision, compile=compile)
+
+
+def onnx_cache_path(source: str | Path, name: str) -> Path:
+    """Where the ONNX export of ``source`` is kept: keyed by its path, size and time."""
+    path = Path(source).expanduser()
+    key = str(source)
+    if path.exists():
+        main = path / "models" / "best.ckpt" if path.is_dir() else path
+        stat = (main if main.exists() else path).stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "onnx" / f"{name}-{digest}.onnx"
+
+
+def _providers(device: torch.device) -> list[str]:
+    return (["CUDAExecutionProvider"] if device.type == "cuda" else []) + ["CPUExecutionProvider"]
+
+
+def _require_onnxruntime() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise BackendError(
+            "the onnxruntime backend needs ONNX Runtime: pip install 'lama-inpaint[onnxruntime]'"
+            " (or onnxruntime-gpu for CUDA)"
+        ) from None
+
+
+__all__ = ["BackendError", "load_for_inference", "onnx_cache_path"]
