@@ -42,6 +42,9 @@ Pair = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
 def _mkldnn_fusion_available() -> bool:
+    """oneDNN's fused conv op exists in this build (x86/ARM builds with oneDNN)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
     ops = getattr(torch.ops, "mkldnn", None)
     try:
         return ops is not None and hasattr(ops._convolution_pointwise, "binary")
