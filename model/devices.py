@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -32,3 +33,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     if base not in DEVICE_CHOICES:
         raise DeviceError(f"unknown device {name!r}; choose from {', '.join(DEVICE_CHOICES)}")
     return torch.device(name)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (the CPU for a module without any)."""
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .devices import module_device
+
 DEFAULT_OPSET = 18  # DFT exists from 17; 18 is what torch.onnx's dynamo exporter targets best
 MIN_OPSET = 17
 MAX_SIDE = 8192
@@ -67,12 +69,6 @@ def _sample(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
     return image.to(device), mask.to(device)
 
 
-def _device_of(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -89,7 +85,7 @@ def export_onnx(
         raise ValueError(f"opset must be >= {MIN_OPSET} (the DFT operator), not {opset}")
     module, multiple = exportable(model)
     module = module.float()
-    device = _device_of(module)
+    device = module_device(module)
     image, mask = _sample(max(sample_size, 2 * multiple), device)
     # Dims are expressed as multiple · k so the exporter knows H, W stay divisible.
     k_h = torch.export.Dim("h_blocks", min=2, max=MAX_SIDE // multiple)
@@ -133,7 +129,7 @@ def export_torchscript(model: nn.Module, path: str | Path, sample_size: int = 25
     """
     module, multiple = exportable(model)
     module = module.float()
-    image, mask = _sample(max(sample_size, 2 * multiple), _device_of(module))
+    image, mask = _sample(max(sample_size, 2 * multiple), module_device(module))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.trace

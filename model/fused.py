@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import module_device
 from .ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock, FourierUnit, SpectralTransform
 from .generator import FFCResNetGenerator
 from .winograd import (
@@ -520,7 +521,7 @@ def fuse_generator(generator: FFCResNetGenerator, winograd: bool | None = None) 
             blocks.append(take(FFCResnetBlock))
         if blocks:
             if winograd is None:
-                winograd = _device_of(generator).type == "cpu"
+                winograd = module_device(generator).type == "cpu"
             winograd = winograd and all(winograd_eligible(b) for b in blocks)
             stages.append(FusedBottleneck(blocks, winograd))
         take(ConcatTupleLayer)
@@ -536,13 +537,7 @@ def fuse_generator(generator: FFCResNetGenerator, winograd: bool | None = None) 
         if activation is not None and not isinstance(activation, nn.Sigmoid | nn.Tanh):
             raise ValueError(f"cannot fuse: unexpected {type(activation).__name__} at the end")
         stages.append(_Tail(pad, conv, activation))
-    return FusedGenerator(stages, generator.size_multiple).to(_device_of(generator))
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for tensor in module.parameters():
-        return tensor.device
-    return torch.device("cpu")
+    return FusedGenerator(stages, generator.size_multiple).to(module_device(generator))
 
 
 __all__ = ["FoldedConv", "FusedGenerator", "bn_scale_shift", "fuse_generator", "reflect_pad"]
