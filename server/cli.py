@@ -199,10 +199,13 @@ def _plugins(command: str, rest: Sequence[str]) -> int:
     try:
         if command == "install-plugin":
             done = plugin_install.install_plugin(
-                args.host, args.dest, gimp_version=getattr(args, "gimp_version", None)
+                args.host, args.dest, gimp_version=args.gimp_version
             )
             for item in done:
                 print(f"installed the {args.host} plugin in {item.path} ({item.label})")
+            if args.dest is None:
+                for note in plugin_install.install_notes(args.host, args.gimp_version):
+                    print(f"note: {note}")
             print(plugin_install.AFTER_INSTALL[args.host])
         else:
             path = plugin_install.package_plugin(args.host, args.output)

@@ -171,6 +171,23 @@ def gimp_destinations(
     ]
 
 
+def gimp_never_started(
+    platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None
+) -> list[str]:
+    """GIMP 3 series on PATH that have no user folder yet while another series has one.
+
+    The installer leaves those alone: GIMP imports an older series' settings only on a first
+    start that finds no folder for its own series, so creating it would lose them.
+    """
+    if env.get("GIMP3_DIRECTORY"):
+        return []
+    roots = [root for _, root in gimp_config_roots(platform, env, home)]
+    have = {p.name for root in roots if root.is_dir() for p in root.iterdir() if p.is_dir()}
+    if not any(GIMP_SERIES.fullmatch(name) for name in have):
+        return []
+    return [s for s in installed_gimp_series(platform, env) if s not in have]
+
+
 def krita_destinations(
     platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None
 ) -> list[Destination]:
@@ -212,6 +229,17 @@ def destinations(host: str, gimp_version: str | None = None) -> list[Destination
     if host == "gimp":
         return gimp_destinations(gimp_version)
     raise ValueError(f"unknown host {host!r}; choose from {', '.join(HOSTS)}")
+
+
+def install_notes(host: str, gimp_version: str | None = None) -> list[str]:
+    """What the user should know after ``install-plugin HOST`` without ``--dest``."""
+    if host != "gimp" or gimp_version is not None:
+        return []
+    return [
+        f"GIMP {s} is installed but was never started: start it once (so it imports your "
+        f"older settings), then run `lama-server install-plugin gimp` again"
+        for s in gimp_never_started()
+    ]
 
 
 def kritarc_path() -> Path:

@@ -199,6 +199,17 @@ def test_windows_and_macos_folders(tmp_path):
     assert krita.kritarc == tmp_path / "Library" / "Preferences" / "kritarc"
 
 
+def test_a_newer_gimp_never_started_is_left_alone_and_named(user_home, tmp_path, capsys):
+    """Creating GIMP/3.2 before its first start would stop GIMP importing the 3.0 settings."""
+    _gimp_plugins(user_home, "3.0").parent.mkdir(parents=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "gimp-3.2").touch()
+    assert main(["install-plugin", "gimp"]) == 0
+    out = capsys.readouterr().out
+    assert "(GIMP 3.0)" in out and not (user_home / ".config" / "GIMP" / "3.2").exists()
+    assert "note: GIMP 3.2 is installed but was never started" in out
+
+
 def test_cli_says_where_it_installed(user_home, capsys):
     for series in ("3.0", "3.2"):
         _gimp_plugins(user_home, series).parent.mkdir(parents=True)
