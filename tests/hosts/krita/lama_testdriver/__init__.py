@@ -14,10 +14,11 @@ import traceback
 
 from krita import Extension, Krita, Selection
 
-try:
+# Krita 6 embeds PyQt6 and refuses PyQt5; both may be installed, so Krita's version decides.
+if int(Krita.instance().version().split(".")[0]) >= 6:
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication, QMessageBox
-except ImportError:
+else:
     from PyQt5.QtCore import QTimer
     from PyQt5.QtWidgets import QApplication, QMessageBox
 
