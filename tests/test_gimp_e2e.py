@@ -67,11 +67,16 @@ def gimp_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
     server.stop()
     result_file = work / "result.json"
     assert result_file.is_file(), f"GIMP wrote no result (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"  # fmt: skip
-    scenarios = {s["name"]: s for s in json.loads(result_file.read_text())["scenarios"]}
+    result = json.loads(result_file.read_text())
+    scenarios = {s["name"]: s for s in result["scenarios"]}
     if os.environ.get("LAMA_UPDATE_SCREENSHOTS") == "1" and host == NEWEST:
         shutil.copy(work / "gimp-result.png", REPO / "docs" / "img" / "gimp-result.png")
     return {"host": host, "installed": installed, "out": work, "scenarios": scenarios,
-            "log": proc.stdout + proc.stderr}  # fmt: skip
+            "version": result["gimp_version"], "log": proc.stdout + proc.stderr}  # fmt: skip
+
+
+def test_it_is_the_gimp_version_named(gimp_session):
+    assert gimp_session["version"].startswith(gimp_session["host"].series + ".")
 
 
 def _scenario(session, name):

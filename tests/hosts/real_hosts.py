@@ -52,7 +52,9 @@ class RealHost:
         path.mkdir(parents=True)
         return path
 
-    def run(self, argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
         """Run ``argv`` in the host's system with exactly ``env`` (plus a plain PATH and locale)."""
         base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         if self.root is not None:
@@ -65,7 +67,10 @@ class RealHost:
     def install_plugin(self, home_inside: str, *extra: str) -> str:
         """``lama-server install-plugin APP`` as this host's user runs it: HOME is the host's
         user home, nothing else set; returns what it printed."""
-        env = {"HOME": str(self.outside(home_inside)), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        env = {
+            "HOME": str(self.outside(home_inside)),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
         cmd = [sys.executable, "-m", "lama_server.cli", "install-plugin", self.app, *extra]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr

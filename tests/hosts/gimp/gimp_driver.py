@@ -100,5 +100,5 @@ for spec in PLAN["scenarios"]:
         results.append(run(spec))
     except Exception:
         results.append({"name": spec["name"], "ok": False, "error": traceback.format_exc()})
-json.dump({"scenarios": results}, open(os.path.join(OUT, "result.json"), "w"), indent=1)
+json.dump({"scenarios": results, "gimp_version": Gimp.version()}, open(os.path.join(OUT, "result.json"), "w"), indent=1)
 print("GIMP DRIVER DONE", [(r["name"], r["ok"]) for r in results], flush=True)
