@@ -50,6 +50,9 @@ class Destination:
     label: str  # e.g. "GIMP 3.2 (Flatpak)", said to the user
     folder: Path  # the folder that gets ``lama_inpaint/`` (``pykrita``, ``plug-ins``)
     kritarc: Path | None = None
+    # A Flatpak/Snap host's own config folder: its plugin looks for the token there, not in
+    # the user's, so the installer puts a copy of the server's token there.
+    sandbox_config: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,11 @@ def _sandboxes(platform: str, home: Path, flatpak_id: str, snap: str) -> list[tu
     return found
 
 
+def _sandbox_config(label: str, app: Path) -> Path:
+    """The XDG_CONFIG_HOME a Flatpak (APP/config) or Snap (APP/.config) app runs with."""
+    return app / ("config" if label == "Flatpak" else ".config")
+
+
 def gimp_config_roots(
     platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None
 ) -> list[tuple[str, Path]]:
@@ -110,8 +118,7 @@ def gimp_config_roots(
     home = Path.home() if home is None else home
     roots = [("", _user_dirs(platform, env, home)[1] / "GIMP")]
     for label, app in _sandboxes(platform, home, "org.gimp.GIMP", "gimp"):
-        # Flatpak's XDG_CONFIG_HOME is APP/config; a Snap's is APP/.config.
-        roots.append((label, app / ("config" if label == "Flatpak" else ".config") / "GIMP"))
+        roots.append((label, _sandbox_config(label, app) / "GIMP"))
     return roots
 
 
@@ -166,7 +173,11 @@ def gimp_destinations(
         series = installed_gimp_series(platform, env) or [NEWEST_GIMP]
         found = [(s, "", roots[0][1]) for s in series]
     return [
-        Destination(f"GIMP {s}" + (f" ({build})" if build else ""), root / s / "plug-ins")
+        Destination(
+            f"GIMP {s}" + (f" ({build})" if build else ""),
+            root / s / "plug-ins",
+            sandbox_config=root.parent if build else None,
+        )
         for s, build, root in found
     ]
 
@@ -200,15 +211,12 @@ def krita_destinations(
     native = Destination("Krita", data / "krita" / "pykrita", rc_dir / "kritarc")
     others = []
     for label, app in _sandboxes(platform, home, "org.kde.krita", "krita"):
-        # Flatpak's XDG data/config folders are APP/data and APP/config; a Snap's are dotted.
-        data_dir, config_dir = (
-            ("data", "config") if label == "Flatpak" else (".local/share", ".config")
-        )
+        # Flatpak's XDG data folder is APP/data; a Snap's is APP/.local/share.
+        data_dir = app / ("data" if label == "Flatpak" else ".local/share")
+        config = _sandbox_config(label, app)
         others.append(
             Destination(
-                f"Krita ({label})",
-                app / data_dir / "krita" / "pykrita",
-                app / config_dir / "kritarc",
+                f"Krita ({label})", data_dir / "krita" / "pykrita", config / "kritarc", config
             )
         )
     native_used = (data / "krita").is_dir() or native.kritarc.is_file()
@@ -273,7 +281,26 @@ def install_plugin(
         done.append(Installation(target.label, _install_into(host, target.folder)))
         if target.kritarc is not None:
             enable_in_kritarc(target.kritarc)
+        if target.sandbox_config is not None:
+            share_token(target.sandbox_config)
     return done
+
+
+def share_token(config_dir: Path) -> Path:
+    """Copy the server's token (created now if the server never ran) to where a sandboxed
+    host's plugin reads it: ``CONFIG_DIR/lama-inpaint/token``, mode 0600."""
+    from .auth import load_or_create_token
+
+    token, _ = load_or_create_token()
+    path = config_dir / "lama-inpaint" / "token"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def _installed_names(host: str) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -96,7 +97,7 @@ def user_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "GIMP3_DIRECTORY"):
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "GIMP3_DIRECTORY", "LAMA_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(plugin_install.sys, "platform", "linux")
     return home
@@ -123,6 +124,12 @@ def test_gimp_goes_into_every_gimp_3_series_the_user_has_including_flatpak_and_s
         ("GIMP 3.0 (Snap)", _gimp_plugins(user_home, "3.0", "snap") / "lama_inpaint"),
     ]
     assert all(os.access(d.path / "lama_inpaint.py", os.X_OK) for d in done)
+    token = (user_home / ".config" / "lama-inpaint" / "token").read_text()
+    for sandbox in (
+        user_home / ".var/app/org.gimp.GIMP/config",
+        user_home / "snap/gimp/current/.config",
+    ):
+        assert (sandbox / "lama-inpaint" / "token").read_text() == token
     assert not (user_home / ".config" / "GIMP" / "2.10" / "plug-ins").exists()
 
 
@@ -174,6 +181,10 @@ def test_krita_flatpak_profile_gets_the_plugin_and_its_own_kritarc(user_home):
     assert done.path == app / "data" / "krita" / "pykrita" / "lama_inpaint"
     assert (app / "data" / "krita" / "pykrita" / "lama_inpaint.desktop").is_file()
     assert "enable_lama_inpaint=true" in (app / "config" / "kritarc").read_text()
+    # Inside the sandbox XDG_CONFIG_HOME is APP/config: the plugin reads the token there.
+    shared = app / "config" / "lama-inpaint" / "token"
+    server_token = (user_home / ".config" / "lama-inpaint" / "token").read_text()
+    assert shared.read_text() == server_token and stat.S_IMODE(shared.stat().st_mode) == 0o600
     (user_home / ".local" / "share" / "krita").mkdir(parents=True)  # the AppImage/distro Krita ran
     labels = [d.label for d in plugin_install.install_plugin("krita")]
     assert labels == ["Krita", "Krita (Flatpak)"]
