@@ -223,11 +223,6 @@ def krita_destinations(
     return ([native] if native_used or not others else []) + others
 
 
-def default_destination(host: str) -> Path:
-    """The host's first plugin folder for this user (see :func:`destinations`)."""
-    return destinations(host)[0].folder
-
-
 def destinations(host: str, gimp_version: str | None = None) -> list[Destination]:
     """Where ``install-plugin HOST`` without ``--dest`` installs."""
     if host == "krita":
@@ -248,11 +243,6 @@ def install_notes(host: str, gimp_version: str | None = None) -> list[str]:
         f"older settings), then run `lama-server install-plugin gimp` again"
         for s in gimp_never_started()
     ]
-
-
-def kritarc_path() -> Path:
-    """The native Krita's main configuration file for this user."""
-    return _user_dirs(sys.platform, os.environ, Path.home())[2] / "kritarc"
 
 
 # -- installing ------------------------------------------------------------------------------
