@@ -16,7 +16,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 die() { [ -f "$LOG" ] && tail -20 "$LOG" >&2; echo "!!!! debian_chroot $SUITE: $*" >&2; exit 1; }
 
-if [ -f "$STAMP" ]; then
+# The stamp names the packages; a cached chroot from an older package list gets the new ones.
+WANT="$SUITE ${PACKAGES[*]}"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "$SUITE chroot: ready at $ROOT"
   exit 0
 fi
@@ -38,12 +40,18 @@ MIRROR=$(debian_mirror)
 APT=(apt-get -o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 
 : >"$LOG"
-if [ "$SUITE" = experimental ]; then
+if [ -f "$STAMP" ]; then
+  TARGET=()
+  [ "$SUITE" = experimental ] && TARGET=(-t experimental)
+  chroot "$ROOT" "${APT[@]}" update >>"$LOG" 2>&1 || die "apt-get update failed (mirror unreachable?)"
+  chroot "$ROOT" "${APT[@]}" install -y --no-install-recommends "${TARGET[@]}" "${PACKAGES[@]}" \
+    >>"$LOG" 2>&1 || die "adding ${PACKAGES[*]} failed"
+elif [ "$SUITE" = experimental ]; then
   SID=${LAMA_SID_CHROOT:-/var/tmp/lama-hosts-sid}
   bash "$HERE/setup_sid.sh" >>"$LOG" 2>&1 || die "the sid chroot it starts from failed"
   rm -rf "$ROOT"
   cp -a "$SID" "$ROOT"
-  rm -f "$ROOT/.lama-host-ready"
+  rm -f "$ROOT/$(basename "$STAMP")"
   echo "deb $MIRROR experimental main" >"$ROOT/etc/apt/sources.list.d/experimental.list"
   chroot "$ROOT" "${APT[@]}" update >>"$LOG" 2>&1 || die "apt-get update failed (mirror unreachable?)"
   chroot "$ROOT" "${APT[@]}" install -y --no-install-recommends -t experimental "${PACKAGES[@]}" \
@@ -61,5 +69,5 @@ else
     || die "installing ${PACKAGES[*]} failed"
 fi
 chroot "$ROOT" apt-get clean
-touch "$STAMP"
+echo "$WANT" >"$STAMP"
 echo "$SUITE chroot: built at $ROOT"
