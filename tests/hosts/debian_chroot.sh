@@ -22,6 +22,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "$SUITE chroot: ready at $ROOT"
   exit 0
 fi
+: >"$LOG"
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot)"
 
 # The first http(s) URI of this machine's Debian sources (deb822 .sources, then sources.list).
@@ -39,7 +40,6 @@ MIRROR=$(debian_mirror)
 # sid and experimental Release files on some mirrors are past their Valid-Until.
 APT=(apt-get -o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 
-: >"$LOG"
 if [ -f "$STAMP" ]; then
   TARGET=()
   [ "$SUITE" = experimental ] && TARGET=(-t experimental)
