@@ -121,7 +121,9 @@ class TrainConfig:
         g = self.generator
         loss = self.losses
         official_only = {"data", "run_dir", "run_title", "generator", "discriminator", "losses"}
-        extras = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in official_only}
+        extras = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in official_only
+        }
         return {
             "run_title": self.run_title,
             "training_model": {
