@@ -220,6 +220,100 @@ def micro_batches(batch: dict[str, torch.Tensor], k: int) -> list[dict[str, torc
     return [{name: t[r::k] for name, t in batch.items()} for r in range(k)]
 
 
+class TrainStep:
+    """One optimiser step of both networks on a batch (the part a benchmark times).
+
+    Owns the two Adam optimisers, the gradient averaging, autocast and the compiled forwards.
+    """
+
+    def __init__(self, nets: Networks, config: TrainConfig, env: DistEnv, device: torch.device):
+        from .losses import LossWeights
+
+        self.nets = nets
+        self.config = config
+        self.device = device
+        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=config.generator_lr)
+        self.d_opt = torch.optim.Adam(nets.discriminator.parameters(), lr=config.discriminator_lr)
+        self.weights = LossWeights(
+            l1_known=config.losses.l1_weight_known,
+            l1_missing=config.losses.l1_weight_missing,
+            adversarial=config.losses.adversarial_weight,
+            r1_gamma=config.losses.gp_coef,
+            feature_matching=config.losses.feature_matching_weight,
+            resnet_pl=config.losses.resnet_pl_weight,
+        )
+        self.generator_fwd: nn.Module = nets.generator
+        self.resnet_pl_fwd = nets.resnet_pl
+        if config.compile:
+            # The discriminator stays eager: the R1 penalty needs double backward.
+            self.generator_fwd = torch.compile(nets.generator)
+            if self.resnet_pl_fwd is not None:
+                self.resnet_pl_fwd = torch.compile(self.resnet_pl_fwd)
+        self.bf16 = config.precision == "bf16"
+        self.g_avg = GradientAverager(list(nets.generator.parameters()), env, config.accumulate)
+        self.d_avg = GradientAverager(list(nets.discriminator.parameters()), env, config.accumulate)
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.g_opt, "discriminator": self.d_opt}
+
+    def load_optimizer_states(self, saved: dict) -> None:
+        names = saved.get("optimizer_names", ["generator", "discriminator"])
+        states = dict(zip(names, saved["optimizer_states"], strict=True))
+        self.g_opt.load_state_dict(states["generator"])
+        self.d_opt.load_state_dict(states["discriminator"])
+
+    def _autocast(self):
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def __call__(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], torch.Tensor]:
+        """Generator step, then discriminator step. Returns the step's mean loss components
+        (tensors; no device sync), the micro-batches, and the last prediction."""
+        from .losses import discriminator_losses, generator_losses, predict
+
+        nets, config = self.nets, self.config
+        parts = micro_batches(batch, config.accumulate)
+        logs_sum: dict[str, torch.Tensor] = {}
+
+        # 1. generator step (D frozen; gradients flow through D into the prediction)
+        nets.discriminator.requires_grad_(False)
+        self.g_opt.zero_grad(set_to_none=True)
+        last_pred = None
+        for part in parts:
+            with self._autocast():
+                pred = predict(self.generator_fwd, part["image"], part["mask"])
+                total, logs = generator_losses(
+                    part["image"], part["mask"], pred, nets.discriminator, self.resnet_pl_fwd,
+                    self.weights,
+                )  # fmt: skip
+            total.backward()
+            _add_logs(logs_sum, {"gen_total": total, **logs})
+            last_pred = pred.detach()
+        self.g_avg(config.grad_clip)
+        self.g_opt.step()
+        nets.discriminator.requires_grad_(True)
+
+        # 2. discriminator step (G reruns in train mode, without gradients)
+        self.d_opt.zero_grad(set_to_none=True)
+        for part in parts:
+            with self._autocast():
+                with torch.no_grad():
+                    pred = predict(self.generator_fwd, part["image"], part["mask"])
+                total, logs = discriminator_losses(
+                    part["image"], part["mask"], pred.detach(), nets.discriminator, self.weights
+                )
+            total.backward()
+            _add_logs(logs_sum, logs)
+        self.d_avg(config.grad_clip)
+        self.d_opt.step()
+        means = {k: v / len(parts) for k, v in logs_sum.items()}
+        return means, parts, last_pred
+
+
 class Trainer:
     """Runs one training run described by a :class:`TrainConfig` (``fit``)."""
 
@@ -273,7 +367,6 @@ class Trainer:
 
     def _fit(self, device: torch.device) -> ckpt.Progress:
         from .data import make_train_loader, make_validation_set
-        from .losses import LossWeights, discriminator_losses, generator_losses, predict
 
         config, env = self.config, self.env
         try:
@@ -296,41 +389,14 @@ class Trainer:
                 for tensor in [*net.parameters(), *net.buffers()] if net is not None else []:
                     dist.broadcast(tensor.data, src=0)
 
-        g_opt = torch.optim.Adam(nets.generator.parameters(), lr=config.generator_lr)
-        d_opt = torch.optim.Adam(nets.discriminator.parameters(), lr=config.discriminator_lr)
+        step_fn = TrainStep(nets, config, env, device)
         progress = ckpt.Progress()
         if saved is not None:
-            names = saved.get("optimizer_names", ["generator", "discriminator"])
-            states = dict(zip(names, saved["optimizer_states"], strict=True))
-            g_opt.load_state_dict(states["generator"])
-            d_opt.load_state_dict(states["discriminator"])
+            step_fn.load_optimizer_states(saved)
             progress = ckpt.Progress(
                 step=int(saved["global_step"]),
                 best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
             )
-
-        weights = LossWeights(
-            l1_known=config.losses.l1_weight_known,
-            l1_missing=config.losses.l1_weight_missing,
-            adversarial=config.losses.adversarial_weight,
-            r1_gamma=config.losses.gp_coef,
-            feature_matching=config.losses.feature_matching_weight,
-            resnet_pl=config.losses.resnet_pl_weight,
-        )
-        generator_fwd: nn.Module = nets.generator
-        resnet_pl_fwd = nets.resnet_pl
-        if config.compile:
-            # The discriminator stays eager: the R1 penalty needs double backward.
-            generator_fwd = torch.compile(nets.generator)
-            if resnet_pl_fwd is not None:
-                resnet_pl_fwd = torch.compile(resnet_pl_fwd)
-        autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16)
-            if config.precision == "bf16"
-            else nullcontext()
-        )
-        g_avg = GradientAverager(list(nets.generator.parameters()), env, config.accumulate)
-        d_avg = GradientAverager(list(nets.discriminator.parameters()), env, config.accumulate)
 
         loader = make_train_loader(
             config.data,
@@ -370,44 +436,11 @@ class Trainer:
 
         while progress.step < config.steps:
             batch = to_device(next(batches))
-            parts = micro_batches(batch, config.accumulate)
-
-            # 1. generator step (D frozen; gradients flow through D into the prediction)
-            nets.discriminator.requires_grad_(False)
-            g_opt.zero_grad(set_to_none=True)
-            step_logs: dict[str, torch.Tensor] = {}
-            last_pred = None
-            for part in parts:
-                with autocast:
-                    pred = predict(generator_fwd, part["image"], part["mask"])
-                    total, logs = generator_losses(
-                        part["image"], part["mask"], pred, nets.discriminator, resnet_pl_fwd,
-                        weights,
-                    )  # fmt: skip
-                total.backward()
-                _add_logs(step_logs, {"gen_total": total, **logs})
-                last_pred = pred.detach()
-            g_avg(config.grad_clip)
-            g_opt.step()
-            nets.discriminator.requires_grad_(True)
-
-            # 2. discriminator step (G reruns in train mode, without gradients)
-            d_opt.zero_grad(set_to_none=True)
-            for part in parts:
-                with autocast:
-                    with torch.no_grad():
-                        pred = predict(generator_fwd, part["image"], part["mask"])
-                    total, logs = discriminator_losses(
-                        part["image"], part["mask"], pred.detach(), nets.discriminator, weights
-                    )
-                total.backward()
-                _add_logs(step_logs, logs)
-            d_avg(config.grad_clip)
-            d_opt.step()
+            step_logs, parts, last_pred = step_fn(batch)
             progress.step += 1
 
             for key, value in step_logs.items():
-                sums[key] = sums.get(key, 0) + value / len(parts)
+                sums[key] = sums.get(key, 0) + value
             logged_steps += 1
             if bar is not None:
                 bar.update(1)
@@ -432,11 +465,11 @@ class Trainer:
                 grid = preview_grid(last["image"], last["mask"], last_pred)
                 save_preview(self.run_dir / "samples" / f"step_{step:07d}.png", grid)
             if step % config.val_every == 0 or step == config.steps:
-                self._validate(nets, val_set, device, progress, run_log, g_opt, d_opt)
+                self._validate(nets, val_set, device, progress, run_log, step_fn.optimizers)
             if step % config.save_every == 0 or step == config.steps:
                 ckpt.save_checkpoint(
                     ckpt.last_path(self.run_dir), nets.as_dict(),
-                    {"generator": g_opt, "discriminator": d_opt}, progress,
+                    step_fn.optimizers, progress,
                 )  # fmt: skip
         if bar is not None:
             bar.close()
@@ -446,7 +479,7 @@ class Trainer:
             dist.barrier()
         return progress
 
-    def _validate(self, nets, val_set, device, progress, run_log, g_opt, d_opt) -> None:
+    def _validate(self, nets, val_set, device, progress, run_log, optimizers) -> None:
         if not val_set:
             return
         dtype = torch.bfloat16 if self.config.precision == "bf16" else None
@@ -458,7 +491,7 @@ class Trainer:
             progress.best_val_ssim = max(progress.best_val_ssim, metrics["ssim"])
             ckpt.save_checkpoint(
                 ckpt.best_path(self.run_dir), nets.as_dict(),
-                {"generator": g_opt, "discriminator": d_opt}, progress,
+                optimizers, progress,
             )  # fmt: skip
 
     def _progress_bar(self, start: int):
