@@ -30,6 +30,28 @@ def golden_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def train_fixtures_dir() -> Path:
+    """The official-code training fixtures (mask sampler, one training step), beside lama-golden."""
+    path = GOLDEN.parent / "lama-train"
+    if not (path / "README.md").is_file():
+        pytest.fail(f"training fixtures not found at {path}; set LAMA_GOLDEN_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_recipe(train_fixtures_dir: Path):
+    """The fixtures' ``recipe_weights`` module: the deterministic D and ResNet-50 weights."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "lama_train_recipe_weights", train_fixtures_dir / "losses" / "recipe_weights.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(golden_dir: Path) -> Path:
     """The tiny checkpoint in the official big-lama folder layout."""
     return golden_dir / "tiny-lama"
