@@ -127,11 +127,15 @@ class Networks:
 
 
 def build_networks(
-    config: TrainConfig, init_state: dict[str, dict[str, torch.Tensor]] | None = None
+    config: TrainConfig,
+    init_state: dict[str, dict[str, torch.Tensor]] | None = None,
+    resume: bool = False,
 ) -> Networks:
     """Build G, D and the perceptual loss; weights from ``init_state`` where it has them.
 
-    The same seed on every rank gives the same initial weights (rank 0's are broadcast too).
+    Fine-tuning (``resume`` False) takes the generator strictly and the discriminator and
+    perceptual encoder when they fit; resuming takes all three strictly. The same seed on every
+    rank gives the same initial weights (rank 0's are broadcast too).
     """
     from .discriminator import build_discriminator
     from .perceptual import ResNetPL
@@ -142,24 +146,42 @@ def build_networks(
         ndf=config.discriminator.ndf, n_layers=config.discriminator.n_layers
     )
     init_state = init_state or {}
-    if init_state.get("generator"):
-        ckpt.load_strict(generator, init_state["generator"], "generator")
-    if init_state.get("discriminator"):
-        ckpt.load_strict(discriminator, init_state["discriminator"], "discriminator")
+    if resume:
+        ckpt.load_strict(generator, init_state.get("generator", {}), "generator")
+        ckpt.load_strict(discriminator, init_state.get("discriminator", {}), "discriminator")
     elif init_state.get("generator"):
-        LOG.warning("the initial checkpoint has no discriminator weights: D starts from scratch")
+        ckpt.load_strict(generator, init_state["generator"], "generator")
+        if not _load_optional(discriminator, init_state.get("discriminator"), "discriminator"):
+            LOG.warning("the discriminator starts from scratch")
 
     resnet_pl = None
     if config.losses.resnet_pl_weight > 0:
         saved = init_state.get("loss_resnet_pl")
-        encoder = _perceptual_encoder(config, have_saved=bool(saved))
+        use_saved = bool(saved) and (resume or config.resnet_pl is None)
+        encoder = _perceptual_encoder(config, have_saved=use_saved)
         resnet_pl = ResNetPL(weight=config.losses.resnet_pl_weight, encoder=encoder)
-        if saved and config.resnet_pl is None:
-            # The release's checkpoint carries the ADE20k encoder: no download needed.
-            ckpt.load_strict(resnet_pl, saved, "loss_resnet_pl (perceptual encoder)")
+        if resume:
+            ckpt.load_strict(resnet_pl, saved or {}, "loss_resnet_pl")
+        elif use_saved and not _load_optional(resnet_pl, saved, "loss_resnet_pl"):
+            # The saved entries are unusable (another encoder): take the real weights instead.
+            encoder = _perceptual_encoder(config, have_saved=False)
+            resnet_pl = ResNetPL(weight=config.losses.resnet_pl_weight, encoder=encoder)
         for p in resnet_pl.parameters():
             p.requires_grad_(False)
     return Networks(generator, discriminator, resnet_pl)
+
+
+def _load_optional(module: nn.Module, state: dict | None, what: str) -> bool:
+    """Load weights a fine-tuning source may lack or hold in another shape; False if not."""
+    if not state:
+        LOG.warning("the initial checkpoint has no %s weights", what)
+        return False
+    try:
+        ckpt.load_strict(module, state, what)
+    except CheckpointError as exc:
+        LOG.warning("not using the initial checkpoint's %s: %s", what, exc)
+        return False
+    return True
 
 
 def _perceptual_encoder(config: TrainConfig, have_saved: bool) -> nn.Module | None:
@@ -167,10 +189,10 @@ def _perceptual_encoder(config: TrainConfig, have_saved: bool) -> nn.Module | No
         return TinyRandomEncoderForTests()
     from .perceptual import build_resnet_pl_encoder, load_resnet_pl_encoder
 
-    if config.resnet_pl is not None:
-        return load_resnet_pl_encoder(config.resnet_pl)
     if have_saved:
         return build_resnet_pl_encoder()  # weights follow from the checkpoint
+    if config.resnet_pl is not None:
+        return load_resnet_pl_encoder(config.resnet_pl)
     from ..weights import WeightsError, ensure_model
 
     try:
@@ -379,7 +401,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / "config.yaml")
 
-        nets = build_networks(config, init_state)
+        try:
+            nets = build_networks(config, init_state, resume=self.resume)
+        except CheckpointError as exc:
+            raise TrainError(str(exc)) from exc
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         for net in nets.as_dict().values():
             if net is not None:
