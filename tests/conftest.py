@@ -142,3 +142,45 @@ def server_factory(tmp_path, tiny_model_dir):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# lama-train trainer/CLI (12b)
+
+# A training run small enough for the test suite: the golden tiny generator's architecture,
+# the tiny discriminator, 64² crops and the small random stand-in for the perceptual network.
+TINY_TRAIN_ARGS = (
+    "--generator", "tiny", "--discriminator", "tiny", "--crop", "64", "--batch-size", "2",
+    "--workers", "0", "--perceptual-encoder", "tiny-random-for-tests", "--val-count", "4",
+    "--val-size", "64", "--log-every", "1", "--preview-every", "10", "--val-every", "1000",
+    "--save-every", "1000", "--no-progress",
+)  # fmt: skip
+
+
+def write_train_photos(folder: Path, count: int = 12, seed: int = 0) -> Path:
+    """Photo-like test images (smooth gradients with shapes), PNG and JPEG, in two subfolders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:80, 0:96] / 80.0
+    for i in range(count):
+        base = rng.rand(3, 1, 1) * 0.6 + rng.rand(3, 1, 1) * 0.4 * np.stack([xx, yy, xx * yy])
+        image = base.transpose(1, 2, 0).copy()
+        for _ in range(3):
+            y, x, h, w = rng.randint(0, 60), rng.randint(0, 76), rng.randint(8, 24), rng.randint(8, 24)
+            image[y : y + h, x : x + w] = rng.rand(3)
+        pixels = Image.fromarray((image.clip(0, 1) * 255).astype(np.uint8))
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        if i % 3:
+            pixels.save(sub / f"photo_{i:02d}.png")
+        else:
+            pixels.save(sub / f"photo_{i:02d}.jpg", quality=95)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def train_photos(tmp_path_factory) -> Path:
+    """A folder of 12 generated photos (80×96) for training runs."""
+    return write_train_photos(tmp_path_factory.mktemp("train-photos"))

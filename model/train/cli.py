@@ -19,7 +19,14 @@ from pathlib import Path
 from ..checkpoint import CheckpointError
 from ..config_yaml import ConfigError
 from ..weights import KNOWN_MODELS, WeightsError, ensure_model
-from .config import GENERATOR_PRESETS, PERCEPTUAL_ENCODERS, PRECISIONS, LossConfig, TrainConfig
+from .config import (
+    DISCRIMINATOR_PRESETS,
+    GENERATOR_PRESETS,
+    PERCEPTUAL_ENCODERS,
+    PRECISIONS,
+    LossConfig,
+    TrainConfig,
+)
 
 # Options a resumed run may change; everything else is fixed by the run's config.yaml.
 RESUME_MAY_CHANGE = ("steps", "workers", "device", "data", "progress")
@@ -71,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--generator", choices=list(GENERATOR_PRESETS),
                      help="architecture when training from scratch (default big-lama; "
                      "tiny = test-sized)")  # fmt: skip
+    fit.add_argument("--discriminator", choices=list(DISCRIMINATOR_PRESETS),
+                     help="big: Big LaMa's (ndf 64, 4 layers; default); tiny: ndf 8, 2 layers, "
+                     "for tests")  # fmt: skip
     group = fit.add_argument_group("schedule and data")
     group.add_argument("--steps", type=int, help="total optimiser steps (default 100000)")
     group.add_argument("--batch-size", type=int,
@@ -136,7 +146,8 @@ _FIELD_OF_OPTION = {
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's config from the command line (and, resuming, from the run's config.yaml)."""
     given = dict(vars(args))
-    for name in ("command", "out", "resume", "init", "generator", "progress", "resnet_pl_weight"):
+    for name in ("command", "out", "resume", "init", "generator", "discriminator", "progress",
+                 "resnet_pl_weight"):  # fmt: skip
         given.pop(name, None)
     fields_given = {_FIELD_OF_OPTION.get(k, k): v for k, v in given.items()}
     run_dir = Path(args.out)
@@ -166,6 +177,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         if not (folder / "config.yaml").is_file():
             raise ValueError(f"{init}: no config.yaml beside it; say --generator explicitly")
         fields_given["generator"], fields_given["discriminator"] = architecture_from_folder(folder)
+    if getattr(args, "discriminator", None) is not None:
+        fields_given["discriminator"] = DISCRIMINATOR_PRESETS[args.discriminator]
     if "resnet_pl_weight" in vars(args):
         fields_given["losses"] = LossConfig(resnet_pl_weight=args.resnet_pl_weight)
     return TrainConfig(run_dir=str(run_dir), run_title=run_dir.name, **fields_given), False

@@ -41,6 +41,12 @@ class DiscriminatorConfig:
     n_layers: int = 4
 
 
+DISCRIMINATOR_PRESETS: dict[str, DiscriminatorConfig] = {
+    "big": DiscriminatorConfig(ndf=64, n_layers=4),
+    "tiny": DiscriminatorConfig(ndf=8, n_layers=2),
+}
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """Loss weights with the official names and Big LaMa's values."""
