@@ -48,7 +48,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
     from lama_model.train.config import GENERATOR_PRESETS, DiscriminatorConfig, TrainConfig
     from lama_model.train.discriminator import build_discriminator
     from lama_model.train.masks import make_mask_generator
-    from lama_model.train.perceptual import ResNetPL, build_resnet_pl_encoder
+    from lama_model.train.perceptual import ResNetPL
     from lama_model.train.trainer import DistEnv, Networks, TrainStep
 
     if args.threads:
@@ -70,7 +70,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
     nets = Networks(
         generator=FFCResNetGenerator(config.generator),
         discriminator=build_discriminator(ndf=ndf, n_layers=n_layers),
-        resnet_pl=ResNetPL(weight=30.0, encoder=build_resnet_pl_encoder()),
+        resnet_pl=ResNetPL(weight=30.0),  # the ADE20k encoder's architecture, random weights
     )
     for p in nets.resnet_pl.parameters():
         p.requires_grad_(False)

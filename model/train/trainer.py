@@ -187,10 +187,10 @@ def _load_optional(module: nn.Module, state: dict | None, what: str) -> bool:
 def _perceptual_encoder(config: TrainConfig, have_saved: bool) -> nn.Module | None:
     if config.perceptual_encoder == "tiny-random-for-tests":
         return TinyRandomEncoderForTests()
-    from .perceptual import build_resnet_pl_encoder, load_resnet_pl_encoder
+    from .perceptual import load_resnet_pl_encoder
 
     if have_saved:
-        return build_resnet_pl_encoder()  # weights follow from the checkpoint
+        return None  # ResNetPL builds the ADE20k architecture; the weights follow from the ckpt
     if config.resnet_pl is not None:
         return load_resnet_pl_encoder(config.resnet_pl)
     from ..weights import WeightsError, ensure_model
@@ -264,13 +264,12 @@ class TrainStep:
             feature_matching=config.losses.feature_matching_weight,
             resnet_pl=config.losses.resnet_pl_weight,
         )
-        self.generator_fwd: nn.Module = nets.generator
-        self.resnet_pl_fwd = nets.resnet_pl
         if config.compile:
-            # The discriminator stays eager: the R1 penalty needs double backward.
-            self.generator_fwd = torch.compile(nets.generator)
-            if self.resnet_pl_fwd is not None:
-                self.resnet_pl_fwd = torch.compile(self.resnet_pl_fwd)
+            # Compiled in place (state_dict keys unchanged). The discriminator stays eager:
+            # the R1 penalty needs double backward, which compiled graphs do not support.
+            nets.generator.compile()
+            if nets.resnet_pl is not None:
+                nets.resnet_pl.impl.compile()
         self.bf16 = config.precision == "bf16"
         self.g_avg = GradientAverager(list(nets.generator.parameters()), env, config.accumulate)
         self.d_avg = GradientAverager(list(nets.discriminator.parameters()), env, config.accumulate)
@@ -307,9 +306,9 @@ class TrainStep:
         last_pred = None
         for part in parts:
             with self._autocast():
-                pred = predict(self.generator_fwd, part["image"], part["mask"])
+                pred = predict(nets.generator, part["image"], part["mask"])
                 total, logs = generator_losses(
-                    part["image"], part["mask"], pred, nets.discriminator, self.resnet_pl_fwd,
+                    part["image"], part["mask"], pred, nets.discriminator, nets.resnet_pl,
                     self.weights,
                 )  # fmt: skip
             total.backward()
@@ -324,7 +323,7 @@ class TrainStep:
         for part in parts:
             with self._autocast():
                 with torch.no_grad():
-                    pred = predict(self.generator_fwd, part["image"], part["mask"])
+                    pred = predict(nets.generator, part["image"], part["mask"])
                 total, logs = discriminator_losses(
                     part["image"], part["mask"], pred.detach(), nets.discriminator, self.weights
                 )
