@@ -52,6 +52,38 @@ def train_recipe(train_fixtures_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def recipe_discriminator(train_fixtures_dir: Path, train_recipe):
+    """Build the fixture's discriminator ``bigd`` or ``tinyd`` with its recipe weights."""
+    import json
+
+    from lama_model.train.discriminator import build_discriminator
+
+    def build(variant: str):
+        manifest = train_fixtures_dir / "losses" / variant / "manifest-discriminator.json"
+        kwargs = json.loads(manifest.read_text())["kwargs"]
+        net = build_discriminator(ndf=kwargs["ndf"], n_layers=kwargs["n_layers"])
+        net.load_state_dict(train_recipe.state_dict_from_manifest(manifest))
+        return net
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def recipe_resnet50(train_fixtures_dir: Path, train_recipe):
+    """Build the ResNetPL encoder (dilated ResNet-50) with the fixture's recipe weights."""
+    from lama_model.train.perceptual import DilatedResNet50
+
+    manifest = train_fixtures_dir / "losses" / "manifest-resnet50dilated.json"
+
+    def build():
+        encoder = DilatedResNet50()
+        encoder.load_state_dict(train_recipe.state_dict_from_manifest(manifest))
+        return encoder
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(golden_dir: Path) -> Path:
     """The tiny checkpoint in the official big-lama folder layout."""
     return golden_dir / "tiny-lama"
@@ -184,3 +216,15 @@ def write_train_photos(folder: Path, count: int = 12, seed: int = 0) -> Path:
 def train_photos(tmp_path_factory) -> Path:
     """A folder of 12 generated photos (80×96) for training runs."""
     return write_train_photos(tmp_path_factory.mktemp("train-photos"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny training steps on one thread: on a shared 2-core machine, two OpenMP threads spin on
+    each other's barriers and make a 40 ms step take a second."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,6 +9,8 @@ from PIL import Image
 
 from lama_model.train.cli import main as lama_train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_fit_help_explains_the_options_and_shows_examples(capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -458,6 +458,10 @@ class Trainer:
                 for k in ("image", "mask")
             }
 
+        if env.is_main and progress.step == 0:
+            # Before the first step, as Lightning's sanity validation: the run's baseline.
+            self._validate(nets, val_set, device, progress, run_log, step_fn.optimizers, False)
+            nets.generator.train()
         while progress.step < config.steps:
             batch = to_device(next(batches))
             step_logs, parts, last_pred = step_fn(batch)
@@ -503,14 +507,22 @@ class Trainer:
             dist.barrier()
         return progress
 
-    def _validate(self, nets, val_set, device, progress, run_log, optimizers) -> None:
+    def _validate(
+        self, nets, val_set, device, progress, run_log, optimizers, save_best: bool = True
+    ) -> None:
         if not val_set:
             return
         dtype = torch.bfloat16 if self.config.precision == "bf16" else None
-        metrics = evaluate(nets.generator, val_set, device, autocast_dtype=dtype)
+        metrics = evaluate(
+            nets.generator, val_set, device, autocast_dtype=dtype,
+            l1_weight_known=self.config.losses.l1_weight_known,
+            l1_weight_missing=self.config.losses.l1_weight_missing,
+        )  # fmt: skip
         run_log.log_val(progress.step, metrics)
         LOG.info("step %d: validation PSNR %.2f dB, SSIM %.4f", progress.step,
                  metrics["psnr"], metrics["ssim"])  # fmt: skip
+        if not save_best:
+            return
         if metrics["ssim"] > progress.best_val_ssim or not ckpt.best_path(self.run_dir).is_file():
             progress.best_val_ssim = max(progress.best_val_ssim, metrics["ssim"])
             ckpt.save_checkpoint(
