@@ -422,28 +422,31 @@ class Trainer:
                 best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
             )
 
-        loader = make_train_loader(
-            config.data,
-            crop=config.crop,
-            batch_size=config.batch_size * config.accumulate,
-            workers=config.workers,
-            seed=config.seed,
-            rank=env.rank,
-            world_size=env.world_size,
-            mask_kind=config.mask_kind,
-            augment=config.augment,
-            start_step=progress.step,
-        )
-        val_set = (
-            make_validation_set(
-                config.val_data or config.data,
-                size=config.val_size,
-                count=config.val_count,
+        try:
+            loader = make_train_loader(
+                config.data,
+                crop=config.crop,
+                batch_size=config.batch_size * config.accumulate,
+                workers=config.workers,
                 seed=config.seed,
+                rank=env.rank,
+                world_size=env.world_size,
+                mask_kind=config.mask_kind,
+                augment=config.augment,
+                start_step=progress.step,
             )
-            if env.is_main
-            else []
-        )
+            val_set = (
+                make_validation_set(
+                    config.val_data or config.data,
+                    size=config.val_size,
+                    count=config.val_count,
+                    seed=config.seed,
+                )
+                if env.is_main
+                else []
+            )
+        except (ValueError, OSError) as exc:  # no photos, unreadable folder, bad mask kind
+            raise TrainError(str(exc)) from exc
         run_log = RunLog(self.run_dir) if env.is_main else None
         bar = self._progress_bar(progress.step)
         sums: dict[str, torch.Tensor] = {}
