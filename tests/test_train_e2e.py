@@ -149,3 +149,17 @@ def test_fine_tunes_from_one_of_our_runs(train_photos, tiny_run, tmp_path):
     assert any(k.startswith("discriminator.") for k in params)
     for key in params:  # G and D both taken from the run (lr 0 keeps them)
         assert torch.equal(tuned[key], start[key]), key
+
+
+def test_validation_metrics_match_their_definitions():
+    from lama_model.train.validate import psnr, ssim
+
+    a = torch.full((1, 3, 32, 32), 0.3)
+    b = torch.full((1, 3, 32, 32), 0.4)
+    assert psnr(a, b).item() == pytest.approx(20.0, abs=1e-4)  # MSE 0.01
+    # Constant images: no variance, so SSIM reduces to the luminance term (2ab+C1)/(a²+b²+C1).
+    c1 = 0.01**2
+    assert ssim(a, b).item() == pytest.approx((2 * 0.3 * 0.4 + c1) / (0.09 + 0.16 + c1), rel=1e-5)
+    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert ssim(noise, noise).item() == pytest.approx(1.0, abs=1e-5)
+    assert ssim(noise, noise.flip(-1)).item() < 0.2

@@ -19,7 +19,7 @@ from torch import nn
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Per-image PSNR in dB of ``(B, C, H, W)`` tensors in [0, 1]."""
-    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    mse = (pred.detach().cpu().double() - target.detach().cpu().double()).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / (mse + eps))
 
 
@@ -34,8 +34,11 @@ def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> t
 def ssim(
     pred: torch.Tensor, target: torch.Tensor, window_size: int = 11, sigma: float = 1.5
 ) -> torch.Tensor:
-    """Per-image SSIM of ``(B, C, H, W)`` tensors in [0, 1] (valid-region mean)."""
-    pred, target = pred.float(), target.float()
+    """Per-image SSIM of ``(B, C, H, W)`` tensors in [0, 1] (valid-region mean).
+
+    Computed in float64 on the CPU: in float32, ``E[x²] − E[x]²`` loses the small variances
+    that SSIM compares (errors of 1e-4 on flat images)."""
+    pred, target = pred.detach().cpu().double(), target.detach().cpu().double()
     channels = pred.shape[1]
     window = _gaussian_window(window_size, sigma, channels, pred.device, pred.dtype)
 
