@@ -200,7 +200,9 @@ def test_discriminator_outputs_are_the_official_logits(step32, fixtures, variant
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_float32_total_generator_gradients_match_loosely(step32, generator_step32, fixtures, variant):
+def test_float32_total_generator_gradients_match_loosely(
+    step32, generator_step32, fixtures, variant
+):
     reference = np.load(fixtures / variant / "gen_grad_total_f32.npz")
     ours = _grads(generator_step32[variant][0], step32.generator, list(reference.keys()))
     for name, value in reference.items():
@@ -208,7 +210,10 @@ def test_float32_total_generator_gradients_match_loosely(step32, generator_step3
 
 
 def test_float64_component_gradients_match_sharply(generator_grads64, fixtures):
-    for component, key in (("gen_grad_l1_f64", "gen_l1"), ("gen_grad_resnet_pl_f64", "gen_resnet_pl")):
+    for component, key in (
+        ("gen_grad_l1_f64", "gen_l1"),
+        ("gen_grad_resnet_pl_f64", "gen_resnet_pl"),
+    ):
         reference = np.load(fixtures / f"{component}.npz")
         ours = generator_grads64[key] if key == "gen_resnet_pl" else generator_grads64["bigd"][key]
         for name, value in reference.items():
@@ -218,7 +223,11 @@ def test_float64_component_gradients_match_sharply(generator_grads64, fixtures):
                           ("total", "gen_grad_total_f64")):  # fmt: skip
             reference = np.load(fixtures / variant / f"{file}.npz")
             for name, value in reference.items():
-                assert _rel_l2(generator_grads64[variant][key][name], value) < 1e-6, (variant, key, name)
+                assert _rel_l2(generator_grads64[variant][key][name], value) < 1e-6, (
+                    variant,
+                    key,
+                    name,
+                )
 
 
 def test_float64_loss_values_match_the_official_float64_step(generator_grads64, fixtures):
