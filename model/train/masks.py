@@ -307,8 +307,14 @@ class MixedMasks:
 
 @dataclass(frozen=True)
 class AreaLimitedMasks:
-    """The official evaluation-set recipe: draw ``variants`` masks, keep those covering at most
-    ``max_area`` of the image, and pick one of them at random (redraw if none qualifies)."""
+    """The official evaluation-set recipe (``bin/gen_mask_dataset.py``, ``max_tamper_area``).
+
+    Draw ``variants`` masks, keep those covering at most ``max_area`` of the image, pick one of
+    them at random; if none qualifies the official script skips the photo, here we draw again.
+    Random draws in the official order: the variants, one ``randint(0, 1)`` per variant (the
+    square-crop proposal, which has no choice to make for a square mask), then the pick
+    (``choice(n, 1, replace=False)``).
+    """
 
     base: MaskGenerator
     variants: int = 5
@@ -317,9 +323,13 @@ class AreaLimitedMasks:
     def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
         while True:
             drawn = [self.base(rng, height, width) for _ in range(self.variants)]
-            kept = [m for m in drawn if m.mean() <= self.max_area]
+            kept = []
+            for mask in drawn:
+                rng.randint(0, 1)
+                if mask.mean() <= self.max_area:
+                    kept.append(mask)
             if kept:
-                return kept[rng.choice(len(kept))]
+                return kept[int(rng.choice(len(kept), size=1, replace=False)[0])]
 
 
 def _large() -> MaskGenerator:
