@@ -43,19 +43,44 @@ def tiny_run(train_photos, tmp_path_factory) -> Path:
     return run
 
 
-def test_training_lowers_the_loss(tiny_run):
+def generator_objective(photos: Path, nets) -> float:
+    """L1 + perceptual terms of the generator loss on fixed images and masks (train mode, as
+    in training): the terms whose targets do not move with the discriminator."""
+    from lama_model.train.data import make_validation_set
+    from lama_model.train.losses import LossWeights, generator_losses, predict
+
+    samples = make_validation_set(photos, size=64, count=8, seed=7)
+    image = torch.stack([s["image"] for s in samples])
+    mask = torch.stack([s["mask"] for s in samples])
+    for net in nets.as_dict().values():
+        net.train()
+    with torch.no_grad():
+        pred = predict(nets.generator, image, mask)
+        _, logs = generator_losses(image, mask, pred, nets.discriminator, nets.resnet_pl,
+                                   LossWeights())  # fmt: skip
+    return float(logs["gen_l1"] + logs["gen_resnet_pl"])
+
+
+def test_training_lowers_the_loss(tiny_run, train_photos):
+    from lama_model.train import checkpoints
+    from lama_model.train.config import TrainConfig
+    from lama_model.train.trainer import build_networks
+
     with (tiny_run / "train.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(1, 41))
-    names = ("gen_total", "gen_l1", "gen_adv", "gen_fm", "gen_resnet_pl", "discr_adv",
-             "adv_discr_real_gp")  # fmt: skip
-    loss = {n: np.array([float(r[n]) for r in rows]) for n in names}
-    for name, values in loss.items():
-        assert np.isfinite(values).all(), name
-    # First 5 steps vs last 5 (measured: ×0.85 for the total, ×0.82 for l1 + perceptual).
-    assert loss["gen_total"][-5:].mean() < 0.93 * loss["gen_total"][:5].mean()
-    fixed_targets = loss["gen_l1"] + loss["gen_resnet_pl"]  # the terms with no moving critic
-    assert fixed_targets[-5:].mean() < 0.9 * fixed_targets[:5].mean()
+    for name in ("gen_total", "gen_l1", "gen_adv", "gen_fm", "gen_resnet_pl", "discr_adv",
+                 "adv_discr_real_out", "adv_discr_fake_out", "adv_discr_real_gp"):  # fmt: skip
+        assert np.isfinite([float(r[name]) for r in rows]).all(), name
+    # Per-step losses swing with each batch's hole sizes; on fixed images and masks the
+    # objective clearly falls. The run's own builder and config give back its step-0 networks.
+    config = TrainConfig.load(tiny_run / "config.yaml")
+    torch.set_num_threads(1)
+    start = generator_objective(train_photos, build_networks(config))
+    saved = checkpoints.read_checkpoint(tiny_run / "models" / "last.ckpt")
+    trained = build_networks(config, checkpoints.split_state(saved["state_dict"]), resume=True)
+    end = generator_objective(train_photos, trained)
+    assert end < 0.85 * start, (start, end)  # measured: 85.4 → 62.3
     with (tiny_run / "val.csv").open() as f:
         val = [int(r["step"]) for r in csv.DictReader(f)]
     assert val == [0, 40]  # a baseline before the first step, and the end
