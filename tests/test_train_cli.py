@@ -51,6 +51,7 @@ def one_line_error(capsys) -> str:
     ("argv", "needle"),
     [
         (["masks", "--kind", "round", "OUT"], "--kind must be one of"),
+        (["fit", "EMPTY", "--out", "RUN"], "no JPEG, PNG or WebP photos found"),
         (["fit", "MISSING", "--out", "RUN"], "no such folder"),
         (["fit", "--out", "RUN"], "give the photo folder"),
         (["fit", "--resume", "--out", "RUN"], "config"),
@@ -58,9 +59,14 @@ def one_line_error(capsys) -> str:
         (["fit", "PHOTOS", "--out", "RUN", "--init", "nowhere/"], "no such file or folder"),
     ],
 )
-def test_bad_input_gets_one_line_and_exit_code_2(argv, needle, tmp_path, train_photos, capsys):
+def test_bad_input_gets_one_line_and_exit_code_2(
+    argv, needle, tmp_path, train_photos, capsys, monkeypatch
+):
+    monkeypatch.setenv("LAMA_OFFLINE", "1")  # whatever happens, never the network
     paths = {"OUT": str(tmp_path / "m"), "RUN": str(tmp_path / "run"), "PHOTOS": str(train_photos),
-             "MISSING": str(tmp_path / "missing")}  # fmt: skip
+             "MISSING": str(tmp_path / "missing"), "EMPTY": str(tmp_path / "empty")}  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photos here")
     assert lama_train([paths.get(a, a) for a in argv]) == 2
     assert needle in one_line_error(capsys)
 
@@ -72,7 +78,7 @@ def test_resumed_run_refuses_to_change_its_recipe(tmp_path, train_photos, capsys
     capsys.readouterr()
     assert lama_train(["fit", "--resume", "--out", str(run), "--crop", "128"]) == 2
     assert "cannot change --crop" in one_line_error(capsys)
-    assert lama_train(argv) == 1  # the folder holds a run: no silent overwrite
+    assert lama_train(argv) == 2  # the folder holds a run: no silent overwrite
     assert "--resume" in one_line_error(capsys)
 
 

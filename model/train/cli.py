@@ -27,14 +27,15 @@ from .config import (
     LossConfig,
     TrainConfig,
 )
+from .masks import MASK_KINDS
 
 # Options a resumed run may change; everything else is fixed by the run's config.yaml.
 RESUME_MAY_CHANGE = ("steps", "workers", "device", "data", "progress")
 
 _FIT_EPILOG = """\
 examples:
-  fine-tune Big LaMa on your photos (downloads big-lama and, unless --resnet-pl, nothing else:
-  the release checkpoint carries the perceptual loss's network):
+  fine-tune Big LaMa on your photos (downloads big-lama once; its checkpoint also carries the
+  discriminator and the perceptual loss's network, so nothing else is downloaded):
       lama-train fit photos/ --out runs/mine --init big-lama --steps 20000 --batch-size 8
   continue that run, or extend it to more steps:
       lama-train fit --resume --out runs/mine --steps 40000
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "data", nargs="?", help="folder of JPEG/PNG/WebP photos (searched recursively)"
     )
-    fit.add_argument("--out", required=True, help="run folder to create (or to --resume)")
+    fit.add_argument("--out", required=True, metavar="RUN",
+                     help="run folder to create (or to --resume)")  # fmt: skip
     fit.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     fit.add_argument(
         "--init", metavar="PATH|big-lama",
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="micro-batches per step (gradient accumulation; 1)")  # fmt: skip
     group.add_argument("--crop", type=int, help="training crop size (default 256)")
     group.add_argument("--workers", type=int, help="data-loading processes (default 4)")
-    group.add_argument("--mask-kind", help="training masks (default large: the Big LaMa mix)")
+    group.add_argument("--mask-kind", choices=MASK_KINDS,
+                       help="training masks (default large: the Big LaMa mix)")  # fmt: skip
     group.add_argument("--no-augment", dest="augment", action="store_false",
                        help="no flips/distortions, random crops only")  # fmt: skip
     group.add_argument("--seed", type=int, help="seed for weights, data order, masks (default 0)")
@@ -111,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--precision", choices=PRECISIONS,
                        help="fp32 (default) or bf16 autocast (FFTs stay float32)")  # fmt: skip
     group.add_argument("--channels-last", action="store_true", help="channels-last tensors")
-    group.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the generator and the perceptual encoder")  # fmt: skip
     group = fit.add_argument_group("progress and validation")
     group.add_argument("--log-every", type=int, help="steps per train.csv row (50)")
     group.add_argument("--preview-every", type=int, help="steps per preview grid (500)")
@@ -194,14 +198,14 @@ def _resolve_init(init: str) -> Path:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from .trainer import TrainError, fit
+    from .trainer import RunInputError, TrainError, fit
 
     config, resume = config_from_args(args)
     try:
         progress = fit(config, resume=resume, progress_bar=getattr(args, "progress", True))
     except TrainError as exc:
-        print(f"lama-train: {exc}", file=sys.stderr)
-        return 1
+        print(f"lama-train: {_first_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, RunInputError) else 1
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"done: {progress.step} steps; model in {config.run_dir} "
               f"(lama-inpaint --model {config.run_dir})")  # fmt: skip
@@ -212,7 +216,7 @@ def run_masks(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from .masks import MASK_KINDS, make_mask_generator
+    from .masks import make_mask_generator
 
     if args.kind not in MASK_KINDS:
         raise ValueError(f"--kind must be one of {', '.join(MASK_KINDS)}")

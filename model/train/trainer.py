@@ -50,6 +50,10 @@ class TrainError(RuntimeError):
     """A run cannot start or continue; the message says why."""
 
 
+class RunInputError(TrainError):
+    """What the user gave cannot be trained on (no photos, no run to resume, unusable weights)."""
+
+
 @dataclass(frozen=True)
 class DistEnv:
     """This process's place in a ``torchrun`` job (rank 0 of 1 without torchrun)."""
@@ -360,11 +364,11 @@ class Trainer:
         if self.resume:
             path = ckpt.last_path(self.run_dir)
             if not path.is_file():
-                raise TrainError(f"{self.run_dir}: nothing to resume (no models/last.ckpt)")
+                raise RunInputError(f"{self.run_dir}: nothing to resume (no models/last.ckpt)")
             saved = ckpt.read_checkpoint(path)
             return ckpt.split_state(saved["state_dict"]), saved
         if ckpt.last_path(self.run_dir).is_file():
-            raise TrainError(
+            raise RunInputError(
                 f"{self.run_dir} already holds a run; continue it with --resume or choose "
                 "another --out"
             )
@@ -393,17 +397,44 @@ class Trainer:
         try:
             init_state, saved = self._starting_state()
         except CheckpointError as exc:
-            raise TrainError(str(exc)) from exc
+            raise RunInputError(str(exc)) from exc
         if env.world_size > 1:  # every rank must agree before anything is written
             dist.barrier()
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / "config.yaml")
 
+        # Photos first: a wrong folder fails before any weights are downloaded or built.
+        start_step = int(saved["global_step"]) if saved is not None else 0
+        try:
+            loader = make_train_loader(
+                config.data,
+                crop=config.crop,
+                batch_size=config.batch_size * config.accumulate,
+                workers=config.workers,
+                seed=config.seed,
+                rank=env.rank,
+                world_size=env.world_size,
+                mask_kind=config.mask_kind,
+                augment=config.augment,
+                start_step=start_step,
+            )
+            val_set = (
+                make_validation_set(
+                    config.val_data or config.data,
+                    size=config.val_size,
+                    count=config.val_count,
+                    seed=config.seed,
+                )
+                if env.is_main
+                else []
+            )
+        except (ValueError, OSError) as exc:  # no photos, unreadable folder, bad mask kind
+            raise RunInputError(str(exc)) from exc
         try:
             nets = build_networks(config, init_state, resume=self.resume)
         except CheckpointError as exc:
-            raise TrainError(str(exc)) from exc
+            raise RunInputError(str(exc)) from exc
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         for net in nets.as_dict().values():
             if net is not None:
@@ -422,31 +453,6 @@ class Trainer:
                 best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
             )
 
-        try:
-            loader = make_train_loader(
-                config.data,
-                crop=config.crop,
-                batch_size=config.batch_size * config.accumulate,
-                workers=config.workers,
-                seed=config.seed,
-                rank=env.rank,
-                world_size=env.world_size,
-                mask_kind=config.mask_kind,
-                augment=config.augment,
-                start_step=progress.step,
-            )
-            val_set = (
-                make_validation_set(
-                    config.val_data or config.data,
-                    size=config.val_size,
-                    count=config.val_count,
-                    seed=config.seed,
-                )
-                if env.is_main
-                else []
-            )
-        except (ValueError, OSError) as exc:  # no photos, unreadable folder, bad mask kind
-            raise TrainError(str(exc)) from exc
         run_log = RunLog(self.run_dir) if env.is_main else None
         bar = self._progress_bar(progress.step)
         sums: dict[str, torch.Tensor] = {}
