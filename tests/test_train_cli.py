@@ -93,3 +93,37 @@ def test_missing_perceptual_weights_offline_say_where_to_get_them(
     err = one_line_error(capsys)
     assert "sceneparsing.csail.mit.edu" in err and "encoder_epoch_20.pth" in err
     assert "--resnet-pl PATH" in err
+
+
+def test_training_from_scratch_fetches_the_perceptual_encoder_once(
+    tmp_path, train_photos, monkeypatch
+):
+    """The registry entry is used as for big-lama: fetched (here from a file:// copy), the
+    SHA-256 of what arrived recorded beside it, then taken from the cache."""
+    import dataclasses
+    import hashlib
+
+    import torch
+
+    from lama_model import weights
+    from lama_model.train.perceptual import DilatedResNet50
+
+    source = tmp_path / "mirror" / "encoder_epoch_20.pth"
+    source.parent.mkdir()
+    torch.save(DilatedResNet50().state_dict(), source)
+    entry = weights.KNOWN_MODELS["ade20k-resnet50dilated"]
+    assert entry.url.startswith("http://sceneparsing.csail.mit.edu/")
+    monkeypatch.setitem(
+        weights.KNOWN_MODELS, entry.name, dataclasses.replace(entry, url=source.as_uri())
+    )
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LAMA_OFFLINE", raising=False)
+    args = [a for a in TINY_TRAIN_ARGS if a not in ("--perceptual-encoder", "tiny-random-for-tests")]
+    argv = ["fit", str(train_photos), *args, "--steps", "1", "--val-count", "1"]
+    assert lama_train([*argv, "--out", str(tmp_path / "run")]) == 0
+    cached = tmp_path / "cache" / entry.filename
+    recorded = (tmp_path / "cache" / (entry.filename + ".source-sha256")).read_text().strip()
+    assert recorded == hashlib.sha256(source.read_bytes()).hexdigest()
+    source.unlink()  # from now on only the cache can serve it
+    monkeypatch.setenv("LAMA_OFFLINE", "1")
+    assert weights.ensure_model(entry.name) == cached
