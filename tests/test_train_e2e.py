@@ -84,7 +84,23 @@ def test_training_lowers_the_loss(tiny_run, train_photos):
 
 
 def test_run_folder_has_the_official_layout(tiny_run):
-    assert (tiny_run / "config.yaml").is_file()
+    import yaml
+
+    from lama_model.train.config import TrainConfig
+
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert config["generator"]["kind"] == "ffc_resnet" and config["generator"]["ngf"] == 16
+    assert config["discriminator"] == {"kind": "pix2pixhd_nlayer", "input_nc": 3, "ndf": 8,
+                                       "n_layers": 2}  # fmt: skip
+    assert config["optimizers"]["generator"] == {"kind": "adam", "lr": 0.001}
+    assert config["optimizers"]["discriminator"] == {"kind": "adam", "lr": 0.0001}
+    assert config["trainer"]["kwargs"]["gradient_clip_val"] == 1.0
+    losses = config["losses"]
+    assert (losses["l1"]["weight_known"], losses["l1"]["weight_missing"]) == (10, 0)
+    assert (losses["adversarial"]["weight"], losses["adversarial"]["gp_coef"]) == (10, 0.001)
+    assert losses["feature_matching"]["weight"] == 100 and losses["resnet_pl"]["weight"] == 30
+    loaded = TrainConfig.load(tiny_run / "config.yaml")
+    assert loaded.to_yaml_dict() == config  # the file round-trips
     for name in ("last.ckpt", "best.ckpt"):
         saved = read_ckpt(tiny_run / "models" / name)  # weights_only: tensors and containers
         prefixes = {key.split(".", 1)[0] for key in saved["state_dict"]}

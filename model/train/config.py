@@ -9,7 +9,7 @@ No Hydra, no OmegaConf: the file is written and read with plain PyYAML.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -265,10 +265,3 @@ def architecture_from_folder(folder: str | Path) -> tuple[LamaConfig, Discrimina
     return generator, DiscriminatorConfig(
         ndf=int(discr.get("ndf", 64)), n_layers=int(discr.get("n_layers", 4))
     )
-
-
-def config_summary(config: TrainConfig) -> dict[str, Any]:
-    """Flat view of the run's settings, for logs."""
-    out = asdict(config)
-    out["generator"] = f"ngf {config.generator.ngf}, {config.generator.n_blocks} blocks"
-    return out
