@@ -53,7 +53,10 @@ tb/ (TensorBoard, if installed). `lama-inpaint --model` and `lama-server --model
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="lama-train", description="Train or fine-tune LaMa on your own photos."
+        prog="lama-train",
+        description="Train or fine-tune LaMa on your own photos, or write mask sets.\n"
+        + __doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,masks}")
     fit = sub.add_parser(
