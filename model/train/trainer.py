@@ -475,14 +475,13 @@ class Trainer:
             batch = to_device(next(batches))
             step_logs, parts, last_pred = step_fn(batch)
             progress.step += 1
-
+            if not env.is_main:  # rank 0 logs its own share, as Lightning does without sync_dist
+                continue
             for key, value in step_logs.items():
                 sums[key] = sums.get(key, 0) + value
             logged_steps += 1
             if bar is not None:
                 bar.update(1)
-            if not env.is_main:
-                continue
             step = progress.step
             if step % config.log_every == 0 or step == config.steps:
                 means = {k: float(v) / logged_steps for k, v in sums.items()}
