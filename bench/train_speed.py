@@ -130,12 +130,15 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
 
 
 def _ensure_lama_model_importable() -> None:
-    """Run from a checkout without installing: the package folder ``model/`` is ``lama_model``."""
+    """Run from a checkout without installing: the package folder ``model/`` is ``lama_model``
+    (also when an older installed ``lama_model`` without ``train`` shadows it)."""
     try:
-        import lama_model  # noqa: F401
+        import lama_model.train  # noqa: F401
     except ImportError:
         import importlib.util
 
+        for name in [n for n in sys.modules if n == "lama_model" or n.startswith("lama_model.")]:
+            del sys.modules[name]
         root = Path(__file__).resolve().parent.parent / "model"
         spec = importlib.util.spec_from_file_location(
             "lama_model", root / "__init__.py", submodule_search_locations=[str(root)]
