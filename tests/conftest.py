@@ -120,3 +120,11 @@ def server_factory(tmp_path, tiny_model_dir):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny golden checkpoint loaded on the CPU (eval mode); do not modify it."""
+    from lama_model.checkpoint import load_model
+
+    return load_model(tiny_model_dir)
