@@ -62,6 +62,13 @@ def load_for_inference(
             log.info("exporting %s to ONNX (once) at %s", model.name, onnx_file)
         return optimize(model, device, backend="onnxruntime", onnx_path=onnx_file)
     model = load_model(source, device)
+    if device.type == "cuda":
+        # bf16 weights cast once, tensor-core channel counts, background compile (issue 14).
+        from .gpu_fused import gpu_model
+
+        chosen = gpu_model(model, precision, compile)
+        if chosen is not None:
+            return chosen
     return optimize(model, device, precision=precision, compile=compile)
 
 
