@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .devices import module_device
-from .fused import FoldedConv, FusedGenerator, _Head, _Tail, fuse_generator
+from .fused import FoldedConv, FusedFourierUnit, FusedGenerator, _Head, _Tail, fuse_generator
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,40 @@ def _pad_out_channels(conv: FoldedConv, channels: int) -> None:
         conv.bias = bias
 
 
+class ChannelsLastFourierUnit(nn.Module):
+    """:class:`~lama_model.fused.FusedFourierUnit` without leaving channels-last.
+
+    The FFT runs over H and W of the NHWC tensor (channels as the inner batch), so the
+    spectrum's ``(re, im)`` pairs are already the interleaved channel order the 1×1 conv
+    expects: no transposes, ``stack`` or ``complex`` copies, only the float32 ↔ bf16 casts
+    around the (float32) transforms.
+    """
+
+    def __init__(self, conv: FoldedConv) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        nhwc = x.permute(0, 2, 3, 1).float()
+        spectrum = torch.fft.rfftn(nhwc, dim=(1, 2), norm="ortho")  # (B, H, W', C)
+        half = spectrum.shape[2]
+        stacked = torch.view_as_real(spectrum).reshape(batch, height, half, 2 * channels)
+        mixed = self.conv(stacked.permute(0, 3, 1, 2).to(x.dtype), relu=True)
+        pairs = mixed.permute(0, 2, 3, 1).float().reshape(batch, height, half, channels, 2)
+        spectrum = torch.view_as_complex(pairs.contiguous())
+        out = torch.fft.irfftn(spectrum, s=(height, width), dim=(1, 2), norm="ortho")
+        return out.permute(0, 3, 1, 2).to(x.dtype)
+
+
+def _use_channels_last_fft(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, FusedFourierUnit):
+            setattr(module, name, ChannelsLastFourierUnit(child.conv))
+        else:
+            _use_channels_last_fft(child)
+
+
 class HardwareGenerator(nn.Module):
     """A :class:`FusedGenerator` in one dtype with channel-padded first and last layers.
 
@@ -78,8 +112,12 @@ class HardwareGenerator(nn.Module):
     may have fewer channels than the padded first layer (zeros are appended).
     """
 
-    def __init__(self, fused: FusedGenerator, dtype: torch.dtype) -> None:
+    def __init__(
+        self, fused: FusedGenerator, dtype: torch.dtype, channels_last_fft: bool = True
+    ) -> None:
         super().__init__()
+        if channels_last_fft:
+            _use_channels_last_fft(fused)
         head, tail = fused.stages[0], fused.stages[-1]
         if not isinstance(head, _Head) or not isinstance(tail, _Tail):
             raise ValueError("expected a fused LaMa generator (head ... tail)")
@@ -107,9 +145,12 @@ class HardwareGenerator(nn.Module):
         return state[:, : self.out_channels]
 
 
-def hardware_generator(generator: nn.Module, precision: str = "bf16") -> HardwareGenerator:
+def hardware_generator(
+    generator: nn.Module, precision: str = "bf16", channels_last_fft: bool = True
+) -> HardwareGenerator:
     """Fuse ``generator`` (an eager FFC ResNet generator) and lay it out for tensor cores."""
-    return HardwareGenerator(fuse_generator(generator, winograd=False), DTYPES[precision])
+    fused = fuse_generator(generator, winograd=False)
+    return HardwareGenerator(fused, DTYPES[precision], channels_last_fft)
 
 
 class _Graphs:
@@ -248,6 +289,7 @@ class GpuFusedModel(nn.Module):
         compile: bool = False,
         compile_mode: str | None = "max-autotune-no-cudagraphs",
         compile_backend: str = "inductor",
+        channels_last_fft: bool = True,
     ) -> None:
         super().__init__()
         generator = getattr(model, "generator", None)
@@ -256,7 +298,7 @@ class GpuFusedModel(nn.Module):
         device = module_device(generator)
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}, not {precision!r}")
-        self.net = hardware_generator(generator, precision)
+        self.net = hardware_generator(generator, precision, channels_last_fft)
         self.name = getattr(model, "name", "model")
         self.size_multiple = int(getattr(model, "size_multiple", 8))
         self.precision = precision

@@ -103,3 +103,13 @@ def test_cuda_graphs_path_matches_eager_on_gpu(tiny_model):
     torch.testing.assert_close(again, got, atol=0, rtol=0)
     hole = mask.cuda().bool().expand_as(got)
     assert psnr(expected[hole], got[hole]) >= MIN_PSNR_DB
+
+
+@pytest.mark.parametrize("channels_last_fft", [True, False])
+def test_both_fft_layouts_compute_the_same_function(tiny_model, channels_last_fft):
+    image, mask = _inputs(48, 80, seed=5)
+    model = GpuFusedModel(tiny_model, "fp32", bucket=None, channels_last_fft=channels_last_fft)
+    with torch.inference_mode():
+        expected = tiny_model(image, mask)
+        got = model(image, mask)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
