@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,10 @@ def part_model(args, source, device, rows) -> dict[int, float]:
         yield f"gpu_fused {precision}", lambda: GpuFusedModel(
             copy.deepcopy(source).to(device).eval(), precision
         )
+        if device.type == "cuda":
+            yield f"gpu_fused {precision} nchw-fft", lambda: GpuFusedModel(
+                copy.deepcopy(source).to(device).eval(), precision, channels_last_fft=False
+            )
         if args.compile:
             yield f"gpu_fused {precision} compiled", lambda: GpuFusedModel(
                 copy.deepcopy(source).to(device).eval(), precision, compile=True,
@@ -142,44 +147,56 @@ def part_model(args, source, device, rows) -> dict[int, float]:
             )  # fmt: skip
 
     for name, build in variants():
-        free(device)
-        start = time.perf_counter()
-        model = build()
-        build_s = time.perf_counter() - start
-        desc = getattr(model, "description", "eager")
-        for size in args.sizes:
-            image, mask = sample(size, device)
-            free_before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            with torch.inference_mode():
-                compiler = getattr(model, "compiler", None)
-                if compiler is not None:
-                    model(image, mask)
-                    t0 = time.perf_counter()
-                    compiler.wait(args.compile_timeout)
-                    build_s += time.perf_counter() - t0
-                out = model(image, mask)
-                ms = timed(lambda: model(image, mask), args.runs, device)  # noqa: B023
-            peak = (
-                (torch.cuda.max_memory_allocated(device) - free_before) / 2**20
-                if device.type == "cuda"
-                else float("nan")
-            )
-            if name == "fp32 eager":
-                refs[size] = out.float().cpu()
-                ref_ms[size] = ms
-            score = psnr_hole(refs[size], out.cpu(), mask.cpu())
-            if name == served_name:
-                served_ms[size] = ms
-            rows.append({"part": "model", "what": name, "path": desc, "size": f"{size}²",
-                         "ms": round(ms, 2), "speedup": round(ref_ms[size] / ms, 2),
-                         "psnr_hole_db": round(score, 1), "peak_mib": round(peak, 1),
-                         "build_s": round(build_s, 1)})  # fmt: skip
+        try:
+            measure_variant(args, name, build, device, refs, ref_ms, served_ms, served_name, rows)
+        except Exception as exc:  # one broken variant must not lose the others' numbers
+            rows.append({"part": "model", "what": name, "error": repr(exc)[:300]})
             print(rows[-1], flush=True)
-        model = None  # noqa: F841 - drop it before the next variant is built
     free(device)
     return served_ms
+
+
+def measure_variant(args, name, build, device, refs, ref_ms, served_ms, served_name, rows):
+    """Build one variant, time it at every size, append its rows."""
+    free(device)
+    start = time.perf_counter()
+    model = build()
+    build_s = time.perf_counter() - start
+    sync(device)
+    weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    desc = getattr(model, "description", "eager")
+    for size in args.sizes:
+        image, mask = sample(size, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        with torch.inference_mode():
+            compiler = getattr(model, "compiler", None)
+            if compiler is not None:
+                model(image, mask)
+                t0 = time.perf_counter()
+                compiler.wait(args.compile_timeout)
+                build_s += time.perf_counter() - t0
+            out = model(image, mask)
+            ms = timed(lambda: model(image, mask), args.runs, device)  # noqa: B023
+        # As a process serving only this size would see it: the model's own memory plus
+        # what this size allocates (graphs of smaller sizes captured earlier excluded).
+        peak = (
+            (weights + torch.cuda.max_memory_allocated(device) - before) / 2**20
+            if device.type == "cuda"
+            else float("nan")
+        )
+        if name == "fp32 eager":
+            refs[size] = out.float().cpu()
+            ref_ms[size] = ms
+        score = psnr_hole(refs[size], out.cpu(), mask.cpu())
+        if name == served_name:
+            served_ms[size] = ms
+        rows.append({"part": "model", "what": name, "path": desc, "size": f"{size}²",
+                     "ms": round(ms, 2), "speedup": round(ref_ms[size] / ms, 2),
+                     "psnr_hole_db": round(score, 1), "peak_mib": round(peak, 1),
+                     "build_s": round(build_s, 1)})  # fmt: skip
+        print(rows[-1], flush=True)
 
 
 def _rgba(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -356,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-log", help="copy the server's log here")
     p.add_argument("--json", help="write all rows here")
     args = p.parse_args(argv)
+    # A `timeout` around the run still gets the table and the JSON (finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     args.sizes = [int(s) for s in args.sizes.split(",") if s]
     args.photo = tuple(int(v) for v in args.photo.lower().split("x")) if args.photo else None
     device = torch.device(args.device)
@@ -371,13 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "model" in parts:
             model_ms = part_model(args, source, device, rows)
+        if "server" in parts:
+            part_server(args, model_path, device, rows, model_ms)
         if "inpaint" in parts:
             served = served_model(source, device, "auto")
             part_inpaint(args, served, device, rows)
             del served
             free(device)
-        if "server" in parts:
-            part_server(args, model_path, device, rows, model_ms)
     finally:
         print_table(rows)
         if args.json:

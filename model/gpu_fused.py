@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CHANNEL_MULTIPLE = 8  # tensor-core kernels want channel counts in multiples of 8 (16 B bf16)
-MAX_GRAPHS = 8
+MAX_GRAPHS = 6  # per-size graphs (batch 1) each hold their activations
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -346,11 +346,13 @@ class GpuFusedModel(nn.Module):
             pw = bucket_size(width, self.bucket) - width
             image, mask = pad_symmetric(image, ph, pw), pad_symmetric(mask, ph, pw)
         image, mask = image.float().contiguous(), mask.float().contiguous()
-        run = self._eager
+        # Batches (dynamic batching in the server) run without graphs: one graph per batch
+        # size would crowd out the per-size graphs, and a batch hides its launches anyway.
+        run = self._eager if image.shape[0] == 1 else self._core
         if self.compiler is not None:
             compiled = self.compiler.get(image, mask)
             if compiled is not None:
-                run = self._compiled(compiled)
+                run = self._compiled(compiled) if image.shape[0] == 1 else compiled
         with torch.inference_mode():
             out = run(image, mask)[..., :height, :width]
         return out.to(host) if host != self._device else out.contiguous()
@@ -387,10 +389,14 @@ def gpu_model(model: nn.Module, precision: str = "auto", compile: bool = False) 
     auto = precision == "auto"
     if auto:
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    candidate = GpuFusedModel(model, precision, compile=compile)
-    if not auto:
-        return candidate
-    score = quality_guard(model, candidate, size=256)
+    try:
+        candidate = GpuFusedModel(model, precision, compile=compile)
+        if not auto:
+            return candidate
+        score = quality_guard(model, candidate, size=256)
+    except (RuntimeError, ValueError) as exc:  # an unusual model or GPU: the generic path
+        log.warning("tensor-core path unavailable (%s); using the generic fast path", exc)
+        return None
     if score < MIN_PSNR_DB:
         log.warning("%s on this GPU: PSNR %.1f dB < %.0f; not used", precision, score, MIN_PSNR_DB)
         return None
