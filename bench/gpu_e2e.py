@@ -104,7 +104,7 @@ def served_model(source, device: torch.device, precision: str, compile: bool = F
     from lama_model.gpu_fused import gpu_model
 
     model = copy.deepcopy(source).to(device).eval()
-    if device.type == "cuda":
+    if device.type == "cuda" and compile:
         chosen = gpu_model(model, precision, compile)
         if chosen is not None:
             return chosen
@@ -128,7 +128,10 @@ def part_model(args, source, device, rows) -> dict[int, float]:
     served_ms: dict[int, float] = {}
     precision = "bf16" if device.type == "cuda" else "fp32"
     # What lama-server serves here (lama_model.backends): the round trip is compared with it.
-    served_name = f"gpu_fused {precision}" if device.type == "cuda" else "optimize() pick"
+    served_name = (
+        f"gpu_fused {precision} compiled" if args.compile and device.type == "cuda"
+        else "optimize() pick"
+    )  # fmt: skip
 
     def variants():
         yield "fp32 eager", lambda: copy.deepcopy(source).to(device).eval()
@@ -136,9 +139,9 @@ def part_model(args, source, device, rows) -> dict[int, float]:
         yield f"gpu_fused {precision}", lambda: GpuFusedModel(
             copy.deepcopy(source).to(device).eval(), precision
         )
-        if device.type == "cuda":
-            yield f"gpu_fused {precision} nchw-fft", lambda: GpuFusedModel(
-                copy.deepcopy(source).to(device).eval(), precision, channels_last_fft=False
+        if device.type == "cuda" and args.fft_layouts:
+            yield f"gpu_fused {precision} nhwc-fft", lambda: GpuFusedModel(
+                copy.deepcopy(source).to(device).eval(), precision, channels_last_fft=True
             )
         if args.compile:
             yield f"gpu_fused {precision} compiled", lambda: GpuFusedModel(
@@ -192,11 +195,26 @@ def measure_variant(args, name, build, device, refs, ref_ms, served_ms, served_n
         score = psnr_hole(refs[size], out.cpu(), mask.cpu())
         if name == served_name:
             served_ms[size] = ms
+        if args.profile and size == args.concurrent_size and device.type == "cuda":
+            write_profile(args.profile, name, size, lambda: model(image, mask))  # noqa: B023
         rows.append({"part": "model", "what": name, "path": desc, "size": f"{size}²",
                      "ms": round(ms, 2), "speedup": round(ref_ms[size] / ms, 2),
                      "psnr_hole_db": round(score, 1), "peak_mib": round(peak, 1),
                      "build_s": round(build_s, 1)})  # fmt: skip
         print(rows[-1], flush=True)
+
+
+def write_profile(folder: str, name: str, size: int, fn) -> None:
+    """Kernel-time table of three forwards (torch profiler) for one variant."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+    Path(folder, f"profile_{slug}_{size}.txt").write_text(table)
 
 
 def _rgba(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -245,14 +263,16 @@ def part_inpaint(args, served, device, rows) -> None:
             print(rows[-1], flush=True)
 
 
-def start_server(args, model_path: Path, tmp: Path):
+def start_server(args, model_path: Path, tmp: Path, device_spec: str | None = None):
     token_file = tmp / "token"
     log_path = tmp / "server.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "lama_server.cli", "--model", str(model_path),
-           "--device", args.server_device or str(args.device), "--listen", "tcp://127.0.0.1:*",
+           "--device", device_spec or args.server_device or str(args.device),
+           "--listen", "tcp://127.0.0.1:*",
            "--token-file", str(token_file), "--max-pixels", str(40_000_000),
-           "--queue", str(max(8, 2 * args.clients)), *shlex.split(args.server_args)]  # fmt: skip
+           "--queue", str(max(8, 2 * args.clients)), *shlex.split(args.server_args),
+           *(["--compile"] if args.compile else [])]  # fmt: skip
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + args.server_timeout
@@ -267,23 +287,49 @@ def start_server(args, model_path: Path, tmp: Path):
     raise RuntimeError("lama-server did not start:\n" + log_path.read_text(errors="replace"))
 
 
-def part_server(args, model_path, device, rows, model_ms: dict[int, float]) -> None:
+def wait_for_compilation(endpoint, token, data, mask, options, timeout: float) -> None:
+    """Send one request of this size, then wait until the server compiled what it queued."""
+    from lama_server.client import LamaClient
+
+    with LamaClient(endpoint, token, timeout=600) as c:
+        c.inpaint(data, mask.tobytes(), options)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            devices = c.info().get("devices", [])
+            if all(d.get("compile", {}).get("pending", 0) == 0 for d in devices):
+                return
+            time.sleep(1.0)
+
+
+def part_server(
+    args, model_path, rows, model_ms: dict[int, float], device_spec: str | None = None,
+    single_rps: float | None = None,
+) -> float | None:
+    """Round trips per size (not with ``device_spec``), then the concurrent clients.
+
+    Returns one pyzmq client's requests/s at ``--concurrent-size``.
+    """
     from lama_server.client import ImageData, LamaClient
 
     tmp = Path(tempfile.mkdtemp(prefix="lama-bench-server-"))
-    proc, endpoint, token, log_path = start_server(args, model_path, tmp)
+    proc, endpoint, token, log_path = start_server(args, model_path, tmp, device_spec)
     try:
         with LamaClient(endpoint, token) as c:
             info = c.info()
         path = ",".join(d["path"] for d in info.get("devices", [])) or info.get("path")
+        if device_spec:
+            path = f"--device {device_spec}: {path}"
         cases = [(f"{s}²", s, s, {"strategy": "original"}, s) for s in args.sizes]
-        if args.photo:
+        if device_spec:
+            cases = []
+        elif args.photo:
             w, h = args.photo
             cases.append((f"photo {w}x{h} small object", h, w, {}, None))
-        single_rps = None
         for label, h, w, options, size in cases:
             image, mask = _rgba(h, w), _mask(h, w, small=size is None)
             data = ImageData(w, h, "RGBA8", image.tobytes())
+            if args.compile:
+                wait_for_compilation(endpoint, token, data, mask, options, args.compile_timeout)
             for use_pyzmq in (False, True):
                 with LamaClient(endpoint, token, use_pyzmq=use_pyzmq, timeout=600) as c:
                     ms = timed(lambda: c.inpaint(data, mask.tobytes(), options),  # noqa: B023
@@ -326,7 +372,10 @@ def part_server(args, model_path, device, rows, model_ms: dict[int, float]) -> N
             rps = args.clients * args.requests / elapsed
             with LamaClient(endpoint, token) as c:
                 load = c.info().get("devices")
-            rows.append({"part": "server", "what": f"{args.clients} clients x {args.requests}",
+            what = f"{args.clients} clients x {args.requests}"
+            if device_spec:
+                what += f" (--device {device_spec})"
+            rows.append({"part": "server", "what": what,
                          "path": path, "size": f"{size}²", "ms": round(elapsed * 1000, 1),
                          "req_per_s": round(rps, 2),
                          "x_single_client": round(rps / single_rps, 2) if single_rps else None,
@@ -339,7 +388,9 @@ def part_server(args, model_path, device, rows, model_ms: dict[int, float]) -> N
         except subprocess.TimeoutExpired:
             proc.kill()
         if args.server_log:
-            Path(args.server_log).write_text(log_path.read_text(errors="replace"))
+            with open(args.server_log, "a") as out:
+                out.write(log_path.read_text(errors="replace"))
+    return single_rps
 
 
 def print_table(rows: list[dict]) -> None:
@@ -365,13 +416,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrent-size", type=int, default=1024)
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--parts", default="model,inpaint,server")
-    p.add_argument("--compile", action="store_true", help="also time the compiled variant")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the compiled variant (and serve it, as lama-server --compile)")
+    p.add_argument("--fft-layouts", action="store_true", help="also time the NHWC FFT variant")
     p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
     p.add_argument("--compile-timeout", type=float, default=900)
     p.add_argument("--server-args", default="", help="extra lama-server flags, quoted")
+    p.add_argument("--also-server-device", default="", metavar="SPEC[;SPEC]",
+                   help="repeat the concurrent clients against servers with these --device "
+                   "lists, e.g. 'cuda,cuda' (two workers sharing one GPU)")
     p.add_argument("--server-timeout", type=float, default=300)
     p.add_argument("--server-log", help="copy the server's log here")
     p.add_argument("--json", help="write all rows here")
+    p.add_argument("--profile", metavar="DIR",
+                   help="CUDA: write a kernel table per model variant at --concurrent-size")
     args = p.parse_args(argv)
     # A `timeout` around the run still gets the table and the JSON (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
@@ -391,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         if "model" in parts:
             model_ms = part_model(args, source, device, rows)
         if "server" in parts:
-            part_server(args, model_path, device, rows, model_ms)
+            single = part_server(args, model_path, rows, model_ms)
+            for spec in filter(None, args.also_server_device.split(";")):
+                part_server(args, model_path, rows, model_ms, spec, single)
         if "inpaint" in parts:
-            served = served_model(source, device, "auto")
+            served = served_model(source, device, "auto", args.compile)
             part_inpaint(args, served, device, rows)
             del served
             free(device)

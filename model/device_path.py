@@ -114,6 +114,33 @@ class Prepared:
     windows: list[Window] = field(default_factory=list)
 
 
+@dataclass
+class RegionResult:
+    """The outcome as the touched region only: what a server needs to patch its reply.
+
+    ``pixels`` (``h×w×C`` in the input's canonical channel order and dtype) and ``alpha``
+    cover ``box``; outside it the result equals the input. ``box`` is None for an empty mask.
+    """
+
+    image: np.ndarray  # the caller's input
+    box: Box | None
+    pixels: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+
+    def full(self) -> InpaintResult:
+        """The whole-image result, as :func:`~lama_model.inpaint.inpaint` returns it."""
+        result = self.image.copy()
+        alpha_full = np.zeros(result.shape[:2], dtype=np.float32)
+        if self.box is not None:
+            assert self.pixels is not None and self.alpha is not None
+            alpha_full[self.box.slices] = self.alpha
+            if result.ndim == 2:
+                result[self.box.slices] = self.pixels[:, :, 0]
+            else:
+                result[self.box.slices] = self.pixels
+        return InpaintResult(result, alpha_full)
+
+
 class DeviceInpainter:
     """:func:`~lama_model.inpaint.inpaint` with the pixel work on ``model``'s device.
 
@@ -134,6 +161,16 @@ class DeviceInpainter:
         options: InpaintOptions = InpaintOptions(),  # noqa: B008 - frozen dataclass
         progress: ProgressFn | None = None,
     ) -> InpaintResult:
+        return self.region(image, mask, options, progress).full()
+
+    def region(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        options: InpaintOptions = InpaintOptions(),  # noqa: B008 - frozen dataclass
+        progress: ProgressFn | None = None,
+    ) -> RegionResult:
+        """Like calling the inpainter, but only the touched region comes back (no full copy)."""
         report = progress or (lambda _f, _s: None)
         report(0.0, "prepare")
         prepared = self.prepare(image, mask, options)
@@ -141,7 +178,7 @@ class DeviceInpainter:
             report(0.05 + 0.9 * i / len(prepared.windows), "inpaint")
             self.forward_window(window)
         report(0.95, "composite")
-        result = self.finish(prepared)
+        result = self.finish_region(prepared)
         report(1.0, "done")
         return result
 
@@ -196,13 +233,14 @@ class DeviceInpainter:
         window.prediction = out.float()[0]
 
     def finish(self, prepared: Prepared) -> InpaintResult:
+        """Paste the windows' fills, composite, and return the whole image."""
+        return self.finish_region(prepared).full()
+
+    def finish_region(self, prepared: Prepared) -> RegionResult:
         """Paste the windows' fills, composite, and bring the touched region home."""
-        result = prepared.image.copy()
-        h, w = result.shape[:2]
-        alpha_full = np.zeros((h, w), dtype=np.float32)
         active = prepared.active
         if active is None:
-            return InpaintResult(result, alpha_full)
+            return RegionResult(prepared.image, None)
         assert prepared.pixels is not None and prepared.hole is not None
         assert prepared.alpha is not None and prepared.region is not None
         fill = torch.zeros(3, active.height, active.width, device=self.device)
@@ -224,12 +262,7 @@ class DeviceInpainter:
         src = prepared.pixels[_rel(active, prepared.region)]
         out = composite_tensor(src, fill, prepared.alpha, prepared.dtype)
         out_host, alpha_host = self._download(out, prepared.alpha)
-        alpha_full[active.slices] = alpha_host
-        if result.ndim == 2:
-            result[active.slices] = out_host[:, :, 0]
-        else:
-            result[active.slices] = out_host
-        return InpaintResult(result, alpha_full)
+        return RegionResult(prepared.image, active, out_host, alpha_host)
 
     # --- helpers -----------------------------------------------------------------------
 

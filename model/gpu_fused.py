@@ -77,7 +77,8 @@ class ChannelsLastFourierUnit(nn.Module):
     The FFT runs over H and W of the NHWC tensor (channels as the inner batch), so the
     spectrum's ``(re, im)`` pairs are already the interleaved channel order the 1×1 conv
     expects: no transposes, ``stack`` or ``complex`` copies, only the float32 ↔ bf16 casts
-    around the (float32) transforms.
+    around the (float32) transforms. Measured slower on an H200 (cuFFT on the strided
+    layout: 23.4 vs 20.0 ms at 1024², 77.9 vs 72.1 at 2048²), so off by default.
     """
 
     def __init__(self, conv: FoldedConv) -> None:
@@ -113,7 +114,7 @@ class HardwareGenerator(nn.Module):
     """
 
     def __init__(
-        self, fused: FusedGenerator, dtype: torch.dtype, channels_last_fft: bool = True
+        self, fused: FusedGenerator, dtype: torch.dtype, channels_last_fft: bool = False
     ) -> None:
         super().__init__()
         if channels_last_fft:
@@ -146,7 +147,7 @@ class HardwareGenerator(nn.Module):
 
 
 def hardware_generator(
-    generator: nn.Module, precision: str = "bf16", channels_last_fft: bool = True
+    generator: nn.Module, precision: str = "bf16", channels_last_fft: bool = False
 ) -> HardwareGenerator:
     """Fuse ``generator`` (an eager FFC ResNet generator) and lay it out for tensor cores."""
     fused = fuse_generator(generator, winograd=False)
@@ -233,6 +234,11 @@ class BackgroundCompiler:
         with self._cond:
             return len(self._ready)
 
+    @property
+    def pending_shapes(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -289,7 +295,7 @@ class GpuFusedModel(nn.Module):
         compile: bool = False,
         compile_mode: str | None = "max-autotune-no-cudagraphs",
         compile_backend: str = "inductor",
-        channels_last_fft: bool = True,
+        channels_last_fft: bool = False,
     ) -> None:
         super().__init__()
         generator = getattr(model, "generator", None)

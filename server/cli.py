@@ -78,7 +78,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model (minutes of compilation per window size bucket)",
+        help="torch.compile the model (CUDA: per size bucket in the background, serving "
+        "uncompiled meanwhile; kernels cached in the user cache)",
     )
     p.add_argument(
         "--max-pixels",

@@ -195,8 +195,7 @@ class Server:
                        "max_message_bytes": limits.max_message_bytes, "queue": limits.queue},
             "queue": {"length": len(self.scheduler), "capacity": limits.queue},
             "formats": sorted(FORMATS),
-            "devices": [{"device": str(w.device), "path": w.path, "max_batch": w.max_batch,
-                         **w.load.as_dict()} for w in self.workers],
+            "devices": [w.load_info() for w in self.workers],
         }  # fmt: skip
 
     # ----------------------------------------------------------------------------------------

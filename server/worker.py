@@ -16,11 +16,11 @@ from collections.abc import Callable, Hashable
 import numpy as np
 import torch
 
-from lama_model.device_path import DeviceInpainter, Prepared, forward_batch
+from lama_model.device_path import DeviceInpainter, Prepared, RegionResult, forward_batch
 from lama_model.inpaint import InpaintOptions, inpaint
 
 from . import protocol
-from .pixel_formats import FORMATS, array_to_wire, wire_to_array
+from .pixel_formats import _CANONICAL, FORMATS, array_to_wire, wire_to_array
 from .protocol import Request
 from .scheduler import Job
 
@@ -61,6 +61,15 @@ class Worker:
     @property
     def device(self) -> torch.device:
         return getattr(self.model, "device", torch.device("cpu"))
+
+    def load_info(self) -> dict:
+        """This worker's line in ``info``'s ``devices``."""
+        line = {"device": str(self.device), "path": self.path, "max_batch": self.max_batch,
+                **self.load.as_dict()}  # fmt: skip
+        compiler = getattr(self.model, "compiler", None)
+        if compiler is not None:  # background compilation (lama_model.gpu_fused)
+            line["compile"] = {"ready": compiler.ready_shapes, "pending": compiler.pending_shapes}
+        return line
 
     def batch_key(self, request: Request) -> Hashable | None:
         """Requests with equal keys may share one forward; None: this one runs alone.
@@ -174,7 +183,7 @@ class Worker:
         for i, p in prepared.items():
             req = jobs[i].request
             try:
-                result = self.runner.finish(p)
+                result = self.runner.finish_region(p)
                 replies[i] = _ok_reply(req, result, queue_ms[i], _ms(started))
             except Exception:
                 log.exception("inpaint %s failed", req.id)
@@ -187,7 +196,8 @@ class Worker:
 
     def _inpaint(self, image, mask, options, progress):
         if self.device.type == "cuda" and not getattr(options, "refine", False):
-            return self.runner(image, mask, options, progress)  # reuses its pinned buffers
+            # Reuses its pinned buffers; only the touched region comes back to the host.
+            return self.runner.region(image, mask, options, progress)
         return inpaint(self.model, image, mask, options, progress)
 
     def _inpaint_with_oom_fallback(self, image, mask, options, progress):
@@ -239,17 +249,54 @@ def _decode(req: Request) -> tuple[np.ndarray, np.ndarray, InpaintOptions]:
     return image, mask, options
 
 
-def _ok_reply(req: Request, result, queue_ms: float, model_ms: float) -> bytes:
+def _ok_reply(req: Request, result, queue_ms: float, model_ms: float) -> bytes | bytearray:
+    timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
+              "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
+    fmt = FORMATS[req.format]
+    if isinstance(result, RegionResult):
+        if req.options.output == "composite" and fmt.dtype.kind != "f":
+            return _patched_reply(req, result, timing)
+        result = result.full()
     out = (
         layer_pixels(result.image, result.alpha, req.format)
         if req.options.output == "layer"
         else result.image
     )
     data = array_to_wire(req.format, out)
-    timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
-              "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
     image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": data}
     return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+
+
+def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearray:
+    """The ok reply built in one buffer: the request's pixels copied once, the region patched.
+
+    Decodes to the same message as ``protocol.encode`` of the whole image (the pixels are
+    the message's last field, so the encoding is the head of the message, a ``bin 32``
+    header, the pixels) but without the full-image copies of compositing into a copy,
+    ``tobytes`` and packing.
+    Integer formats only (float documents get NaN cleaned on the way in, so their untouched
+    pixels differ from the request's bytes).
+    """
+    fmt = FORMATS[req.format]
+    image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": b""}
+    head = protocol.encode({"id": req.id, "ok": True, "timing": timing, "image": image_reply})
+    empty_bin = b"\xc4\x00"
+    assert head.endswith(empty_bin), "the pixels must be the last field of the reply"
+    head = head[: -len(empty_bin)]
+    size = len(req.image_data)
+    buf = bytearray(len(head) + 5 + size)
+    buf[: len(head)] = head
+    buf[len(head) : len(head) + 5] = b"\xc6" + size.to_bytes(4, "big")
+    pixels = memoryview(buf)[len(head) + 5 :]
+    pixels[:] = req.image_data
+    if result.box is not None and result.pixels is not None:
+        wire = np.frombuffer(pixels, dtype=fmt.dtype).reshape(req.height, req.width, -1)
+        canonical = _CANONICAL[fmt.order]
+        region = result.pixels
+        if fmt.order != canonical:
+            region = region[:, :, [canonical.index(c) for c in fmt.order]]
+        wire[result.box.slices] = region
+    return buf
 
 
 def layer_pixels(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:

@@ -164,3 +164,30 @@ def test_concurrent_clients_are_batched_across_two_cpu_workers(server_factory, t
     assert sum(d["completed"] for d in devices) == n  # warm-ups are not requests
     assert max(d["largest_batch"] for d in devices) >= 2
     assert all(d["max_batch"] == 4 for d in devices)
+
+
+@pytest.mark.parametrize("fmt", ["BGRA8", "RGBA16", "GRAY8", "RGB8", "GRAYA16"])
+def test_patched_reply_is_the_same_message_as_encoding_the_whole_result(fmt):
+    import msgpack
+
+    from lama_model.device_path import RegionResult
+    from lama_model.masks import Box
+    from lama_server.pixel_formats import FORMATS, wire_to_array
+    from lama_server.worker import _ok_reply
+
+    spec = FORMATS[fmt]
+    w, h = 37, 23
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, w * h * spec.bytes_per_pixel, dtype=np.uint8).tobytes()
+    image = wire_to_array(fmt, w, h, data)
+    box = Box(3, 5, 17, 30)
+    top = np.iinfo(image.dtype).max
+    patch = rng.integers(0, top + 1, (box.height, box.width, image.shape[2])).astype(image.dtype)
+    alpha = np.ones((box.height, box.width), np.float32)
+    region = RegionResult(image, box, patch, alpha)
+    request = Request("inpaint", "r1", "t", width=w, height=h, format=fmt,
+                      image_data=memoryview(data), options=WireOptions())  # fmt: skip
+    patched = _ok_reply(request, region, 1.0, 2.0)
+    assert isinstance(patched, bytearray)
+    whole = _ok_reply(request, region.full(), 1.0, 2.0)
+    assert msgpack.unpackb(bytes(patched), raw=False) == msgpack.unpackb(whole, raw=False)

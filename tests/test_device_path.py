@@ -143,9 +143,13 @@ def test_pinned_staging_is_reused_across_requests():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(("channels", "dtype"), [(3, np.uint8), (4, np.uint16), (4, np.float32)])
-def test_cuda_device_path_matches_cpu_numpy_path(tiny_model, channels, dtype):
+def test_cuda_device_path_matches_cpu_numpy_path(tiny_model, channels, dtype, monkeypatch):
     import copy
 
+    # True float32 on the GPU (TF32 convolutions alone move the tiny model's fill by ~1e-2),
+    # so the comparison checks the request path, not the convolution precision.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     rng = np.random.default_rng(11)
     image = _photo(rng, 90, 117, channels, dtype)
     mask = _blob_mask(rng, 90, 117)
@@ -153,8 +157,10 @@ def test_cuda_device_path_matches_cpu_numpy_path(tiny_model, channels, dtype):
     gpu_model = copy.deepcopy(tiny_model).to("cuda")
     got = inpaint(gpu_model, image, mask)  # dispatches to the device path
     np.testing.assert_array_equal(got.alpha, expected.alpha)
-    scale = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
-    diff = np.abs(got.image.astype(np.float64) - expected.image.astype(np.float64)) / scale
-    assert diff.max() <= 2e-3  # GPU convolutions (TF32) vs CPU float32
+    diff = np.abs(got.image.astype(np.float64) - expected.image.astype(np.float64))
+    if dtype == np.float32:
+        assert diff.max() <= 1e-4  # GPU vs CPU float32 kernels sum in other orders
+    else:
+        assert diff.max() <= 1  # ... which may flip a rounding: one level at most
     untouched = expected.alpha == 0
     np.testing.assert_array_equal(got.image[untouched], image[untouched])
