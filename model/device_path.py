@@ -379,9 +379,9 @@ def blend_weights_tensor(
     alpha = (dist <= mask_grow).float()
     if feather > 0:
         ramp = (dist > mask_grow) & (dist <= radius)
-        values = (1.0 - (dist.double() - mask_grow) / (feather + 1)).float()
+        values = (1.0 - _divide(dist.double() - mask_grow, feather + 1)).float()
         alpha = torch.where(ramp, values, alpha)
-    soft = mask.float() / 255.0
+    soft = _divide(mask.float(), 255.0)
     alpha = torch.maximum(alpha, torch.where(mask > 0, soft, 0.0))
     hole = (dist <= radius) | (mask > 0)
     return hole, alpha
@@ -438,10 +438,23 @@ def _float_rgb(pixels: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
         values = colour.to(torch.int32) & 0xFFFF
     else:
         values = colour
-    rgb = values.float() / _scale(dtype) if np.dtype(dtype) != np.float32 else values.float()
+    rgb = values.float()
+    if np.dtype(dtype) != np.float32:
+        rgb = _divide(rgb, _scale(dtype))
     if rgb.shape[2] == 1:
         rgb = rgb.expand(-1, -1, 3)
     return rgb
+
+
+def _divide(t: torch.Tensor, divisor: float) -> torch.Tensor:
+    """``t / divisor`` correctly rounded, as NumPy divides.
+
+    CUDA kernels turn division by a Python scalar into multiplication by its reciprocal,
+    one ulp off now and then (60/255 came out 0.23529413 instead of 0.23529412 on an H200);
+    a divisor tensor on the device keeps the IEEE division (made by a fill kernel, so no
+    host-to-device copy and no synchronisation).
+    """
+    return t / torch.full((), divisor, dtype=t.dtype, device=t.device)
 
 
 def _scale(dtype: np.dtype) -> float:

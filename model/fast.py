@@ -126,7 +126,8 @@ class _CudaGraphs:
                 self.fn(static_image, static_mask)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: other workers' threads (other GPUs, or the same one) keep running.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(static_image, static_mask)
         return graph, static_image, static_mask, static_out
 

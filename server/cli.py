@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,6 +150,8 @@ def serve(args: argparse.Namespace) -> int:
         token, token_path = load_or_create_token(args.token_file)
         devices = resolve_devices(args.device)
         workers = []
+        locks: dict[str, threading.Lock] = {}  # one per GPU that several workers share
+        gpu_keys = [_gpu_key(d) for d in devices]
         for device in devices:  # one model per device, each served by its own worker
             log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
             model = load_for_inference(
@@ -159,9 +162,12 @@ def serve(args: argparse.Namespace) -> int:
             log.info("inference path on %s: %s", device, path)
             batch = args.batch or (8 if device.type == "cuda" else 1)
             wait = args.batch_wait_ms / 1000
+            lock = None
+            if device.type == "cuda" and gpu_keys.count(_gpu_key(device)) > 1:
+                lock = locks.setdefault(_gpu_key(device), threading.Lock())
             workers.append(
                 Worker(model, model.name, precision, backend=args.backend, path=path,
-                       max_batch=batch, batch_wait=wait)
+                       max_batch=batch, batch_wait=wait, device_lock=lock)
             )  # fmt: skip
     except (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError,
             OSError) as exc:  # fmt: skip
@@ -196,6 +202,16 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def _gpu_key(device) -> str:
+    """``cuda`` and ``cuda:N`` of the same GPU give the same key."""
+    if device.type != "cuda":
+        return str(device)
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index}"
 
 
 def _query(command: str, rest: Sequence[str]) -> int:

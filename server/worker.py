@@ -10,6 +10,7 @@ batch (:meth:`Worker.batch_key`) and run in one forward; refinement never batche
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Hashable
 
@@ -45,7 +46,13 @@ class Worker:
         path: str | None = None,
         max_batch: int = 1,
         batch_wait: float = 0.002,
+        device_lock: threading.Lock | None = None,
     ) -> None:
+        # Workers sharing a GPU share ``device_lock``: one forward at a time there (a second
+        # would only compete for the same chip and double the activation memory), while the
+        # other worker's host work (decoding, uploads, the reply) overlaps it.
+        if device_lock is not None:
+            model = SerializedModel(model, device_lock)
         self.model = model
         self.model_name = model_name
         self.precision = precision
@@ -211,6 +218,21 @@ class Worker:
                 resize_limit=512,
             )  # fmt: skip
             return self._inpaint(image, mask, cheaper, progress)
+
+
+class SerializedModel:
+    """A model whose calls hold a lock; every attribute is the wrapped model's."""
+
+    def __init__(self, model: torch.nn.Module, lock: threading.Lock) -> None:
+        self._model = model
+        self._lock = lock
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            return self._model(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
 
 
 class WorkerLoad:

@@ -191,3 +191,34 @@ def test_patched_reply_is_the_same_message_as_encoding_the_whole_result(fmt):
     assert isinstance(patched, bytearray)
     whole = _ok_reply(request, region.full(), 1.0, 2.0)
     assert msgpack.unpackb(bytes(patched), raw=False) == msgpack.unpackb(whole, raw=False)
+
+
+def test_workers_sharing_a_gpu_never_run_two_forwards_at_once(tiny_model):
+    """Their model calls take turns (the lock lama-server gives workers on one GPU)."""
+    inside, overlaps = [0], []
+
+    class Probe(torch.nn.Module):
+        size_multiple = 8
+        device = torch.device("cpu")
+
+        def forward(self, image, mask):
+            inside[0] += 1
+            overlaps.append(inside[0])
+            time.sleep(0.02)
+            inside[0] -= 1
+            return image
+
+    lock = threading.Lock()
+    workers = [Worker(Probe(), "probe", "fp32", device_lock=lock) for _ in range(2)]
+    assert workers[0].device == torch.device("cpu") and workers[0].model.size_multiple == 8
+    image = np.zeros((16, 16, 3), np.uint8)
+    mask = np.full((16, 16), 255, np.uint8)
+    threads = [
+        threading.Thread(target=lambda w=w: [w.runner(image, mask) for _ in range(3)])
+        for w in workers
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(overlaps) == 6 and max(overlaps) == 1
