@@ -3,7 +3,8 @@
     python bench/gpu_e2e.py [--device cuda|cpu] [--model PATH|random-big-lama]
                             [--sizes 512,1024,2048] [--photo 6000x4000] [--clients 8]
                             [--requests 4] [--runs 10] [--parts model,inpaint,server]
-                            [--compile] [--server-args "--batch 8"] [--json out.json]
+                            [--compile] [--extra-variants taps] [--also-server-device cuda,cuda]
+                            [--server-args "--batch 8"] [--profile DIR] [--json out.json]
 
 Parts (each prints rows of one table at the end, and all go to ``--json``):
 
@@ -139,9 +140,14 @@ def part_model(args, source, device, rows) -> dict[int, float]:
         yield f"gpu_fused {precision}", lambda: GpuFusedModel(
             copy.deepcopy(source).to(device).eval(), precision
         )
-        if device.type == "cuda" and args.fft_layouts:
+        extra = set(filter(None, args.extra_variants.split(",")))
+        if "nhwc-fft" in extra:
             yield f"gpu_fused {precision} nhwc-fft", lambda: GpuFusedModel(
                 copy.deepcopy(source).to(device).eval(), precision, channels_last_fft=True
+            )
+        if "taps" in extra:
+            yield f"gpu_fused {precision} tail-taps", lambda: GpuFusedModel(
+                copy.deepcopy(source).to(device).eval(), precision, tail="taps"
             )
         if args.compile:
             yield f"gpu_fused {precision} compiled", lambda: GpuFusedModel(
@@ -418,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="model,inpaint,server")
     p.add_argument("--compile", action="store_true",
                    help="also time the compiled variant (and serve it, as lama-server --compile)")
-    p.add_argument("--fft-layouts", action="store_true", help="also time the NHWC FFT variant")
+    p.add_argument("--extra-variants", default="", metavar="nhwc-fft,taps",
+                   help="also time gpu_fused with the NHWC FFT layout / the tap-sum output conv")
     p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
     p.add_argument("--compile-timeout", type=float, default=900)
     p.add_argument("--server-args", default="", help="extra lama-server flags, quoted")

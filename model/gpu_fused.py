@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CHANNEL_MULTIPLE = 8  # tensor-core kernels want channel counts in multiples of 8 (16 B bf16)
+TAILS = ("conv", "taps")  # how the output convolution runs: cuDNN, or TapSumTail
 MAX_GRAPHS = 6  # per-size graphs (batch 1) each hold their activations
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -106,6 +107,48 @@ def _use_channels_last_fft(module: nn.Module) -> None:
             _use_channels_last_fft(child)
 
 
+class TapSumTail(nn.Module):
+    """The output convolution (k×k, C → few channels) as GEMMs plus shifted sums.
+
+    cuDNN runs the 7×7, 64 → 3 output convolution in a generic kernel (1.8 ms at 1024² on an
+    H200, 3.4 ms with 8 padded outputs; its arithmetic is 0.04 ms of tensor-core time). Here,
+    for each kernel row ``dy``, one matrix product gives every column tap's contribution
+    ``(k·O, C) @ (C, pixels)`` and the k shifted slices are summed in float32: memory-bound
+    work of a fraction of a millisecond. Same function (float32 accumulation of the taps).
+    """
+
+    def __init__(self, tail: _Tail, out_channels: int) -> None:
+        super().__init__()
+        weight = tail.conv.weight.detach()[:out_channels].float()  # (O, C, k, k)
+        o, c, k, _ = weight.shape
+        if tail.conv.stride != 1 or tail.conv.dilation != 1 or tail.conv.zero_padding:
+            raise ValueError("TapSumTail needs a stride-1, undilated, reflect-padded conv")
+        # rows[dy] is (k·O, C): row dx·O + o holds weight[o, :, dy, dx].
+        rows = weight.permute(2, 3, 0, 1).reshape(k, k * o, c)
+        self.register_buffer("rows", rows.contiguous())
+        bias = tail.conv.bias
+        self.register_buffer("bias", None if bias is None else bias.detach()[:out_channels].float())
+        self.pad = tail.pad
+        self.k = k
+        self.out_channels = o
+        self.activation = tail.activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        padded = torch.nn.functional.pad(x.contiguous(), (self.pad,) * 4, mode="reflect")
+        hp, wp = padded.shape[-2:]
+        flat = padded.view(batch, channels, hp * wp)
+        o, k = self.out_channels, self.k
+        out = torch.zeros(batch, o, height, width, dtype=torch.float32, device=x.device)
+        for dy in range(k):
+            taps = torch.matmul(self.rows[dy].to(x.dtype), flat).view(batch, k, o, hp, wp)
+            for dx in range(k):
+                out.add_(taps[:, dx, :, dy : dy + height, dx : dx + width])
+        if self.bias is not None:
+            out.add_(self.bias.view(1, -1, 1, 1))
+        return self.activation(out)
+
+
 class HardwareGenerator(nn.Module):
     """A :class:`FusedGenerator` in one dtype with channel-padded first and last layers.
 
@@ -114,25 +157,35 @@ class HardwareGenerator(nn.Module):
     """
 
     def __init__(
-        self, fused: FusedGenerator, dtype: torch.dtype, channels_last_fft: bool = False
+        self,
+        fused: FusedGenerator,
+        dtype: torch.dtype,
+        channels_last_fft: bool = False,
+        tail: str = "conv",
     ) -> None:
         super().__init__()
         if channels_last_fft:
             _use_channels_last_fft(fused)
-        head, tail = fused.stages[0], fused.stages[-1]
-        if not isinstance(head, _Head) or not isinstance(tail, _Tail):
+        head, last = fused.stages[0], fused.stages[-1]
+        if not isinstance(head, _Head) or not isinstance(last, _Tail):
             raise ValueError("expected a fused LaMa generator (head ... tail)")
-        out_channels = int(tail.conv.weight.shape[0])
+        if tail not in TAILS:
+            raise ValueError(f"tail must be one of {', '.join(TAILS)}, not {tail!r}")
+        out_channels = int(last.conv.weight.shape[0])
         in_channels = 0
         for conv in (head.ffc.l2l, head.ffc.l2g):
             if conv is not None:
                 in_channels = conv.weight.shape[1]
                 _pad_in_channels(conv, _round_up(in_channels, CHANNEL_MULTIPLE))
-        _pad_out_channels(tail.conv, _round_up(out_channels, CHANNEL_MULTIPLE))
+        taps = TapSumTail(last, out_channels) if tail == "taps" else None
+        if taps is None:
+            _pad_out_channels(last.conv, _round_up(out_channels, CHANNEL_MULTIPLE))
         self.in_channels = _round_up(in_channels, CHANNEL_MULTIPLE)
         self.out_channels = out_channels
         self.dtype = dtype
         self.fused = fused.to(dtype)
+        if taps is not None:  # added after the cast: its weights stay float32 (a few KB)
+            self.fused.stages[-1] = taps
         self.size_multiple = fused.size_multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,11 +200,14 @@ class HardwareGenerator(nn.Module):
 
 
 def hardware_generator(
-    generator: nn.Module, precision: str = "bf16", channels_last_fft: bool = False
+    generator: nn.Module,
+    precision: str = "bf16",
+    channels_last_fft: bool = False,
+    tail: str = "conv",
 ) -> HardwareGenerator:
     """Fuse ``generator`` (an eager FFC ResNet generator) and lay it out for tensor cores."""
     fused = fuse_generator(generator, winograd=False)
-    return HardwareGenerator(fused, DTYPES[precision], channels_last_fft)
+    return HardwareGenerator(fused, DTYPES[precision], channels_last_fft, tail)
 
 
 class _Graphs:
@@ -296,6 +352,7 @@ class GpuFusedModel(nn.Module):
         compile_mode: str | None = "max-autotune-no-cudagraphs",
         compile_backend: str = "inductor",
         channels_last_fft: bool = False,
+        tail: str = "conv",
     ) -> None:
         super().__init__()
         generator = getattr(model, "generator", None)
@@ -304,7 +361,8 @@ class GpuFusedModel(nn.Module):
         device = module_device(generator)
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}, not {precision!r}")
-        self.net = hardware_generator(generator, precision, channels_last_fft)
+        self.net = hardware_generator(generator, precision, channels_last_fft, tail)
+        self.tail = tail
         self.name = getattr(model, "name", "model")
         self.size_multiple = int(getattr(model, "size_multiple", 8))
         self.precision = precision
@@ -329,6 +387,8 @@ class GpuFusedModel(nn.Module):
     @property
     def description(self) -> str:
         parts = [self.precision, "fused", "padded-channels"]
+        if self.tail != "conv":
+            parts.append(f"tail-{self.tail}")
         if self.bucket:
             parts.append(f"bucket{self.bucket}")
         if self.cuda_graphs:

@@ -113,3 +113,16 @@ def test_both_fft_layouts_compute_the_same_function(tiny_model, channels_last_ff
         expected = tiny_model(image, mask)
         got = model(image, mask)
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+
+
+def test_tap_sum_tail_computes_the_output_convolution(tiny_model):
+    image, mask = _inputs(40, 72, seed=9)
+    model = GpuFusedModel(tiny_model, "fp32", bucket=None, tail="taps")
+    assert "tail-taps" in model.description
+    with torch.inference_mode():
+        expected = tiny_model(image, mask)
+        got = model(image, mask)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+    bf16 = GpuFusedModel(tiny_model, "bf16", bucket=None, tail="taps")
+    with torch.inference_mode():
+        assert psnr(expected, bf16(image, mask)) >= MIN_PSNR_DB
