@@ -48,6 +48,9 @@ class PinnedStaging:
 
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
+        # The last asynchronous copy out of each upload slot: the slot is only refilled
+        # after it finished (batched requests upload one after another).
+        self._in_flight: dict[str, torch.cuda.Event] = {}
 
     def buffer(self, slot: str, nbytes: int) -> torch.Tensor:
         """A pinned uint8 tensor of at least ``nbytes`` for ``slot`` (contents undefined)."""
@@ -62,11 +65,16 @@ class PinnedStaging:
     def upload(self, slot: str, array: np.ndarray, device: torch.device) -> torch.Tensor:
         """``array`` on ``device`` (same dtype and shape), through the pinned ``slot``."""
         array = np.ascontiguousarray(array)
+        pending = self._in_flight.pop(slot, None)
+        if pending is not None:
+            pending.synchronize()
         staged = self.buffer(slot, array.nbytes)
         np.copyto(staged.numpy().view(array.dtype).reshape(array.shape), array)
-        return (
-            staged.to(device, non_blocking=True).view(_TORCH_DTYPES[array.dtype]).view(array.shape)
-        )
+        on_device = staged.to(device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        self._in_flight[slot] = event
+        return on_device.view(_TORCH_DTYPES[array.dtype]).view(array.shape)
 
     @property
     def nbytes(self) -> int:

@@ -142,6 +142,27 @@ def test_pinned_staging_is_reused_across_requests():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batched_requests_each_get_their_own_pixels(tiny_model, monkeypatch):
+    """Uploads of a batch reuse one pinned slot: each must land before the next refills it."""
+    import copy
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # batch vs single: same sums
+
+    gpu = copy.deepcopy(tiny_model).to("cuda")
+    runner = DeviceInpainter(gpu)
+    rng = np.random.default_rng(4)
+    pairs = [(_photo(rng, 256, 256, 4, np.uint8), _blob_mask(rng, 256, 256)) for _ in range(4)]
+    single = [runner(image, mask).image for image, mask in pairs]
+    prepared = [runner.prepare(image, mask, InpaintOptions()) for image, mask in pairs]
+    forward_batch(gpu, [p.windows[0] for p in prepared])
+    for p, (image, mask), expected in zip(prepared, pairs, single, strict=True):
+        got = runner.finish(p).image
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 2
+        untouched = runner(image, mask).alpha == 0
+        np.testing.assert_array_equal(got[untouched], image[untouched])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize(("channels", "dtype"), [(3, np.uint8), (4, np.uint16), (4, np.float32)])
 def test_cuda_device_path_matches_cpu_numpy_path(tiny_model, channels, dtype, monkeypatch):
     import copy
