@@ -101,6 +101,10 @@ class _CudaGraphs:
         self.graphs: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if image.shape[0] > 1:
+            # Batches (the server's dynamic batching) hide their launches; a graph per batch
+            # size would evict the per-size graphs and re-capture over and over.
+            return self.fn(image, mask)
         key = (*image.shape, *mask.shape)
         entry = self.graphs.get(key)
         if entry is None:
