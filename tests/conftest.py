@@ -228,3 +228,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny golden checkpoint loaded on the CPU (eval mode); do not modify it."""
+    from lama_model.checkpoint import load_model
+
+    return load_model(tiny_model_dir)
