@@ -27,6 +27,11 @@ class Job:
     def client(self) -> bytes:
         return self.envelope[0]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels this job holds while it waits."""
+        return len(self.request.image_data) + len(self.request.mask_data)
+
 
 class Scheduler:
     """Thread-safe FIFO with a capacity; one consumer (the worker)."""
@@ -85,6 +90,33 @@ class Scheduler:
                 running.cancelled.set()
                 return running
         return None
+
+    def drop_client(self, client: bytes) -> tuple[list[Job], Job | None]:
+        """A client left: remove its queued jobs and flag its running one as cancelled.
+
+        Returns (the removed queued jobs, the running job if it was this client's).
+        """
+        with self._cond:
+            dropped = [job for job in self._jobs if job.client == client]
+            for job in dropped:
+                self._jobs.remove(job)
+                job.cancelled.set()
+            running = self._running
+            if running is not None and running.client == client and not running.cancelled.is_set():
+                running.cancelled.set()
+                return dropped, running
+            return dropped, None
+
+    def queued(self) -> list[Job]:
+        """A snapshot of the waiting jobs, oldest first."""
+        with self._cond:
+            return list(self._jobs)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Pixel bytes held by waiting jobs."""
+        with self._cond:
+            return sum(job.nbytes for job in self._jobs)
 
     def close(self) -> list[Job]:
         """Refuse new jobs; returns the jobs still queued (they will not run)."""

@@ -6,6 +6,8 @@ Every test that makes sense for both transports runs twice: the built-in ZMTP cl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 import struct
 import threading
@@ -46,7 +48,9 @@ class FakeServer:
 
     ``inpaint`` sends ``queued``, one stale reply for another id, ``steps`` progress replies
     ``step_delay`` apart, then the image with every byte inverted. ``silent`` requests are
-    swallowed; ``error`` makes every inpaint fail with that (code, message).
+    swallowed; ``error`` makes every inpaint fail with that (code, message). ``hello`` is
+    answered with the right HMAC proof (``proof="right"``), a wrong one (``"wrong"``: an
+    impostor without the token), or ``unknown_op`` (``"none"``: a server older than 1.1).
     """
 
     def __init__(
@@ -60,7 +64,10 @@ class FakeServer:
         error: tuple[str, str] | None = None,
         heartbeat_ms: int = 0,
         ipv6: bool = False,
+        proof: str = "right",
     ) -> None:
+        self.proof = proof
+        self.hellos = 0
         self.steps, self.step_delay = steps, step_delay
         self.honour_cancel, self.silent, self.error = honour_cancel, silent, error
         self.requests: list[dict] = []
@@ -115,8 +122,15 @@ class FakeServer:
         self._reply(ident, id=rid, ok=False, error={"code": code, "message": message})
 
     def _handle(self, ident: bytes, req: dict) -> None:
-        self.requests.append(req)
         rid = req.get("id")
+        if req.get("op") == "hello" and self.proof != "none":
+            self.hellos += 1
+            key = TOKEN if self.proof == "right" else "a guess"
+            proof = hmac.new(key.encode(), client.HELLO_CONTEXT + req["nonce"], hashlib.sha256)
+            return self._reply(ident, id=rid, ok=True, proof=proof.digest(), protocol=1)
+        self.requests.append(req)
+        if req.get("op") == "hello":
+            return self._fail(ident, rid, "unknown_op", "unknown op 'hello'")
         if req.get("token") != TOKEN:
             return self._fail(ident, rid, "unauthorized", "Wrong token.")
         if self.silent > 0:
@@ -229,6 +243,10 @@ def test_error_replies_raise_lama_error_with_code_and_message(use_pyzmq):
             assert not isinstance(info.value, (Cancelled, ServerUnavailable, RequestTimeout))
             assert c.ping()["pong"]  # the connection is still good after an error reply
         with LamaClient(server.endpoint, "wrong", use_pyzmq=use_pyzmq) as c:
+            with pytest.raises(LamaError, match="did not prove that it knows your token") as info:
+                c.ping()  # the server's proof does not match a wrong token: nothing is sent
+            assert info.value.code == "unauthorized"
+        with LamaClient(server.endpoint, "wrong", use_pyzmq=use_pyzmq, verify_server=False) as c:
             with pytest.raises(LamaError, match="Wrong token") as info:
                 c.ping()
             assert info.value.code == "unauthorized"
