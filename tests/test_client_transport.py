@@ -557,3 +557,55 @@ def test_a_non_zeromq_peer_is_refused():
         LamaClient(peer.endpoint, TOKEN, use_pyzmq=False).ping()
     assert time.monotonic() - start < 1.0
     peer.join()
+
+
+@BOTH
+@pytest.mark.parametrize("proof", ["wrong", "none"])
+def test_no_token_or_pixels_go_to_a_server_that_cannot_prove_the_token(use_pyzmq, proof):
+    """An impostor (wrong HMAC) or a server without ``hello`` gets nothing but the hello."""
+    with FakeServer(proof=proof) as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            with pytest.raises(LamaError) as info:
+                c.inpaint(rgba(4, 4), b"\xff" * 16)
+        time.sleep(0.1)
+        assert all(r.get("op") == "hello" for r in server.requests)
+        assert not any("token" in r or "image" in r for r in server.requests)
+    assert info.value.code == ("unauthorized" if proof == "wrong" else "unverified")
+    assert "Nothing was sent" in info.value.message
+
+
+@BOTH
+def test_client_proves_the_server_before_every_request(use_pyzmq):
+    with FakeServer() as server, LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+        c.ping()
+        c.inpaint(rgba(2, 2), b"\xff" * 4)
+    assert server.hellos == 2 and server.ops() == ["ping", "inpaint"]
+
+
+def test_stdlib_client_refuses_a_frame_header_beyond_the_protocol_limit():
+    """A peer announcing a 1 GiB frame gets an error at once, before anything is allocated."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                recv_exact(conn, 11)
+                conn.sendall(client.zmtp_greeting(as_server=True))
+                recv_exact(conn, 64 - 11)
+                conn.sendall(client.zmtp_ready("ROUTER"))
+                time.sleep(0.2)
+                conn.sendall(client.zmtp_frame_header(1 << 30))
+                time.sleep(2)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        conn = client.ZmtpConnection(f"tcp://127.0.0.1:{listener.getsockname()[1]}", 2.0)
+        try:
+            with pytest.raises(LamaError) as info:
+                conn.recv(5.0)
+        finally:
+            conn.close()
+        thread.join(5)
+    assert info.value.code == "too_large"

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
+import re
 import shutil
+import socket
+import stat
+import time
 from pathlib import Path
 
+import msgpack
+import numpy as np
 import pytest
 import torch
+import zmq
 
 from lama_model import checkpoint
 from lama_model.checkpoint import CheckpointError, load_model
+from lama_server import client, protocol
+from lama_server.client import ImageData, LamaClient, LamaError
+from lama_server.protocol import Limits, ProtocolError
 
 # --------------------------------------------------------------------------------------------
 # Model files that run code (TorchScript)
@@ -161,3 +173,252 @@ def test_huge_shapes_are_refused_before_a_generator_is_built(tmp_path, monkeypat
     monkeypatch.setattr(checkpoint, "FFCResNetGenerator", no_build)
     with pytest.raises(CheckpointError, match="outside sane limits"):
         load_model(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The token before the pixels; zero-copy decoding
+
+
+def _big_request(token: str, tail: bytes = b"", token_first: bool = True) -> bytes:
+    """A 2 MiB inpaint request; ``tail`` replaces its pixel section's end (garbage there)."""
+    w = h = 512
+    message = {"v": 1, "id": "big", "op": "inpaint"}
+    if token_first:
+        message["token"] = token
+    message["image"] = {"w": w, "h": h, "format": "RGBA8", "data": bytes(w * h * 4)}
+    message["mask"] = {"w": w, "h": h, "data": bytes(w * h)}
+    if not token_first:
+        message["token"] = token
+    packed = msgpack.packb(message, use_bin_type=True)
+    return packed[: len(packed) - len(tail)] + tail if tail else packed
+
+
+def _allow(expected: str):
+    return lambda token: token == expected
+
+
+def test_wrong_token_is_refused_before_the_pixel_data_is_parsed():
+    # Everything after the envelope is garbage: parsing it first would say bad_request.
+    frame = _big_request("wrong", tail=b"\xc1" * 1_000_000)
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(frame, Limits(), _allow("right"))
+    assert info.value.code == "unauthorized" and info.value.request_id == "big"
+
+
+def test_a_large_message_must_carry_its_token_before_the_pixels():
+    frame = _big_request("right", token_first=False)
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(frame, Limits(), _allow("right"))
+    assert info.value.code == "unauthorized" and "before any pixel data" in info.value.message
+    assert protocol.decode(_big_request("right"), Limits(), _allow("right")).width == 512
+
+
+def test_token_is_checked_before_the_op_fields():
+    small = msgpack.packb({"v": 1, "id": "x", "op": "inpaint", "token": "wrong", "image": 5})
+    with pytest.raises(ProtocolError) as info:
+        protocol.decode(small, Limits(), _allow("right"))
+    assert info.value.code == "unauthorized"
+
+
+def test_pixel_fields_are_views_of_the_received_frame_not_copies():
+    frame = bytearray(_big_request("right"))
+    request = protocol.decode(frame, Limits(), _allow("right"))
+    assert isinstance(request.image_data, memoryview) and request.image_data.obj is frame
+    image = np.frombuffer(request.image_data, np.uint8)
+    assert np.shares_memory(image, np.frombuffer(frame, np.uint8))
+
+
+def _raw_dealer(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def _final_reply(sock: zmq.Socket, timeout: float = 20.0) -> tuple[dict, int]:
+    """The next final reply and the number of frames its message had."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sock.poll(100):
+            frames = sock.recv_multipart()
+            reply = msgpack.unpackb(frames[-1], raw=False)
+            if "ok" in reply:
+                return reply, len(frames)
+    raise AssertionError("no reply")
+
+
+def test_server_refuses_a_large_unauthenticated_message(running_server):
+    sock = _raw_dealer(running_server.endpoint)
+    try:
+        sock.send(_big_request("wrong", tail=b"\xc1" * 1_000_000))
+        reply, _ = _final_reply(sock)
+    finally:
+        sock.close()
+    assert reply["error"]["code"] == "unauthorized"
+    with LamaClient(running_server.endpoint, running_server.token) as c:
+        assert c.ping()["pong"]
+
+
+# --------------------------------------------------------------------------------------------
+# One frame per message
+
+
+def test_multi_frame_requests_are_refused_and_nothing_is_echoed(running_server):
+    ping = msgpack.packb({"v": 1, "id": "m", "op": "ping", "token": running_server.token})
+    sock = _raw_dealer(running_server.endpoint)
+    try:
+        sock.send_multipart([ping, b"extra frame"])
+        reply, frames = _final_reply(sock)
+    finally:
+        sock.close()
+    assert frames == 1
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert "one frame" in reply["error"]["message"]
+
+
+# --------------------------------------------------------------------------------------------
+# The server proves it knows the token
+
+
+def test_server_answers_hello_with_the_hmac_of_the_nonce(running_server):
+    nonce = bytes(range(32))
+    hello = msgpack.packb({"v": 1, "id": "h", "op": "hello", "nonce": nonce}, use_bin_type=True)
+    sock = _raw_dealer(running_server.endpoint)
+    try:
+        sock.send(hello)
+        reply, _ = _final_reply(sock)
+    finally:
+        sock.close()
+    expected = hmac.new(running_server.token.encode(), client.HELLO_CONTEXT + nonce, "sha256")
+    assert reply["ok"] is True and reply["proof"] == expected.digest()
+    assert reply["protocol"] == 1 and reply["protocol_minor"] >= 1
+
+
+# --------------------------------------------------------------------------------------------
+# Work for clients that left
+
+
+def test_jobs_of_a_client_that_disconnects_are_dropped(server_factory):
+    server = server_factory("--no-warmup", "--queue", "8")
+    w = h = 768
+    sock = _raw_dealer(server.endpoint)
+    ids = [f"gone-{i}" for i in range(5)]
+    try:
+        for rid in ids:
+            sock.send(msgpack.packb({
+                "v": 1, "id": rid, "op": "inpaint", "token": server.token,
+                "image": {"w": w, "h": h, "format": "RGBA8", "data": bytes(w * h * 4)},
+                "mask": {"w": w, "h": h, "data": b"\xff" * (w * h)},
+                "options": {"strategy": "original"},
+            }, use_bin_type=True))  # fmt: skip
+        queued = set()
+        end = time.monotonic() + 20
+        while len(queued) < len(ids) and time.monotonic() < end:
+            if sock.poll(100):
+                reply = msgpack.unpackb(sock.recv(), raw=False)
+                if reply.get("stage") == "queued":
+                    queued.add(reply["id"])
+        assert queued == set(ids)
+    finally:
+        sock.close()  # the client goes away with 5 jobs accepted
+    with LamaClient(server.endpoint, server.token) as c:
+        out = c.inpaint(ImageData(8, 8, "GRAY8", bytes(64)), b"\xff" * 64)
+    assert out.width == 8
+    log = server.log()
+    found = re.search(r"a client disconnected: dropped (\d+) queued request", log)
+    assert found and int(found.group(1)) >= 3, log
+    finished = [rid for rid in ids if re.search(rf"inpaint {rid} {w}x{h}", log)]
+    assert len(finished) <= 1, log
+
+
+# --------------------------------------------------------------------------------------------
+# ipc:// endpoints cannot be hijacked
+
+
+def _serve_once(tmp_path: Path, tiny_model_dir: Path, endpoint: str, timeout: float = 60):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lama_server.cli", "--model", str(tiny_model_dir), "--device",
+           "cpu", "--no-warmup", "--listen", endpoint, "--token-file", str(tmp_path / "t2")]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_second_server_refuses_a_live_ipc_socket(server_factory, tmp_path, tiny_model_dir):
+    path = tmp_path / "run" / "lama.sock"
+    first = server_factory("--no-warmup", "--listen", f"ipc://{path}")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    second = _serve_once(tmp_path, tiny_model_dir, f"ipc://{path}")
+    assert second.returncode == 1 and "another server is listening" in second.stderr
+    with LamaClient(f"ipc://{path}", first.token) as c:
+        assert c.ping()["pong"]
+
+
+def test_a_stale_ipc_socket_file_is_replaced(server_factory, tmp_path):
+    path = tmp_path / "lama.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: what a crashed server leaves
+    server = server_factory("--no-warmup", "--listen", f"ipc://{path}")
+    with LamaClient(f"ipc://{path}", server.token) as c:
+        assert c.ping()["pong"]
+
+
+# --------------------------------------------------------------------------------------------
+# Small ones
+
+
+def test_ipv6_loopback_endpoint_binds(server_factory):
+    server = server_factory("--no-warmup", "--listen", "tcp://[::1]:*")
+    assert server.endpoint.startswith("tcp://[::1]:")
+    for use_pyzmq in (False, True):
+        with LamaClient(server.endpoint, server.token, use_pyzmq=use_pyzmq) as c:
+            assert c.ping()["pong"]
+
+
+def test_curve_secret_written_into_an_existing_readable_file_becomes_private(tmp_path):
+    from lama_server.auth import load_or_create_curve_keys
+
+    secret = tmp_path / "server.key_secret"
+    secret.write_bytes(b"old\n")
+    secret.chmod(0o644)
+    load_or_create_curve_keys(tmp_path)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_world_readable_token_file_is_fixed_and_logged(tmp_path, caplog):
+    from lama_server.auth import load_or_create_token
+
+    path = tmp_path / "token"
+    path.write_text("secret-token\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="lama_server"):
+        assert load_or_create_token(path)[0] == "secret-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "could read it" in caplog.text
+
+
+def test_token_file_that_is_not_utf8_is_a_one_line_error(tmp_path, tiny_model_dir, capsys):
+    from lama_server.cli import main
+
+    bad = tmp_path / "token"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    argv = ["--model", str(tiny_model_dir), "--device", "cpu", "--token-file", str(bad)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "not UTF-8" in err and len(err.splitlines()) == 1
+    with pytest.raises(LamaError, match="not UTF-8"):
+        client.read_token(str(bad))
+
+
+def test_client_frame_limit_is_the_protocols_message_limit():
+    assert client.MAX_REPLY_BYTES == Limits().max_message_bytes
+
+
+def test_ping_without_server_key_says_the_key_is_missing(server_factory, capsys):
+    from lama_server.cli import main
+
+    server = server_factory("--no-warmup", "--allow-remote", "--listen", "tcp://0.0.0.0:*")
+    assert main(["ping", f"tcp://127.0.0.1:{server.port}", "--timeout", "2"]) == 1
+    assert "--server-key" in capsys.readouterr().err
