@@ -142,6 +142,39 @@ def decode(
     return _decode_op(msg, envelope, limits)
 
 
+def screen(
+    prefix: bytes | memoryview, size: int, authorized: Callable[[str], bool], limits: Limits
+) -> ProtocolError | None:
+    """The gate's check of a ``size``-byte message from its first bytes (``prefix``).
+
+    Returns None to let it through: a small message (whole in ``prefix``) unless its token is
+    wrong — other faults are the server's to answer; a large one only with ``v``, ``id``,
+    ``op`` and a valid ``token`` leading the map. Otherwise the error to answer with.
+    """
+    view = memoryview(prefix).cast("B")
+    try:
+        if size <= SMALL_MESSAGE_BYTES:
+            decode(view, limits, authorized)
+            return None
+        head = _leading_scalars(view)
+        if not all(k in head for k in ("v", "id", "op", "token")):
+            raise ProtocolError(
+                "unauthorized",
+                "a large message must carry v, id, op and token before any pixel data",
+                _readable_id(head),
+            )
+        envelope = _check_envelope(head)
+        if envelope.op == "hello" or not authorized(envelope.token):
+            raise ProtocolError(
+                "unauthorized",
+                "missing or wrong token (the client reads it from the server's token file)",
+                envelope.id,
+            )
+        return None
+    except ProtocolError as exc:
+        return exc if exc.code == "unauthorized" or size > SMALL_MESSAGE_BYTES else None
+
+
 def _unpack_whole(view: memoryview) -> dict:
     try:
         msg, end = _unpack(view, 0, 0, False)

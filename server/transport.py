@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ import zmq
 
 from . import __version__, protocol
 from .auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
+from .gate import TokenGate, can_gate
 from .pixel_formats import FORMATS
 from .protocol import Limits, ProtocolError
 from .scheduler import Job, Scheduler
@@ -71,18 +74,36 @@ class Server:
         if self.config.curve_secret_key:
             router.setsockopt(zmq.CURVE_SERVER, 1)
             router.setsockopt(zmq.CURVE_SECRETKEY, self.config.curve_secret_key)
-        endpoint = self.config.endpoint
-        if endpoint.startswith("ipc://"):
-            prepare_ipc_endpoint(endpoint)  # refuses to take over a live server's socket
+        public = self.config.endpoint
+        if public.startswith("ipc://"):
+            prepare_ipc_endpoint(public)  # refuses to take over a live server's socket
+        gate, private_dir = None, None
         try:
-            router.bind(endpoint)
-        except zmq.ZMQError:
+            if self.config.curve_secret_key is None and can_gate(public):
+                # Clients reach the ROUTER only through the token gate (gate.py); the ROUTER
+                # itself listens on a socket in a folder only this user can enter.
+                private_dir = tempfile.mkdtemp(prefix="lama-server-")
+                router.bind(f"ipc://{private_dir}/router.sock")
+                gate = TokenGate(
+                    public,
+                    router.getsockopt_string(zmq.LAST_ENDPOINT),
+                    lambda token: token_matches(self.config.token, token),
+                    self.config.limits,
+                )
+                self.bound_endpoint = gate.bound_endpoint
+            else:
+                router.bind(public)
+                self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        except (zmq.ZMQError, OSError):
             router.close(0)
             self._ctx.term()
+            if private_dir:
+                shutil.rmtree(private_dir, ignore_errors=True)
             raise
-        self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        if endpoint.startswith("ipc://"):
+        if public.startswith("ipc://"):
             secure_ipc_socket(self.bound_endpoint)
+        if gate is not None:
+            gate.start()
         outbox = self._ctx.socket(zmq.PULL)
         outbox.bind(_OUTBOX)
         worker_thread = threading.Thread(target=self._worker_loop, name="lama-worker", daemon=True)
@@ -135,7 +156,11 @@ class Server:
             worker_thread.join(timeout=5)
             router.close(linger=2000)
             outbox.close(linger=0)
-            self._ctx.term()
+            self._ctx.term()  # flushes the last replies into the gate's upstream sockets
+            if gate is not None:
+                gate.stop()
+            if private_dir:
+                shutil.rmtree(private_dir, ignore_errors=True)
 
     # ----------------------------------------------------------------------------------------
 
