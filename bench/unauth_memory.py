@@ -3,18 +3,18 @@
     python bench/unauth_memory.py [--senders 16] [--size-mb 600] [--rounds 1] [--json out.json]
 
 Starts a real lama-server (tiny fixture model, loopback) and measures its idle RSS. Then
-``--senders`` pyzmq DEALERs each send a ``--size-mb`` inpaint message with a wrong token, all
-at once, ``--rounds`` times (each waits for its ``unauthorized`` reply), while an authenticated
-client pings every 20 ms. Reported: the server's peak RSS (sampled every 5 ms, and the kernel's
+``--senders`` pyzmq DEALERs each send ``--rounds`` ``--size-mb`` inpaint messages with a wrong
+token back to back, all at once, then wait for the replies, while an authenticated client pings
+every 20 ms. Reported: the server's peak RSS (sampled every 5 ms, and the kernel's
 VmHWM) against the goal of issue 11 (peak < 1.5 × idle + one valid request's size, i.e. one
 ``--size-mb`` message), and the pings' median / p99 / max latency (goal < 50 ms). Each ping is
 two round trips (``hello`` then ``ping``).
 
-What bounds the memory: the server checks the token from the message's first bytes and drops
-the frame without decoding or copying it; but libzmq receives every message whole (it
-allocates the announced size when the frame header arrives and fills it as bytes come) before
-the application sees it, so N peers sending at the same time can hold up to N messages in
-libzmq's buffers at once. This script measures that honestly.
+libzmq receives every message whole (it allocates the announced size when the frame header
+arrives) before the application sees it, so on a bare ROUTER N peers sending at once hold N
+messages in memory. lama-server's token gate (``server/gate.py``) reads only the first 64 KiB
+of each message on loopback endpoints and discards refused ones piecewise; this script shows
+what that leaves.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,17 +81,30 @@ def sender(endpoint: str, payload: zmq.Frame, rounds: int, start: threading.Barr
     sock.connect(endpoint)
     try:
         start.wait()
-        for _ in range(rounds):
+        for _ in range(rounds):  # back to back: the server must take in every byte
             sock.send(payload, copy=False)
-            while sock.poll(120_000):
+        for _ in range(rounds):
+            while sock.poll(300_000):
                 reply = msgpack.unpackb(sock.recv(), raw=False)
                 if "ok" in reply:
                     codes.append(reply.get("error", {}).get("code", "ok"))
                     break
             else:
                 codes.append("no reply")
+        # Stay connected until the last message has left this process (zmq has no signal for
+        # it; the refusal of message N comes once its first bytes arrived): one more ping.
+        sock.send(msgpack.packb({"v": 1, "id": "end", "op": "ping", "token": "x"}))
+        sock.poll(300_000)
     finally:
         sock.close()
+
+
+def _stats(ms: list[float]) -> dict[str, float] | None:
+    if not ms:
+        return None
+    ms = sorted(ms)
+    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)  # noqa: E731
+    return {"n": len(ms), "median": pick(0.5), "p99": pick(0.99), "max": round(ms[-1], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--senders", type=int, default=16)
     p.add_argument("--size-mb", type=float, default=600.0)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--quiet-s", type=float, default=5.0, help="pings before the attack")
     p.add_argument("--model", type=Path, default=TINY)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -112,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pinger = LamaClient(endpoint, token)
             quiet = []
-            for _ in range(30):  # warm the connection; the latency without an attack
+            quiet_end = time.monotonic() + args.quiet_s
+            while time.monotonic() < quiet_end:  # the same pings without an attack: the noise
                 t0 = time.perf_counter()
                 pinger.ping()
                 quiet.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.02)
             time.sleep(0.5)
             idle = rss_kib(proc.pid)
             payload = zmq.Frame(unauthenticated_message(size))
@@ -127,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             for t in threads:
                 t.start()
-            peak, latencies = idle, []
+            peak, latencies, slow = idle, [], []
             stop = threading.Event()
 
             def sample() -> None:
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 pinger.ping()
                 latencies.append((time.perf_counter() - t0) * 1000)
+                slow.extend([(round(time.monotonic() - began, 2), round(latencies[-1], 1))]
+                            if latencies[-1] > 20 else [])  # fmt: skip
                 time.sleep(0.02)
             elapsed = time.monotonic() - began
             stop.set()
@@ -162,13 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         "idle_rss_mib": round(idle / 1024, 1), "peak_rss_mib": round(peak / 1024, 1),
         "vm_hwm_mib": round(hwm / 1024, 1), "budget_mib": round(budget / 1024, 1),
         "rss_goal_met": peak < budget,
-        "ping_ms_median_without_attack": round(statistics.median(quiet[10:]), 2),
+        "ping_ms_without_attack": _stats(quiet[5:]),
         "pings": len(latencies),
-        "ping_ms_median": round(statistics.median(latencies), 2) if latencies else None,
-        "ping_ms_p99": round(latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
-        "ping_ms_max": round(latencies[-1], 2) if latencies else None,
+        "ping_ms_during_attack": _stats(latencies),
+        "slow_pings_s_ms": slow[:10],  # (seconds into the attack, ms) of pings over 20 ms
     }  # fmt: skip
-    result["ping_goal_met"] = bool(latencies) and result["ping_ms_max"] < 50
+    result["ping_goal_met"] = bool(latencies) and latencies[-1] < 50
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

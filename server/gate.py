@@ -43,6 +43,9 @@ MAX_PENDING = 4 << 20  # stop reading a side while this much waits to be written
 MAX_COMMAND = 65536
 MAX_CONNECTIONS = 512
 HANDSHAKE_IDLE_S = 30.0  # a peer that never sends an accepted message is dropped after this
+#: Bytes per second the gate reads, over all connections, to throw refused messages away: an
+#: unauthenticated sender gets CPU time for no more than this, and waits (TCP) for the rest.
+DISCARD_RATE = 256 << 20
 _MORE, _LONG, _COMMAND = 0x01, 0x02, 0x04
 _BUFFERED = ("greeting", "ready-header", "ready-body", "header", "command", "prefix")
 
@@ -86,6 +89,9 @@ class TokenGate:
         self._conns: dict[socket.socket, _Conn] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lama-gate", daemon=True)
+        self._discard_budget = float(CHUNK)
+        self._refilled = time.monotonic()
+        self._scratch = bytearray(CHUNK)
 
     def start(self) -> None:
         self._thread.start()
@@ -128,6 +134,7 @@ class TokenGate:
                         self._update_interest(conn)
                     except (OSError, LamaError, _Closed):
                         self._close(conn)
+                self._refill_discard_budget()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + 1.0
                     self._prune()
@@ -138,6 +145,18 @@ class TokenGate:
             self.listener.close()
             if self.endpoint.startswith("ipc://"):
                 Path(self.endpoint[len("ipc://") :]).unlink(missing_ok=True)
+
+    def _refill_discard_budget(self) -> None:
+        now = time.monotonic()
+        was_empty = self._discard_budget < 1
+        self._discard_budget = min(
+            self._discard_budget + (now - self._refilled) * DISCARD_RATE, float(4 * CHUNK)
+        )
+        self._refilled = now
+        if was_empty and self._discard_budget >= 1:
+            for conn in list(self._conns.values()):
+                if conn.state == "discard":
+                    self._update_interest(conn)
 
     def _accept(self) -> None:
         try:
@@ -181,7 +200,8 @@ class TokenGate:
             self._close(conn)
             return
         events = selectors.EVENT_WRITE if conn.to_client else 0
-        if len(conn.to_up) < MAX_PENDING and not conn.closing:
+        throttled = conn.state == "discard" and self._discard_budget < 1
+        if len(conn.to_up) < MAX_PENDING and not conn.closing and not throttled:
             events |= selectors.EVENT_READ
         self._interest(conn.sock, events, conn)
         if conn.up is not None:
@@ -211,15 +231,26 @@ class TokenGate:
     def _read_client(self, conn: _Conn) -> None:
         if len(conn.to_up) >= MAX_PENDING or conn.closing:
             return
-        if conn.state in ("body", "discard"):
-            data = conn.sock.recv(min(conn.remaining, CHUNK if conn.state == "body" else 65536))
+        if conn.state == "discard":
+            if self._discard_budget < 1:
+                return
+            want = int(min(conn.remaining, CHUNK, self._discard_budget))
+            count = conn.sock.recv_into(self._scratch, want)
+            if not count:
+                raise _Closed
+            self._discard_budget -= count
+            conn.remaining -= count
+            if conn.remaining == 0:
+                self._frame_done(conn)
+            return
+        if conn.state == "body":
+            data = conn.sock.recv(min(conn.remaining, CHUNK))
             if not data:
                 raise _Closed
             conn.last_active = time.monotonic()
             conn.remaining -= len(data)
-            if conn.state == "body":
-                conn.to_up += data
-                _flush(conn.up.sock, conn.to_up)
+            conn.to_up += data
+            _flush(conn.up.sock, conn.to_up)
             if conn.remaining == 0:
                 self._frame_done(conn)
             return
