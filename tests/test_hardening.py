@@ -422,3 +422,47 @@ def test_ping_without_server_key_says_the_key_is_missing(server_factory, capsys)
     server = server_factory("--no-warmup", "--allow-remote", "--listen", "tcp://0.0.0.0:*")
     assert main(["ping", f"tcp://127.0.0.1:{server.port}", "--timeout", "2"]) == 1
     assert "--server-key" in capsys.readouterr().err
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_unauthenticated_large_messages_cost_the_server_no_memory(server_factory):
+    server = server_factory("--no-warmup")
+    pid = server.proc.pid
+    before = _vm_kib(pid, "VmHWM")
+    head = msgpack.packb({"v": 1, "id": "big", "op": "inpaint", "token": "wrong"})
+    n = 120_000_000
+    body = b"\x85" + head[1:] + msgpack.packb("image") + b"\xc6" + n.to_bytes(4, "big")
+    payload = zmq.Frame(body + bytes(n))
+    socks = [_raw_dealer(server.endpoint) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.send(payload, copy=False)
+        for sock in socks:
+            assert _final_reply(sock)[0]["error"]["code"] == "unauthorized"
+        for sock in socks:  # a second message after the first one was read to its end
+            sock.send(msgpack.packb({"v": 1, "id": "p", "op": "ping", "token": server.token}))
+            assert _final_reply(sock, timeout=30)[0]["pong"] is True
+    finally:
+        for sock in socks:
+            sock.close()
+    grown_mib = (_vm_kib(pid, "VmHWM") - before) / 1024
+    assert grown_mib < 48, f"peak RSS grew by {grown_mib:.0f} MiB for 3 refused 120 MB messages"
+
+
+@pytest.mark.parametrize("use_pyzmq", [False, True], ids=["stdlib", "pyzmq"])
+def test_large_authenticated_request_passes_the_gate_intact(running_server, use_pyzmq):
+    w, h = 640, 512  # 1.3 MB of pixels: many gate reads
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[100:140, 200:260] = 255
+    with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=use_pyzmq) as c:
+        out = c.inpaint(ImageData(w, h, "RGBA8", pixels.tobytes()), mask.tobytes())
+    result = np.frombuffer(out.data, np.uint8).reshape(h, w, 4)
+    assert (out.width, out.height) == (w, h)
+    np.testing.assert_array_equal(result[:50], pixels[:50])  # far from the hole: untouched
