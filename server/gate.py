@@ -312,7 +312,12 @@ class TokenGate:
         elif conn.state == "prefix":
             prefix = bytes(conn.buf[: conn.need])
             del conn.buf[: conn.need]
-            refusal = protocol.screen(prefix, conn.size, self.authorized, self.limits)
+            if conn.flags & _MORE:  # later frames would pass unchecked: refuse the message
+                refusal = protocol.ProtocolError(
+                    "bad_request", "a request is one frame; this message has several"
+                )
+            else:
+                refusal = protocol.screen(prefix, conn.size, self.authorized, self.limits)
             if refusal is None:
                 self._connect_upstream(conn)
                 conn.trusted = True

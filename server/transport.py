@@ -4,7 +4,10 @@ The owner thread reads requests, answers the cheap ops (``ping``, ``info``, ``ca
 ``hello``) itself, queues ``inpaint`` jobs, and forwards whatever the worker thread pushes
 through an inproc PUSH/PULL pair. No other thread touches the ROUTER socket.
 
-Frames are received without copying and the token is checked before pixel data is read
+On loopback endpoints clients reach the ROUTER only through the token gate
+(:mod:`~lama_server.gate`), which checks each message's token from its first bytes, so
+unauthenticated data never reaches libzmq; the ROUTER then listens in a private folder.
+Frames are received without copying and the token is checked again before pixel data is read
 (:func:`protocol.decode`). Replies go out with ``ROUTER_MANDATORY``: a send to a client that
 has disconnected fails with ``EHOSTUNREACH``, which is how the server learns it left (the
 ``ROUTER_NOTIFY`` option is a libzmq draft API, absent from the pyzmq wheels): its queued jobs

@@ -430,7 +430,8 @@ def _vm_kib(pid: int, field: str) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_unauthenticated_large_messages_cost_the_server_no_memory(server_factory):
+@pytest.mark.parametrize("frames", ["one", "behind-an-empty-frame"])
+def test_unauthenticated_large_messages_cost_the_server_no_memory(server_factory, frames):
     server = server_factory("--no-warmup")
     pid = server.proc.pid
     before = _vm_kib(pid, "VmHWM")
@@ -441,9 +442,11 @@ def test_unauthenticated_large_messages_cost_the_server_no_memory(server_factory
     socks = [_raw_dealer(server.endpoint) for _ in range(3)]
     try:
         for sock in socks:
-            sock.send(payload, copy=False)
+            parts = [payload] if frames == "one" else [b"", payload]
+            sock.send_multipart(parts, copy=False)
         for sock in socks:
-            assert _final_reply(sock)[0]["error"]["code"] == "unauthorized"
+            code = _final_reply(sock)[0]["error"]["code"]
+            assert code == ("unauthorized" if frames == "one" else "bad_request")
         for sock in socks:  # a second message after the first one was read to its end
             sock.send(msgpack.packb({"v": 1, "id": "p", "op": "ping", "token": server.token}))
             assert _final_reply(sock, timeout=30)[0]["pong"] is True
