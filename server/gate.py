@@ -134,6 +134,9 @@ class TokenGate:
                         self._update_interest(conn)
                     except (OSError, LamaError, _Closed):
                         self._close(conn)
+                    except Exception:  # a bug must cost one connection, never the gate
+                        log.exception("gate: unexpected error; closing that connection")
+                        self._close(conn)
                 self._refill_discard_budget()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + 1.0
