@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -281,6 +282,9 @@ def refine(
             f"and {tuple(mask.shape)}"
         )
     report = progress or (lambda _f, _s: None)
+    if not bool((mask > 0).any()):  # nothing to fill: the input, untouched
+        report(1.0, "refine")
+        return RefineResult(image=image.detach().float().clone())
     device = next(generator.parameters()).device
     dtype = _autocast_dtype(options.precision, device)
     full_h, full_w = image.shape[-2:]
@@ -330,7 +334,7 @@ def _pyramid(
     with torch.no_grad():
         if tuple(image.shape[-2:]) != size:
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-            mask = (F.interpolate(mask, size=size, mode="bilinear", align_corners=False) > EPS)
+            mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False) > EPS
             mask = mask.float()
         levels = [(image, mask)]
         for _ in range(len(sizes) - 1):
@@ -467,6 +471,27 @@ def _frozen(generator: nn.Module) -> Iterator[None]:
         generator.train(was_training)
 
 
+def refine_window(
+    model: nn.Module,
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    options: RefineOptions = RefineOptions(),  # noqa: B008 - frozen dataclass
+    progress: ProgressFn | None = None,
+) -> np.ndarray | None:
+    """Refined fill of one window of the inpainting pipeline, ``H×W×3`` float32.
+
+    ``rgb``: ``H×W×3`` float32 in [0, 1]; ``hole``: ``H×W`` bool. Returns None for a window
+    too small to refine (under twice ``modulo`` on a side; the plain forward does those).
+    """
+    h, w = hole.shape
+    if min(h, w) < 2 * options.modulo:
+        return None
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+    mask = torch.from_numpy(hole.astype(np.float32))[None, None]
+    result = refine(model, image, mask, options, progress)
+    return result.image[0].permute(1, 2, 0).float().cpu().numpy()
+
+
 __all__ = [
     "RefineError",
     "RefineOptions",
@@ -481,4 +506,5 @@ __all__ = [
     "pyrdown_mask",
     "refinable_generator",
     "refine",
+    "refine_window",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lama_model.inpaint import InpaintOptions, inpaint
+from lama_model.refine import RefineError, refinable_generator
 
 from . import protocol
 from .pixel_formats import FORMATS, array_to_wire, wire_to_array
@@ -45,6 +46,12 @@ class Worker:
         self.precision = precision
         self.backend = backend
         self.path = path or precision  # the inference path in words, e.g. "fp32+fused"
+        self.refine_error = _refine_error(model)  # None when refinement is available
+
+    @property
+    def refine_available(self) -> bool:
+        """Whether ``options.refine`` can be honoured (the eager generator is at hand)."""
+        return self.refine_error is None
 
     @property
     def device(self) -> torch.device:
@@ -74,9 +81,12 @@ class Worker:
             image = wire_to_array(req.format, req.width, req.height, req.image_data)
             mask = np.frombuffer(req.mask_data, dtype=np.uint8).reshape(req.height, req.width)
             opts = req.options
+            if opts.refine and self.refine_error:
+                return protocol.error_reply("bad_request", self.refine_error, req.id)
             options = InpaintOptions(
-                mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy
-            )
+                mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy,
+                refine=opts.refine,
+            )  # fmt: skip
             result = self._inpaint_with_oom_fallback(image, mask, options, progress)
             out = (
                 layer_pixels(result.image, result.alpha, req.format)
@@ -99,9 +109,10 @@ class Worker:
             return protocol.error_reply("internal", "internal error while inpainting", req.id)
         model_ms = _ms(started)
         log.info(
-            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s: %.0f ms, queued %.0f",
+            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s refine=%s: %.0f ms, "
+            "queued %.0f",
             req.id, req.width, req.height, req.format, opts.strategy, opts.mask_grow,
-            opts.feather, opts.output, model_ms, queue_ms,
+            opts.feather, opts.output, opts.refine, model_ms, queue_ms,
         )  # fmt: skip
         timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
                   "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
@@ -113,12 +124,23 @@ class Worker:
             return inpaint(self.model, image, mask, options, progress)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            log.warning("out of GPU memory; retrying with the resize strategy at 512 px")
+            log.warning(
+                "out of GPU memory; retrying with the resize strategy at 512 px"
+                + (", without refinement" if options.refine else "")
+            )
             cheaper = InpaintOptions(
                 mask_grow=options.mask_grow, feather=options.feather, strategy="resize",
                 resize_limit=512,
             )  # fmt: skip
             return inpaint(self.model, image, mask, cheaper, progress)
+
+
+def _refine_error(model: torch.nn.Module) -> str | None:
+    try:
+        refinable_generator(model)
+    except RefineError as exc:
+        return str(exc)
+    return None
 
 
 def layer_pixels(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:
