@@ -353,3 +353,14 @@ def test_torchscript_server_refuses_refine_and_says_why(server_factory, golden_d
     _send(dealer, server, **_inpaint_fields(64, 48, refine=True))
     reply = _final(dealer)
     assert reply["error"]["code"] == "bad_request" and "TorchScript" in reply["error"]["message"]
+
+
+def test_krita_setting_is_remembered_and_sent_only_when_on():
+    from test_krita_core import core  # the plug-in core, loaded without Krita
+
+    stored: dict[str, str] = {}
+    core.Settings(refine=True).save(stored.__setitem__)
+    loaded = core.Settings.load(lambda k, d: stored.get(k, d))
+    assert loaded.refine is True and loaded.request_options()["refine"] is True
+    assert "refine" not in core.Settings().request_options()  # v1 servers without it still work
+    assert core.Settings.load(lambda k, d: {"refine": "maybe"}.get(k, d)).refine is False

@@ -102,6 +102,10 @@ class LamaInpaint(Gimp.PlugIn):
         proc.add_boolean_argument("sample-merged", "Sample merged",
                                   "Use the visible image instead of the drawable alone",
                                   False, flags)
+        # Last, so scripts written before it keep their argument order.
+        proc.add_boolean_argument("refine", "Refine (sharper, slower)",
+                                  "High-resolution refinement of large fills; several times "
+                                  "slower, needs a server whose model can refine", False, flags)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -159,6 +163,8 @@ class LamaInpaint(Gimp.PlugIn):
             raise Failure("The selection is empty here.", Gimp.PDBStatusType.CALLING_ERROR)
         options = {"mask_grow": config.get_property("mask-grow"),
                    "feather": config.get_property("feather"), "output": "layer"}
+        if config.get_property("refine"):  # only sent when on: older servers reject the key
+            options["refine"] = True
         Gimp.progress_init("LaMa inpainting…")
         try:
             with lama_client.LamaClient(config.get_property("endpoint")) as client:

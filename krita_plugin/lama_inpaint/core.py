@@ -47,6 +47,7 @@ class Settings:
     feather: int = 4
     margin: int = 0  # 0 = automatic: max(128 px, half the selection's size)
     visible: bool = False  # read the visible image instead of the active layer
+    refine: bool = False  # high-resolution refinement on the server: sharper, slower
 
     @classmethod
     def load(cls, read) -> Settings:
@@ -67,6 +68,7 @@ class Settings:
             feather=number("feather", base.feather, 64),
             margin=number("margin", base.margin, 4096),
             visible=str(read("visible", "false")).lower() == "true",
+            refine=str(read("refine", "false")).lower() == "true",
         )
 
     def save(self, write) -> None:
@@ -76,9 +78,13 @@ class Settings:
         write("feather", str(self.feather))
         write("margin", str(self.margin))
         write("visible", "true" if self.visible else "false")
+        write("refine", "true" if self.refine else "false")
 
     def request_options(self) -> dict:
-        return {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}
+        options = {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}
+        if self.refine:  # only sent when on: servers without refinement reject the key
+            options["refine"] = True
+        return options
 
 
 def context_window(selection: Rect, bounds: Rect, margin: int = 0) -> Rect:

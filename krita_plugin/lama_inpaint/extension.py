@@ -111,11 +111,15 @@ class LamaExtension(Extension):
         margin.setSpecialValueText("automatic")
         visible = QCheckBox("Use the visible image instead of the active layer")
         visible.setChecked(current.visible)
+        refine = QCheckBox("Refine (sharper, slower)")
+        refine.setChecked(current.refine)
+        refine.setToolTip("High-resolution refinement of large fills; several times slower")
         form.addRow("Server endpoint", endpoint)
         form.addRow("Grow mask by", grow)
         form.addRow("Feather", feather)
         form.addRow("Context margin", margin)
         form.addRow(visible)
+        form.addRow(refine)
         buttons = QDialogButtonBox(BOX_OK | BOX_CANCEL)
         buttons.accepted.connect(dialog.accept)
         buttons.rejected.connect(dialog.reject)
@@ -124,7 +128,7 @@ class LamaExtension(Extension):
             return
         k = Krita.instance()
         core.Settings(endpoint.text().strip(), grow.value(), feather.value(), margin.value(),
-                      visible.isChecked()).save(
+                      visible.isChecked(), refine.isChecked()).save(
             lambda key, value: k.writeSetting(core.SETTINGS_GROUP, key, value))  # fmt: skip
 
     # -- remove object -------------------------------------------------------------------
