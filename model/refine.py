@@ -291,8 +291,9 @@ def refine(
     sizes = pyramid_sizes(full_h, full_w, options)
     if min(sizes[0]) < 2 * options.modulo:
         raise RefineError(f"image of {full_w}×{full_h} is too small to refine")
-    image = image.detach().to(device=device, dtype=torch.float32)
-    mask = mask.detach().to(device=device, dtype=torch.float32)
+    with torch.inference_mode(False):  # inputs made under inference_mode cannot join autograd
+        image = _plain_tensor(image.detach().to(device=device, dtype=torch.float32))
+        mask = _plain_tensor(mask.detach().to(device=device, dtype=torch.float32))
     front, blocks, tail = split_generator(generator)
     total = 1 + (len(sizes) - 1) * options.n_iters
     done = 0
@@ -358,7 +359,9 @@ def _refine_level(
     """One pyramid level (padded image and 0/1 mask): the filled image and the losses."""
     h, w = size
     device_type = image.device.type
-    autocast = torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    autocast = (
+        torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    )
     with torch.no_grad(), autocast:
         features = front(torch.cat([image * (1 - mask), mask], dim=1))
     # The optimised variables: float32 leaves even under autocast (Adam's state stays exact).
@@ -441,6 +444,10 @@ def _upsize_into(image: torch.Tensor, mask: torch.Tensor, small: torch.Tensor) -
     big = F.interpolate(small, size=image.shape[-2:], mode="bicubic", align_corners=False)
     hole = (mask > 0).float()
     return hole * big.clamp(0, 1) + (1 - hole) * image
+
+
+def _plain_tensor(t: torch.Tensor) -> torch.Tensor:
+    return t.clone() if t.is_inference() else t
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
