@@ -6,15 +6,14 @@ import json
 import time
 import uuid
 
-import msgpack
 import numpy as np
 import pytest
 import torch
-import zmq
 from PIL import Image
 
-from lama_model.checkpoint import load_model
+from lama_model.checkpoint import LamaModel, load_model
 from lama_model.fast import optimize
+from lama_model.generator import build_generator
 from lama_model.inpaint import InpaintOptions, inpaint
 from lama_model.precision import psnr
 from lama_model.refine import (
@@ -265,9 +264,12 @@ def test_lama_inpaint_refine_flag(tiny_model_dir, tmp_path):
 
 
 # --- through a real server --------------------------------------------------------------------
+# (pyzmq and msgpack imported here only: the GPU machine runs the CUDA test without them)
 
 
 def _send(sock, server, **fields) -> str:
+    import msgpack
+
     rid = uuid.uuid4().hex
     msg = {"v": 1, "id": rid, "token": server.token, **fields}
     sock.send(msgpack.packb(msg, use_bin_type=True))
@@ -275,6 +277,8 @@ def _send(sock, server, **fields) -> str:
 
 
 def _recv(sock, timeout: float = 60.0) -> dict:
+    import msgpack
+
     assert sock.poll(int(timeout * 1000)), "no reply"
     return msgpack.unpackb(sock.recv(), raw=False)
 
@@ -296,6 +300,8 @@ def _inpaint_fields(w: int, h: int, **options) -> dict:
 
 @pytest.fixture
 def dealer():
+    import zmq
+
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     yield sock
@@ -364,3 +370,37 @@ def test_krita_setting_is_remembered_and_sent_only_when_on():
     assert loaded.refine is True and loaded.request_options()["refine"] is True
     assert "refine" not in core.Settings().request_options()  # v1 servers without it still work
     assert core.Settings.load(lambda k, d: {"refine": "maybe"}.get(k, d)).refine is False
+
+
+# --- on a GPU -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_refines_1_8_megapixels_of_big_lama_within_8_gb_and_3_5_s():
+    """The issue's budget: Big LaMa shape, 1536×1152, official settings, bf16 with float32 FFTs."""
+    torch.manual_seed(0)
+    model = LamaModel(build_generator("big-lama").cuda(), name="big-lama-random")
+    h, w = 1152, 1536
+    y, x = torch.linspace(0, 1, h)[:, None], torch.linspace(0, 1, w)[None, :]
+    image = torch.stack([0.5 + 0.4 * torch.sin(6 * x + 2 * y), 0.5 + 0.3 * torch.cos(9 * y) * x,
+                         0.4 + 0.2 * torch.sin(40 * x) * torch.sin(30 * y)])[None]  # fmt: skip
+    mask = torch.zeros(1, 1, h, w)
+    mask[..., 350:800, 450:1100] = 1
+    refine(model, image, mask, RefineOptions(n_iters=2))  # warm-up: cuDNN picks algorithms
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fast = refine(model, image, mask)  # auto: bf16 autocast
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated()
+    assert fast.sizes == [(576, 768), (1152, 1536)]
+    assert torch.isfinite(fast.image).all()
+    assert peak <= 8 * 1024**3, f"peak {peak / 1024**3:.2f} GiB"
+    assert seconds <= 3.5, f"{seconds:.2f} s"
+    exact = refine(model, image, mask, RefineOptions(precision="fp32"))
+    hole = mask.bool().expand_as(image)
+    photo = image[hole]
+    fast_db = psnr(fast.image.cpu()[hole], photo)
+    exact_db = psnr(exact.image.cpu()[hole], photo)
+    assert abs(fast_db - exact_db) <= 1.0, (fast_db, exact_db)
