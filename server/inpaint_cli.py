@@ -193,7 +193,8 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
     from . import client as lama_client
     from .pixel_formats import array_to_wire, format_for_array, wire_to_array
 
-    conn = lama_client.LamaClient(endpoint)
+    # Refinement may run for many minutes on a CPU server: wait longer for the whole request.
+    conn = lama_client.LamaClient(endpoint, **({"timeout": 3600.0} if options.refine else {}))
     wire_options = {
         "mask_grow": options.mask_grow,
         "feather": options.feather,

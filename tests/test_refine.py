@@ -159,6 +159,15 @@ def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_p
     assert inpaint_cli.main(argv) == inpaint_cli.EXIT_BAD_INPUT
 
 
+def test_fused_generator_without_its_source_cannot_refine(tiny_model_dir):
+    from lama_model.fused import fuse_generator
+
+    fused_only = LamaModel(fuse_generator(load_model(tiny_model_dir).generator), name="fused")
+    with pytest.raises(RefineError, match="eager PyTorch generator") as info:
+        refinable_generator(fused_only)
+    assert "\n" not in str(info.value)
+
+
 def test_served_fused_model_refines_with_its_source_generator(tiny_model_dir):
     plain = load_model(tiny_model_dir)
     fast = optimize(load_model(tiny_model_dir), "cpu", precision="fp32")
@@ -368,6 +377,8 @@ def test_krita_setting_is_remembered_and_sent_only_when_on():
     core.Settings(refine=True).save(stored.__setitem__)
     loaded = core.Settings.load(lambda k, d: stored.get(k, d))
     assert loaded.refine is True and loaded.request_options()["refine"] is True
+    assert loaded.client_options()["timeout"] >= 3600  # minutes of CPU refinement
+    assert core.Settings().client_options() == {}
     assert "refine" not in core.Settings().request_options()  # v1 servers without it still work
     assert core.Settings.load(lambda k, d: {"refine": "maybe"}.get(k, d)).refine is False
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 LAYER_NAME = "LaMa: removed"
 SETTINGS_GROUP = "lama_inpaint"
 MIN_AUTO_MARGIN = 128
+REFINE_TIMEOUT_S = 3600.0  # a refinement may run for many minutes on a CPU server
 
 # Krita stores 8- and 16-bit integer RGBA as BGRA in memory, floats as RGBA.
 WIRE_FORMATS = {("RGBA", "U8"): "BGRA8", ("RGBA", "U16"): "BGRA16", ("RGBA", "F32"): "RGBAF32"}
@@ -79,6 +80,10 @@ class Settings:
         write("margin", str(self.margin))
         write("visible", "true" if self.visible else "false")
         write("refine", "true" if self.refine else "false")
+
+    def client_options(self) -> dict:
+        """Keyword arguments for ``LamaClient``: refinement may run for many minutes on a CPU."""
+        return {"timeout": REFINE_TIMEOUT_S} if self.refine else {}
 
     def request_options(self) -> dict:
         options = {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}

@@ -57,7 +57,8 @@ class _Request:
 
     def run(self) -> None:
         try:
-            with lama_client.LamaClient(self.settings.endpoint) as client:
+            client_options = self.settings.client_options()
+            with lama_client.LamaClient(self.settings.endpoint, **client_options) as client:
                 job = self.job
                 image = lama_client.ImageData(job.window.w, job.window.h, job.format, job.pixels)
                 reply = client.inpaint(image, job.mask, job.options, self._on_progress, self.cancel)
