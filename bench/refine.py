@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--min-side", type=int, default=512, help="pyramid rule (official 512)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--no-checkpoint", action="store_true", help="keep all activations")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC activations")
     parser.add_argument("--compare-fp32", action="store_true", help="also refine in float32")
     parser.add_argument("--hole", type=float, default=0.4, help="hole side / image side")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch default)")
@@ -138,6 +139,7 @@ def main() -> None:
         min_side=args.min_side,
         precision=args.precision,
         checkpoint=not args.no_checkpoint,
+        channels_last=args.channels_last,
     )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.preset} shape (random weights) on {device} ({name}), torch {torch.__version__}"

@@ -61,7 +61,9 @@ class RefineOptions:
     - ``px_budget``: larger inputs are refined downsized to this many pixels;
     - ``modulo``: each level is reflect-padded to a multiple of this;
     - ``precision``: ``auto`` = bf16 autocast on CUDA when supported, else float32;
-    - ``checkpoint``: recompute the residual blocks in the backward pass (memory).
+    - ``checkpoint``: recompute the residual blocks in the backward pass (memory);
+    - ``channels_last``: run the convolutions on NHWC activations (weights untouched; may be
+      faster with tensor cores: measure with ``bench/refine.py --channels-last``).
     """
 
     n_iters: int = 15
@@ -72,6 +74,7 @@ class RefineOptions:
     modulo: int = 8
     precision: str = "auto"
     checkpoint: bool = True
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_iters", "min_side", "max_scales", "px_budget", "modulo"):
@@ -362,8 +365,12 @@ def _refine_level(
     autocast = (
         torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     )
+    inputs = torch.cat([image * (1 - mask), mask], dim=1)
+    if options.channels_last:  # convolutions keep the layout of their input
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), autocast:
-        features = front(torch.cat([image * (1 - mask), mask], dim=1))
+        features = front(inputs)
+    del inputs
     # The optimised variables: float32 leaves even under autocast (Adam's state stays exact).
     features = tuple(
         f.detach().float().requires_grad_(reference is not None) if torch.is_tensor(f) else f

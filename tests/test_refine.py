@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -180,6 +181,18 @@ def test_served_fused_model_refines_with_its_source_generator(tiny_model_dir):
     got = refine(fast, image, mask, QUICK)
     torch.testing.assert_close(got.image, expected.image, atol=1e-5, rtol=0)
     assert got.losses[0] == pytest.approx(expected.losses[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("variant", [{"channels_last": True}, {"checkpoint": False}])
+def test_memory_layout_and_checkpointing_do_not_change_the_result(tiny_model_dir, variant):
+    model = load_model(tiny_model_dir)
+    image = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros(1, 1, 96, 96)
+    mask[..., 20:70, 30:80] = 1
+    expected = refine(model, image, mask, QUICK)
+    got = refine(model, image, mask, dataclasses.replace(QUICK, **variant))
+    torch.testing.assert_close(got.image, expected.image, atol=1e-5, rtol=0)
+    assert got.losses[0] == pytest.approx(expected.losses[0], rel=1e-5)
 
 
 def test_refinement_leaves_the_generator_as_it_was(tiny_model_dir):
