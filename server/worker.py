@@ -124,10 +124,7 @@ class Worker:
             return inpaint(self.model, image, mask, options, progress)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            log.warning(
-                "out of GPU memory; retrying with the resize strategy at 512 px"
-                + (", without refinement" if options.refine else "")
-            )
+            log.warning("out of GPU memory; retrying with the resize strategy at 512 px")
             cheaper = InpaintOptions(
                 mask_grow=options.mask_grow, feather=options.feather, strategy="resize",
                 resize_limit=512,
