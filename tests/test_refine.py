@@ -72,6 +72,22 @@ def test_refinement_matches_the_official_run(refine_fixtures_dir, official_run):
     )
 
 
+def test_inpaint_pipeline_with_refine_is_the_official_refinement(
+    refine_fixtures_dir, tiny_model_dir
+):
+    """``lama-inpaint --refine --mask-grow 0 --feather 0 --strategy original`` in float."""
+    image, mask = _fixture_inputs(refine_fixtures_dir)
+    pixels = image[0].permute(1, 2, 0).numpy()
+    hole = mask[0, 0].numpy() > 0  # the official composite binarises the mask too
+    options = InpaintOptions(mask_grow=0, feather=0, strategy="original", refine=True)
+    result = inpaint(load_model(tiny_model_dir), pixels, hole, options).image
+    values = json.loads((refine_fixtures_dir / "values.json").read_text())
+    (r0, r1), (c0, c1) = values["crop_rows"], values["crop_cols"]
+    expected = np.load(refine_fixtures_dir / "expected_crop.npy")
+    np.testing.assert_allclose(result[r0:r1, c0:c1], expected, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(result[~hole], pixels[~hole])
+
+
 def test_progress_is_monotone_and_ends_at_one(official_run):
     _, _, fractions = official_run
     assert len(fractions) == 1 + 15  # the coarse forward, then every fine iteration
