@@ -155,6 +155,8 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
                 "a lama-server picks its own (see lama-server --help)"
             )
         return _remote_inpainter(args.server, options)
+    if args.refine and args.backend != "torch":  # before a slow export, not after
+        raise BadInput("--refine needs the torch backend (it runs a backward pass)")
     return _local_inpainter(args, options)
 
 

@@ -159,7 +159,7 @@ def test_refine_with_an_empty_mask_returns_the_input_unchanged(tiny_model_dir):
     assert torch.equal(out, image_t)
 
 
-def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_path):
+def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_path, capsys):
     scripted = load_model(golden_dir / "tiny-lama.pt")
     with pytest.raises(RefineError, match="TorchScript") as info:
         refine(scripted, torch.rand(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
@@ -174,6 +174,11 @@ def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_p
             "--model", str(golden_dir / "tiny-lama.pt"), "--device", "cpu", "--refine",
             "--precision", "fp32"]  # fmt: skip
     assert inpaint_cli.main(argv) == inpaint_cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TorchScript" in err
+    onnx = [*argv[:4], "--model", str(golden_dir / "tiny-lama"), "--backend", "onnxruntime",
+            "--refine"]  # fmt: skip
+    assert inpaint_cli.main(onnx) == inpaint_cli.EXIT_BAD_INPUT
 
 
 def test_fused_generator_without_its_source_cannot_refine(tiny_model_dir):
