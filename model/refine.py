@@ -19,17 +19,17 @@ float32 the result matches the official code to float rounding (``tests/test_ref
 Unlike the official code, which keeps every activation of 15 forwards alive and breaks in
 half precision, memory here is bounded: the residual blocks are recomputed in the backward
 pass (activation checkpointing), bf16 autocast on CUDA (the Fourier transforms stay float32,
-see :class:`lama_model.ffc.FourierUnit`), the weights are frozen (no weight gradients), the
-last forward runs without a graph, and each pyramid level is dropped once used. Above
-``px_budget`` pixels the official code returns a downsized image; here the fill is upsized
-back (bicubic) and only the hole is replaced.
+see :class:`lama_model.ffc.FourierUnit`), only the features are differentiated (no weight
+gradients; the model is never modified), the last forward runs without a graph, and each
+pyramid level is dropped once used. Above ``px_budget`` pixels the official code returns a
+downsized image; here the fill is upsized back (bicubic) and only the hole is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -279,6 +279,8 @@ def refine(
     between iterations (cancellation). Raises :class:`RefineError` for a model that cannot.
     """
     generator = refinable_generator(model)
+    if generator.training:
+        raise RefineError("refinement needs the generator in eval mode (BatchNorm statistics)")
     if image.dim() != 4 or image.shape[:2] != (1, 3) or mask.shape != (1, 1, *image.shape[2:]):
         raise RefineError(
             f"refine takes image (1, 3, H, W) and mask (1, 1, H, W), not {tuple(image.shape)} "
@@ -307,7 +309,7 @@ def refine(
         report(done / total, "refine")
 
     result = RefineResult(image=image, sizes=sizes)
-    with _frozen(generator), torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
         levels = _pyramid(image, mask, sizes)
         reference: torch.Tensor | None = None
         while levels:
@@ -408,8 +410,10 @@ def _refine_level(
             loss = _l1_loss(pred, image, known, n_known, reference, target, n_target, size)
         losses.append(float(loss.detach()))
         if not last:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # Gradients for the features only: the weights get none (the engine skips their
+            # gradient kernels) and the shared model is never modified, even across threads.
+            for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
+                param.grad = grad
             optimizer.step()
             del loss, pred
         step()
@@ -467,22 +471,6 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" and device.type == "cpu":
         raise RefineError("refine precision fp16 needs a GPU; on CPU use fp32 or bf16")
     return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-@contextlib.contextmanager
-def _frozen(generator: nn.Module) -> Iterator[None]:
-    """No weight gradients during refinement (the official model is frozen), restored after."""
-    flags = [(p, p.requires_grad) for p in generator.parameters()]
-    was_training = generator.training
-    generator.eval()  # BatchNorm uses its running statistics
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        generator.train(was_training)
 
 
 def refine_window(

@@ -227,6 +227,9 @@ def test_refinement_leaves_the_generator_as_it_was(tiny_model_dir):
     assert not model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+    model.train()
+    with pytest.raises(RefineError, match="eval mode"):
+        refine(model, torch.rand(1, 3, 64, 64), mask, QUICK)
 
 
 def test_cancel_from_progress_stops_between_iterations(tiny_model_dir):
@@ -244,7 +247,7 @@ def test_cancel_from_progress_stops_between_iterations(tiny_model_dir):
         refine(model, torch.rand(1, 3, 64, 64), mask, RefineOptions(n_iters=50, min_side=32),
                progress=progress)  # fmt: skip
     assert len(calls) == 3
-    assert all(p.requires_grad for p in model.parameters())  # restored on the way out
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_crop_strategy_refines_each_window_and_touches_only_the_blend_area(tiny_model_dir):
