@@ -409,7 +409,7 @@ def _refine_level(
         with torch.set_grad_enabled(not last):
             loss = _l1_loss(pred, image, known, n_known, reference, target, n_target, size)
         losses.append(float(loss.detach()))
-        if not last:
+        if not last and loss.requires_grad:  # (no term at all: nothing to optimise)
             # Gradients for the features only: the weights get none (the engine skips their
             # gradient kernels) and the shared model is never modified, even across threads.
             for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
