@@ -33,6 +33,7 @@ from torch import nn
 from .checkpoint import LamaModel
 from .fused import FusedGenerator, fuse_generator
 from .precision import DTYPES, MIN_PSNR_DB, AutocastModel, PrecisionError, quality_guard
+from .refine import keep_source
 
 BACKENDS = ("torch", "onnxruntime")
 MAX_CUDA_GRAPHS = 4  # each graph keeps its activations alive; a few sizes cover a session
@@ -90,8 +91,6 @@ def fused_model(model: nn.Module, winograd: bool | None = None) -> LamaModel:
         name=getattr(model, "name", "model"),
         size_multiple=int(getattr(model, "size_multiple", 8)),
     )
-    from .refine import keep_source  # (local: keeps this module's imports as they were)
-
     keep_source(fused, generator)  # refinement needs the unfused generator's backward
     return fused
 
