@@ -96,15 +96,20 @@ def _vm_hwm() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def timed(device: torch.device, fn: Callable[[], object]) -> tuple[object, float, int]:
-    """(result, seconds, peak bytes) of one call."""
+def timed(device: torch.device, fn: Callable[[], object]) -> tuple[object, float, int, float]:
+    """(result, wall seconds, peak bytes, process CPU seconds) of one call.
+
+    On a shared CPU the wall time depends on the other jobs; the CPU seconds do not (an idle
+    machine with N threads needs about CPU seconds / N).
+    """
     with PeakMemory(device) as peak:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         out = fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    return out, seconds, peak.peak_bytes
+        cpu_seconds = time.process_time() - cpu_start
+    return out, seconds, peak.peak_bytes, cpu_seconds
 
 
 def hole_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
@@ -175,8 +180,8 @@ def bench_size(
     if args.warmup or device.type == "cuda":
         plain()
         refine(model, image, mask, dataclasses.replace(options, n_iters=2))
-    _, row["plain_s"], row["plain_peak_bytes"] = timed(device, plain)
-    result, row["refine_s"], row["refine_peak_bytes"] = timed(
+    _, row["plain_s"], row["plain_peak_bytes"], row["plain_cpu_s"] = timed(device, plain)
+    result, row["refine_s"], row["refine_peak_bytes"], row["refine_cpu_s"] = timed(
         device, lambda: refine(model, image, mask, options)
     )
     refined = result.image.float().cpu()  # type: ignore[attr-defined]
@@ -185,7 +190,7 @@ def bench_size(
     row["finite"] = bool(torch.isfinite(refined).all())
     if args.compare_fp32:
         fp32 = dataclasses.replace(options, precision="fp32")
-        ref, row["fp32_refine_s"], row["fp32_refine_peak_bytes"] = timed(
+        ref, row["fp32_refine_s"], row["fp32_refine_peak_bytes"], _ = timed(
             device, lambda: refine(model, image, mask, fp32)
         )
         ref_image = ref.image.float().cpu()  # type: ignore[attr-defined]
@@ -196,9 +201,12 @@ def bench_size(
 
 def _describe(row: dict) -> str:
     levels = " → ".join(f"{w}x{h}" for h, w in row["levels"])
-    text = (f"{row['size']}: plain forward {row['plain_s']:.2f} s, peak "
-            f"{row['plain_peak_bytes'] / GIB:.2f} GiB | refine ({levels}) {row['refine_s']:.2f} s,"
-            f" peak {row['refine_peak_bytes'] / GIB:.2f} GiB, hole PSNR vs photo "
+    cpu = row["device"] == "cpu"
+    plain_cpu = f" ({row['plain_cpu_s']:.0f} CPU s)" if cpu else ""
+    refine_cpu = f" ({row['refine_cpu_s']:.0f} CPU s)" if cpu else ""
+    text = (f"{row['size']}: plain forward {row['plain_s']:.2f} s{plain_cpu}, peak "
+            f"{row['plain_peak_bytes'] / GIB:.2f} GiB | refine ({levels}) {row['refine_s']:.2f} s"
+            f"{refine_cpu}, peak {row['refine_peak_bytes'] / GIB:.2f} GiB, hole PSNR vs photo "
             f"{row['psnr_hole_vs_photo']:.2f} dB")  # fmt: skip
     if not row["finite"]:
         text += " (NON-FINITE OUTPUT)"
