@@ -139,6 +139,21 @@ def test_pyramid_sizes_follow_the_official_rules(size, levels):
     assert pyramid_sizes(*size, RefineOptions()) == levels
 
 
+def test_above_the_pixel_budget_the_fill_is_refined_downsized_and_pasted_full_size(
+    tiny_model_dir,
+):
+    image = torch.rand(1, 3, 200, 160, generator=torch.Generator().manual_seed(6))
+    mask = torch.zeros(1, 1, 200, 160)
+    mask[..., 60:140, 40:120] = 1
+    options = RefineOptions(n_iters=2, min_side=48, px_budget=100 * 80)
+    result = refine(load_model(tiny_model_dir), image, mask, options)
+    assert result.sizes == [(50, 40), (100, 80)]  # within the budget, then two levels
+    assert result.image.shape == image.shape
+    outside = ~mask.bool().expand_as(image)
+    assert torch.equal(result.image[outside], image[outside])
+    assert not torch.equal(result.image, image)
+
+
 def test_max_scales_caps_the_pyramid():
     # Three levels need a min side of 1449, beyond the default budget (1449² > 1.8 MP).
     big = RefineOptions(px_budget=10**7)
