@@ -62,6 +62,15 @@ def load_for_inference(
             log.info("exporting %s to ONNX (once) at %s", model.name, onnx_file)
         return optimize(model, device, backend="onnxruntime", onnx_path=onnx_file)
     model = load_model(source, device)
+    if device.type == "cuda" and compile:
+        # Compiled in the background per size bucket, served eagerly meanwhile (issue 14).
+        # Without compiling, optimize()'s autocast path was as fast on an H200 at 1024² and
+        # 7 % faster at 2048² (bench/gpu_e2e.py), so it stays the default.
+        from .gpu_fused import gpu_model
+
+        chosen = gpu_model(model, precision, compile)
+        if chosen is not None:
+            return chosen
     return optimize(model, device, precision=precision, compile=compile)
 
 

@@ -126,9 +126,7 @@ def refinable_generator(model: nn.Module) -> FFCResNetGenerator:
     for _ in range(16):  # wrappers nest a few levels deep at most
         if isinstance(node, FFCResNetGenerator):
             return node
-        if not isinstance(node, nn.Module):
-            break
-        source = node.__dict__.get(_SOURCE_ATTR)
+        source = getattr(node, _SOURCE_ATTR, None)
         if source is not None:
             node = source
             continue
@@ -137,9 +135,11 @@ def refinable_generator(model: nn.Module) -> FFCResNetGenerator:
                 "refinement needs the eager PyTorch generator (it runs a backward pass); "
                 "a TorchScript model cannot: load the checkpoint folder or .ckpt instead"
             )
-        inner = getattr(node, "inner", None)  # FastModel, AutocastModel
+        # FastModel, AutocastModel: .inner; LamaModel: .net; the server's lock wrapper
+        # forwards attribute reads to its model.
+        inner = getattr(node, "inner", None)
         if inner is None:
-            inner = getattr(node, "net", None)  # LamaModel
+            inner = getattr(node, "net", None)
         if not isinstance(inner, nn.Module):
             break
         node = inner

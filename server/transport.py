@@ -1,8 +1,9 @@
 """The ZeroMQ side of lama-server: one thread owns the ROUTER socket (pyzmq guide style).
 
 The owner thread reads requests, answers the cheap ops (``ping``, ``info``, ``cancel``) itself,
-queues ``inpaint`` jobs, and forwards whatever the worker thread pushes through an inproc
-PUSH/PULL pair. No other thread touches the ROUTER socket.
+queues ``inpaint`` jobs, and forwards whatever the worker threads (one per device, all fed by
+the one queue, batching same-size requests) push through an inproc PUSH/PULL pair. No other
+thread touches the ROUTER socket.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import zmq
@@ -37,8 +38,11 @@ class ServerConfig:
 class Server:
     """Serve ``worker`` at ``config.endpoint`` until :meth:`stop` is called."""
 
-    def __init__(self, worker: Worker, config: ServerConfig) -> None:
-        self.worker = worker
+    def __init__(self, worker: Worker | Sequence[Worker], config: ServerConfig) -> None:
+        self.workers = [worker] if isinstance(worker, Worker) else list(worker)
+        if not self.workers:
+            raise ValueError("a server needs at least one worker")
+        self.worker = self.workers[0]  # the one whose model/path info reports
         self.config = config
         self.scheduler = Scheduler(config.limits.queue)
         self._stop = threading.Event()
@@ -62,8 +66,14 @@ class Server:
         self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         outbox = self._ctx.socket(zmq.PULL)
         outbox.bind(_OUTBOX)
-        worker_thread = threading.Thread(target=self._worker_loop, name="lama-worker", daemon=True)
-        worker_thread.start()
+        worker_threads = [
+            threading.Thread(
+                target=self._worker_loop, args=(w,), name=f"lama-worker-{i}", daemon=True
+            )
+            for i, w in enumerate(self.workers)
+        ]
+        for thread in worker_threads:
+            thread.start()
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(outbox, zmq.POLLIN)
@@ -80,7 +90,11 @@ class Server:
                             "shutting_down", "the server is shutting down", job.request.id
                         )
                         self._reply(router, job.envelope, refusal)
-                if shutting_down and not self.scheduler.busy and not worker_thread.is_alive():
+                if (
+                    shutting_down
+                    and not self.scheduler.busy
+                    and not any(t.is_alive() for t in worker_threads)
+                ):
                     break
                 events = dict(poller.poll(100))
                 if outbox in events:
@@ -104,7 +118,8 @@ class Server:
                 except zmq.Again:
                     break
         finally:
-            worker_thread.join(timeout=5)
+            for thread in worker_threads:
+                thread.join(timeout=5)
             router.close(linger=2000)
             outbox.close(linger=0)
             self._ctx.term()
@@ -181,11 +196,12 @@ class Server:
                        "max_message_bytes": limits.max_message_bytes, "queue": limits.queue},
             "queue": {"length": len(self.scheduler), "capacity": limits.queue},
             "formats": sorted(FORMATS),
+            "devices": [w.load_info() for w in self.workers],
         }  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
 
-    def _worker_loop(self) -> None:
+    def _worker_loop(self, worker: Worker) -> None:
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(_OUTBOX)
@@ -195,13 +211,17 @@ class Server:
 
         try:
             while True:
-                job = self.scheduler.next_job(timeout=0.2)
-                if job is None:
+                jobs = self.scheduler.next_batch(
+                    timeout=0.2, key=worker.batch_key, max_batch=worker.max_batch,
+                    wait=worker.batch_wait,
+                )  # fmt: skip
+                if not jobs:
                     if self._stop.is_set():
                         return
                     continue
                 try:
-                    emit(job, self.worker.run(job, emit))
+                    for job, reply in zip(jobs, worker.run_batch(jobs, emit), strict=True):
+                        emit(job, reply)
                 finally:
                     self.scheduler.finished()
         finally:

@@ -196,6 +196,19 @@ def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_p
     assert inpaint_cli.main(onnx) == inpaint_cli.EXIT_BAD_INPUT
 
 
+def test_every_served_wrapper_leads_back_to_the_eager_generator(tiny_model_dir):
+    import threading
+
+    from lama_model.gpu_fused import GpuFusedModel
+    from lama_server.worker import SerializedModel
+
+    model = load_model(tiny_model_dir)
+    gpu_layout = GpuFusedModel(model, precision="bf16", bucket=None, cuda_graphs=False)
+    assert refinable_generator(gpu_layout) is model.generator
+    fast = optimize(model, "cpu", precision="fp32")
+    assert refinable_generator(SerializedModel(fast, threading.Lock())) is model.generator
+
+
 def test_fused_generator_without_its_source_cannot_refine(tiny_model_dir):
     from lama_model.fused import fuse_generator
 
