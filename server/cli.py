@@ -96,6 +96,11 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests waiting beyond the running one; more get 'busy'",
     )
+    p.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="load a TorchScript model file: it runs the code it holds, so only trusted files",
+    )
     p.add_argument("--token-file", type=Path, help="token file (default: per-user config folder)")
     p.add_argument(
         "--allow-remote",
@@ -155,8 +160,9 @@ def serve(args: argparse.Namespace) -> int:
         for device in devices:  # one model per device, each served by its own worker
             log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
             model = load_for_inference(
-                args.model, device, args.precision, backend=args.backend, compile=args.compile
-            )
+                args.model, device, args.precision, backend=args.backend, compile=args.compile,
+                allow_torchscript=args.allow_torchscript,
+            )  # fmt: skip
             path = getattr(model, "description", args.precision)
             precision = getattr(model, "precision", "fp32")
             log.info("inference path on %s: %s", device, path)

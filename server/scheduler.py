@@ -30,6 +30,11 @@ class Job:
     def client(self) -> bytes:
         return self.envelope[0]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels this job holds while it waits."""
+        return len(self.request.image_data) + len(self.request.mask_data)
+
 
 BatchKey = Callable[[Request], Hashable | None]
 
@@ -126,6 +131,37 @@ class Scheduler:
                         job.cancelled.set()
                         return job
         return None
+
+    def drop_client(self, client: bytes) -> tuple[list[Job], list[Job]]:
+        """A client left: remove its queued jobs and flag its running ones as cancelled.
+
+        Returns (the removed queued jobs, its running jobs newly flagged).
+        """
+        with self._cond:
+            dropped = [job for job in self._jobs if job.client == client]
+            for job in dropped:
+                self._jobs.remove(job)
+                job.cancelled.set()
+            stopping = [
+                job
+                for running in self._running.values()
+                for job in running
+                if job.client == client and not job.cancelled.is_set()
+            ]
+            for job in stopping:
+                job.cancelled.set()
+            return dropped, stopping
+
+    def queued(self) -> list[Job]:
+        """A snapshot of the waiting jobs, oldest first."""
+        with self._cond:
+            return list(self._jobs)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Pixel bytes held by waiting jobs."""
+        with self._cond:
+            return sum(job.nbytes for job in self._jobs)
 
     def close(self) -> list[Job]:
         """Refuse new jobs; returns the jobs still queued (they will not run)."""
