@@ -175,7 +175,7 @@ def test_refine_with_an_empty_mask_returns_the_input_unchanged(tiny_model_dir):
 
 
 def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_path, capsys):
-    scripted = load_model(golden_dir / "tiny-lama.pt")
+    scripted = load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True)
     with pytest.raises(RefineError, match="TorchScript") as info:
         refine(scripted, torch.rand(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
     assert "\n" not in str(info.value)
@@ -187,7 +187,7 @@ def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_p
     Image.fromarray(mask).save(tmp_path / "m.png")
     argv = [str(tmp_path / "a.png"), str(tmp_path / "m.png"), "-o", str(tmp_path / "o.png"),
             "--model", str(golden_dir / "tiny-lama.pt"), "--device", "cpu", "--refine",
-            "--precision", "fp32"]  # fmt: skip
+            "--precision", "fp32", "--allow-torchscript"]  # fmt: skip
     assert inpaint_cli.main(argv) == inpaint_cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "TorchScript" in err
@@ -425,8 +425,9 @@ def test_server_info_and_refine_option(running_server, dealer):
 def test_torchscript_server_refuses_refine_and_says_why(server_factory, golden_dir, dealer):
     # fp32: on CPUs with native bf16 the TorchScript model fails the bf16 quality guard.
     server = server_factory(
-        "--no-warmup", "--model", str(golden_dir / "tiny-lama.pt"), "--precision", "fp32"
-    )
+        "--no-warmup", "--model", str(golden_dir / "tiny-lama.pt"), "--precision", "fp32",
+        "--allow-torchscript",
+    )  # fmt: skip
     dealer.connect(server.endpoint)
     _send(dealer, server, op="info")
     assert _recv(dealer)["info"]["refine"] is False
