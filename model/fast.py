@@ -33,6 +33,7 @@ from torch import nn
 from .checkpoint import LamaModel
 from .fused import FusedGenerator, fuse_generator
 from .precision import DTYPES, MIN_PSNR_DB, AutocastModel, PrecisionError, quality_guard
+from .refine import keep_source
 
 BACKENDS = ("torch", "onnxruntime")
 MAX_CUDA_GRAPHS = 4  # each graph keeps its activations alive; a few sizes cover a session
@@ -85,11 +86,13 @@ def fused_model(model: nn.Module, winograd: bool | None = None) -> LamaModel:
         return model  # type: ignore[return-value]
     if generator is None:
         raise ValueError("only an eager generator can be fused, not a TorchScript model")
-    return LamaModel(
+    fused = LamaModel(
         fuse_generator(generator, winograd=winograd),
         name=getattr(model, "name", "model"),
         size_multiple=int(getattr(model, "size_multiple", 8)),
     )
+    keep_source(fused, generator)  # refinement needs the unfused generator's backward
+    return fused
 
 
 class _CudaGraphs:

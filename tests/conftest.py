@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(
     os.environ.get("LAMA_GOLDEN_DIR", REPO.parent / "shared" / "fixtures" / "lama-golden")
 )
+# The refinement fixture: beside the golden one, under the same root.
+REFINE_FIXTURES = GOLDEN.parent / "lama-refine"
 
 
 def host_missing(what: str) -> None:
@@ -27,6 +29,14 @@ def golden_dir() -> Path:
     if not (GOLDEN / "tiny-lama" / "models" / "best.ckpt").is_file():
         pytest.fail(f"golden fixtures not found at {GOLDEN}; set LAMA_GOLDEN_DIR")
     return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def refine_fixtures_dir() -> Path:
+    """The official high-resolution refinement run on the tiny model (lama-refine)."""
+    if not (REFINE_FIXTURES / "expected_crop.npy").is_file():
+        pytest.fail(f"refinement fixtures not found at {REFINE_FIXTURES}; set LAMA_GOLDEN_DIR")
+    return REFINE_FIXTURES
 
 
 @pytest.fixture(scope="session")

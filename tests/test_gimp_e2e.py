@@ -27,7 +27,7 @@ from lama_server.worker import layer_pixels
 pytestmark = pytest.mark.hosts
 # Served and compared at the same explicit precision, so equal bytes are the right test.
 PRECISION = "fp32"
-LAYERED = ["rgba8", "rgba16", "float", "feathered", "group_offset"]
+LAYERED = ["rgba8", "rgba16", "float", "feathered", "group_offset", "refine"]
 NEWEST = GIMP_HOSTS[-1]
 WORK, HOME = "/lama-e2e-gimp", "/home/lama-gimp"
 
@@ -57,6 +57,7 @@ def gimp_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
             {"name": "float", "image": photo, "endpoint": live, "depth": "f32", "selection": [120, 40, 40, 36]},
             {"name": "feathered", "image": photo, "endpoint": live, "selection": [70, 100, 50, 40], "feather_selection": 12},
             {"name": "group_offset", "image": photo, "endpoint": live, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40},
+            {"name": "refine", "image": photo, "endpoint": live, "selection": [96, 80, 48, 40], "refine": True},
             {"name": "server_down", "image": photo, "endpoint": "tcp://127.0.0.1:9", "selection": [96, 80, 48, 40]},
         ],
     }  # fmt: skip
@@ -72,7 +73,8 @@ def gimp_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
     if os.environ.get("LAMA_UPDATE_SCREENSHOTS") == "1" and host == NEWEST:
         shutil.copy(work / "gimp-result.png", REPO / "docs" / "img" / "gimp-result.png")
     return {"host": host, "installed": installed, "out": work, "scenarios": scenarios,
-            "version": result["gimp_version"], "log": proc.stdout + proc.stderr}  # fmt: skip
+            "version": result["gimp_version"], "log": proc.stdout + proc.stderr,
+            "server_log": server.log()}  # fmt: skip
 
 
 def test_it_is_the_gimp_version_named(gimp_session):
@@ -129,7 +131,10 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(gimp_session, tiny_
     if s["spec"].get("feather_selection"):  # the soft edge itself reached the server
         assert ((mask > 0) & (mask < 255)).any()
     spec = s["spec"]
-    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4))
+    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4),
+                             refine=spec.get("refine", False))  # fmt: skip
+    if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
+        assert "refine=True" in gimp_session["server_log"]
     model = load_for_inference(tiny_model_dir, torch.device("cpu"), PRECISION)
     result = inpaint(model, np.ascontiguousarray(window), np.ascontiguousarray(mask), options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))

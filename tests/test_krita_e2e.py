@@ -31,7 +31,7 @@ pytestmark = pytest.mark.hosts
 DRIVER = REPO / "tests" / "hosts" / "krita"
 # Served and compared at the same explicit precision, so equal bytes are the right test.
 PRECISION = "fp32"
-LAYERED = ["rgba8", "rgba16", "float", "feathered", "group_offset"]
+LAYERED = ["rgba8", "rgba16", "float", "feathered", "group_offset", "refine"]
 NEWEST = KRITA_HOSTS[-1]
 
 
@@ -62,6 +62,7 @@ def krita_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
             {"name": "float", "image": image, "endpoint": live, "depth": "F32", "selection": [120, 40, 40, 36]},
             {"name": "feathered", "image": image, "endpoint": live, "selection": [70, 100, 50, 40], "feather_selection": 12},
             {"name": "group_offset", "image": image, "endpoint": live, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40},
+            {"name": "refine", "image": image, "endpoint": live, "selection": [96, 80, 48, 40], "refine": True},
             {"name": "server_down", "image": image, "endpoint": dead, "selection": [96, 80, 48, 40]},
         ],
     }  # fmt: skip
@@ -78,7 +79,8 @@ def krita_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
         shutil.copy(work / "krita-result.png", REPO / "docs" / "img" / "krita-result.png")
     scenarios = {s["name"]: s for s in result["scenarios"]}
     return {"host": host, "installed": installed, "home": home, "out": work, "result": result,
-            "scenarios": scenarios, "log": proc.stdout + proc.stderr}  # fmt: skip
+            "scenarios": scenarios, "log": proc.stdout + proc.stderr,
+            "server_log": server.log()}  # fmt: skip
 
 
 def test_it_is_the_krita_version_and_qt_binding_named(krita_session):
@@ -134,7 +136,10 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(krita_session, tiny
     if s["spec"].get("feather_selection"):  # the soft edge itself reached the server
         assert ((mask > 0) & (mask < 255)).any()
     spec = s["spec"]
-    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4))
+    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4),
+                             refine=spec.get("refine", False))  # fmt: skip
+    if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
+        assert "refine=True" in krita_session["server_log"]
     model = load_for_inference(tiny_model_dir, torch.device("cpu"), PRECISION)
     result = inpaint(model, source, mask, options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))
