@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, host_missing, start_server
-from hosts.real_hosts import KRITA_HOSTS
+from hosts.real_hosts import KRITA_HOSTS, free_display
 
 from lama_model.backends import load_for_inference
 from lama_model.inpaint import InpaintOptions, inpaint
@@ -68,7 +68,7 @@ def krita_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
     }  # fmt: skip
     (work / "plan.json").write_text(json.dumps(plan))
     env = {"HOME": home_in, "LAMA_TEST_PLAN": f"{work_in}/plan.json", "LAMA_TOKEN": server.token}
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"]
+    cmd = ["xvfb-run", "-n", str(free_display()), "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"]  # fmt: skip
     proc = host.run(cmd, env, 180)
     server.stop()
     result_file = work / "result.json"

@@ -77,6 +77,21 @@ class RealHost:
         return proc.stdout
 
 
+def free_display() -> int:
+    """An X display number no X server uses, seen from this machine.
+
+    ``xvfb-run -a`` inside a chroot only sees the chroot's /tmp lock files, while X sockets
+    (abstract unix sockets) are shared with every other process here: pick from outside."""
+    try:
+        sockets = Path("/proc/net/unix").read_text()
+    except OSError:
+        sockets = ""
+    for n in range(100, 1000):
+        if not Path(f"/tmp/.X{n}-lock").exists() and f"/tmp/.X11-unix/X{n}\n" not in sockets:
+            return n
+    raise RuntimeError("no free X display number")
+
+
 def _chroot(env: str, default: str) -> Path:
     return Path(os.environ.get(env) or default)
 
