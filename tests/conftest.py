@@ -1,4 +1,13 @@
-"""Shared test fixtures: the golden LaMa fixtures that live beside the repository."""
+"""Shared test fixtures: the LaMa fixtures that live beside the repository.
+
+Every fixture folder is found here and nowhere else:
+
+- ``LAMA_GOLDEN_DIR``: the golden folder (tiny checkpoint, inputs, official outputs), else
+  ``lama-golden`` in the fixtures root;
+- the fixtures root: ``LAMA_FIXTURES_DIR``, else the folder holding ``LAMA_GOLDEN_DIR``,
+  else ``../shared/fixtures`` beside the repository; ``lama-train`` and ``lama-refine`` live
+  there.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +17,36 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(
-    os.environ.get("LAMA_GOLDEN_DIR", REPO.parent / "shared" / "fixtures" / "lama-golden")
-)
+
+
+def fixtures_root() -> Path:
+    """The folder that holds ``lama-golden``, ``lama-train`` and ``lama-refine``."""
+    if os.environ.get("LAMA_FIXTURES_DIR"):
+        return Path(os.environ["LAMA_FIXTURES_DIR"]).expanduser()
+    if os.environ.get("LAMA_GOLDEN_DIR"):
+        return Path(os.environ["LAMA_GOLDEN_DIR"]).expanduser().parent
+    return REPO.parent / "shared" / "fixtures"
+
+
+GOLDEN = Path(os.environ.get("LAMA_GOLDEN_DIR") or fixtures_root() / "lama-golden").expanduser()
+
+
+def _fixture_folder(name: str, marker: str) -> Path:
+    folder = GOLDEN if name == "lama-golden" else fixtures_root() / name
+    if not (folder / marker).exists():
+        hint = "LAMA_GOLDEN_DIR" if name == "lama-golden" else "LAMA_FIXTURES_DIR"
+        pytest.fail(f"{name} fixtures not found at {folder}; set {hint}")
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory):
+    """Tests (and the servers they start) keep model and precision caches to themselves."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LAMA_CACHE_DIR", str(tmp_path_factory.mktemp("lama-cache")))
+    patch.delenv("LAMA_PRECISION_PROBE", raising=False)
+    yield
+    patch.undo()
 
 
 def host_missing(what: str) -> None:
@@ -24,9 +60,19 @@ def host_missing(what: str) -> None:
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     """The official-code golden fixtures (tiny checkpoint, inputs, official outputs)."""
-    if not (GOLDEN / "tiny-lama" / "models" / "best.ckpt").is_file():
-        pytest.fail(f"golden fixtures not found at {GOLDEN}; set LAMA_GOLDEN_DIR")
-    return GOLDEN
+    return _fixture_folder("lama-golden", "tiny-lama/models/best.ckpt")
+
+
+@pytest.fixture(scope="session")
+def train_fixtures_dir() -> Path:
+    """The training fixtures (``lama-train``: masks, losses, sources)."""
+    return _fixture_folder("lama-train", "README.md")
+
+
+@pytest.fixture(scope="session")
+def refine_fixtures_dir() -> Path:
+    """The refinement fixtures (``lama-refine``: image, mask, expected crops)."""
+    return _fixture_folder("lama-refine", "README.md")
 
 
 @pytest.fixture(scope="session")

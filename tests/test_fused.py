@@ -26,8 +26,6 @@ from lama_model.fused import (
 )
 from lama_model.generator import LamaConfig, build_generator
 
-GOLDEN = Path("/work/shared/fixtures/lama-golden")
-
 
 def randomise_batchnorm(net: torch.nn.Module, seed: int = 1) -> None:
     gen = torch.Generator().manual_seed(seed)
@@ -146,7 +144,9 @@ def test_winograd_model_refuses_autocast_with_a_clear_error(
             fused(torch.rand(1, 4, 64, 64))
 
 
-def test_fusing_refuses_foreign_layouts_and_torchscript(small_big_lama: torch.nn.Module) -> None:
+def test_fusing_refuses_foreign_layouts_and_torchscript(
+    small_big_lama: torch.nn.Module, golden_dir: Path
+) -> None:
     import copy
 
     broken = copy.deepcopy(small_big_lama)
@@ -154,6 +154,6 @@ def test_fusing_refuses_foreign_layouts_and_torchscript(small_big_lama: torch.nn
     del broken.model[concat]
     with pytest.raises(ValueError, match="cannot fuse"):
         fuse_generator(broken)
-    scripted = load_model(GOLDEN / "tiny-lama.pt")
+    scripted = load_model(golden_dir / "tiny-lama.pt")
     with pytest.raises(ValueError, match="TorchScript"):
         fused_model(scripted)
