@@ -166,3 +166,29 @@ def server_factory(tmp_path, tiny_model_dir):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory, golden_dir, tiny_model_dir) -> dict[str, Path]:
+    """The tiny model in every format users have: official folder, Lightning ``.ckpt``
+    (without its config), generator ``state_dict`` ``.pth``, TorchScript ``.pt``, ``.onnx``."""
+    import shutil
+
+    import torch
+
+    from lama_model.checkpoint import load_model
+    from lama_model.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("tiny-formats")
+    ckpt = folder / "tiny.ckpt"
+    shutil.copy(tiny_model_dir / "models" / "best.ckpt", ckpt)
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    plain = {k[len("generator.") :]: v for k, v in state.items() if k.startswith("generator.")}
+    torch.save(plain, folder / "tiny.pth")
+    return {
+        "folder": tiny_model_dir,
+        "ckpt": ckpt,
+        "pth": folder / "tiny.pth",
+        "torchscript": golden_dir / "tiny-lama.pt",
+        "onnx": export_onnx(load_model(tiny_model_dir), folder / "tiny.onnx"),
+    }
