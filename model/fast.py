@@ -404,7 +404,7 @@ def optimize(
         build, model, candidates, size, **({"timer": timer} if timer else {})
     )
     chosen.choice = choice
-    if store:
+    if store and choice.settled:
         store.put(key, choice)
     return chosen
 

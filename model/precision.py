@@ -43,7 +43,8 @@ SPEED_MARGIN = 1.10  # kept only if >= 10 % faster: interleaved timings vary les
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 PROBE_ENV = "LAMA_PRECISION_PROBE"
 
-Timer = Callable[[Mapping[str, Callable[[], object]]], dict[str, float]]
+# name -> run  ->  name -> seconds (one figure, or every round's figure)
+Timer = Callable[[Mapping[str, Callable[[], object]]], Mapping[str, "float | list[float]"]]
 
 
 class PrecisionError(ValueError):
@@ -121,15 +122,16 @@ def time_interleaved(
     runs: Mapping[str, Callable[[], object]],
     budget_s: float = 0.6,
     min_rounds: int = 2,
-    max_rounds: int = 6,
+    max_rounds: int = 8,
     clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float]:
-    """Fastest time of each run, in seconds, over rounds that take every run in turn.
+) -> dict[str, list[float]]:
+    """Seconds of each run in every round; a round takes every run in turn.
 
-    Interleaving shares any slowdown of a loaded machine between the runs; the minimum is
-    the least disturbed figure. At least ``min_rounds`` rounds, more while ``budget_s`` lasts.
+    Interleaving shares any slowdown of a loaded machine between the runs. At least
+    ``min_rounds`` rounds (so the spread between rounds shows the noise), more while
+    ``budget_s`` lasts.
     """
-    best = dict.fromkeys(runs, math.inf)
+    times: dict[str, list[float]] = {name: [] for name in runs}
     start = clock()
     for done in range(max_rounds):
         if done >= min_rounds and clock() - start > budget_s:
@@ -137,16 +139,30 @@ def time_interleaved(
         for name, run in runs.items():
             t0 = clock()
             run()
-            best[name] = min(best[name], clock() - t0)
-    return best
+            times[name].append(clock() - t0)
+    return times
+
+
+def timing_noise(times: Mapping[str, float | list[float]]) -> float:
+    """Relative gap between the two fastest rounds of the noisiest run (0 with one round)."""
+    noise = 0.0
+    for value in times.values():
+        rounds = sorted(value) if isinstance(value, list) else [value]
+        if len(rounds) > 1 and rounds[0] > 0:
+            noise = max(noise, rounds[1] / rounds[0] - 1)
+    return noise
 
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """What ``auto`` chose and why, e.g. ``fp32`` because ``bf16 was 0.95x``."""
+    """What ``auto`` chose and why, e.g. ``fp32`` because ``bf16 was 0.95x``.
+
+    ``settled``: the timings were steady enough to keep the decision for later starts.
+    """
 
     precision: str
     reason: str
+    settled: bool = True
 
 
 class ChoiceCache:
@@ -258,6 +274,10 @@ def choose_precision(
     float32 model the quality guard compares with. A candidate that fails to build or run,
     misses the guard, or is not ``margin`` times as fast as float32 is dropped, with the
     reason in the returned :class:`PrecisionChoice`. Among the rest, the fastest wins.
+
+    The fastest round of each counts. When rounds of the same run differ by more than the
+    margin (a loaded machine), a candidate must beat float32 by that spread too, and the
+    choice is marked unsettled (not to be cached): a busy machine errs towards float32.
     """
     baseline = build("fp32")
     image, mask = guard_input(size, reference.device)
@@ -274,21 +294,28 @@ def choose_precision(
         kept[name] = (model, scores[name])
     if kept:
         runs = {name: _runner(model, image, mask) for name, (model, _) in kept.items()}
-        seconds = timer({"fp32": _runner(baseline, image, mask), **runs})
+        times = timer({"fp32": _runner(baseline, image, mask), **runs})
+        seconds = {name: min(t) if isinstance(t, list) else t for name, t in times.items()}
+        noise = timing_noise(times)
+        settled = noise <= margin - 1
+        needed = max(margin, 1 + noise)
         fastest: tuple[float, str] | None = None
         for name, (_, score) in kept.items():
             speed = seconds["fp32"] / seconds[name]
             if score < MIN_PSNR_DB:
                 notes.append(f"{name} {speed:.2f}x but {score:.0f} dB < {MIN_PSNR_DB:.0f}")
-            elif speed < margin:
+            elif speed < needed:
                 notes.append(f"{name} was {speed:.2f}x")
             else:
                 notes.append(f"{name} {speed:.2f}x, {score:.0f} dB")
                 if fastest is None or speed > fastest[0]:
                     fastest = (speed, name)
+        if not settled:
+            notes.append(f"timings varied {noise:.0%}: measured again next start")
         if fastest is not None:
             name = fastest[1]
-            return kept[name][0], PrecisionChoice(name, "; ".join(notes))
+            return kept[name][0], PrecisionChoice(name, "; ".join(notes), settled)
+        return baseline, PrecisionChoice("fp32", "; ".join(notes), settled)
     return baseline, PrecisionChoice("fp32", "; ".join(notes))
 
 
@@ -327,4 +354,5 @@ __all__ = [
     "psnr",
     "quality_guard",
     "time_interleaved",
+    "timing_noise",
 ]
