@@ -8,10 +8,14 @@ not the identity). Rows: ``ref`` is the official generator's own code path (our 
 eager generator, unfused: the same operations as advimman/lama), so every speed-up is read
 against it in one run; ``auto`` is what ``--precision auto`` picks on this machine (measured
 afresh, not from the cache); ``fused`` is ``fp32+fused``; ``bf16_fused`` the native bf16
-fused model (weights cast once, channels-last, FFTs and output layer in float32). Each (path, size) runs in a fresh subprocess, so its peak memory is its
-own (CPU: VmHWM from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over
-``--runs`` after one warm-up; speed-up and PSNR on the hole are against the reference
-measured in the same invocation. Compare with the official code's CPU figures in
+fused model (weights cast once, channels-last, FFTs and output layer in float32).
+
+Each (path, size) runs in a fresh subprocess, so its peak memory is its own (CPU: VmHWM
+from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over ``--runs``
+after one warm-up; speed-up and PSNR on the hole are against the reference of the same
+round. ``--rounds N`` runs all paths in turn N times (interleaved, so a loaded machine slows
+every path alike) and prints the spread. The first line names the CPU, its bf16 features
+and the load average. Compare with the official code's CPU figures in
 ../shared/fixtures/lama-golden/PERF-BASELINE.md only on the same CPU.
 """
 

@@ -214,9 +214,7 @@ def test_time_interleaved_records_every_round_within_the_budget() -> None:
     assert timing_noise(best) == pytest.approx(0.25)  # fp32: 0.25 s after its best 0.20 s
 
 
-def test_noisy_timings_err_towards_fp32_and_are_not_cached(
-    tiny: LamaModel, tmp_path: Path
-) -> None:
+def test_noisy_timings_err_towards_fp32_and_are_not_cached(tiny: LamaModel, tmp_path: Path) -> None:
     """1.3x looks like a win, but rounds that differ by 50 % cannot tell it from noise."""
 
     def loaded_machine(runs):
