@@ -3,8 +3,9 @@
 ``lama-inpaint`` and ``lama-server`` both call :func:`load_for_inference`, so the two
 commands pick the same inference path for the same flags:
 
-- ``torch`` (default): :func:`lama_model.fast.optimize` — on CPU the fused float32 model
-  (Winograd residual blocks), on a GPU reduced precision behind the quality guard;
+- ``torch`` (default): :func:`lama_model.fast.optimize` — the fused model; with
+  ``precision="auto"`` in float32 or in a reduced precision the device runs natively,
+  chosen by measurement (guarded, cached per machine and model);
 - ``onnxruntime``: an ``.onnx`` file is served directly; any other model is exported once
   (the ONNX DFT operator carries the Fourier units) into the model cache and reused.
 """

@@ -3,21 +3,26 @@
 ``forward(image[B,3,H,W], mask[B,1,H,W]) → image``, attributes ``.device``, ``.name``,
 ``.size_multiple``. Building blocks:
 
-- :class:`FastModel`: reduced precision through :class:`lama_model.precision.AutocastModel`
-  (the Fourier transforms stay float32 inside ``FourierUnit``), channels-last weights,
-  optional ``torch.compile`` on inputs padded to size buckets (compilation reused across
-  sizes), optional CUDA graphs per bucket, pinned host buffers when inputs arrive on the CPU
-  for a CUDA model.
+- :class:`FastModel`: the fused rewrite (:mod:`lama_model.fused`), in float32 or natively in
+  bf16/fp16, or autocast around an unfused model (the Fourier transforms stay float32
+  either way); TF32 off on CUDA for ``fp32``; channels-last weights; optional
+  ``torch.compile`` on inputs padded to size buckets (compilation reused across sizes);
+  optional CUDA graphs per bucket; pinned host buffers when inputs arrive on the CPU for a
+  CUDA model.
 - :class:`OnnxRuntimeModel`: an ONNX Runtime session on a file from
   :func:`lama_model.export.export_onnx`.
-- :func:`optimize`: picks a configuration for a device, checked by the quality guard.
+- :func:`optimize`: builds the configuration for a device; with ``precision="auto"`` it
+  measures the candidates (:func:`lama_model.precision.choose_precision`) and caches the
+  decision.
 
 Measured on the 2-core AVX2 CPU of this project (``bench/speed.py``, Big LaMa, 2 threads,
-512²): the fused rewrite (:mod:`lama_model.fused`, Winograd residual blocks) is the fastest,
-about 1.6x over float32 eager with no compile step; ``torch.compile`` (inductor, freezing)
-gives 1.4x after ~75 s of compilation per input shape; channels-last ~1.1x,
-``torch.jit.freeze`` ~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated without
-AVX512-BF16/AMX (~40x slower). So ``optimize(..., "cpu")`` picks fused float32.
+512²): the fused rewrite (Winograd residual blocks) is the fastest float32 path, about 1.6x
+over float32 eager with no compile step; ``torch.compile`` (inductor, freezing) gives 1.4x
+after ~75 s of compilation per input shape; channels-last ~1.1x, ``torch.jit.freeze``
+~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated without AVX512-BF16/AMX (~40x
+slower), so ``auto`` does not even try it there. On CPUs with native bf16 the fused bf16
+model is much faster than float32 (several times on an AVX512-BF16 EPYC), and ``auto``
+keeps it when it measures so.
 """
 
 from __future__ import annotations
@@ -76,7 +81,10 @@ def bucket_size(size: int, bucket: int) -> int:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 math (AVX512-BF16 or AMX); otherwise it is emulated."""
+    """True when the CPU has native bf16 math (AVX512-BF16 or AMX); otherwise it is emulated.
+
+    Only decides whether ``auto`` measures bf16 at all; whether it is kept is measured.
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
