@@ -254,16 +254,22 @@ def test_torchscript_runs_float32_under_auto_and_refuses_reduced_precision(
 
 
 FORMATS = ["folder", "ckpt", "pth", "torchscript", "onnx"]
-PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+PRECISIONS = ["auto", "fp32", "tf32", "bf16", "fp16"]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]
 
 
-def expected_outcome(fmt: str, precision: str) -> int:
+def expected_outcome(fmt: str, precision: str, device: str) -> int:
     """0 works; 2 an impossible choice of flags (README: exit codes)."""
-    if precision == "fp16":
-        return 2  # needs a GPU
-    if precision == "bf16" and fmt in ("torchscript", "onnx"):
-        return 2  # float32-only formats
-    return 0
+    if precision in ("auto", "fp32"):
+        return 0
+    if fmt == "onnx":
+        return 2  # the onnxruntime backend runs float32 only
+    if precision == "tf32" or precision == "fp16":
+        return 0 if device == "cuda" and not (fmt == "torchscript" and precision == "fp16") else 2
+    return 2 if fmt == "torchscript" else 0  # bf16: TorchScript runs float32 only
 
 
 def model_flags(fmt: str) -> list[str]:
@@ -273,23 +279,25 @@ def model_flags(fmt: str) -> list[str]:
     return flags
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_format_and_precision_on_cpu_works_or_says_why_in_one_line(
+def test_every_format_precision_and_device_works_or_says_why_in_one_line(
     tiny_model_files: dict[str, Path],
     golden_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     fmt: str,
     precision: str,
+    device: str,
 ) -> None:
     case = golden_dir / "case-b"
     out = tmp_path / "out.png"
     code = main([str(case / "image.png"), str(case / "mask.png"), "-o", str(out), "--model",
-                 str(tiny_model_files[fmt]), "--device", "cpu", "--precision", precision,
+                 str(tiny_model_files[fmt]), "--device", device, "--precision", precision,
                  *model_flags(fmt)])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == expected_outcome(fmt, precision), err
+    assert code == expected_outcome(fmt, precision, device), err
     if code == 0:
         result = np.asarray(Image.open(out)).astype(np.float64)
         expected = np.load(case / "expected.npy") * 255
