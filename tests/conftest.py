@@ -168,27 +168,48 @@ def server_factory(tmp_path, tiny_model_dir):
             server.proc.wait()
 
 
+class TinyModelFiles:
+    """The tiny model in every format users have, each written on first use:
+    ``folder`` (official layout), ``ckpt`` (Lightning, without its config), ``pth``
+    (generator ``state_dict``), ``torchscript`` (the official ``to_jit.py`` trace),
+    ``onnx`` (our export; needs onnx and onnxscript, so only built when asked for)."""
+
+    def __init__(self, folder: Path, golden: Path, tiny: Path) -> None:
+        self.folder, self.golden, self.tiny = folder, golden, tiny
+        self.made: dict[str, Path] = {}
+
+    def __getitem__(self, fmt: str) -> Path:
+        if fmt not in self.made:
+            self.made[fmt] = self._make(fmt)
+        return self.made[fmt]
+
+    def _make(self, fmt: str) -> Path:
+        import shutil
+
+        import torch
+
+        if fmt == "folder":
+            return self.tiny
+        if fmt == "torchscript":
+            return self.golden / "tiny-lama.pt"
+        ckpt = self.tiny / "models" / "best.ckpt"
+        if fmt == "ckpt":
+            return Path(shutil.copy(ckpt, self.folder / "tiny.ckpt"))
+        if fmt == "pth":
+            state = torch.load(ckpt, weights_only=True)["state_dict"]
+            prefix = "generator."
+            plain = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            torch.save(plain, self.folder / "tiny.pth")
+            return self.folder / "tiny.pth"
+        if fmt == "onnx":
+            from lama_model.checkpoint import load_model
+            from lama_model.export import export_onnx
+
+            return export_onnx(load_model(self.tiny), self.folder / "tiny.onnx")
+        raise KeyError(fmt)
+
+
 @pytest.fixture(scope="session")
-def tiny_model_files(tmp_path_factory, golden_dir, tiny_model_dir) -> dict[str, Path]:
-    """The tiny model in every format users have: official folder, Lightning ``.ckpt``
-    (without its config), generator ``state_dict`` ``.pth``, TorchScript ``.pt``, ``.onnx``."""
-    import shutil
-
-    import torch
-
-    from lama_model.checkpoint import load_model
-    from lama_model.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("tiny-formats")
-    ckpt = folder / "tiny.ckpt"
-    shutil.copy(tiny_model_dir / "models" / "best.ckpt", ckpt)
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    plain = {k[len("generator.") :]: v for k, v in state.items() if k.startswith("generator.")}
-    torch.save(plain, folder / "tiny.pth")
-    return {
-        "folder": tiny_model_dir,
-        "ckpt": ckpt,
-        "pth": folder / "tiny.pth",
-        "torchscript": golden_dir / "tiny-lama.pt",
-        "onnx": export_onnx(load_model(tiny_model_dir), folder / "tiny.onnx"),
-    }
+def tiny_model_files(tmp_path_factory, golden_dir, tiny_model_dir) -> TinyModelFiles:
+    """The tiny model as a folder, ``.ckpt``, ``.pth``, TorchScript ``.pt`` and ``.onnx``."""
+    return TinyModelFiles(tmp_path_factory.mktemp("tiny-formats"), golden_dir, tiny_model_dir)
