@@ -97,7 +97,7 @@ def test_auto_stays_fp32_when_the_guard_fails_even_if_faster(tiny: LamaModel) ->
 
     model, choice = choose_precision(build, tiny, ["bf16"], 64, timer=speeds(bf16=3.0))
     assert choice.precision == "fp32" and isinstance(model, FastModel)
-    assert re.fullmatch(r"bf16 3\.00x but \d+ dB < 40", choice.reason), choice.reason
+    assert re.fullmatch(r"bf16 \d+ dB < 40", choice.reason), choice.reason
 
 
 def test_auto_drops_a_candidate_that_fails_to_run(tiny: LamaModel) -> None:
