@@ -36,13 +36,15 @@ def load_for_inference(
     precision: str = "auto",
     backend: str = "torch",
     compile: bool = False,
+    allow_torchscript: bool = False,
 ) -> nn.Module:
     """Load ``source`` on ``device`` and wrap it for the fastest path the flags allow.
 
     The result has the ``LamaModel`` interface plus ``.description`` (e.g. ``fp32+fused``,
     ``onnxruntime:cpu``). Raises :class:`BackendError` for an impossible combination, and
     :class:`~lama_model.checkpoint.CheckpointError` /
-    :class:`~lama_model.weights.WeightsError` as :func:`load_model` does.
+    :class:`~lama_model.weights.WeightsError` as :func:`load_model` does
+    (``allow_torchscript`` is passed to it).
     """
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -57,12 +59,21 @@ def load_for_inference(
             if not Path(source).is_file():
                 raise BackendError(f"{source}: no such file")
             return OnnxRuntimeModel(source, providers=_providers(device))
-        model = load_model(source, "cpu")
+        model = load_model(source, "cpu", allow_torchscript=allow_torchscript)
         onnx_file = onnx_cache_path(source, model.name)
         if not onnx_file.is_file():
             log.info("exporting %s to ONNX (once) at %s", model.name, onnx_file)
         return optimize(model, device, backend="onnxruntime", onnx_path=onnx_file)
-    model = load_model(source, device)
+    model = load_model(source, device, allow_torchscript=allow_torchscript)
+    if device.type == "cuda" and compile and precision in ("auto", "bf16", "fp16"):
+        # Compiled in the background per size bucket, served eagerly meanwhile (issue 14).
+        # Without compiling, optimize()'s autocast path was as fast on an H200 at 1024² and
+        # 7 % faster at 2048² (bench/gpu_e2e.py), so it stays the default.
+        from .gpu_fused import gpu_model
+
+        chosen = gpu_model(model, precision, compile)
+        if chosen is not None:
+            return chosen
     return optimize(model, device, precision=precision, compile=compile)
 
 

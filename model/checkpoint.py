@@ -5,10 +5,15 @@ Accepted sources:
 - a Lightning ``.ckpt`` (``state_dict`` with ``generator.*`` keys; other entries are skipped);
 - a plain generator ``state_dict`` (``model.N…`` or ``generator.model.N…`` keys);
 - a TorchScript file such as the ``big-lama.pt`` other tools distribute
-  (``model(image, mask)`` → composited image);
+  (``model(image, mask)`` → composited image), only with ``allow_torchscript=True`` or when it
+  is the known ``big-lama-jit`` file (MD5 pinned in :mod:`lama_model.weights`);
 - a known model name (``big-lama``), resolved through :mod:`lama_model.weights`.
 
 Pickles are only ever read with ``torch.load(weights_only=True)``: no arbitrary objects.
+TorchScript archives hold code (``__setstate__`` runs at load, ``forward`` at every call), so
+they are never chosen by content alone: a ``.pth``/``.ckpt`` that holds TorchScript is refused,
+and any other name needs the explicit opt-in or the pinned checksum. Tensor shapes are checked
+against sane limits before a generator is built, so a tiny file cannot make us allocate GBs.
 """
 
 from __future__ import annotations
@@ -64,8 +69,14 @@ class LamaModel(nn.Module):
         return self.net(torch.cat([image * (1 - mask), mask], dim=1))
 
 
-def load_model(source: str | Path, device: str | torch.device = "cpu") -> LamaModel:
-    """Load a model from a folder, checkpoint, state_dict, TorchScript file or known name."""
+def load_model(
+    source: str | Path, device: str | torch.device = "cpu", allow_torchscript: bool = False
+) -> LamaModel:
+    """Load a model from a folder, checkpoint, state_dict, TorchScript file or known name.
+
+    ``allow_torchscript``: load TorchScript files, which run the code they hold; without it
+    only the pinned ``big-lama-jit`` file is accepted.
+    """
     path = Path(source).expanduser()
     if not path.exists():
         from .weights import KNOWN_MODELS, ensure_model
@@ -77,14 +88,31 @@ def load_model(source: str | Path, device: str | torch.device = "cpu") -> LamaMo
             raise CheckpointError(
                 f"{source}: no such file or folder, and not a known model ({known})"
             )
-    model = _load_path(path)
+    model = _load_path(path, allow_torchscript)
     return model.to(device).eval()
 
 
-def _load_path(path: Path) -> LamaModel:
+#: Suffixes under which users expect tensors only; TorchScript there is always refused.
+PICKLE_SUFFIXES = (".pth", ".ckpt", ".bin")
+
+
+def _load_path(path: Path, allow_torchscript: bool = False) -> LamaModel:
     if path.is_dir():
-        return _load_folder(path)
+        return _load_folder(path, allow_torchscript)
     if _is_torchscript(path):
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"{path}: refused: this {path.suffix} file is a TorchScript archive, which holds "
+                "code that runs when it is loaded, not just weights. If you trust it, rename it "
+                "to .pt and pass --allow-torchscript"
+            )
+        if not (allow_torchscript or _is_pinned_torchscript(path)):
+            raise CheckpointError(
+                f"{path}: refused: TorchScript files hold code that runs when they are loaded "
+                "and used. Load it only if you trust its source: pass --allow-torchscript "
+                "(lama-server, lama-inpaint), or use a weights file (.ckpt/.pth) or the "
+                "official model folder"
+            )
         return _load_torchscript(path)
     config_path = _sibling_config(path)
     state = extract_generator_state(_read_pickle(path), path)
@@ -92,13 +120,13 @@ def _load_path(path: Path) -> LamaModel:
     return LamaModel(build_strict(config, state, path), name=path.stem)
 
 
-def _load_folder(folder: Path) -> LamaModel:
+def _load_folder(folder: Path, allow_torchscript: bool = False) -> LamaModel:
     config_path = folder / "config.yaml"
     ckpt = folder / "models" / "best.ckpt"
     if not ckpt.is_file():
         candidates = sorted(folder.glob("*.pt")) + sorted(folder.glob("*.ckpt"))
         if len(candidates) == 1:
-            return _load_path(candidates[0])
+            return _load_path(candidates[0], allow_torchscript)
         raise CheckpointError(
             f"{folder}: not a LaMa model folder (expected config.yaml and models/best.ckpt)"
         )
@@ -131,6 +159,23 @@ def _is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return any("/code/" in n or n.endswith("/constants.pkl") for n in names)
+
+
+def _is_pinned_torchscript(path: Path) -> bool:
+    """True for the known TorchScript release whose checksum :mod:`weights` pins."""
+    from .weights import KNOWN_MODELS, file_digest
+
+    pinned = [m.digest for m in KNOWN_MODELS.values() if m.digest and m.filename.endswith(".pt")]
+    if not pinned:
+        return False
+    digests = {}
+    for entry in pinned:
+        algorithm, _, expected = entry.partition(":")
+        if algorithm not in digests:
+            digests[algorithm] = file_digest(path, algorithm)
+        if digests[algorithm].lower() == expected.lower():
+            return True
+    return False
 
 
 def _load_torchscript(path: Path) -> LamaModel:
@@ -204,6 +249,11 @@ def infer_config(state: Mapping[str, torch.Tensor], path: Path | str) -> LamaCon
         first = state["model.1.ffc.convl2l.weight"]
     except KeyError:
         raise CheckpointError(f"{path}: missing key model.1.ffc.convl2l.weight") from None
+    if first.dim() != 4:
+        raise CheckpointError(
+            f"{path}: model.1.ffc.convl2l.weight has shape {tuple(first.shape)}; a LaMa "
+            "generator's first convolution is 4-D (out, in, 7, 7)"
+        )
     ngf, input_nc = int(first.shape[0]), int(first.shape[1])
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv1\.", k))}
     if not blocks:
@@ -222,6 +272,8 @@ def infer_config(state: Mapping[str, torch.Tensor], path: Path | str) -> LamaCon
         if (m := re.match(r"model\.(\d+)\.weight$", k)) and state[k].dim() == 4
     )
     output_nc = int(state[out_keys[-1][1]].shape[0]) if out_keys else 3
+    if not 0 <= n_down <= MAX_DOWNSAMPLING:
+        raise CheckpointError(f"{path}: block numbering implies {n_down} downsamplings")
     return LamaConfig(
         input_nc=input_nc,
         output_nc=output_nc,
@@ -232,10 +284,51 @@ def infer_config(state: Mapping[str, torch.Tensor], path: Path | str) -> LamaCon
     )
 
 
+#: Sane bounds for a LaMa generator (Big LaMa: ngf 64, 3 downsamplings, 18 blocks, ~51M
+#: parameters); checked before building, so shapes in a tiny file cannot make us allocate GBs.
+MAX_NGF = 256
+MAX_DOWNSAMPLING = 6
+MAX_BLOCKS = 64
+MAX_IO_CHANNELS = 16
+MAX_PARAMETERS = 400_000_000
+
+
+def check_config_limits(config: LamaConfig, path: Path | str) -> None:
+    """Refuse an architecture outside sane limits before any of it is allocated."""
+    problems = []
+    if not 1 <= config.ngf <= MAX_NGF:
+        problems.append(f"ngf={config.ngf} (1..{MAX_NGF})")
+    if not 0 <= config.n_downsampling <= MAX_DOWNSAMPLING:
+        problems.append(f"n_downsampling={config.n_downsampling} (0..{MAX_DOWNSAMPLING})")
+    if not 1 <= config.n_blocks <= MAX_BLOCKS:
+        problems.append(f"n_blocks={config.n_blocks} (1..{MAX_BLOCKS})")
+    for name in ("input_nc", "output_nc"):
+        value = getattr(config, name)
+        if not 1 <= value <= MAX_IO_CHANNELS:
+            problems.append(f"{name}={value} (1..{MAX_IO_CHANNELS})")
+    if not problems:
+        # An upper bound of the parameter count: two 3×3 convolutions per residual block at
+        # the widest width, plus the down/up-sampling ladder.
+        width = min(config.ngf * 2**config.n_downsampling, config.max_features)
+        estimate = 18 * config.n_blocks * width * width + 2 * 16 * sum(
+            min(config.ngf * 2**i, config.max_features) ** 2
+            for i in range(config.n_downsampling + 1)
+        )
+        if estimate > MAX_PARAMETERS:
+            limit = MAX_PARAMETERS // 10**6
+            problems.append(f"about {estimate / 1e6:.0f}M parameters (at most {limit}M)")
+    if problems:
+        raise CheckpointError(
+            f"{path}: refused: the weights describe a generator outside sane limits: "
+            + ", ".join(problems)
+        )
+
+
 def build_strict(
     config: LamaConfig, state: Mapping[str, torch.Tensor], path: Path | str
 ) -> FFCResNetGenerator:
     """Build the generator and load ``state`` strictly, naming every mismatch."""
+    check_config_limits(config, path)
     generator = FFCResNetGenerator(config)
     expected = generator.state_dict()
     missing = [k for k in expected if k not in state]

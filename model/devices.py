@@ -40,3 +40,28 @@ def module_device(module: nn.Module) -> torch.device:
     for tensor in module.parameters():
         return tensor.device
     return torch.device("cpu")
+
+
+def resolve_devices(spec: str = "auto") -> list[torch.device]:
+    """Devices for several workers: ``cuda:0,cuda:1``, ``cuda:all``, ``cpu,cpu`` or one name.
+
+    ``cuda:all`` is every visible CUDA device. A device may be named twice (two workers on
+    one GPU overlap one request's host work with another's GPU work).
+    """
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    if not names:
+        raise DeviceError("no device given")
+    devices: list[torch.device] = []
+    for name in names:
+        if name == "cuda:all":
+            resolve_device("cuda")  # the clear error when there is no CUDA
+            devices.extend(torch.device("cuda", i) for i in range(torch.cuda.device_count()))
+            continue
+        device = resolve_device(name)
+        if device.type == "cuda" and device.index is not None:
+            if device.index >= torch.cuda.device_count():
+                raise DeviceError(
+                    f"{name}: there are only {torch.cuda.device_count()} CUDA device(s)"
+                )
+        devices.append(device)
+    return devices

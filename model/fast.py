@@ -126,6 +126,10 @@ class _CudaGraphs:
         self.graphs: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if image.shape[0] > 1:
+            # Batches (the server's dynamic batching) hide their launches; a graph per batch
+            # size would evict the per-size graphs and re-capture over and over.
+            return self.fn(image, mask)
         key = (*image.shape, *mask.shape)
         entry = self.graphs.get(key)
         if entry is None:
@@ -151,7 +155,8 @@ class _CudaGraphs:
                 self.fn(static_image, static_mask)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: other workers' threads (other GPUs, or the same one) keep running.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(static_image, static_mask)
         return graph, static_image, static_mask, static_out
 

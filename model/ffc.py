@@ -29,14 +29,15 @@ class FourierUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
-        # FFTs stay in float32: half-precision cuFFT only takes power-of-two sizes and
-        # overflows on released weights.
-        spectrum = torch.fft.rfftn(x.float(), dim=(-2, -1), norm="ortho")
+        # FFTs run in float32 at least: half-precision cuFFT only takes power-of-two sizes and
+        # overflows on released weights. float64 stays float64 (training checks in float64).
+        fft_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        spectrum = torch.fft.rfftn(x.to(fft_dtype), dim=(-2, -1), norm="ortho")
         # (B, C, H, W', 2) → (B, C, 2, H, W') → (B, 2C, H, W'): interleaved re/im per channel.
         stacked = torch.stack((spectrum.real, spectrum.imag), dim=2)
         stacked = stacked.reshape(batch, -1, height, spectrum.shape[-1]).to(x.dtype)
         stacked = self.relu(self.bn(self.conv_layer(stacked)))
-        pairs = stacked.reshape(batch, -1, 2, height, spectrum.shape[-1]).float()
+        pairs = stacked.reshape(batch, -1, 2, height, spectrum.shape[-1]).to(fft_dtype)
         spectrum = torch.complex(pairs[:, :, 0], pairs[:, :, 1])
         out = torch.fft.irfftn(spectrum, s=(height, width), dim=(-2, -1), norm="ortho")
         return out.to(x.dtype)

@@ -91,6 +91,11 @@ def inpaint(
     ``forward(image, mask)``. ``progress(fraction, stage)`` is called along the way; an
     exception raised from it aborts the work (used for cancellation).
     """
+    if _runs_on_accelerator(model) and not getattr(options, "refine", False):
+        # On a GPU the pixel work runs there too (one upload, one download per request).
+        from .device_path import DeviceInpainter
+
+        return DeviceInpainter(model)(image, mask, options, progress)
     report = progress or (lambda _f, _s: None)
     pixels = _as_hwc(image)
     mask8 = _as_mask(mask, pixels.shape[:2])
@@ -136,6 +141,12 @@ def inpaint(
     _composite_into(result, pixels, fill, alpha_a, active)
     report(1.0, "done")
     return InpaintResult(result, alpha_full)
+
+
+def _runs_on_accelerator(model: torch.nn.Module) -> bool:
+    """True for a model that computes on a CUDA device (the NumPy path stays for CPUs)."""
+    device = getattr(model, "device", None)
+    return isinstance(device, torch.device) and device.type == "cuda"
 
 
 def _plan(

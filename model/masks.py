@@ -67,7 +67,8 @@ def bounding_box(mask: np.ndarray) -> Box | None:
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(mask.any(axis=0))
+    # Columns only over the rows in use: a small object in a large photo reads a strip.
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
     return Box(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 

@@ -39,6 +39,7 @@ class KnownModel:
     size_hint: str
     unpack_to: str | None = None  # folder name inside the zip, for zipped model folders
     description: str = ""
+    local_hint: str = "pass --model PATH to a model folder or file"  # the offline alternative
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -58,6 +59,20 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         digest="md5:e3aa4aaa15225a33ec84f9f4bc47e500",
         size_hint="about 200 MB",
         description="Big LaMa traced to TorchScript, as IOPaint and others distribute it",
+    ),
+    # For training only (lama-train): the encoder of the CSAIL ADE20k scene-parsing model that
+    # the ResNetPL perceptual loss runs. No checksum is published and this project could not
+    # download it to pin one (TODO: pin the SHA-256 once fetched from the official location);
+    # until then the SHA-256 of the download is recorded beside the file for the user to audit.
+    "ade20k-resnet50dilated": KnownModel(
+        name="ade20k-resnet50dilated",
+        url="http://sceneparsing.csail.mit.edu/model/pytorch/"
+        "ade20k-resnet50dilated-ppm_deepsup/encoder_epoch_20.pth",
+        filename="ade20k-resnet50dilated-encoder_epoch_20.pth",
+        digest=None,
+        size_hint="about 95 MB",
+        description="ADE20k ResNet-50-dilated encoder for the ResNetPL training loss (lama-train)",
+        local_hint="pass lama-train --resnet-pl PATH to a copy of encoder_epoch_20.pth",
     ),
 }
 
@@ -107,6 +122,8 @@ def ensure_model(name: str, show_progress: bool = True) -> Path:
             (target / ".source-sha256").write_text(sha256 + "\n")
         else:
             shutil.move(str(download), str(target))
+            if entry.digest is None:
+                Path(f"{target}.source-sha256").write_text(sha256 + "\n")
     return target
 
 
@@ -118,7 +135,7 @@ def _offline_message(entry: KnownModel, target: Path, reason: str) -> str:
     )
     return (
         f"cannot download {entry.name} ({reason}). Download {entry.url} ({entry.size_hint}) "
-        f"by other means and {where}, or pass --model PATH to a model folder or file."
+        f"by other means and {where}, or {entry.local_hint}."
     )
 
 

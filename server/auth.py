@@ -8,20 +8,35 @@ encryption with a server key pair kept beside the token.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
+import socket
+import stat
 from pathlib import Path
 
 from .client import default_token_path
+
+log = logging.getLogger("lama_server")
+
+
+class TokenFileError(OSError):
+    """The token file exists but cannot be used; the message says what to do."""
 
 
 def load_or_create_token(path: str | Path | None = None) -> tuple[str, Path]:
     """Read the token file, creating it (mode 0600) with a random token if absent."""
     token_path = Path(path or default_token_path()).expanduser()
     if token_path.is_file():
-        token = token_path.read_text(encoding="utf-8").strip()
+        try:
+            token = token_path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise TokenFileError(
+                f"token file {token_path} is not UTF-8 text; delete it and a new token is made"
+            ) from None
         if token:
             _warn_if_readable_by_others(token_path)
             return token, token_path
@@ -39,7 +54,13 @@ def load_or_create_token(path: str | Path | None = None) -> tuple[str, Path]:
 
 
 def _warn_if_readable_by_others(path: Path) -> None:
-    if os.name == "posix" and path.stat().st_mode & 0o077:
+    mode = path.stat().st_mode
+    if os.name == "posix" and mode & 0o077:
+        log.warning(
+            "token file %s had mode %o (other users could read it); set it to 0600. "
+            "If others may have read it, delete it and restart for a new token",
+            path, stat.S_IMODE(mode),
+        )  # fmt: skip
         os.chmod(path, 0o600)
 
 
@@ -69,11 +90,61 @@ def load_or_create_curve_keys(folder: Path) -> tuple[bytes, bytes]:
 
     public_file, secret_file = folder / "server.key", folder / "server.key_secret"
     if public_file.is_file() and secret_file.is_file():
+        _warn_if_readable_by_others(secret_file)
         return public_file.read_bytes().strip(), secret_file.read_bytes().strip()
     public, secret = zmq.curve_keypair()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     public_file.write_bytes(public + b"\n")
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if os.name == "posix":
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
     with os.fdopen(fd, "wb") as f:
         f.write(secret + b"\n")
     return public, secret
+
+
+def prepare_ipc_endpoint(endpoint: str) -> None:
+    """Make ``ipc://PATH`` safe to bind: never take over a live server's socket.
+
+    libzmq unlinks whatever is at PATH when it binds, so a second server would silently
+    hijack the first one's clients. Refuse when something answers there; remove only a stale
+    socket file; create a missing folder with mode 0700 (only this user can reach it).
+    """
+    path = Path(endpoint[len("ipc://") :])
+    if str(path).startswith("@") or not hasattr(socket, "AF_UNIX"):
+        return  # Linux abstract namespace: the kernel refuses a second bind itself
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not stat.S_ISSOCK(path.lstat().st_mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket; not replacing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("removing the stale socket file %s", path)
+        path.unlink(missing_ok=True)
+        return
+    except OSError:
+        pass  # e.g. a timeout: treat as alive
+    finally:
+        probe.close()
+    raise OSError(
+        errno.EADDRINUSE,
+        f"another server is listening at {endpoint}; stop it or choose another path",
+    )
+
+
+def secure_ipc_socket(endpoint: str) -> None:
+    """Only this user may connect to the bound socket; warn if its folder is shared."""
+    path = Path(endpoint[len("ipc://") :])
+    if str(path).startswith("@") or not path.exists():
+        return
+    os.chmod(path, 0o600)  # connecting to a Unix socket needs write permission on it
+    if path.parent.stat().st_mode & 0o022:
+        log.warning(
+            "%s is in a folder other users can write to; they could replace the socket. "
+            "Prefer a private folder such as $XDG_RUNTIME_DIR", path,
+        )  # fmt: skip

@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +37,28 @@ def _serve_parser() -> argparse.ArgumentParser:
         "lama-server install-plugin krita|gimp; lama-server package-plugin krita -o FILE.zip",
     )
     p.add_argument("--model", default="big-lama", help="model folder/file or known name")
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu", "mps"))
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="DEVICE[,DEVICE...]",
+        help="auto, cpu, cuda, cuda:N, mps; several (cuda:0,cuda:1 or cuda:all) run one worker "
+        "with its own model per device behind the one endpoint",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run up to N concurrent same-size requests in one forward (default 8 on CUDA, "
+        "1 elsewhere)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        metavar="MS",
+        help="how long a request waits for others to batch with (default 2)",
+    )
     p.add_argument(
         "--listen",
         default=DEFAULT_ENDPOINT,
@@ -59,7 +81,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model (minutes of compilation per window size bucket)",
+        help="torch.compile the model (CUDA: per size bucket in the background, serving "
+        "uncompiled meanwhile; kernels cached in the user cache)",
     )
     p.add_argument(
         "--max-pixels",
@@ -74,6 +97,11 @@ def _serve_parser() -> argparse.ArgumentParser:
         default=limits.queue,
         metavar="N",
         help="requests waiting beyond the running one; more get 'busy'",
+    )
+    p.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="load a TorchScript model file: it runs the code it holds, so only trusted files",
     )
     p.add_argument("--token-file", type=Path, help="token file (default: per-user config folder)")
     p.add_argument(
@@ -104,7 +132,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     from lama_model.backends import BackendError, load_for_inference
     from lama_model.checkpoint import CheckpointError
-    from lama_model.devices import DeviceError, resolve_device
+    from lama_model.devices import DeviceError, resolve_devices
     from lama_model.precision import PrecisionError
     from lama_model.weights import WeightsError
 
@@ -119,22 +147,39 @@ def serve(args: argparse.Namespace) -> int:
               "network could use it. Pass --allow-remote to serve remotely (CURVE-encrypted).",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.batch is not None and not 1 <= args.batch <= 64:
+        print("lama-server: error: --batch must be in 1..64", file=sys.stderr)
+        return 2
     if args.max_pixels < 64 * 64 or args.queue < 1:
         print("lama-server: error: --max-pixels must be >= 4096 and --queue >= 1", file=sys.stderr)
         return 2
     try:
         token, token_path = load_or_create_token(args.token_file)
-        device = resolve_device(args.device)
-        log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
-        model = load_for_inference(
-            args.model, device, args.precision, backend=args.backend, compile=args.compile
-        )
-        path = inference_path(model, args.precision)
-        precision = getattr(model, "precision", "fp32")
-        log.info("inference path: %s", path)
-        worker = Worker(model, model.name, precision, backend=args.backend, path=path)
+        devices = resolve_devices(args.device)
+        workers = []
+        locks: dict[str, threading.Lock] = {}  # one per GPU that several workers share
+        gpu_keys = [_gpu_key(d) for d in devices]
+        for device in devices:  # one model per device, each served by its own worker
+            log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
+            model = load_for_inference(
+                args.model, device, args.precision, backend=args.backend, compile=args.compile,
+                allow_torchscript=args.allow_torchscript,
+            )  # fmt: skip
+            path = inference_path(model, args.precision)
+            precision = getattr(model, "precision", "fp32")
+            log.info("inference path on %s: %s", device, path)
+            batch = args.batch or (8 if device.type == "cuda" else 1)
+            wait = args.batch_wait_ms / 1000
+            lock = None
+            if device.type == "cuda" and gpu_keys.count(_gpu_key(device)) > 1:
+                lock = locks.setdefault(_gpu_key(device), threading.Lock())
+            workers.append(
+                Worker(model, model.name, precision, backend=args.backend, path=path,
+                       max_batch=batch, batch_wait=wait, device_lock=lock)
+            )  # fmt: skip
         if not args.no_warmup:
-            log.info("warm-up forward took %.2f s", worker.warm_up())
+            for worker in workers:
+                log.info("warm-up forward on %s took %.2f s", worker.device, worker.warm_up())
     except (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError,
             OSError) as exc:  # fmt: skip
         print(f"lama-server: error: {exc}", file=sys.stderr)
@@ -143,12 +188,13 @@ def serve(args: argparse.Namespace) -> int:
         log.debug("start-up failed", exc_info=True)
         print(f"lama-server: error: the model failed to run: {one_line(exc)}", file=sys.stderr)
         return 1
+    device = ",".join(str(d) for d in devices)
     curve_secret = None
     if remote:
         public, curve_secret = load_or_create_curve_keys(token_path.parent)
         log.info("remote serving: clients need the server public key %s", public.decode())
     limits = Limits(max_pixels=args.max_pixels, queue=args.queue)
-    server = Server(worker, ServerConfig(args.listen, token, limits, curve_secret))
+    server = Server(workers, ServerConfig(args.listen, token, limits, curve_secret))
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
@@ -183,6 +229,16 @@ def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:300]
+
+
+def _gpu_key(device) -> str:
+    """``cuda`` and ``cuda:N`` of the same GPU give the same key."""
+    if device.type != "cuda":
+        return str(device)
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index}"
 
 
 def _query(command: str, rest: Sequence[str]) -> int:

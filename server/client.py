@@ -6,11 +6,15 @@ speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and enc
 itself. ``lama-server install-plugin`` copies this file into each plugin as ``lama_client.py``,
 so it must never import from ``lama_server``.
 
-Wire protocol: ``docs/protocol.md`` (version 1).
+Wire protocol: ``docs/protocol.md`` (version 1.1). Before each request the client sends a
+``hello`` with a random nonce and checks the server's HMAC of it, keyed by the token: only the
+real lama-server knows the token, so neither the token nor pixels go to an impostor.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import select
 import socket
@@ -32,7 +36,12 @@ except ImportError:  # pragma: no cover - exercised by forcing use_pyzmq=False i
 
 PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
-MAX_REPLY_BYTES = 1 << 31  # a reply larger than this is refused before allocating it
+#: The largest legal message at the protocol's default limits (40 MP of RGBAF32 pixels plus a
+#: mask plus 64 KiB): a frame header announcing more is refused before allocating anything.
+MAX_REPLY_BYTES = 40_000_000 * 17 + 65536
+MAX_COMMAND_BYTES = 65536  # ZMTP commands (READY, PING) are small
+HELLO_CONTEXT = b"lama-server hello v1\0"
+NONCE_BYTES = 32
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,11 +99,17 @@ def read_token(path: str | None = None) -> str | None:
     """The token to send: ``$LAMA_TOKEN`` if set, else the token file's content, else None."""
     if os.environ.get("LAMA_TOKEN"):
         return os.environ["LAMA_TOKEN"].strip()
+    token_path = path or default_token_path()
     try:
-        with open(path or default_token_path(), encoding="utf-8") as f:
+        with open(token_path, encoding="utf-8") as f:
             return f.read().strip() or None
     except OSError:
         return None
+    except UnicodeDecodeError:
+        raise LamaError(
+            "unauthorized",
+            f"token file {token_path} is not UTF-8 text; delete it and restart lama-server",
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,10 +213,14 @@ def _pack_int(n: int, out: bytearray) -> None:
         raise MsgpackError(f"integer out of range: {n}")
 
 
-def unpackb(data: bytes) -> Any:
-    """Decode one msgpack object that spans all of ``data``."""
-    view = memoryview(data)
-    obj, end = _unpack(view, 0, 0)
+def unpackb(data: bytes, copy_bin: bool = True) -> Any:
+    """Decode one msgpack object that spans all of ``data``.
+
+    ``copy_bin=False`` returns ``bin`` values as read-only ``memoryview`` slices of ``data``
+    (no copy of many-MB pixel fields; ``data`` stays alive while they do).
+    """
+    view = memoryview(data).cast("B")
+    obj, end = _unpack(view, 0, 0, copy_bin)
     if end != len(view):
         raise MsgpackError(f"{len(view) - end} bytes of trailing data")
     return obj
@@ -217,7 +236,7 @@ def _take(view: memoryview, pos: int, n: int) -> memoryview:
     return view[pos : pos + n]
 
 
-def _unpack(view: memoryview, pos: int, depth: int) -> tuple[Any, int]:
+def _unpack(view: memoryview, pos: int, depth: int, copy_bin: bool = True) -> tuple[Any, int]:
     if depth > 64:
         raise MsgpackError("nesting too deep")
     b = _take(view, pos, 1)[0]
@@ -229,9 +248,9 @@ def _unpack(view: memoryview, pos: int, depth: int) -> tuple[Any, int]:
     if 0xA0 <= b <= 0xBF:
         return _str(view, pos, b & 0x1F)
     if 0x90 <= b <= 0x9F:
-        return _array(view, pos, b & 0x0F, depth)
+        return _array(view, pos, b & 0x0F, depth, copy_bin)
     if 0x80 <= b <= 0x8F:
-        return _map(view, pos, b & 0x0F, depth)
+        return _map(view, pos, b & 0x0F, depth, copy_bin)
     if b == 0xC0:
         return None, pos
     if b == 0xC2:
@@ -250,10 +269,11 @@ def _unpack(view: memoryview, pos: int, depth: int) -> tuple[Any, int]:
         if b in (0xD9, 0xDA, 0xDB):
             return _str(view, pos, n)
         if b in (0xC4, 0xC5, 0xC6):
-            return bytes(_take(view, pos, n)), pos + n
+            data = _take(view, pos, n)
+            return (bytes(data) if copy_bin else data.toreadonly()), pos + n
         if b in (0xDC, 0xDD):
-            return _array(view, pos, n, depth)
-        return _map(view, pos, n, depth)
+            return _array(view, pos, n, depth, copy_bin)
+        return _map(view, pos, n, depth, copy_bin)
     raise MsgpackError(f"unsupported msgpack type byte 0x{b:02x}")
 
 
@@ -264,23 +284,23 @@ def _str(view: memoryview, pos: int, n: int) -> tuple[str, int]:
         raise MsgpackError(f"invalid UTF-8 in string: {exc}") from None
 
 
-def _array(view: memoryview, pos: int, n: int, depth: int) -> tuple[list, int]:
+def _array(view: memoryview, pos: int, n: int, depth: int, copy_bin: bool) -> tuple[list, int]:
     if n > len(view) - pos:  # every element takes at least a byte: refuse before allocating
         raise MsgpackError("truncated data")
     items = []
     for _ in range(n):
-        item, pos = _unpack(view, pos, depth + 1)
+        item, pos = _unpack(view, pos, depth + 1, copy_bin)
         items.append(item)
     return items, pos
 
 
-def _map(view: memoryview, pos: int, n: int, depth: int) -> tuple[dict, int]:
+def _map(view: memoryview, pos: int, n: int, depth: int, copy_bin: bool) -> tuple[dict, int]:
     if 2 * n > len(view) - pos:
         raise MsgpackError("truncated data")
     result = {}
     for _ in range(n):
-        key, pos = _unpack(view, pos, depth + 1)
-        value, pos = _unpack(view, pos, depth + 1)
+        key, pos = _unpack(view, pos, depth + 1, copy_bin)
+        value, pos = _unpack(view, pos, depth + 1, copy_bin)
         try:
             result[key] = value
         except TypeError:
@@ -446,9 +466,9 @@ class ZmtpConnection:
             (size,) = struct.unpack(">Q", self._recv_exact(8, deadline))
         else:
             size = self._recv_exact(1, deadline)[0]
-        if size > MAX_REPLY_BYTES:
-            raise LamaError("too_large", f"reply of {size} bytes exceeds the client's limit")
         command = bool(flags & _FLAG_COMMAND)
+        if size > (MAX_COMMAND_BYTES if command else MAX_REPLY_BYTES):
+            raise LamaError("too_large", f"reply of {size} bytes exceeds the client's limit")
         if not command:  # commands never carry MORE; a command between frames keeps the state
             self._more = bool(flags & _FLAG_MORE)
         return command, self._recv_exact(size, deadline)
@@ -481,6 +501,30 @@ class ZmtpConnection:
             self.sock.close()
         except OSError:
             pass
+
+
+def peek_mechanism(endpoint: str, timeout: float) -> str | None:
+    """The security mechanism a ZeroMQ server at ``endpoint`` asks for, or None if unknown."""
+    try:
+        sock = _open_socket(endpoint, timeout)
+    except LamaError:
+        return None
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(zmtp_greeting()[:11])
+        greeting = b""
+        while len(greeting) < 32:
+            chunk = sock.recv(32 - len(greeting))
+            if not chunk:
+                return None
+            greeting += chunk
+        if greeting[0] != 0xFF or greeting[9] != 0x7F:
+            return None
+        return greeting[12:32].rstrip(b"\x00").decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        sock.close()
 
 
 def _open_socket(endpoint: str, timeout: float) -> socket.socket:
@@ -606,6 +650,13 @@ class _PyzmqTransport:
             self.close()
             raise ServerUnavailable(f"{self.endpoint}: cannot send the request ({exc})") from exc
         self.close()
+        probe_s = min(self.connect_timeout, 0.5)
+        mechanism = None if self.server_key else peek_mechanism(self.endpoint, probe_s)
+        if mechanism == "CURVE":
+            raise ServerUnavailable(
+                f"the server at {self.endpoint} is CURVE-encrypted: pass its public key "
+                "(--server-key, or server_key=; the server.key file beside its token)"
+            )
         raise ServerUnavailable(f"no lama-server at {self.endpoint}. Start it with: lama-server")
 
     def recv(self, timeout: float) -> bytes | None:
@@ -653,8 +704,13 @@ class LamaClient:
         timeout: float = 300.0,
         use_pyzmq: bool | None = None,
         server_key: bytes | str | None = None,
+        verify_server: bool = True,
     ) -> None:
-        """``server_key``: the server's CURVE public key (Z85), for a remote server; needs pyzmq."""
+        """``server_key``: the server's CURVE public key (Z85), for a remote server; needs pyzmq.
+
+        ``verify_server``: before each request, make the server prove it knows the token
+        (``hello``); False only to talk to a lama-server older than protocol 1.1.
+        """
         if use_pyzmq is None:
             use_pyzmq = _zmq is not None and _msgpack is not None
         if use_pyzmq and (_zmq is None or _msgpack is None):
@@ -664,6 +720,7 @@ class LamaClient:
         self.endpoint = endpoint
         self.token = token if token is not None else read_token()
         self.timeout = timeout
+        self.verify_server = verify_server
         self.uses_pyzmq = use_pyzmq
         if use_pyzmq:
             self._pack: Callable[[Any], bytes] = lambda o: _msgpack.packb(o, use_bin_type=True)
@@ -725,6 +782,14 @@ class LamaClient:
     ) -> dict:
         if cancel is not None and cancel.is_set():
             raise Cancelled()  # cancelled before it started: do not bother the server
+        if self.verify_server and self.token:
+            self._check_server_identity(min(timeout, 10.0))
+        elif request.get("op") == "inpaint" and not self.token:
+            raise LamaError(
+                "unauthorized",
+                f"no token: {default_token_path()} is missing (start lama-server once to "
+                "create it) and $LAMA_TOKEN is not set",
+            )
         request_id = uuid.uuid4().hex
         message = {"v": PROTOCOL_VERSION, "id": request_id, "token": self.token or "", **request}
         self._transport.send(self._pack(message))
@@ -768,6 +833,48 @@ class LamaClient:
             if code == "cancelled":
                 raise Cancelled(text)
             raise LamaError(code, text)
+
+    def _check_server_identity(self, timeout: float) -> None:
+        """``hello``: the server must answer HMAC(token, nonce) before it gets anything else."""
+        nonce = os.urandom(NONCE_BYTES)
+        hello_id = uuid.uuid4().hex
+        self._transport.send(self._pack({"v": PROTOCOL_VERSION, "id": hello_id, "op": "hello",
+                                         "nonce": nonce}))  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            raw = self._transport.recv(remaining) if remaining > 0 else None
+            if raw is None:
+                self._transport.close()
+                raise RequestTimeout(f"{self.endpoint}: no answer to hello in {timeout:g} s")
+            try:
+                reply = self._unpack(raw)
+            except Exception as exc:
+                raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
+            if isinstance(reply, dict) and reply.get("id") == hello_id and "ok" in reply:
+                break
+        if reply["ok"] is not True:
+            error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+            self._transport.close()
+            if error.get("code") in ("unknown_op", "bad_request"):
+                raise LamaError(
+                    "unverified",
+                    f"the server at {self.endpoint} cannot prove that it knows your token (a "
+                    "lama-server older than protocol 1.1?); update it. Nothing was sent",
+                )
+            raise LamaError(str(error.get("code", "internal")), str(error.get("message", "")))
+        expected = hmac.new(self.token.encode("utf-8"), HELLO_CONTEXT + nonce, hashlib.sha256)
+        proof = reply.get("proof")
+        if not isinstance(proof, (bytes, bytearray)) or not hmac.compare_digest(
+            bytes(proof), expected.digest()
+        ):
+            self._transport.close()
+            raise LamaError(
+                "unauthorized",
+                f"the server at {self.endpoint} did not prove that it knows your token: your "
+                f"token ({default_token_path()} or $LAMA_TOKEN) differs from its token file, "
+                "or it is not your lama-server. Nothing was sent to it",
+            )
 
     def _send_cancel(self, target: str) -> None:
         message = {"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex, "token": self.token or "",

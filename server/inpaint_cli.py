@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile (slow first run per size)"
     )
+    p.add_argument(
+        "--allow-torchscript",
+        action="store_true",
+        help="load a TorchScript model file: it runs the code it holds, so only trusted files",
+    )
     p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES)
     p.add_argument("--mask-grow", type=int, default=defaults.mask_grow, metavar="N")
     p.add_argument("--feather", type=int, default=defaults.feather, metavar="N")
@@ -187,8 +192,9 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     try:
         device = resolve_device(args.device)
         model = load_for_inference(
-            args.model, device, args.precision, backend=args.backend, compile=args.compile
-        )
+            args.model, device, args.precision, backend=args.backend, compile=args.compile,
+            allow_torchscript=args.allow_torchscript,
+        )  # fmt: skip
     except (BackendError, PrecisionError) as exc:
         raise BadInput(str(exc)) from exc
     except (CheckpointError, DeviceError, WeightsError) as exc:

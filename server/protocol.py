@@ -3,20 +3,33 @@
 Every field of a request is checked here, before anything large is allocated; a bad message
 becomes a :class:`ProtocolError` with a code from :data:`ERROR_CODES`, which the transport turns
 into an error reply. Nothing here touches sockets or the model.
+
+The token is checked before pixel data is touched: a large message is first read only as far
+as its leading scalar fields (``v``, ``id``, ``op``, ``token``), and ``bin`` fields are decoded
+as zero-copy views of the received frame, never copied.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from .client import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, _unpack
 from .pixel_formats import FORMATS
 
 VERSION = 1
-OPS = ("ping", "info", "inpaint", "cancel")
+#: Minor revision: 1 added ``hello`` (the server proves it knows the token).
+MINOR_VERSION = 1
+OPS = ("ping", "info", "inpaint", "cancel", "hello")
+#: Messages up to this size are decoded whole before the token check; larger ones must carry
+#: ``v``, ``id``, ``op`` and ``token`` before any pixel data (every client does).
+SMALL_MESSAGE_BYTES = 65536
 STRATEGIES = ("auto", "crop", "resize", "original")
 OUTPUTS = ("composite", "layer")
 ERROR_CODES = (
@@ -58,6 +71,11 @@ class Limits:
         # The largest legal request: RGBAF32 pixels plus the mask plus a little envelope.
         return self.max_pixels * (FORMATS["RGBAF32"].bytes_per_pixel + 1) + 65536
 
+    @property
+    def max_queued_bytes(self) -> int:
+        # Pixels held by queued jobs (views of received frames): two largest requests' worth.
+        return 2 * self.max_message_bytes
+
 
 @dataclass
 class InpaintOptions:
@@ -80,8 +98,9 @@ class Request:
     width: int = 0
     height: int = 0
     format: str = ""
-    image_data: bytes = b""
-    mask_data: bytes = b""
+    image_data: bytes | memoryview = b""  # a view into the received frame: no copy
+    mask_data: bytes | memoryview = b""
+    nonce: bytes = b""  # ``hello`` only
     options: InpaintOptions = field(default_factory=InpaintOptions)
 
     @property
@@ -89,18 +108,148 @@ class Request:
         return self.width * self.height
 
 
-def decode(frame: bytes, limits: Limits) -> Request:
-    """Parse and validate one request frame."""
-    if len(frame) > limits.max_message_bytes:
-        raise ProtocolError("too_large", f"message of {len(frame)} bytes exceeds the limit")
+def decode(
+    frame: bytes | memoryview,
+    limits: Limits,
+    authorized: Callable[[str], bool] = lambda token: True,
+) -> Request:
+    """Parse and validate one request frame; ``authorized(token)`` runs before any op field.
+
+    Checks run in the documented order: size, msgpack, map, version, id, op, token, op fields.
+    A large frame is read only up to its leading scalar fields until the token is accepted;
+    ``bin`` fields come back as ``memoryview`` slices of ``frame`` (keep it alive).
+    """
+    view = memoryview(frame).cast("B")
+    if len(view) > limits.max_message_bytes:
+        raise ProtocolError("too_large", f"message of {len(view)} bytes exceeds the limit")
+    if len(view) > SMALL_MESSAGE_BYTES:
+        head = _leading_scalars(view)
+        if not all(k in head for k in ("v", "id", "op", "token")):
+            raise ProtocolError(
+                "unauthorized",
+                "a large message must carry v, id, op and token before any pixel data",
+                _readable_id(head),
+            )
+        envelope = _check_envelope(head)
+        _authorize(envelope, authorized)
+        msg = _unpack_whole(view)
+        if _check_envelope(msg) != envelope:  # a duplicate key later in the map changed it
+            raise ProtocolError("bad_request", "duplicate envelope fields", envelope.id)
+    else:
+        msg = _unpack_whole(view)
+        envelope = _check_envelope(msg)
+        _authorize(envelope, authorized)
+    return _decode_op(msg, envelope, limits)
+
+
+def screen(
+    prefix: bytes | memoryview, size: int, authorized: Callable[[str], bool], limits: Limits
+) -> ProtocolError | None:
+    """The gate's check of a ``size``-byte message from its first bytes (``prefix``).
+
+    Returns None to let it through: a small message (whole in ``prefix``) unless its token is
+    wrong — other faults are the server's to answer; a large one only with ``v``, ``id``,
+    ``op`` and a valid ``token`` leading the map. Otherwise the error to answer with.
+    """
+    view = memoryview(prefix).cast("B")
     try:
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=len(frame))
-    except Exception as exc:  # msgpack raises several types for garbage
+        if size <= SMALL_MESSAGE_BYTES:
+            decode(view, limits, authorized)
+            return None
+        head = _leading_scalars(view)
+        if not all(k in head for k in ("v", "id", "op", "token")):
+            raise ProtocolError(
+                "unauthorized",
+                "a large message must carry v, id, op and token before any pixel data",
+                _readable_id(head),
+            )
+        envelope = _check_envelope(head)
+        if envelope.op == "hello" or not authorized(envelope.token):
+            raise ProtocolError(
+                "unauthorized",
+                "missing or wrong token (the client reads it from the server's token file)",
+                envelope.id,
+            )
+        return None
+    except ProtocolError as exc:
+        return exc if exc.code == "unauthorized" or size > SMALL_MESSAGE_BYTES else None
+
+
+def _unpack_whole(view: memoryview) -> dict:
+    try:
+        msg, end = _unpack(view, 0, 0, False)
+        if end != len(view):
+            raise MsgpackError(f"{len(view) - end} bytes of trailing data")
+    except (MsgpackError, ValueError, IndexError) as exc:
         raise ProtocolError(
             "bad_request", f"not a msgpack message ({type(exc).__name__})"
         ) from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_request", "a request must be a msgpack map")
+    if not all(isinstance(k, str) for k in msg):
+        raise ProtocolError("bad_request", "map keys must be strings")
+    return msg
+
+
+#: msgpack type bytes of values worth reading before the token: nil, bools, numbers and
+#: strings of at most 64 KiB. Anything else (bin, map, array, ext, str32) ends the scan.
+def _is_small_scalar(b: int) -> bool:
+    return (
+        b <= 0x7F or b >= 0xE0 or 0xA0 <= b <= 0xBF or b in (0xC0, 0xC2, 0xC3, 0xD9, 0xDA)
+        or 0xCA <= b <= 0xD3
+    )  # fmt: skip
+
+
+def _leading_scalars(view: memoryview) -> dict[str, Any]:
+    """The map's leading key/scalar pairs, up to the first non-scalar value: O(header)."""
+    b = view[0]
+    if 0x80 <= b <= 0x8F:
+        count, pos = b & 0x0F, 1
+    elif b in (0xDE, 0xDF) and len(view) >= 5:
+        count = int.from_bytes(view[1:3] if b == 0xDE else view[1:5], "big")
+        pos = 3 if b == 0xDE else 5
+    else:
+        raise ProtocolError("bad_request", "a request must be a msgpack map")
+    head: dict[str, Any] = {}
+    try:
+        for _ in range(min(count, 64)):
+            if not 0xA0 <= view[pos] <= 0xBF:  # keys of interest are short strings
+                break
+            key, value_pos = _unpack(view, pos, 1)
+            if not _is_small_scalar(view[value_pos]):
+                break
+            value, pos = _unpack(view, value_pos, 1)
+            head.setdefault(key, value)
+    except (MsgpackError, ValueError, IndexError) as exc:
+        raise ProtocolError(
+            "bad_request", f"not a msgpack message ({type(exc).__name__})"
+        ) from None
+    return head
+
+
+def _readable_id(msg: dict) -> str | None:
+    rid = msg.get("id")
+    return rid if isinstance(rid, str) and 0 < len(rid) <= MAX_ID_LENGTH else None
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    version: int
+    id: str
+    op: str
+    token: str
+
+
+def _authorize(envelope: _Envelope, authorized: Callable[[str], bool]) -> None:
+    if envelope.op != "hello" and not authorized(envelope.token):
+        raise ProtocolError(
+            "unauthorized",
+            "missing or wrong token (the client reads it from the server's token file)",
+            envelope.id,
+        )
+
+
+def _check_envelope(msg: dict) -> _Envelope:
     request_id = msg.get("id")
     rid = request_id if isinstance(request_id, str) and len(request_id) <= MAX_ID_LENGTH else None
     version = msg.get("v")
@@ -118,8 +267,18 @@ def decode(frame: bytes, limits: Limits) -> Request:
     token = msg.get("token", "")
     if not isinstance(token, str):
         raise ProtocolError("bad_request", "'token' must be a string", rid)
-    request = Request(op=op, id=rid, token=token)
-    if op == "cancel":
+    return _Envelope(version, rid, op, token)
+
+
+def _decode_op(msg: dict, envelope: _Envelope, limits: Limits) -> Request:
+    rid, op = envelope.id, envelope.op
+    request = Request(op=op, id=rid, token=envelope.token)
+    if op == "hello":
+        nonce = msg.get("nonce")
+        if not isinstance(nonce, (bytes, memoryview)) or len(nonce) != NONCE_BYTES:
+            raise ProtocolError("bad_request", f"'nonce' must be {NONCE_BYTES} bytes (bin)", rid)
+        request.nonce = bytes(nonce)
+    elif op == "cancel":
         target = msg.get("target")
         if not isinstance(target, str) or not 0 < len(target) <= MAX_ID_LENGTH:
             raise ProtocolError("bad_request", "'target' must be a request id", rid)
@@ -146,7 +305,7 @@ def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
         raise ProtocolError(
             "bad_request", f"unknown pixel format {fmt[:20]!r}; known: {', '.join(FORMATS)}", rid
         )
-    data = _field(image, "data", bytes, rid, "image.data")
+    data = _field(image, "data", _BINARY, rid, "image.data")
     expected = w * h * FORMATS[fmt].bytes_per_pixel
     if len(data) != expected:
         raise ProtocolError(
@@ -154,7 +313,7 @@ def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
         )
     if _int_field(mask, "w", rid, "mask.w") != w or _int_field(mask, "h", rid, "mask.h") != h:
         raise ProtocolError("bad_request", "mask size differs from image size", rid)
-    mask_data = _field(mask, "data", bytes, rid, "mask.data")
+    mask_data = _field(mask, "data", _BINARY, rid, "mask.data")
     if len(mask_data) != w * h:
         raise ProtocolError(
             "bad_request", f"mask.data has {len(mask_data)} bytes; {w}×{h} needs {w * h}", rid
@@ -202,7 +361,7 @@ def _field(container: dict, key: str, kind: type, rid: str | None, label: str | 
     value = container.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise ProtocolError(
-            "bad_request", f"'{label or key}' must be a {_KIND_NAMES.get(kind, kind.__name__)}", rid
+            "bad_request", f"'{label or key}' must be a {_KIND_NAMES.get(kind, 'value')}", rid
         )
     return value
 
@@ -211,7 +370,8 @@ def _int_field(container: dict, key: str, rid: str | None, label: str) -> int:
     return _field(container, key, int, rid, label)
 
 
-_KIND_NAMES = {dict: "map", bytes: "binary (bin)", str: "string", int: "integer"}
+_BINARY = (bytes, memoryview)
+_KIND_NAMES = {dict: "map", _BINARY: "binary (bin)", str: "string", int: "integer"}
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -225,3 +385,12 @@ def error_reply(code: str, message: str, request_id: str | None) -> bytes:
 
 def progress_reply(request_id: str, fraction: float, stage: str) -> bytes:
     return encode({"id": request_id, "progress": round(float(fraction), 4), "stage": stage})
+
+
+def hello_proof(token: str, nonce: bytes) -> bytes:
+    """The server's answer to a ``hello``: HMAC-SHA256 keyed by the token over the nonce.
+
+    Only a holder of the token can compute it, so a client that checks it knows it talks to
+    its own lama-server before it sends the token or any pixels.
+    """
+    return hmac.new(token.encode("utf-8"), HELLO_CONTEXT + bytes(nonce), hashlib.sha256).digest()

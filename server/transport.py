@@ -1,22 +1,37 @@
 """The ZeroMQ side of lama-server: one thread owns the ROUTER socket (pyzmq guide style).
 
-The owner thread reads requests, answers the cheap ops (``ping``, ``info``, ``cancel``) itself,
-queues ``inpaint`` jobs, and forwards whatever the worker thread pushes through an inproc
+The owner thread reads requests, answers the cheap ops (``ping``, ``info``, ``cancel``,
+``hello``) itself, queues ``inpaint`` jobs, and forwards whatever the worker threads (one per
+device, all fed by the one queue, batching same-size requests) push through an inproc
 PUSH/PULL pair. No other thread touches the ROUTER socket.
+
+On loopback endpoints clients reach the ROUTER only through the token gate
+(:mod:`~lama_server.gate`), which checks each message's token from its first bytes, so
+unauthenticated data never reaches libzmq; the ROUTER then listens in a private folder.
+Frames are received without copying and the token is checked again before pixel data is read
+(:func:`protocol.decode`). Replies go out with ``ROUTER_MANDATORY``: a send to a client that
+has disconnected fails with ``EHOSTUNREACH``, which is how the server learns it left (the
+``ROUTER_NOTIFY`` option is a libzmq draft API, absent from the pyzmq wheels): its queued jobs
+are dropped and its running job stops at the next progress point. Clients with queued jobs
+are probed with a ``queued`` progress message every :data:`PROBE_INTERVAL` seconds.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import zmq
 
 from . import __version__, protocol
-from .auth import token_matches
+from .auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
+from .gate import TokenGate, can_gate
 from .pixel_formats import FORMATS
 from .protocol import Limits, ProtocolError
 from .scheduler import Job, Scheduler
@@ -24,6 +39,9 @@ from .worker import Worker
 
 log = logging.getLogger("lama_server")
 _OUTBOX = "inproc://lama-outbox"
+#: Complete messages libzmq may hold per connection before it stops reading from it.
+RECV_HWM_PER_CONNECTION = 4
+PROBE_INTERVAL = 0.5
 
 
 @dataclass
@@ -37,8 +55,11 @@ class ServerConfig:
 class Server:
     """Serve ``worker`` at ``config.endpoint`` until :meth:`stop` is called."""
 
-    def __init__(self, worker: Worker, config: ServerConfig) -> None:
-        self.worker = worker
+    def __init__(self, worker: Worker | Sequence[Worker], config: ServerConfig) -> None:
+        self.workers = [worker] if isinstance(worker, Worker) else list(worker)
+        if not self.workers:
+            raise ValueError("a server needs at least one worker")
+        self.worker = self.workers[0]  # the one whose model/path info reports
         self.config = config
         self.scheduler = Scheduler(config.limits.queue)
         self._stop = threading.Event()
@@ -54,22 +75,59 @@ class Server:
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 2000)
         router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        router.setsockopt(zmq.RCVHWM, RECV_HWM_PER_CONNECTION)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a client that left fails
+        router.setsockopt(zmq.IPV6, 1)  # else tcp://[::1]:PORT passes the checks but cannot bind
         if self.config.curve_secret_key:
             router.setsockopt(zmq.CURVE_SERVER, 1)
             router.setsockopt(zmq.CURVE_SECRETKEY, self.config.curve_secret_key)
-        router.bind(self.config.endpoint)
-        self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        public = self.config.endpoint
+        if public.startswith("ipc://"):
+            prepare_ipc_endpoint(public)  # refuses to take over a live server's socket
+        gate, private_dir = None, None
+        try:
+            if self.config.curve_secret_key is None and can_gate(public):
+                # Clients reach the ROUTER only through the token gate (gate.py); the ROUTER
+                # itself listens on a socket in a folder only this user can enter.
+                private_dir = tempfile.mkdtemp(prefix="lama-server-")
+                router.bind(f"ipc://{private_dir}/router.sock")
+                gate = TokenGate(
+                    public,
+                    router.getsockopt_string(zmq.LAST_ENDPOINT),
+                    lambda token: token_matches(self.config.token, token),
+                    self.config.limits,
+                )
+                self.bound_endpoint = gate.bound_endpoint
+            else:
+                router.bind(public)
+                self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        except (zmq.ZMQError, OSError):
+            router.close(0)
+            self._ctx.term()
+            if private_dir:
+                shutil.rmtree(private_dir, ignore_errors=True)
+            raise
+        if public.startswith("ipc://"):
+            secure_ipc_socket(self.bound_endpoint)
+        if gate is not None:
+            gate.start()
         outbox = self._ctx.socket(zmq.PULL)
         outbox.bind(_OUTBOX)
-        worker_thread = threading.Thread(target=self._worker_loop, name="lama-worker", daemon=True)
-        worker_thread.start()
+        worker_threads = [
+            threading.Thread(
+                target=self._worker_loop, args=(w,), name=f"lama-worker-{i}", daemon=True
+            )
+            for i, w in enumerate(self.workers)
+        ]
+        for thread in worker_threads:
+            thread.start()
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(outbox, zmq.POLLIN)
         if on_ready:
             on_ready(self.bound_endpoint)
         shutting_down = False
+        next_probe = time.monotonic() + PROBE_INTERVAL
         try:
             while True:
                 if self._stop.is_set() and not shutting_down:
@@ -80,7 +138,11 @@ class Server:
                             "shutting_down", "the server is shutting down", job.request.id
                         )
                         self._reply(router, job.envelope, refusal)
-                if shutting_down and not self.scheduler.busy and not worker_thread.is_alive():
+                if (
+                    shutting_down
+                    and not self.scheduler.busy
+                    and not any(t.is_alive() for t in worker_threads)
+                ):
                     break
                 events = dict(poller.poll(100))
                 if outbox in events:
@@ -89,41 +151,59 @@ class Server:
                             frames = outbox.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        router.send_multipart(frames)
+                        self._send(router, frames)
                 if router in events:
                     for _ in range(64):  # bounded burst, then serve the outbox again
                         try:
-                            frames = router.recv_multipart(zmq.NOBLOCK)
+                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
                         self._handle(router, frames, shutting_down)
+                        del frames  # drop the frame (and its memory) before the next one
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + PROBE_INTERVAL
+                    self._probe_waiting_clients(router)
             # Flush what the worker left in the outbox.
             while True:
                 try:
-                    router.send_multipart(outbox.recv_multipart(zmq.NOBLOCK))
+                    self._send(router, outbox.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     break
         finally:
-            worker_thread.join(timeout=5)
+            for thread in worker_threads:
+                thread.join(timeout=5)
             router.close(linger=2000)
             outbox.close(linger=0)
-            self._ctx.term()
+            self._ctx.term()  # flushes the last replies into the gate's upstream sockets
+            if gate is not None:
+                gate.stop()
+            if private_dir:
+                shutil.rmtree(private_dir, ignore_errors=True)
 
     # ----------------------------------------------------------------------------------------
 
-    def _handle(self, router: zmq.Socket, frames: list[bytes], shutting_down: bool) -> None:
+    def _handle(self, router: zmq.Socket, frames: list[zmq.Frame], shutting_down: bool) -> None:
         if len(frames) < 2:
             return  # no payload: nothing to answer
-        envelope, payload = frames[:-1], frames[-1]
+        envelope = [frames[0].bytes]  # the routing id of the client's connection
         try:
-            request = protocol.decode(payload, self.config.limits)
-            if not token_matches(self.config.token, request.token):
+            if len(frames) > 2:
                 raise ProtocolError(
-                    "unauthorized",
-                    "missing or wrong token (the client reads it from the server's token file)",
-                    request.id,
+                    "bad_request",
+                    f"a request is one frame; this message has {len(frames) - 1}",
                 )
-            if request.op == "ping":
+            request = protocol.decode(
+                frames[1].buffer,
+                self.config.limits,
+                lambda token: token_matches(self.config.token, token),
+            )
+            if request.op == "hello":
+                self._reply(router, envelope, protocol.encode({
+                    "id": request.id, "ok": True, "version": __version__,
+                    "protocol": protocol.VERSION, "protocol_minor": protocol.MINOR_VERSION,
+                    "proof": protocol.hello_proof(self.config.token, request.nonce),
+                }))  # fmt: skip
+            elif request.op == "ping":
                 pong = {"id": request.id, "ok": True, "pong": True, "version": __version__}
                 self._reply(router, envelope, protocol.encode(pong))
             elif request.op == "info":
@@ -135,6 +215,11 @@ class Server:
                 raise ProtocolError("shutting_down", "the server is shutting down", request.id)
             else:
                 job = Job(request, envelope)
+                limit = self.config.limits.max_queued_bytes
+                if self.scheduler.queued_bytes + job.nbytes > limit:
+                    raise ProtocolError(
+                        "busy", "the queue holds too many bytes of pixels; try again", request.id
+                    )
                 if not self.scheduler.submit(job):
                     raise ProtocolError(
                         "busy",
@@ -162,9 +247,34 @@ class Server:
             self._reply(router, job.envelope, protocol.error_reply(
                 "cancelled", "the request was cancelled", job.request.id))  # fmt: skip
 
-    @staticmethod
-    def _reply(router: zmq.Socket, envelope: list[bytes], payload: bytes) -> None:
-        router.send_multipart([*envelope, payload])
+    def _reply(self, router: zmq.Socket, envelope: list[bytes], payload: bytes) -> None:
+        self._send(router, [*envelope, payload])
+
+    def _send(self, router: zmq.Socket, frames: list[bytes]) -> None:
+        """Send to a client; one that has disconnected loses its queued and running work."""
+        try:
+            router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("client not reading (its queue is full): reply dropped")
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self._client_left(router, frames[0])
+
+    def _client_left(self, router: zmq.Socket, client: bytes) -> None:
+        dropped, running = self.scheduler.drop_client(client)
+        if dropped or running:
+            log.info(
+                "a client disconnected: dropped %d queued request(s), stopping %d running",
+                len(dropped), len(running),
+            )  # fmt: skip
+
+    def _probe_waiting_clients(self, router: zmq.Socket) -> None:
+        """Tell each waiting client it is still queued; a send that fails means it left."""
+        for job in self.scheduler.queued():
+            if not job.cancelled.is_set():
+                update = protocol.progress_reply(job.request.id, 0.0, "queued")
+                self._send(router, [*job.envelope, update])
 
     def info(self) -> dict:
         limits = self.config.limits
@@ -177,14 +287,17 @@ class Server:
             "version": __version__,
             "protocol": protocol.VERSION,
             "limits": {"max_pixels": limits.max_pixels,
-                       "max_message_bytes": limits.max_message_bytes, "queue": limits.queue},
+                       "max_message_bytes": limits.max_message_bytes, "queue": limits.queue,
+                       "max_queued_bytes": limits.max_queued_bytes},
+            "protocol_minor": protocol.MINOR_VERSION,
             "queue": {"length": len(self.scheduler), "capacity": limits.queue},
             "formats": sorted(FORMATS),
+            "devices": [w.load_info() for w in self.workers],
         }  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
 
-    def _worker_loop(self) -> None:
+    def _worker_loop(self, worker: Worker) -> None:
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(_OUTBOX)
@@ -194,13 +307,17 @@ class Server:
 
         try:
             while True:
-                job = self.scheduler.next_job(timeout=0.2)
-                if job is None:
+                jobs = self.scheduler.next_batch(
+                    timeout=0.2, key=worker.batch_key, max_batch=worker.max_batch,
+                    wait=worker.batch_wait,
+                )  # fmt: skip
+                if not jobs:
                     if self._stop.is_set():
                         return
                     continue
                 try:
-                    emit(job, self.worker.run(job, emit))
+                    for job, reply in zip(jobs, worker.run_batch(jobs, emit), strict=True):
+                        emit(job, reply)
                 finally:
                     self.scheduler.finished()
         finally:

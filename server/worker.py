@@ -1,23 +1,28 @@
 """The worker: owns the model and the device, turns a job into reply bytes.
 
-It runs in its own thread, takes jobs from the :class:`~lama_server.scheduler.Scheduler`, and
-hands every message (progress and the final reply) to ``emit``, which forwards it to the
-socket thread: only that thread touches the ROUTER socket.
+It runs in its own thread (one per device), takes jobs from the
+:class:`~lama_server.scheduler.Scheduler`, and hands every message (progress and the final
+reply) to ``emit``, which forwards it to the socket thread: only that thread touches the
+ROUTER socket. Requests whose whole image is one window of the same size may arrive as a
+batch (:meth:`Worker.batch_key`) and run in one forward; refinement never batches.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import torch
 
+from lama_model.device_path import DeviceInpainter, Prepared, RegionResult, forward_batch
 from lama_model.inpaint import InpaintOptions, inpaint
 
 from . import protocol
-from .pixel_formats import FORMATS, array_to_wire, wire_to_array
+from .pixel_formats import _CANONICAL, FORMATS, array_to_wire, wire_to_array
+from .protocol import Request
 from .scheduler import Job
 
 log = logging.getLogger("lama_server")
@@ -39,16 +44,65 @@ class Worker:
         precision: str,
         backend: str = "torch",
         path: str | None = None,
+        max_batch: int = 1,
+        batch_wait: float = 0.002,
+        device_lock: threading.Lock | None = None,
     ) -> None:
+        # Workers sharing a GPU share ``device_lock``: one forward at a time there (a second
+        # would only compete for the same chip and double the activation memory), while the
+        # other worker's host work (decoding, uploads, the reply) overlaps it.
+        if device_lock is not None:
+            model = SerializedModel(model, device_lock)
         self.model = model
         self.model_name = model_name
         self.precision = precision
         self.backend = backend
         self.path = path or precision  # the inference path in words, e.g. "fp32+fused"
+        self.max_batch = max(1, max_batch)
+        self.batch_wait = batch_wait
+        # The tensor request path with its pinned buffers, kept for the worker's lifetime.
+        # CPU models keep the NumPy path for single requests (it is as fast there).
+        self.runner = DeviceInpainter(model)
+        self.load = WorkerLoad()
 
     @property
     def device(self) -> torch.device:
         return getattr(self.model, "device", torch.device("cpu"))
+
+    def load_info(self) -> dict:
+        """This worker's line in ``info``'s ``devices``."""
+        line = {"device": str(self.device), "path": self.path, "max_batch": self.max_batch,
+                **self.load.as_dict()}  # fmt: skip
+        compiler = getattr(self.model, "compiler", None)
+        if compiler is not None:  # background compilation (lama_model.gpu_fused)
+            line["compile"] = {"ready": compiler.ready_shapes, "pending": compiler.pending_shapes}
+        return line
+
+    def batch_key(self, request: Request) -> Hashable | None:
+        """Requests with equal keys may share one forward; None: this one runs alone.
+
+        Only requests that run their whole image as one window (``original``, or ``auto`` up
+        to the resize limit) batch, keyed by size; refinement (issue 13) never does.
+        """
+        opts = request.options
+        if self.max_batch <= 1 or getattr(opts, "refine", False):
+            return None
+        whole = opts.strategy == "original" or (
+            opts.strategy == "auto"
+            and max(request.width, request.height) <= InpaintOptions().resize_limit
+        )
+        return (request.width, request.height) if whole else None
+
+    def run_batch(self, jobs: list[Job], emit: Emit) -> list[bytes]:
+        """Run jobs (of one batch key) together; one final reply per job, in order."""
+        started = time.monotonic()
+        self.load.started(len(jobs))
+        try:
+            if len(jobs) == 1:
+                return [self.run(jobs[0], emit)]
+            return self._run_together(jobs, emit)
+        finally:
+            self.load.finished(len(jobs), time.monotonic() - started)
 
     def warm_up(self, size: int = 256) -> float:
         """One forward at a typical size so the first user request is not the slow one."""
@@ -56,7 +110,7 @@ class Worker:
         image = np.full((size, size, 3), 128, np.uint8)
         mask = np.zeros((size, size), np.uint8)
         mask[size // 4 : size // 2, size // 4 : size // 2] = 255
-        inpaint(self.model, image, mask, InpaintOptions(strategy="original"))
+        self._inpaint(image, mask, InpaintOptions(strategy="original"), None)
         return time.perf_counter() - start
 
     def run(self, job: Job, emit: Emit) -> bytes:
@@ -71,19 +125,9 @@ class Worker:
             emit(job, protocol.progress_reply(req.id, fraction, stage))
 
         try:
-            image = wire_to_array(req.format, req.width, req.height, req.image_data)
-            mask = np.frombuffer(req.mask_data, dtype=np.uint8).reshape(req.height, req.width)
-            opts = req.options
-            options = InpaintOptions(
-                mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy
-            )
+            image, mask, options = _decode(req)
             result = self._inpaint_with_oom_fallback(image, mask, options, progress)
-            out = (
-                layer_pixels(result.image, result.alpha, req.format)
-                if opts.output == "layer"
-                else result.image
-            )
-            data = array_to_wire(req.format, out)
+            reply = _ok_reply(req, result, queue_ms, _ms(started))
         except JobCancelled:
             log.info("inpaint %s cancelled after %.0f ms", req.id, _ms(started))
             return protocol.error_reply("cancelled", "the request was cancelled", req.id)
@@ -97,20 +141,75 @@ class Worker:
         except Exception:
             log.exception("inpaint %s failed", req.id)
             return protocol.error_reply("internal", "internal error while inpainting", req.id)
-        model_ms = _ms(started)
+        opts = req.options
         log.info(
             "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s: %.0f ms, queued %.0f",
             req.id, req.width, req.height, req.format, opts.strategy, opts.mask_grow,
-            opts.feather, opts.output, model_ms, queue_ms,
+            opts.feather, opts.output, _ms(started), queue_ms,
         )  # fmt: skip
-        timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
-                  "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
-        image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": data}
-        return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+        return reply
+
+    def _run_together(self, jobs: list[Job], emit: Emit) -> list[bytes]:
+        """Prepare every job, run their windows in one forward, finish each."""
+        replies: dict[int, bytes] = {}
+        prepared: dict[int, Prepared] = {}
+        queue_ms = {}
+        started = time.monotonic()
+        for i, job in enumerate(jobs):
+            req = job.request
+            queue_ms[i] = (started - job.received) * 1000
+            if job.cancelled.is_set():
+                replies[i] = protocol.error_reply("cancelled", "the request was cancelled", req.id)
+                continue
+            try:
+                image, mask, options = _decode(req)
+                emit(job, protocol.progress_reply(req.id, 0.0, "prepare"))
+                prepared[i] = self.runner.prepare(image, mask, options)
+            except Exception:
+                log.exception("inpaint %s failed", req.id)
+                replies[i] = protocol.error_reply(
+                    "internal", "internal error while inpainting", req.id
+                )
+        single = {i: p for i, p in prepared.items() if len(p.windows) == 1}
+        shapes = {p.windows[0].shape for p in single.values()}
+        try:
+            if len(shapes) == 1 and len(single) > 1:
+                for i in single:
+                    emit(jobs[i], protocol.progress_reply(jobs[i].request.id, 0.05, "inpaint"))
+                forward_batch(self.model, [p.windows[0] for p in single.values()])
+            for p in prepared.values():
+                for window in p.windows:
+                    if window.prediction is None:
+                        self.runner.forward_window(window)
+        except Exception as exc:  # e.g. out of memory for the batch: one by one instead
+            log.warning("batched forward of %d failed (%s); running one by one", len(jobs), exc)
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            return [replies[i] if i in replies else self.run(job, emit)
+                    for i, job in enumerate(jobs)]  # fmt: skip
+        for i, p in prepared.items():
+            req = jobs[i].request
+            try:
+                result = self.runner.finish_region(p)
+                replies[i] = _ok_reply(req, result, queue_ms[i], _ms(started))
+            except Exception:
+                log.exception("inpaint %s failed", req.id)
+                replies[i] = protocol.error_reply(
+                    "internal", "internal error while inpainting", req.id
+                )
+        log.info("batch of %d %dx%d: %.0f ms", len(jobs), jobs[0].request.width,
+                 jobs[0].request.height, _ms(started))  # fmt: skip
+        return [replies[i] for i in range(len(jobs))]
+
+    def _inpaint(self, image, mask, options, progress):
+        if self.device.type == "cuda" and not getattr(options, "refine", False):
+            # Reuses its pinned buffers; only the touched region comes back to the host.
+            return self.runner.region(image, mask, options, progress)
+        return inpaint(self.model, image, mask, options, progress)
 
     def _inpaint_with_oom_fallback(self, image, mask, options, progress):
         try:
-            return inpaint(self.model, image, mask, options, progress)
+            return self._inpaint(image, mask, options, progress)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             log.warning("out of GPU memory; retrying with the resize strategy at 512 px")
@@ -118,7 +217,108 @@ class Worker:
                 mask_grow=options.mask_grow, feather=options.feather, strategy="resize",
                 resize_limit=512,
             )  # fmt: skip
-            return inpaint(self.model, image, mask, cheaper, progress)
+            return self._inpaint(image, mask, cheaper, progress)
+
+
+class SerializedModel:
+    """A model whose calls hold a lock; every attribute is the wrapped model's."""
+
+    def __init__(self, model: torch.nn.Module, lock: threading.Lock) -> None:
+        self._model = model
+        self._lock = lock
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            return self._model(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+class WorkerLoad:
+    """Counters for ``info``'s per-device load (written by the worker thread only)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.completed = 0
+        self.batches = 0
+        self.largest_batch = 0
+        self.busy_s = 0.0
+        self.since = time.monotonic()
+
+    def started(self, jobs: int) -> None:
+        self.running = jobs
+
+    def finished(self, jobs: int, seconds: float) -> None:
+        self.running = 0
+        self.completed += jobs
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, jobs)
+        self.busy_s += seconds
+
+    def as_dict(self) -> dict:
+        up = max(time.monotonic() - self.since, 1e-9)
+        return {"running": self.running, "completed": self.completed, "batches": self.batches,
+                "largest_batch": self.largest_batch,
+                "utilisation": round(min(1.0, self.busy_s / up), 3)}  # fmt: skip
+
+
+def _decode(req: Request) -> tuple[np.ndarray, np.ndarray, InpaintOptions]:
+    image = wire_to_array(req.format, req.width, req.height, req.image_data)
+    mask = np.frombuffer(req.mask_data, dtype=np.uint8).reshape(req.height, req.width)
+    opts = req.options
+    options = InpaintOptions(mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy)
+    return image, mask, options
+
+
+def _ok_reply(req: Request, result, queue_ms: float, model_ms: float) -> bytes | bytearray:
+    timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
+              "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
+    fmt = FORMATS[req.format]
+    if isinstance(result, RegionResult):
+        if req.options.output == "composite" and fmt.dtype.kind != "f":
+            return _patched_reply(req, result, timing)
+        result = result.full()
+    out = (
+        layer_pixels(result.image, result.alpha, req.format)
+        if req.options.output == "layer"
+        else result.image
+    )
+    data = array_to_wire(req.format, out)
+    image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": data}
+    return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+
+
+def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearray:
+    """The ok reply built in one buffer: the request's pixels copied once, the region patched.
+
+    Decodes to the same message as ``protocol.encode`` of the whole image (the pixels are
+    the message's last field, so the encoding is the head of the message, a ``bin 32``
+    header, the pixels) but without the full-image copies of compositing into a copy,
+    ``tobytes`` and packing.
+    Integer formats only (float documents get NaN cleaned on the way in, so their untouched
+    pixels differ from the request's bytes).
+    """
+    fmt = FORMATS[req.format]
+    image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": b""}
+    head = protocol.encode({"id": req.id, "ok": True, "timing": timing, "image": image_reply})
+    empty_bin = b"\xc4\x00"
+    assert head.endswith(empty_bin), "the pixels must be the last field of the reply"
+    head = head[: -len(empty_bin)]
+    size = len(req.image_data)
+    buf = bytearray(len(head) + 5 + size)
+    buf[: len(head)] = head
+    buf[len(head) : len(head) + 5] = b"\xc6" + size.to_bytes(4, "big")
+    pixels = memoryview(buf)[len(head) + 5 :]
+    pixels[:] = req.image_data
+    if result.box is not None and result.pixels is not None:
+        wire = np.frombuffer(pixels, dtype=fmt.dtype).reshape(req.height, req.width, -1)
+        canonical = _CANONICAL[fmt.order]
+        region = result.pixels
+        if fmt.order != canonical:
+            region = region[:, :, [canonical.index(c) for c in fmt.order]]
+        wire[result.box.slices] = region
+    return buf
 
 
 def layer_pixels(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:

@@ -65,7 +65,7 @@ def golden_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def train_fixtures_dir() -> Path:
-    """The training fixtures (``lama-train``: masks, losses, sources)."""
+    """The official-code training fixtures (``lama-train``: mask sampler, one training step)."""
     return _fixture_folder("lama-train", "README.md")
 
 
@@ -73,6 +73,51 @@ def train_fixtures_dir() -> Path:
 def refine_fixtures_dir() -> Path:
     """The refinement fixtures (``lama-refine``: image, mask, expected crops)."""
     return _fixture_folder("lama-refine", "README.md")
+
+
+@pytest.fixture(scope="session")
+def train_recipe(train_fixtures_dir: Path):
+    """The fixtures' ``recipe_weights`` module: the deterministic D and ResNet-50 weights."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "lama_train_recipe_weights", train_fixtures_dir / "losses" / "recipe_weights.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def recipe_discriminator(train_fixtures_dir: Path, train_recipe):
+    """Build the fixture's discriminator ``bigd`` or ``tinyd`` with its recipe weights."""
+    import json
+
+    from lama_model.train.discriminator import build_discriminator
+
+    def build(variant: str):
+        manifest = train_fixtures_dir / "losses" / variant / "manifest-discriminator.json"
+        kwargs = json.loads(manifest.read_text())["kwargs"]
+        net = build_discriminator(ndf=kwargs["ndf"], n_layers=kwargs["n_layers"])
+        net.load_state_dict(train_recipe.state_dict_from_manifest(manifest))
+        return net
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def recipe_resnet50(train_fixtures_dir: Path, train_recipe):
+    """Build the ResNetPL encoder (dilated ResNet-50) with the fixture's recipe weights."""
+    from lama_model.train.perceptual import DilatedResNet50
+
+    manifest = train_fixtures_dir / "losses" / "manifest-resnet50dilated.json"
+
+    def build():
+        encoder = DilatedResNet50()
+        encoder.load_state_dict(train_recipe.state_dict_from_manifest(manifest))
+        return encoder
+
+    return build
 
 
 @pytest.fixture(scope="session")
@@ -213,3 +258,65 @@ class TinyModelFiles:
 def tiny_model_files(tmp_path_factory, golden_dir, tiny_model_dir) -> TinyModelFiles:
     """The tiny model as a folder, ``.ckpt``, ``.pth``, TorchScript ``.pt`` and ``.onnx``."""
     return TinyModelFiles(tmp_path_factory.mktemp("tiny-formats"), golden_dir, tiny_model_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# lama-train trainer/CLI (12b)
+
+# A training run small enough for the test suite: the golden tiny generator's architecture,
+# the tiny discriminator, 64² crops and the small random stand-in for the perceptual network.
+TINY_TRAIN_ARGS = (
+    "--generator", "tiny", "--discriminator", "tiny", "--crop", "64", "--batch-size", "2",
+    "--workers", "0", "--perceptual-encoder", "tiny-random-for-tests", "--val-count", "4",
+    "--val-size", "64", "--log-every", "1", "--preview-every", "10", "--val-every", "1000",
+    "--save-every", "1000", "--no-progress",
+)  # fmt: skip
+
+
+def write_train_photos(folder: Path, count: int = 12, seed: int = 0) -> Path:
+    """Photo-like test images (smooth gradients with shapes), PNG and JPEG, in two subfolders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:80, 0:96] / 80.0
+    for i in range(count):
+        base = rng.rand(3, 1, 1) * 0.6 + rng.rand(3, 1, 1) * 0.4 * np.stack([xx, yy, xx * yy])
+        image = base.transpose(1, 2, 0).copy()
+        for _ in range(3):
+            y, x, h, w = rng.randint(0, 60), rng.randint(0, 76), rng.randint(8, 24), rng.randint(8, 24)
+            image[y : y + h, x : x + w] = rng.rand(3)
+        pixels = Image.fromarray((image.clip(0, 1) * 255).astype(np.uint8))
+        sub = folder / ("a" if i % 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        if i % 3:
+            pixels.save(sub / f"photo_{i:02d}.png")
+        else:
+            pixels.save(sub / f"photo_{i:02d}.jpg", quality=95)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def train_photos(tmp_path_factory) -> Path:
+    """A folder of 12 generated photos (80×96) for training runs."""
+    return write_train_photos(tmp_path_factory.mktemp("train-photos"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny training steps on one thread: on a shared 2-core machine, two OpenMP threads spin on
+    each other's barriers and make a 40 ms step take a second."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """The tiny golden checkpoint loaded on the CPU (eval mode); do not modify it."""
+    from lama_model.checkpoint import load_model
+
+    return load_model(tiny_model_dir)

@@ -64,7 +64,7 @@ def test_plain_state_dict_loads(tmp_path, tiny_state, reference, prefix):
 
 
 def test_torchscript_file_loads(golden_dir, reference):
-    model = load_model(golden_dir / "tiny-lama.pt")
+    model = load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True)
     assert model.scripted and model.generator is None
     torch.testing.assert_close(_probe(model), reference, atol=1e-5, rtol=0)
 
@@ -196,7 +196,7 @@ def test_damaged_torchscript(tmp_path, golden_dir):
         broken[i] ^= 0x5A
     (tmp_path / "bad.pt").write_bytes(bytes(broken))
     with pytest.raises(CheckpointError):
-        load_model(tmp_path / "bad.pt")
+        load_model(tmp_path / "bad.pt", allow_torchscript=True)
 
 
 def test_folder_that_is_not_a_model(tmp_path):

@@ -31,6 +31,7 @@ def test_cli_matches_official_within_one_level(tmp_path, golden_dir, model, case
             "--model",
             str(golden_dir / model),
             *OFFICIAL_FLAGS,
+            *(["--allow-torchscript"] if model.endswith(".pt") else []),
         ]
     )
     assert code == 0

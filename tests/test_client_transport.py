@@ -6,6 +6,8 @@ Every test that makes sense for both transports runs twice: the built-in ZMTP cl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 import struct
 import threading
@@ -46,7 +48,9 @@ class FakeServer:
 
     ``inpaint`` sends ``queued``, one stale reply for another id, ``steps`` progress replies
     ``step_delay`` apart, then the image with every byte inverted. ``silent`` requests are
-    swallowed; ``error`` makes every inpaint fail with that (code, message).
+    swallowed; ``error`` makes every inpaint fail with that (code, message). ``hello`` is
+    answered with the right HMAC proof (``proof="right"``), a wrong one (``"wrong"``: an
+    impostor without the token), or ``unknown_op`` (``"none"``: a server older than 1.1).
     """
 
     def __init__(
@@ -60,7 +64,10 @@ class FakeServer:
         error: tuple[str, str] | None = None,
         heartbeat_ms: int = 0,
         ipv6: bool = False,
+        proof: str = "right",
     ) -> None:
+        self.proof = proof
+        self.hellos = 0
         self.steps, self.step_delay = steps, step_delay
         self.honour_cancel, self.silent, self.error = honour_cancel, silent, error
         self.requests: list[dict] = []
@@ -115,8 +122,15 @@ class FakeServer:
         self._reply(ident, id=rid, ok=False, error={"code": code, "message": message})
 
     def _handle(self, ident: bytes, req: dict) -> None:
-        self.requests.append(req)
         rid = req.get("id")
+        if req.get("op") == "hello" and self.proof != "none":
+            self.hellos += 1
+            key = TOKEN if self.proof == "right" else "a guess"
+            proof = hmac.new(key.encode(), client.HELLO_CONTEXT + req["nonce"], hashlib.sha256)
+            return self._reply(ident, id=rid, ok=True, proof=proof.digest(), protocol=1)
+        self.requests.append(req)
+        if req.get("op") == "hello":
+            return self._fail(ident, rid, "unknown_op", "unknown op 'hello'")
         if req.get("token") != TOKEN:
             return self._fail(ident, rid, "unauthorized", "Wrong token.")
         if self.silent > 0:
@@ -229,6 +243,10 @@ def test_error_replies_raise_lama_error_with_code_and_message(use_pyzmq):
             assert not isinstance(info.value, (Cancelled, ServerUnavailable, RequestTimeout))
             assert c.ping()["pong"]  # the connection is still good after an error reply
         with LamaClient(server.endpoint, "wrong", use_pyzmq=use_pyzmq) as c:
+            with pytest.raises(LamaError, match="did not prove that it knows your token") as info:
+                c.ping()  # the server's proof does not match a wrong token: nothing is sent
+            assert info.value.code == "unauthorized"
+        with LamaClient(server.endpoint, "wrong", use_pyzmq=use_pyzmq, verify_server=False) as c:
             with pytest.raises(LamaError, match="Wrong token") as info:
                 c.ping()
             assert info.value.code == "unauthorized"
@@ -539,3 +557,55 @@ def test_a_non_zeromq_peer_is_refused():
         LamaClient(peer.endpoint, TOKEN, use_pyzmq=False).ping()
     assert time.monotonic() - start < 1.0
     peer.join()
+
+
+@BOTH
+@pytest.mark.parametrize("proof", ["wrong", "none"])
+def test_no_token_or_pixels_go_to_a_server_that_cannot_prove_the_token(use_pyzmq, proof):
+    """An impostor (wrong HMAC) or a server without ``hello`` gets nothing but the hello."""
+    with FakeServer(proof=proof) as server:
+        with LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+            with pytest.raises(LamaError) as info:
+                c.inpaint(rgba(4, 4), b"\xff" * 16)
+        time.sleep(0.1)
+        assert all(r.get("op") == "hello" for r in server.requests)
+        assert not any("token" in r or "image" in r for r in server.requests)
+    assert info.value.code == ("unauthorized" if proof == "wrong" else "unverified")
+    assert "Nothing was sent" in info.value.message
+
+
+@BOTH
+def test_client_proves_the_server_before_every_request(use_pyzmq):
+    with FakeServer() as server, LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c:
+        c.ping()
+        c.inpaint(rgba(2, 2), b"\xff" * 4)
+    assert server.hellos == 2 and server.ops() == ["ping", "inpaint"]
+
+
+def test_stdlib_client_refuses_a_frame_header_beyond_the_protocol_limit():
+    """A peer announcing a 1 GiB frame gets an error at once, before anything is allocated."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                recv_exact(conn, 11)
+                conn.sendall(client.zmtp_greeting(as_server=True))
+                recv_exact(conn, 64 - 11)
+                conn.sendall(client.zmtp_ready("ROUTER"))
+                time.sleep(0.2)
+                conn.sendall(client.zmtp_frame_header(1 << 30))
+                time.sleep(2)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        conn = client.ZmtpConnection(f"tcp://127.0.0.1:{listener.getsockname()[1]}", 2.0)
+        try:
+            with pytest.raises(LamaError) as info:
+                conn.recv(5.0)
+        finally:
+            conn.close()
+        thread.join(5)
+    assert info.value.code == "too_large"

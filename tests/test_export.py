@@ -76,7 +76,7 @@ def test_onnxruntime_backend_on_golden_case(
 
 def test_torchscript_roundtrip_through_load_model(tiny: LamaModel, tmp_path: Path) -> None:
     path = export_torchscript(tiny, tmp_path / "tiny.pt", sample_size=64)
-    loaded = load_model(path)
+    loaded = load_model(path, allow_torchscript=True)
     assert loaded.scripted
     for h, w in SIZES:
         image, mask = sample(h, w, seed=1)
@@ -89,8 +89,10 @@ def test_torchscript_matches_official_trace(
     tiny: LamaModel, tmp_path: Path, golden_dir: Path
 ) -> None:
     """Our trace and the official ``to_jit.py`` trace of the same weights agree."""
-    ours = load_model(export_torchscript(tiny, tmp_path / "ours.pt", sample_size=64))
-    official = load_model(golden_dir / "tiny-lama.pt")
+    ours = load_model(
+        export_torchscript(tiny, tmp_path / "ours.pt", sample_size=64), allow_torchscript=True
+    )
+    official = load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True)
     image, mask = sample(96, 128, seed=2)
     with torch.inference_mode():
         assert (ours(image, mask) - official(image, mask)).abs().max().item() <= 1e-5
@@ -102,7 +104,7 @@ def test_cli_exports_torchscript(
     out = tmp_path / "cli.pt"
     assert main([str(tiny_model_dir), "-o", str(out), "--size", "64"]) == 0
     assert "torchscript" in capsys.readouterr().out
-    assert load_model(out).scripted
+    assert load_model(out, allow_torchscript=True).scripted
 
 
 def test_cli_reports_errors(

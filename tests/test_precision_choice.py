@@ -245,7 +245,7 @@ def test_real_measurement_on_this_machine_gives_a_reason(tiny: LamaModel) -> Non
 def test_torchscript_runs_float32_under_auto_and_refuses_reduced_precision(
     golden_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripted = load_model(golden_dir / "tiny-lama.pt")
+    scripted = load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True)
     monkeypatch.setenv(PROBE_ENV, "bf16=3")  # even where bf16 would pay
     chosen = optimize(scripted, "cpu", cache=False)
     assert chosen.precision == "fp32" and chosen.choice.reason == "TorchScript: float32 only"

@@ -1,0 +1,195 @@
+"""What unauthenticated peers cost lama-server: memory, and latency for a legitimate client.
+
+    python bench/unauth_memory.py [--senders 16] [--size-mb 600] [--rounds 1] [--json out.json]
+
+Starts a real lama-server (tiny fixture model, loopback) and measures its idle RSS. Then
+``--senders`` pyzmq DEALERs each send ``--rounds`` ``--size-mb`` inpaint messages with a wrong
+token back to back, all at once, then wait for the replies, while an authenticated client pings
+every 20 ms. Reported: the server's peak RSS (sampled every 5 ms, and the kernel's
+VmHWM) against the goal of issue 11 (peak < 1.5 × idle + one valid request's size, i.e. one
+``--size-mb`` message), and the pings' median / p99 / max latency (goal < 50 ms). Each ping is
+two round trips (``hello`` then ``ping``).
+
+libzmq receives every message whole (it allocates the announced size when the frame header
+arrives) before the application sees it, so on a bare ROUTER N peers sending at once hold N
+messages in memory. lama-server's token gate (``server/gate.py``) reads only the first 64 KiB
+of each message on loopback endpoints and discards refused ones piecewise; this script shows
+what that leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO.parent / "shared" / "fixtures" / "lama-golden" / "tiny-lama"
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a process from /proc (Linux), in KiB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
+
+
+def start_server(folder: Path, model: Path) -> tuple[subprocess.Popen, str, str]:
+    token_file = folder / "token"
+    env = dict(os.environ, LAMA_TOKEN_FILE=str(token_file))
+    log = (folder / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
+         "--listen", "tcp://127.0.0.1:*", "--no-warmup", "--log-level", "warning"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = re.search(r"ready on (\S+)", (folder / "server.log").read_text())
+        if found:
+            return proc, found.group(1), token_file.read_text().strip()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"lama-server did not start:\n{(folder / 'server.log').read_text()}")
+
+
+def unauthenticated_message(size: int) -> bytes:
+    """An inpaint request of ``size`` bytes of pixels (RGBA8) carrying a wrong token."""
+    side = max(1, int((size / 5) ** 0.5))
+    return msgpack.packb({
+        "v": 1, "id": "intruder", "op": "inpaint", "token": "not-the-token",
+        "image": {"w": side, "h": side, "format": "RGBA8", "data": bytes(side * side * 4)},
+        "mask": {"w": side, "h": side, "data": bytes(side * side)},
+    }, use_bin_type=True)  # fmt: skip
+
+
+def sender(endpoint: str, payload: zmq.Frame, rounds: int, start: threading.Barrier,
+           codes: list[str]) -> None:  # fmt: skip
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        start.wait()
+        for _ in range(rounds):  # back to back: the server must take in every byte
+            sock.send(payload, copy=False)
+        for _ in range(rounds):
+            while sock.poll(300_000):
+                reply = msgpack.unpackb(sock.recv(), raw=False)
+                if "ok" in reply:
+                    codes.append(reply.get("error", {}).get("code", "ok"))
+                    break
+            else:
+                codes.append("no reply")
+        # Stay connected until the last message has left this process (zmq has no signal for
+        # it; the refusal of message N comes once its first bytes arrived): one more ping.
+        sock.send(msgpack.packb({"v": 1, "id": "end", "op": "ping", "token": "x"}))
+        sock.poll(300_000)
+    finally:
+        sock.close()
+
+
+def _stats(ms: list[float]) -> dict[str, float] | None:
+    if not ms:
+        return None
+    ms = sorted(ms)
+    pick = lambda q: round(ms[min(len(ms) - 1, int(q * len(ms)))], 2)  # noqa: E731
+    return {"n": len(ms), "median": pick(0.5), "p99": pick(0.99), "max": round(ms[-1], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--senders", type=int, default=16)
+    p.add_argument("--size-mb", type=float, default=600.0)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--quiet-s", type=float, default=5.0, help="pings before the attack")
+    p.add_argument("--model", type=Path, default=TINY)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from lama_server.client import LamaClient
+
+    size = int(args.size_mb * 1e6)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, endpoint, token = start_server(Path(tmp), args.model)
+        try:
+            pinger = LamaClient(endpoint, token)
+            quiet = []
+            quiet_end = time.monotonic() + args.quiet_s
+            while time.monotonic() < quiet_end:  # the same pings without an attack: the noise
+                t0 = time.perf_counter()
+                pinger.ping()
+                quiet.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.02)
+            time.sleep(0.5)
+            idle = rss_kib(proc.pid)
+            payload = zmq.Frame(unauthenticated_message(size))
+            start = threading.Barrier(args.senders + 1)
+            codes: list[str] = []
+            threads = [
+                threading.Thread(target=sender, args=(endpoint, payload, args.rounds, start, codes))
+                for _ in range(args.senders)
+            ]
+            for t in threads:
+                t.start()
+            peak, latencies, slow = idle, [], []
+            stop = threading.Event()
+
+            def sample() -> None:
+                nonlocal peak
+                while not stop.is_set():
+                    peak = max(peak, rss_kib(proc.pid))
+                    time.sleep(0.005)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            start.wait()
+            began = time.monotonic()
+            while any(t.is_alive() for t in threads):
+                t0 = time.perf_counter()
+                pinger.ping()
+                latencies.append((time.perf_counter() - t0) * 1000)
+                slow.extend([(round(time.monotonic() - began, 2), round(latencies[-1], 1))]
+                            if latencies[-1] > 20 else [])  # fmt: skip
+                time.sleep(0.02)
+            elapsed = time.monotonic() - began
+            stop.set()
+            sampler.join()
+            hwm = rss_kib(proc.pid, "VmHWM")
+            pinger.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    request_kib = size // 1024
+    budget = 1.5 * idle + request_kib
+    latencies.sort()
+    result = {
+        "senders": args.senders, "size_mb": args.size_mb, "rounds": args.rounds,
+        "replies": {c: codes.count(c) for c in set(codes)}, "attack_s": round(elapsed, 2),
+        "idle_rss_mib": round(idle / 1024, 1), "peak_rss_mib": round(peak / 1024, 1),
+        "vm_hwm_mib": round(hwm / 1024, 1), "budget_mib": round(budget / 1024, 1),
+        "rss_goal_met": peak < budget,
+        "ping_ms_without_attack": _stats(quiet[5:]),
+        "pings": len(latencies),
+        "ping_ms_during_attack": _stats(latencies),
+        "slow_pings_s_ms": slow[:10],  # (seconds into the attack, ms) of pings over 20 ms
+    }  # fmt: skip
+    result["ping_goal_met"] = bool(latencies) and latencies[-1] < 50
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

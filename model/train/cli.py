@@ -1,0 +1,268 @@
+"""``lama-train``: train or fine-tune LaMa on a folder of photos, and write mask sets.
+
+    lama-train fit PHOTOS/ --out runs/NAME [--init big-lama] [--steps N] ...
+    lama-train fit --resume --out runs/NAME [--steps N]
+    torchrun --nproc-per-node 8 --no-python lama-train fit PHOTOS/ --out runs/NAME ...
+    lama-train masks --kind large --size 256 -n 100 OUT/
+
+Exit codes: 0 done, 1 the run failed, 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ..checkpoint import CheckpointError
+from ..config_yaml import ConfigError
+from ..weights import KNOWN_MODELS, WeightsError, ensure_model
+from .config import (
+    DISCRIMINATOR_PRESETS,
+    GENERATOR_PRESETS,
+    PERCEPTUAL_ENCODERS,
+    PRECISIONS,
+    LossConfig,
+    TrainConfig,
+)
+from .masks import MASK_KINDS
+
+# Options a resumed run may change; everything else is fixed by the run's config.yaml.
+RESUME_MAY_CHANGE = ("steps", "workers", "device", "data", "progress")
+
+_FIT_EPILOG = """\
+examples:
+  fine-tune Big LaMa on your photos (downloads big-lama once; its checkpoint also carries the
+  discriminator and the perceptual loss's network, so nothing else is downloaded):
+      lama-train fit photos/ --out runs/mine --init big-lama --steps 20000 --batch-size 8
+  continue that run, or extend it to more steps:
+      lama-train fit --resume --out runs/mine --steps 40000
+  train Big LaMa from scratch on 8 GPUs (batch 15 per GPU = the paper's 120):
+      torchrun --nproc-per-node 8 --no-python lama-train fit places/ --out runs/big \\
+          --batch-size 15 --resnet-pl encoder_epoch_20.pth
+  use the result:
+      lama-inpaint photo.jpg mask.png -o out.png --model runs/mine
+
+A run folder holds config.yaml, models/last.ckpt, models/best.ckpt (best validation SSIM),
+train.csv, val.csv, samples/ (preview grids: masked input | output | inpainted | target) and
+tb/ (TensorBoard, if installed). `lama-inpaint --model` and `lama-server --model` take it as is.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lama-train",
+        description="Train or fine-tune LaMa on your own photos, or write mask sets.\n"
+        + __doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,masks}")
+    fit = sub.add_parser(
+        "fit",
+        help="train or fine-tune on a folder of photos",
+        description="Train or fine-tune LaMa with the paper's recipe: large masks, the "
+        "high-receptive-field perceptual loss (ResNetPL), adversarial training with R1, "
+        "feature matching. Options left out keep Big LaMa's values.",
+        epilog=_FIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # so a resumed run knows what was really given
+    )
+    fit.add_argument(
+        "data", nargs="?", help="folder of JPEG/PNG/WebP photos (searched recursively)"
+    )
+    fit.add_argument("--out", required=True, metavar="RUN",
+                     help="run folder to create (or to --resume)")  # fmt: skip
+    fit.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    fit.add_argument(
+        "--init", metavar="PATH|big-lama",
+        help="fine-tune from a model folder (the official big-lama folder, or one of our runs) "
+        "or a .ckpt; its architecture is used unless --generator is given",
+    )  # fmt: skip
+    fit.add_argument("--generator", choices=list(GENERATOR_PRESETS),
+                     help="architecture when training from scratch (default big-lama; "
+                     "tiny = test-sized)")  # fmt: skip
+    fit.add_argument("--discriminator", choices=list(DISCRIMINATOR_PRESETS),
+                     help="big: Big LaMa's (ndf 64, 4 layers; default); tiny: ndf 8, 2 layers, "
+                     "for tests")  # fmt: skip
+    group = fit.add_argument_group("schedule and data")
+    group.add_argument("--steps", type=int, help="total optimiser steps (default 100000)")
+    group.add_argument("--batch-size", type=int,
+                       help="images per process per micro-batch (default 8)")  # fmt: skip
+    group.add_argument("--accumulate", type=int,
+                       help="micro-batches per step (gradient accumulation; 1)")  # fmt: skip
+    group.add_argument("--crop", type=int, help="training crop size (default 256)")
+    group.add_argument("--workers", type=int, help="data-loading processes (default 4)")
+    group.add_argument("--mask-kind", choices=MASK_KINDS,
+                       help="training masks (default large: the Big LaMa mix)")  # fmt: skip
+    group.add_argument("--no-augment", dest="augment", action="store_false",
+                       help="no flips/distortions, random crops only")  # fmt: skip
+    group.add_argument("--seed", type=int, help="seed for weights, data order, masks (default 0)")
+    group = fit.add_argument_group("optimisation")
+    group.add_argument("--lr-generator", type=float, help="Adam lr of the generator (1e-3)")
+    group.add_argument("--lr-discriminator", type=float,
+                       help="Adam lr of the discriminator (1e-4)")  # fmt: skip
+    group.add_argument("--grad-clip", type=float, help="gradient-norm clip per network (1)")
+    group.add_argument("--resnet-pl-weight", type=float,
+                       help="weight of the perceptual loss (30; 0 turns it off)")  # fmt: skip
+    group.add_argument("--resnet-pl", metavar="PATH",
+                       help="local encoder_epoch_20.pth (ADE20k ResNet-50-dilated) instead of "
+                       "the download")  # fmt: skip
+    group.add_argument("--perceptual-encoder", choices=PERCEPTUAL_ENCODERS,
+                       help="FOR TESTS ONLY: tiny-random-for-tests replaces the perceptual "
+                       "network by a small random one")  # fmt: skip
+    group = fit.add_argument_group("speed")
+    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    group.add_argument("--precision", choices=PRECISIONS,
+                       help="fp32 (default) or bf16 autocast (FFTs stay float32)")  # fmt: skip
+    group.add_argument("--channels-last", action="store_true", help="channels-last tensors")
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the generator and the perceptual encoder")  # fmt: skip
+    group = fit.add_argument_group("progress and validation")
+    group.add_argument("--log-every", type=int, help="steps per train.csv row (50)")
+    group.add_argument("--preview-every", type=int, help="steps per preview grid (500)")
+    group.add_argument("--val-every", type=int, help="steps per validation (2000)")
+    group.add_argument("--save-every", type=int, help="steps per models/last.ckpt (1000)")
+    group.add_argument("--val-data", help="validation photos (default: the training folder)")
+    group.add_argument("--val-count", type=int, help="validation images (32)")
+    group.add_argument("--val-size", type=int, help="validation crop size (256)")
+    group.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="no progress bar")  # fmt: skip
+
+    masks = sub.add_parser(
+        "masks",
+        help="write a set of random masks as PNG files",
+        description="Write COUNT masks (PNG, 255 = hole) drawn by the training mask generator.",
+    )
+    masks.add_argument("out", help="output folder")
+    masks.add_argument("--kind", default="large",
+                       help="large (Big LaMa training mix), thin, medium, thick")  # fmt: skip
+    masks.add_argument("--size", type=int, default=256, help="masks are SIZE×SIZE (256)")
+    masks.add_argument("-n", "--count", type=int, default=100, help="how many (100)")
+    masks.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    return parser
+
+
+_FIELD_OF_OPTION = {
+    "lr_generator": "generator_lr",
+    "lr_discriminator": "discriminator_lr",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """The run's config from the command line (and, resuming, from the run's config.yaml)."""
+    given = dict(vars(args))
+    for name in ("command", "out", "resume", "init", "generator", "discriminator", "progress",
+                 "resnet_pl_weight"):  # fmt: skip
+        given.pop(name, None)
+    fields_given = {_FIELD_OF_OPTION.get(k, k): v for k, v in given.items()}
+    run_dir = Path(args.out)
+    if getattr(args, "resume", False):
+        fixed = sorted(set(vars(args)) - {"command", "out", "resume", *RESUME_MAY_CHANGE})
+        if fixed:
+            names = ", ".join("--" + n.replace("_", "-") for n in fixed)
+            raise ValueError(f"a resumed run keeps its settings; cannot change {names}")
+        config = TrainConfig.load(run_dir / "config.yaml")
+        changes = {k: v for k, v in fields_given.items() if k in RESUME_MAY_CHANGE}
+        return config.with_changes(run_dir=str(run_dir), **changes), True
+    if not getattr(args, "data", None):
+        raise ValueError("give the photo folder to train on (or --resume an existing run)")
+    if not Path(args.data).is_dir():
+        raise ValueError(f"{args.data}: no such folder")
+    init = getattr(args, "init", None)
+    if init is not None:
+        init = _resolve_init(init)
+        fields_given["init_from"] = str(init)
+    generator = getattr(args, "generator", None)
+    if generator is not None:
+        fields_given["generator"] = GENERATOR_PRESETS[generator]
+    elif init is not None:
+        from .config import architecture_from_folder
+
+        folder = init if init.is_dir() else init.parent.parent
+        if not (folder / "config.yaml").is_file():
+            raise ValueError(f"{init}: no config.yaml beside it; say --generator explicitly")
+        fields_given["generator"], fields_given["discriminator"] = architecture_from_folder(folder)
+    if getattr(args, "discriminator", None) is not None:
+        fields_given["discriminator"] = DISCRIMINATOR_PRESETS[args.discriminator]
+    if "resnet_pl_weight" in vars(args):
+        fields_given["losses"] = LossConfig(resnet_pl_weight=args.resnet_pl_weight)
+    return TrainConfig(run_dir=str(run_dir), run_title=run_dir.name, **fields_given), False
+
+
+def _resolve_init(init: str) -> Path:
+    path = Path(init).expanduser()
+    if path.exists():
+        return path
+    if init in KNOWN_MODELS and KNOWN_MODELS[init].unpack_to:
+        return ensure_model(init)
+    raise ValueError(f"--init {init}: no such file or folder (or known model: big-lama)")
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from .trainer import RunInputError, TrainError, fit
+
+    config, resume = config_from_args(args)
+    try:
+        progress = fit(config, resume=resume, progress_bar=getattr(args, "progress", True))
+    except TrainError as exc:
+        print(f"lama-train: {_first_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, RunInputError) else 1
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"done: {progress.step} steps; model in {config.run_dir} "
+              f"(lama-inpaint --model {config.run_dir})")  # fmt: skip
+    return 0
+
+
+def run_masks(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .masks import make_mask_generator
+
+    if args.kind not in MASK_KINDS:
+        raise ValueError(f"--kind must be one of {', '.join(MASK_KINDS)}")
+    if args.size < 8 or args.count < 1:
+        raise ValueError("--size must be at least 8 and -n at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    generator = make_mask_generator(args.kind)
+    rng = np.random.RandomState(args.seed)
+    digits = max(5, len(str(args.count - 1)))
+    for i in range(args.count):
+        mask = generator(rng, args.size, args.size)
+        Image.fromarray((mask > 0.5).astype(np.uint8) * 255, mode="L").save(
+            out / f"mask_{i:0{digits}d}.png"
+        )
+    print(f"wrote {args.count} {args.kind} masks ({args.size}×{args.size}) to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format="lama-train: %(message)s"
+    )
+    try:
+        return run_fit(args) if args.command == "fit" else run_masks(args)
+    except (ValueError, ConfigError, CheckpointError) as exc:  # bad input
+        print(f"lama-train: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except WeightsError as exc:
+        print(f"lama-train: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lama-train: interrupted (models/last.ckpt holds the last saved step)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,571 @@
+"""The training loop: the official LaMa step, made fast and resumable, on one process or many.
+
+One optimiser step, as the official Lightning module runs it with two optimisers:
+
+1. **Generator step** — the discriminator's parameters are frozen; predict, compute
+   ``l1 + adversarial + feature matching + ResNetPL``, backward, clip the generator's gradient
+   norm to ``grad_clip`` (Lightning's ``gradient_clip_val``), Adam step (lr 1e-3).
+2. **Discriminator step** — the generator runs again (in train mode, as the official code does,
+   so its BatchNorm statistics move twice per step) without gradients; the non-saturating loss
+   with R1 penalty, backward, clip, Adam step (lr 1e-4).
+
+Every network stays in train mode, the ResNetPL encoder included (Lightning's ``model.train()``
+undoes the official ``impl.eval()``); validation switches the generator to eval mode.
+
+Several processes (``torchrun``): every rank draws its own share of each batch, gradients are
+averaged across ranks before clipping — what DDP computes. The average is one explicit
+``all_reduce`` of the flattened gradients per optimiser rather than the DDP wrapper, because
+the R1 penalty differentiates through ``torch.autograd.grad``, which DDP does not support. As in
+the official DDP setup, BatchNorm is per rank (no SyncBN). ``accumulate k`` splits a batch into
+``k`` micro-batches the same way ranks split it, so one process with ``accumulate k`` computes
+what ``k`` ranks compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..checkpoint import CheckpointError
+from ..generator import FFCResNetGenerator
+from . import checkpoints as ckpt
+from .config import TrainConfig
+from .logs import RunLog, preview_grid, save_preview
+from .validate import evaluate
+
+LOG = logging.getLogger(__name__)
+
+
+class TrainError(RuntimeError):
+    """A run cannot start or continue; the message says why."""
+
+
+class RunInputError(TrainError):
+    """What the user gave cannot be trained on (no photos, no run to resume, unusable weights)."""
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def from_environ() -> DistEnv:
+        return DistEnv(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+
+def resolve_device(name: str, env: DistEnv) -> torch.device:
+    """``auto`` → this rank's GPU if there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", env.local_rank)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError("--device cuda, but PyTorch sees no CUDA GPU")
+        torch.cuda.set_device(device)
+    return device
+
+
+class TinyRandomEncoderForTests(nn.Module):
+    """NOT a perceptual network: a 4-stage random conv stack with ResNetPL's output interface.
+
+    Selected only by ``perceptual_encoder: tiny-random-for-tests`` so that the test suite can run
+    the whole training step in seconds; real runs use the ADE20k ResNet-50.
+    """
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        chans = [3, width, width * 2, width * 2, width * 4]
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if i < 2 else 1, padding=1),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(inplace=False),
+            )
+            for i in range(4)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+@dataclass
+class Networks:
+    generator: FFCResNetGenerator
+    discriminator: nn.Module
+    resnet_pl: nn.Module | None
+
+    def as_dict(self) -> dict[str, nn.Module | None]:
+        return {
+            "generator": self.generator,
+            "discriminator": self.discriminator,
+            "loss_resnet_pl": self.resnet_pl,
+        }
+
+
+def build_networks(
+    config: TrainConfig,
+    init_state: dict[str, dict[str, torch.Tensor]] | None = None,
+    resume: bool = False,
+) -> Networks:
+    """Build G, D and the perceptual loss; weights from ``init_state`` where it has them.
+
+    Fine-tuning (``resume`` False) takes the generator strictly and the discriminator and
+    perceptual encoder when they fit; resuming takes all three strictly. The same seed on every
+    rank gives the same initial weights (rank 0's are broadcast too).
+    """
+    from .discriminator import build_discriminator
+    from .perceptual import ResNetPL
+
+    torch.manual_seed(config.seed)
+    generator = FFCResNetGenerator(config.generator)
+    discriminator = build_discriminator(
+        ndf=config.discriminator.ndf, n_layers=config.discriminator.n_layers
+    )
+    init_state = init_state or {}
+    if resume:
+        ckpt.load_strict(generator, init_state.get("generator", {}), "generator")
+        ckpt.load_strict(discriminator, init_state.get("discriminator", {}), "discriminator")
+    elif init_state.get("generator"):
+        ckpt.load_strict(generator, init_state["generator"], "generator")
+        if not _load_optional(discriminator, init_state.get("discriminator"), "discriminator"):
+            LOG.warning("the discriminator starts from scratch")
+
+    resnet_pl = None
+    if config.losses.resnet_pl_weight > 0:
+        saved = init_state.get("loss_resnet_pl")
+        use_saved = bool(saved) and (resume or config.resnet_pl is None)
+        encoder = _perceptual_encoder(config, have_saved=use_saved)
+        resnet_pl = ResNetPL(weight=config.losses.resnet_pl_weight, encoder=encoder)
+        if resume:
+            ckpt.load_strict(resnet_pl, saved or {}, "loss_resnet_pl")
+        elif use_saved and not _load_optional(resnet_pl, saved, "loss_resnet_pl"):
+            # The saved entries are unusable (another encoder): take the real weights instead.
+            encoder = _perceptual_encoder(config, have_saved=False)
+            resnet_pl = ResNetPL(weight=config.losses.resnet_pl_weight, encoder=encoder)
+        for p in resnet_pl.parameters():
+            p.requires_grad_(False)
+    return Networks(generator, discriminator, resnet_pl)
+
+
+def _load_optional(module: nn.Module, state: dict | None, what: str) -> bool:
+    """Load weights a fine-tuning source may lack or hold in another shape; False if not."""
+    if not state:
+        LOG.warning("the initial checkpoint has no %s weights", what)
+        return False
+    try:
+        ckpt.load_strict(module, state, what)
+    except CheckpointError as exc:
+        LOG.warning("not using the initial checkpoint's %s: %s", what, exc)
+        return False
+    return True
+
+
+def _perceptual_encoder(config: TrainConfig, have_saved: bool) -> nn.Module | None:
+    if config.perceptual_encoder == "tiny-random-for-tests":
+        return TinyRandomEncoderForTests()
+    from .perceptual import load_resnet_pl_encoder
+
+    if have_saved:
+        return None  # ResNetPL builds the ADE20k architecture; the weights follow from the ckpt
+    if config.resnet_pl is not None:
+        return load_resnet_pl_encoder(config.resnet_pl)
+    from ..weights import WeightsError, ensure_model
+
+    try:
+        path = ensure_model("ade20k-resnet50dilated")
+    except WeightsError as exc:
+        raise TrainError(str(exc)) from exc
+    return load_resnet_pl_encoder(path)
+
+
+class GradientAverager:
+    """Average gradients over micro-batches and ranks, then clip: the DDP result, exactly.
+
+    Each micro-batch's loss is backpropagated unscaled, so ``.grad`` holds the sum over this
+    rank's micro-batches; ranks add their sums with one ``all_reduce``; the total is divided by
+    the number of micro-batches in the whole step. One rank with ``k`` micro-batches and ``k``
+    ranks with one each perform the same additions in the same order.
+    """
+
+    def __init__(self, params: list[nn.Parameter], env: DistEnv, micro_batches: int) -> None:
+        self.params = params
+        self.env = env
+        self.divisor = float(micro_batches * env.world_size)
+
+    def __call__(self, clip: float) -> torch.Tensor:
+        grads = []
+        for p in self.params:
+            if p.grad is None:  # DDP reduces zeros for parameters a step did not use
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        if self.env.world_size > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+        if self.divisor != 1:
+            for g in grads:
+                g.div_(self.divisor)
+        return torch.nn.utils.clip_grad_norm_(self.params, clip)
+
+
+def micro_batches(batch: dict[str, torch.Tensor], k: int) -> list[dict[str, torch.Tensor]]:
+    """Split a batch as DistributedSampler splits an epoch across ``k`` ranks: samples r, r+k, …"""
+    if k == 1:
+        return [batch]
+    return [{name: t[r::k] for name, t in batch.items()} for r in range(k)]
+
+
+class TrainStep:
+    """One optimiser step of both networks on a batch (the part a benchmark times).
+
+    Owns the two Adam optimisers, the gradient averaging, autocast and the compiled forwards.
+    """
+
+    def __init__(self, nets: Networks, config: TrainConfig, env: DistEnv, device: torch.device):
+        from .losses import LossWeights
+
+        self.nets = nets
+        self.config = config
+        self.device = device
+        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=config.generator_lr)
+        self.d_opt = torch.optim.Adam(nets.discriminator.parameters(), lr=config.discriminator_lr)
+        self.weights = LossWeights(
+            l1_known=config.losses.l1_weight_known,
+            l1_missing=config.losses.l1_weight_missing,
+            adversarial=config.losses.adversarial_weight,
+            r1_gamma=config.losses.gp_coef,
+            feature_matching=config.losses.feature_matching_weight,
+            resnet_pl=config.losses.resnet_pl_weight,
+        )
+        if config.compile:
+            # Compiled in place (state_dict keys unchanged). The discriminator stays eager:
+            # the R1 penalty needs double backward, which compiled graphs do not support.
+            nets.generator.compile()
+            if nets.resnet_pl is not None:
+                nets.resnet_pl.impl.compile()
+        self.bf16 = config.precision == "bf16"
+        self.g_avg = GradientAverager(list(nets.generator.parameters()), env, config.accumulate)
+        self.d_avg = GradientAverager(list(nets.discriminator.parameters()), env, config.accumulate)
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.g_opt, "discriminator": self.d_opt}
+
+    def load_optimizer_states(self, saved: dict) -> None:
+        names = saved.get("optimizer_names", ["generator", "discriminator"])
+        states = dict(zip(names, saved["optimizer_states"], strict=True))
+        self.g_opt.load_state_dict(states["generator"])
+        self.d_opt.load_state_dict(states["discriminator"])
+
+    def _autocast(self):
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def __call__(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], torch.Tensor]:
+        """Generator step, then discriminator step. Returns the step's mean loss components
+        (tensors; no device sync), the micro-batches, and the last prediction."""
+        from .losses import discriminator_losses, generator_losses, predict
+
+        nets, config = self.nets, self.config
+        parts = micro_batches(batch, config.accumulate)
+        logs_sum: dict[str, torch.Tensor] = {}
+
+        # 1. generator step (D frozen; gradients flow through D into the prediction)
+        nets.discriminator.requires_grad_(False)
+        self.g_opt.zero_grad(set_to_none=True)
+        last_pred = None
+        for part in parts:
+            with self._autocast():
+                pred = predict(nets.generator, part["image"], part["mask"])
+                total, logs = generator_losses(
+                    part["image"], part["mask"], pred, nets.discriminator, nets.resnet_pl,
+                    self.weights,
+                )  # fmt: skip
+            total.backward()
+            _add_logs(logs_sum, {"gen_total": total, **logs})
+            last_pred = pred.detach()
+        self.g_avg(config.grad_clip)
+        self.g_opt.step()
+        nets.discriminator.requires_grad_(True)
+
+        # 2. discriminator step (G reruns in train mode, without gradients)
+        self.d_opt.zero_grad(set_to_none=True)
+        for part in parts:
+            with self._autocast():
+                with torch.no_grad():
+                    pred = predict(nets.generator, part["image"], part["mask"])
+                total, logs = discriminator_losses(
+                    part["image"], part["mask"], pred.detach(), nets.discriminator, self.weights
+                )
+            total.backward()
+            _add_logs(logs_sum, logs)
+        self.d_avg(config.grad_clip)
+        self.d_opt.step()
+        means = {k: v / len(parts) for k, v in logs_sum.items()}
+        return means, parts, last_pred
+
+
+class Trainer:
+    """Runs one training run described by a :class:`TrainConfig` (``fit``)."""
+
+    def __init__(
+        self, config: TrainConfig, resume: bool = False, progress_bar: bool = True
+    ) -> None:
+        self.config = config
+        self.resume = resume
+        self.progress_bar = progress_bar
+        self.env = DistEnv.from_environ()
+        self.run_dir = Path(config.run_dir)
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _init_distributed(self, device: torch.device) -> bool:
+        if self.env.world_size == 1 or dist.is_initialized():
+            return False
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return True
+
+    def _starting_state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict | None]:
+        """Weights to start from, and the full checkpoint when resuming."""
+        if self.resume:
+            path = ckpt.last_path(self.run_dir)
+            if not path.is_file():
+                raise RunInputError(f"{self.run_dir}: nothing to resume (no models/last.ckpt)")
+            saved = ckpt.read_checkpoint(path)
+            return ckpt.split_state(saved["state_dict"]), saved
+        if ckpt.last_path(self.run_dir).is_file():
+            raise RunInputError(
+                f"{self.run_dir} already holds a run; continue it with --resume or choose "
+                "another --out"
+            )
+        if self.config.init_from:
+            path = ckpt.init_checkpoint_path(self.config.init_from)
+            return ckpt.split_state(ckpt.read_checkpoint(path)["state_dict"]), None
+        return {}, None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> ckpt.Progress:
+        """Train to ``config.steps``; returns the final progress. Rank 0 writes the run folder."""
+        config, env = self.config, self.env
+        device = resolve_device(config.device, env)
+        started_group = self._init_distributed(device)
+        try:
+            return self._fit(device)
+        finally:
+            if started_group:
+                dist.destroy_process_group()
+
+    def _fit(self, device: torch.device) -> ckpt.Progress:
+        from .data import make_train_loader, make_validation_set
+
+        config, env = self.config, self.env
+        try:
+            init_state, saved = self._starting_state()
+        except CheckpointError as exc:
+            raise RunInputError(str(exc)) from exc
+        if env.world_size > 1:  # every rank must agree before anything is written
+            dist.barrier()
+        if env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.yaml")
+
+        # Photos first: a wrong folder fails before any weights are downloaded or built.
+        start_step = int(saved["global_step"]) if saved is not None else 0
+        try:
+            loader = make_train_loader(
+                config.data,
+                crop=config.crop,
+                batch_size=config.batch_size * config.accumulate,
+                workers=config.workers,
+                seed=config.seed,
+                rank=env.rank,
+                world_size=env.world_size,
+                mask_kind=config.mask_kind,
+                augment=config.augment,
+                start_step=start_step,
+            )
+            val_set = (
+                make_validation_set(
+                    config.val_data or config.data,
+                    size=config.val_size,
+                    count=config.val_count,
+                    seed=config.seed,
+                )
+                if env.is_main
+                else []
+            )
+        except (ValueError, OSError) as exc:  # no photos, unreadable folder, bad mask kind
+            raise RunInputError(str(exc)) from exc
+        try:
+            nets = build_networks(config, init_state, resume=self.resume)
+        except CheckpointError as exc:
+            raise RunInputError(str(exc)) from exc
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        for net in nets.as_dict().values():
+            if net is not None:
+                net.to(device=device, memory_format=memory_format).train()
+        if env.world_size > 1:
+            for net in nets.as_dict().values():
+                for tensor in [*net.parameters(), *net.buffers()] if net is not None else []:
+                    dist.broadcast(tensor.data, src=0)
+
+        step_fn = TrainStep(nets, config, env, device)
+        progress = ckpt.Progress()
+        if saved is not None:
+            step_fn.load_optimizer_states(saved)
+            progress = ckpt.Progress(
+                step=int(saved["global_step"]),
+                best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
+            )
+
+        run_log = RunLog(self.run_dir) if env.is_main else None
+        bar = self._progress_bar(progress.step)
+        sums: dict[str, torch.Tensor] = {}
+        logged_steps = 0
+        images_per_step = config.batch_size * config.accumulate * env.world_size
+        tic = time.perf_counter()
+        batches = _forever(loader)
+
+        def to_device(batch: dict) -> dict[str, torch.Tensor]:
+            return {
+                k: batch[k].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                for k in ("image", "mask")
+            }
+
+        if env.is_main and progress.step == 0:
+            # Before the first step, as Lightning's sanity validation: the run's baseline.
+            self._validate(nets, val_set, device, progress, run_log, step_fn.optimizers, False)
+            nets.generator.train()
+        while progress.step < config.steps:
+            batch = to_device(next(batches))
+            step_logs, parts, last_pred = step_fn(batch)
+            progress.step += 1
+            if not env.is_main:  # rank 0 logs its own share, as Lightning does without sync_dist
+                continue
+            for key, value in step_logs.items():
+                sums[key] = sums.get(key, 0) + value
+            logged_steps += 1
+            if bar is not None:
+                bar.update(1)
+            step = progress.step
+            if step % config.log_every == 0 or step == config.steps:
+                means = {k: float(v) / logged_steps for k, v in sums.items()}
+                elapsed = time.perf_counter() - tic
+                run_log.log_train(
+                    step, means, images=step * images_per_step,
+                    images_per_s=logged_steps * images_per_step / max(elapsed, 1e-9),
+                )  # fmt: skip
+                if bar is not None:
+                    bar.set_postfix(
+                        l1=f"{means.get('gen_l1', 0):.3f}", gen=f"{means['gen_total']:.3f}",
+                        discr=f"{means.get('discr_adv', 0):.3f}",
+                    )  # fmt: skip
+                sums, logged_steps, tic = {}, 0, time.perf_counter()
+            if step % config.preview_every == 0 or step == config.steps:
+                last = parts[-1]
+                grid = preview_grid(last["image"], last["mask"], last_pred)
+                save_preview(self.run_dir / "samples" / f"step_{step:07d}.png", grid)
+            if step % config.val_every == 0 or step == config.steps:
+                self._validate(nets, val_set, device, progress, run_log, step_fn.optimizers)
+            if step % config.save_every == 0 or step == config.steps:
+                ckpt.save_checkpoint(
+                    ckpt.last_path(self.run_dir), nets.as_dict(),
+                    step_fn.optimizers, progress,
+                )  # fmt: skip
+        if bar is not None:
+            bar.close()
+        if run_log is not None:
+            run_log.close()
+        if env.world_size > 1:
+            dist.barrier()
+        return progress
+
+    def _validate(
+        self, nets, val_set, device, progress, run_log, optimizers, save_best: bool = True
+    ) -> None:
+        if not val_set:
+            return
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else None
+        metrics = evaluate(
+            nets.generator, val_set, device, autocast_dtype=dtype,
+            l1_weight_known=self.config.losses.l1_weight_known,
+            l1_weight_missing=self.config.losses.l1_weight_missing,
+        )  # fmt: skip
+        run_log.log_val(progress.step, metrics)
+        LOG.info("step %d: validation PSNR %.2f dB, SSIM %.4f", progress.step,
+                 metrics["psnr"], metrics["ssim"])  # fmt: skip
+        if not save_best:
+            return
+        if metrics["ssim"] > progress.best_val_ssim or not ckpt.best_path(self.run_dir).is_file():
+            progress.best_val_ssim = max(progress.best_val_ssim, metrics["ssim"])
+            ckpt.save_checkpoint(
+                ckpt.best_path(self.run_dir), nets.as_dict(),
+                optimizers, progress,
+            )  # fmt: skip
+
+    def _progress_bar(self, start: int):
+        if not (self.progress_bar and self.env.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.config.steps, initial=start, unit="step", desc=self.run_dir.name,
+            dynamic_ncols=True,
+        )  # fmt: skip
+
+
+def _add_logs(into: dict[str, torch.Tensor], logs: dict[str, torch.Tensor]) -> None:
+    for key, value in logs.items():
+        value = value.detach().float()
+        into[key] = into[key] + value if key in into else value
+
+
+def _forever(loader) -> Iterator[dict]:
+    """Batches without end: the loader's sampler carries on across epochs."""
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise TrainError("the training folder yields no batches (fewer images than a batch?)")
+
+
+def fit(config: TrainConfig, resume: bool = False, progress_bar: bool = True) -> ckpt.Progress:
+    """Train (or continue) the run ``config`` describes."""
+    return Trainer(config, resume=resume, progress_bar=progress_bar).fit()

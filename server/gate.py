@@ -1,0 +1,426 @@
+"""The token gate: bytes from a peer without the token never reach libzmq.
+
+libzmq receives every message whole (it allocates what a frame header announces and fills it)
+before the application can look at it, so the ROUTER cannot refuse an unauthenticated 600 MB
+message before holding 600 MB. The gate sits in front of it on loopback endpoints: it accepts
+the clients' connections itself, speaks ZMTP 3 (NULL mechanism, as a ROUTER peer) to them, reads
+only the first 64 KiB of each message, and checks the token there (:func:`protocol.screen`).
+A message that passes is streamed to the real ROUTER, bound on a private ``ipc://`` socket in a
+0700 folder, over one upstream connection per client; one that fails gets its error reply and
+the rest of it is read and thrown away in 64 KiB pieces. Reading from a client pauses while its
+upstream is busy (TCP back-pressure), so each connection holds a few MB at most.
+
+Replies flow back unchanged. When a client disconnects its upstream connection is closed too,
+so the ROUTER sees the client leave. CURVE (remote) endpoints are served by libzmq directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import protocol
+from .client import (
+    LamaError,
+    ZmtpConnection,
+    _command_name,
+    zmtp_frame,
+    zmtp_greeting,
+    zmtp_ready,
+)
+from .protocol import Limits
+
+log = logging.getLogger("lama_server")
+
+CHUNK = 1 << 20  # bytes moved per read while streaming an accepted message
+MAX_PENDING = 4 << 20  # stop reading a side while this much waits to be written to the other
+MAX_COMMAND = 65536
+MAX_CONNECTIONS = 512
+HANDSHAKE_IDLE_S = 30.0  # a peer that never sends an accepted message is dropped after this
+#: Bytes per second the gate reads, over all connections, to throw refused messages away: an
+#: unauthenticated sender gets CPU time for no more than this, and waits (TCP) for the rest.
+DISCARD_RATE = 256 << 20
+_MORE, _LONG, _COMMAND = 0x01, 0x02, 0x04
+_BUFFERED = ("greeting", "ready-header", "ready-body", "header", "command", "prefix")
+
+
+class _Conn:
+    """One client connection and, once it sent an accepted message, its upstream."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.up: ZmtpConnection | None = None
+        self.state = "greeting"  # greeting, ready, header, command, prefix, body, discard
+        self.buf = bytearray()
+        self.need = 64
+        self.flags = 0
+        self.size = 0
+        self.remaining = 0
+        self.header = b""
+        self.passing = False  # the message being read continues one that was let through
+        self.dropping = False  # the message being read continues one that was refused
+        self.to_client = bytearray()
+        self.to_up = bytearray()
+        self.trusted = False
+        self.closing = False  # the upstream closed: close once to_client is written
+        self.last_active = time.monotonic()
+
+
+class TokenGate:
+    """Accept ZMTP clients on ``endpoint``; forward messages with a valid token upstream."""
+
+    def __init__(
+        self, endpoint: str, upstream: str, authorized: Callable[[str], bool], limits: Limits
+    ) -> None:
+        self.endpoint = endpoint
+        self.upstream = upstream
+        self.authorized = authorized
+        self.limits = limits
+        self.listener = _listen(endpoint)
+        self.listener.setblocking(False)
+        self.bound_endpoint = _endpoint_of(endpoint, self.listener)
+        self._sel = selectors.DefaultSelector()
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lama-gate", daemon=True)
+        self._discard_budget = float(CHUNK)
+        self._refilled = time.monotonic()
+        self._scratch = bytearray(CHUNK)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, drain_s: float = 2.0) -> None:
+        """Stop after writing what the server already sent (up to ``drain_s`` seconds)."""
+        self._drain_until = time.monotonic() + drain_s
+        self._stop.set()
+        self._thread.join(timeout=drain_s + 5)
+
+    def _done(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        pending = any(c.to_client for c in self._conns.values())
+        return not pending or time.monotonic() > self._drain_until
+
+    # ----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._sel.register(self.listener, selectors.EVENT_READ)
+        next_prune = time.monotonic() + 1.0
+        try:
+            while not self._done():
+                for key, events in self._sel.select(0.05):
+                    if key.fileobj is self.listener:
+                        self._accept()
+                        continue
+                    conn = key.data
+                    try:
+                        if key.fileobj is conn.sock:
+                            if events & selectors.EVENT_WRITE:
+                                _flush(conn.sock, conn.to_client)
+                            if events & selectors.EVENT_READ:
+                                self._read_client(conn)
+                        elif conn.up is not None:
+                            if events & selectors.EVENT_WRITE:
+                                _flush(conn.up.sock, conn.to_up)
+                            if events & selectors.EVENT_READ:
+                                self._read_upstream(conn)
+                        self._update_interest(conn)
+                    except (OSError, LamaError, _Closed):
+                        self._close(conn)
+                    except Exception:  # a bug must cost one connection, never the gate
+                        log.exception("gate: unexpected error; closing that connection")
+                        self._close(conn)
+                self._refill_discard_budget()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + 1.0
+                    self._prune()
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(conn)
+            self._sel.close()
+            self.listener.close()
+            if self.endpoint.startswith("ipc://"):
+                Path(self.endpoint[len("ipc://") :]).unlink(missing_ok=True)
+
+    def _refill_discard_budget(self) -> None:
+        now = time.monotonic()
+        was_empty = self._discard_budget < 1
+        self._discard_budget = min(
+            self._discard_budget + (now - self._refilled) * DISCARD_RATE, float(4 * CHUNK)
+        )
+        self._refilled = now
+        if was_empty and self._discard_budget >= 1:
+            for conn in list(self._conns.values()):
+                if conn.state == "discard":
+                    self._update_interest(conn)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if len(self._conns) >= MAX_CONNECTIONS:
+            sock.close()
+            return
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(sock)
+        conn.to_client += zmtp_greeting()
+        self._conns[sock] = conn
+        self._sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for conn in list(self._conns.values()):
+            if not conn.trusted and now - conn.last_active > HANDSHAKE_IDLE_S:
+                self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.sock, None) is None:
+            return
+        for sock in (conn.sock, conn.up.sock if conn.up else None):
+            if sock is not None:
+                try:
+                    self._sel.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+        conn.sock.close()
+        if conn.up is not None:
+            conn.up.close()
+
+    def _update_interest(self, conn: _Conn) -> None:
+        if conn.sock not in self._conns:
+            return
+        if conn.closing and not conn.to_client:
+            self._close(conn)
+            return
+        events = selectors.EVENT_WRITE if conn.to_client else 0
+        throttled = conn.state == "discard" and self._discard_budget < 1
+        if len(conn.to_up) < MAX_PENDING and not conn.closing and not throttled:
+            events |= selectors.EVENT_READ
+        self._interest(conn.sock, events, conn)
+        if conn.up is not None:
+            up_events = selectors.EVENT_WRITE if conn.to_up else 0
+            if len(conn.to_client) < MAX_PENDING:
+                up_events |= selectors.EVENT_READ
+            self._interest(conn.up.sock, up_events, conn)
+
+    def _interest(self, sock: socket.socket, events: int, conn: _Conn) -> None:
+        """Watch ``sock`` for ``events``; none at all: stop watching it for now."""
+        try:
+            registered = self._sel.get_key(sock).events
+        except KeyError:
+            registered = 0
+        if events == registered:
+            return
+        if not events:
+            self._sel.unregister(sock)
+        elif registered:
+            self._sel.modify(sock, events, conn)
+        else:
+            self._sel.register(sock, events, conn)
+
+    # ----------------------------------------------------------------------------------------
+    # client → gate
+
+    def _read_client(self, conn: _Conn) -> None:
+        if len(conn.to_up) >= MAX_PENDING or conn.closing:
+            return
+        if conn.state == "discard":
+            if self._discard_budget < 1:
+                return
+            want = int(min(conn.remaining, CHUNK, self._discard_budget))
+            count = conn.sock.recv_into(self._scratch, want)
+            if not count:
+                raise _Closed
+            self._discard_budget -= count
+            conn.remaining -= count
+            if conn.remaining == 0:
+                self._frame_done(conn)
+            return
+        if conn.state == "body":
+            data = conn.sock.recv(min(conn.remaining, CHUNK))
+            if not data:
+                raise _Closed
+            conn.last_active = time.monotonic()
+            conn.remaining -= len(data)
+            conn.to_up += data
+            _flush(conn.up.sock, conn.to_up)
+            if conn.remaining == 0:
+                self._frame_done(conn)
+            return
+        data = conn.sock.recv(max(conn.need - len(conn.buf), 1))
+        if not data:
+            raise _Closed
+        conn.last_active = time.monotonic()
+        conn.buf += data
+        self._pump(conn)
+
+    def _pump(self, conn: _Conn) -> None:
+        while conn.state in _BUFFERED and len(conn.buf) >= conn.need:
+            self._step(conn)
+
+    def _step(self, conn: _Conn) -> None:
+        """Act on a complete piece of ``conn.buf`` (``need`` bytes) in the current state."""
+        if conn.state == "greeting":
+            greeting = bytes(conn.buf[:64])
+            del conn.buf[:64]
+            if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
+                raise _Closed
+            if greeting[12:32].rstrip(b"\x00") != b"NULL":
+                raise _Closed
+            conn.to_client += zmtp_ready("ROUTER")
+            self._expect_header(conn, "ready-header")
+        elif conn.state in ("ready-header", "header"):
+            flags = conn.buf[0]
+            if flags & _LONG and conn.need == 2:
+                conn.need = 9  # the long form: an 8-byte size follows the flags
+                return
+            size = struct.unpack(">Q", bytes(conn.buf[1:9]))[0] if flags & _LONG else conn.buf[1]
+            conn.header = bytes(conn.buf[: conn.need])
+            del conn.buf[: conn.need]
+            conn.flags, conn.size = flags, size
+            if conn.state == "ready-header" or flags & _COMMAND:
+                if not flags & _COMMAND or size > MAX_COMMAND:
+                    raise _Closed
+                conn.state = "ready-body" if conn.state == "ready-header" else "command"
+                conn.need = size
+                return
+            if size > self.limits.max_message_bytes:
+                raise _Closed  # what libzmq's MAXMSGSIZE does
+            if conn.passing or conn.dropping:
+                self._stream(conn, forward=conn.passing, prefix=b"")
+                return
+            conn.state, conn.need = "prefix", min(size, protocol.SMALL_MESSAGE_BYTES)
+        elif conn.state == "ready-body":
+            body = bytes(conn.buf[: conn.need])
+            del conn.buf[: conn.need]
+            if _command_name(body) != b"READY":
+                raise _Closed
+            self._expect_header(conn, "header")
+        elif conn.state == "command":
+            body = bytes(conn.buf[: conn.need])
+            del conn.buf[: conn.need]
+            if _command_name(body) == b"PING":
+                conn.to_client += zmtp_frame(b"\x04PONG" + body[7:], command=True)
+            self._expect_header(conn, "header")
+        elif conn.state == "prefix":
+            prefix = bytes(conn.buf[: conn.need])
+            del conn.buf[: conn.need]
+            if conn.flags & _MORE:  # later frames would pass unchecked: refuse the message
+                refusal = protocol.ProtocolError(
+                    "bad_request", "a request is one frame; this message has several"
+                )
+            else:
+                refusal = protocol.screen(prefix, conn.size, self.authorized, self.limits)
+            if refusal is None:
+                self._connect_upstream(conn)
+                conn.trusted = True
+            else:
+                conn.to_client += zmtp_frame(
+                    protocol.error_reply(refusal.code, refusal.message, refusal.request_id)
+                )
+            self._stream(conn, forward=refusal is None, prefix=prefix)
+
+    def _expect_header(self, conn: _Conn, state: str) -> None:
+        conn.state, conn.need = state, 2
+
+    def _stream(self, conn: _Conn, forward: bool, prefix: bytes) -> None:
+        """Pass (or drop) the rest of the current frame; ``prefix`` was already read."""
+        if forward:
+            conn.to_up += conn.header + prefix
+        more = bool(conn.flags & _MORE)
+        conn.passing, conn.dropping = (forward and more), (not forward and more)
+        conn.remaining = conn.size - len(prefix)
+        # Bytes already buffered past the prefix belong to this frame (or the next one).
+        take = min(conn.remaining, len(conn.buf))
+        if take:
+            if forward:
+                conn.to_up += conn.buf[:take]
+            del conn.buf[:take]
+            conn.remaining -= take
+        conn.state = "body" if forward else "discard"
+        if conn.remaining == 0:
+            self._frame_done(conn)
+        elif forward:
+            _flush(conn.up.sock, conn.to_up)
+
+    def _frame_done(self, conn: _Conn) -> None:
+        self._expect_header(conn, "header")
+        self._pump(conn)
+
+    def _connect_upstream(self, conn: _Conn) -> None:
+        if conn.up is not None:
+            return
+        conn.up = ZmtpConnection(self.upstream, 5.0)
+        conn.up.sock.setblocking(False)
+        self._sel.register(conn.up.sock, selectors.EVENT_READ, conn)
+
+    # ----------------------------------------------------------------------------------------
+    # upstream → client
+
+    def _read_upstream(self, conn: _Conn) -> None:
+        if len(conn.to_client) >= MAX_PENDING:
+            return
+        data = conn.up.sock.recv(CHUNK)
+        if not data:  # the server closed (it stops): deliver what it sent, then hang up
+            self._sel.unregister(conn.up.sock)
+            conn.up.close()
+            conn.up, conn.closing = None, True
+            return
+        conn.to_client += data
+        _flush(conn.sock, conn.to_client)
+
+
+class _Closed(Exception):
+    """The peer closed, or broke the protocol: close both sides."""
+
+
+def _flush(sock: socket.socket, pending: bytearray) -> None:
+    """Write what the socket takes now; keep the rest."""
+    while pending:
+        try:
+            sent = sock.send(pending[:CHUNK])
+        except (BlockingIOError, InterruptedError):
+            return
+        if sent == 0:
+            return
+        del pending[:sent]
+
+
+def _listen(endpoint: str) -> socket.socket:
+    if endpoint.startswith("ipc://"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(endpoint[len("ipc://") :])
+    else:
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        host = host.strip("[]")
+        host = "127.0.0.1" if host == "localhost" else host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0 if port == "*" else int(port)))
+    sock.listen(128)
+    return sock
+
+
+def _endpoint_of(endpoint: str, sock: socket.socket) -> str:
+    if endpoint.startswith("ipc://"):
+        return endpoint
+    host, port = sock.getsockname()[:2]
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def can_gate(endpoint: str) -> bool:
+    """The gate serves loopback TCP and (where Unix sockets exist) ipc:// endpoints."""
+    if endpoint.startswith("ipc://"):
+        return hasattr(socket, "AF_UNIX") and not endpoint[len("ipc://") :].startswith("@")
+    return endpoint.startswith("tcp://") and hasattr(socket, "AF_UNIX")

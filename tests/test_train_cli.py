@@ -1,0 +1,129 @@
+"""``lama-train`` as a user meets it: help, mask sets, clear one-line errors, offline weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_TRAIN_ARGS
+from PIL import Image
+
+from lama_model.train.cli import main as lama_train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_fit_help_explains_the_options_and_shows_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        lama_train(["fit", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--init", "--resume", "--resnet-pl", "--precision", "--accumulate",
+                   "torchrun --nproc-per-node", "lama-inpaint photo.jpg mask.png"):  # fmt: skip
+        assert needle in text, needle
+
+
+def test_masks_command_writes_the_official_training_masks(tmp_path, train_fixtures_dir, capsys):
+    """Seed 0, 256²: the first masks are the official sampler's first masks, bit for bit."""
+    assert lama_train(["masks", "--kind", "large", "--size", "256", "-n", "3", str(tmp_path)]) == 0
+    files = sorted(tmp_path.glob("*.png"))
+    assert len(files) == 3
+    for i, path in enumerate(files[:2]):
+        ours = np.asarray(Image.open(path))
+        official = np.asarray(Image.open(train_fixtures_dir / "masks" / f"sample_{i:02d}.png"))
+        assert ours.dtype == np.uint8 and set(np.unique(ours)) <= {0, 255}
+        np.testing.assert_array_equal(ours, official)
+
+
+@pytest.mark.parametrize("kind", ["thin", "medium", "thick"])
+def test_masks_command_writes_every_kind(tmp_path, kind):
+    assert lama_train(["masks", "--kind", kind, "--size", "64", "-n", "2", str(tmp_path)]) == 0
+    masks = [np.asarray(Image.open(p)) for p in sorted(tmp_path.glob("*.png"))]
+    assert len(masks) == 2 and all(m.shape == (64, 64) and m.max() == 255 for m in masks)
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["masks", "--kind", "round", "OUT"], "--kind must be one of"),
+        (["fit", "EMPTY", "--out", "RUN"], "no JPEG, PNG or WebP photos found"),
+        (["fit", "MISSING", "--out", "RUN"], "no such folder"),
+        (["fit", "--out", "RUN"], "give the photo folder"),
+        (["fit", "--resume", "--out", "RUN"], "config"),
+        (["fit", "PHOTOS", "--out", "RUN", "--crop", "100"], "crop must be a positive multiple"),
+        (["fit", "PHOTOS", "--out", "RUN", "--init", "nowhere/"], "no such file or folder"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_code_2(
+    argv, needle, tmp_path, train_photos, capsys, monkeypatch
+):
+    monkeypatch.setenv("LAMA_OFFLINE", "1")  # whatever happens, never the network
+    paths = {"OUT": str(tmp_path / "m"), "RUN": str(tmp_path / "run"), "PHOTOS": str(train_photos),
+             "MISSING": str(tmp_path / "missing"), "EMPTY": str(tmp_path / "empty")}  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photos here")
+    assert lama_train([paths.get(a, a) for a in argv]) == 2
+    assert needle in one_line_error(capsys)
+
+
+def test_resumed_run_refuses_to_change_its_recipe(tmp_path, train_photos, capsys):
+    run = tmp_path / "run"
+    argv = ["fit", str(train_photos), "--out", str(run), *TINY_TRAIN_ARGS, "--steps", "1"]
+    assert lama_train(argv) == 0
+    capsys.readouterr()
+    assert lama_train(["fit", "--resume", "--out", str(run), "--crop", "128"]) == 2
+    assert "cannot change --crop" in one_line_error(capsys)
+    assert lama_train(argv) == 2  # the folder holds a run: no silent overwrite
+    assert "--resume" in one_line_error(capsys)
+
+
+def test_missing_perceptual_weights_offline_say_where_to_get_them(
+    tmp_path, train_photos, monkeypatch, capsys
+):
+    monkeypatch.setenv("LAMA_OFFLINE", "1")
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path / "cache"))
+    args = [a for a in TINY_TRAIN_ARGS if a not in ("--perceptual-encoder", "tiny-random-for-tests")]
+    code = lama_train(["fit", str(train_photos), "--out", str(tmp_path / "run"), *args])
+    assert code == 1
+    err = one_line_error(capsys)
+    assert "sceneparsing.csail.mit.edu" in err and "encoder_epoch_20.pth" in err
+    assert "--resnet-pl PATH" in err
+
+
+def test_training_from_scratch_fetches_the_perceptual_encoder_once(
+    tmp_path, train_photos, monkeypatch
+):
+    """The registry entry is used as for big-lama: fetched (here from a file:// copy), the
+    SHA-256 of what arrived recorded beside it, then taken from the cache."""
+    import dataclasses
+    import hashlib
+
+    import torch
+
+    from lama_model import weights
+    from lama_model.train.perceptual import DilatedResNet50
+
+    source = tmp_path / "mirror" / "encoder_epoch_20.pth"
+    source.parent.mkdir()
+    torch.save(DilatedResNet50().state_dict(), source)
+    entry = weights.KNOWN_MODELS["ade20k-resnet50dilated"]
+    assert entry.url.startswith("http://sceneparsing.csail.mit.edu/")
+    monkeypatch.setitem(
+        weights.KNOWN_MODELS, entry.name, dataclasses.replace(entry, url=source.as_uri())
+    )
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LAMA_OFFLINE", raising=False)
+    args = [a for a in TINY_TRAIN_ARGS if a not in ("--perceptual-encoder", "tiny-random-for-tests")]
+    argv = ["fit", str(train_photos), *args, "--steps", "1", "--val-count", "1"]
+    assert lama_train([*argv, "--out", str(tmp_path / "run")]) == 0
+    cached = tmp_path / "cache" / entry.filename
+    recorded = (tmp_path / "cache" / (entry.filename + ".source-sha256")).read_text().strip()
+    assert recorded == hashlib.sha256(source.read_bytes()).hexdigest()
+    source.unlink()  # from now on only the cache can serve it
+    monkeypatch.setenv("LAMA_OFFLINE", "1")
+    assert weights.ensure_model(entry.name) == cached
