@@ -53,6 +53,7 @@ from .precision import (
     model_fingerprint,
     probe_from_env,
 )
+from .refine import keep_source
 
 BACKENDS = ("torch", "onnxruntime")
 MAX_CUDA_GRAPHS = 4  # each graph keeps its activations alive; a few sizes cover a session
@@ -110,11 +111,13 @@ def fused_model(
         return model  # type: ignore[return-value]
     if generator is None:
         raise ValueError("only an eager generator can be fused, not a TorchScript model")
-    return LamaModel(
+    fused = LamaModel(
         fuse_generator(generator, winograd=winograd, dtype=dtype),
         name=getattr(model, "name", "model"),
         size_multiple=int(getattr(model, "size_multiple", 8)),
     )
+    keep_source(fused, generator)  # refinement needs the unfused generator's backward
+    return fused
 
 
 class _CudaGraphs:

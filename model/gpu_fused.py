@@ -36,6 +36,7 @@ from torch import nn
 
 from .devices import module_device
 from .fused import FoldedConv, FusedFourierUnit, FusedGenerator, _Head, _Tail, fuse_generator
+from .refine import keep_source
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,7 @@ class GpuFusedModel(nn.Module):
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {', '.join(DTYPES)}, not {precision!r}")
         self.net = hardware_generator(generator, precision, channels_last_fft, tail)
+        keep_source(self, generator)  # refinement runs the eager generator's backward
         self.tail = tail
         self.name = getattr(model, "name", "model")
         self.size_multiple = int(getattr(model, "size_multiple", 8))

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .masks import Box, blend_weights, bounding_box, merge_overlapping, region_boxes
+from .refine import RefineOptions, refine_window
 
 STRATEGIES = ("auto", "crop", "resize", "original")
 ProgressFn = Callable[[float, str], None]
@@ -40,6 +41,10 @@ class InpaintOptions:
       above it.
     - ``crop_margin``: minimal context around a region for ``crop`` (at least half the
       region's size is taken too).
+    - ``refine``: sharpen each window's fill with the official high-resolution refinement
+      (:mod:`lama_model.refine`; slower, needs the eager generator): ``True`` for the
+      official settings or a :class:`~lama_model.refine.RefineOptions`. Windows then run at
+      full resolution up to the refiner's pixel budget instead of ``resize_limit``.
     """
 
     mask_grow: int = 4
@@ -47,6 +52,7 @@ class InpaintOptions:
     strategy: str = "auto"
     resize_limit: int = 1024
     crop_margin: int = 128
+    refine: bool | RefineOptions = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -63,6 +69,8 @@ class InpaintOptions:
             raise ValueError(
                 f"crop_margin must be a non-negative integer, not {self.crop_margin!r}"
             )
+        if not isinstance(self.refine, bool | RefineOptions):
+            raise ValueError(f"refine must be true, false or RefineOptions, not {self.refine!r}")
 
 
 OFFICIAL = InpaintOptions(mask_grow=0, feather=0, strategy="original")
@@ -121,7 +129,13 @@ def inpaint(
     for i, (window, scale) in enumerate(windows):
         report(0.05 + 0.9 * i / len(windows), "inpaint")
         rgb = _to_float_rgb(pixels[window.slices])
-        predicted = _run_window(model, rgb, hole[window.slices], scale)
+        predicted = None
+        if options.refine:
+            predicted = _refine_window(
+                model, rgb, hole[window.slices], options, report, i, len(windows)
+            )
+        if predicted is None:
+            predicted = _run_window(model, rgb, hole[window.slices], scale)
         # Paste where this window covers the active area.
         inter = Box(
             max(window.y0, active.y0),
@@ -198,6 +212,23 @@ def _run_window(
         big = F.interpolate(pred_t, size=(h, w), mode="bicubic", align_corners=False)
         return big[0].permute(1, 2, 0).clamp_(0, 1).numpy()
     return _forward_padded(model, rgb, hole, multiple, device)
+
+
+def _refine_window(
+    model: torch.nn.Module,
+    rgb: np.ndarray,
+    hole: np.ndarray,
+    options: InpaintOptions,
+    report: ProgressFn,
+    index: int,
+    count: int,
+) -> np.ndarray | None:
+    """Refined fill of window ``index`` of ``count`` (None if too small to refine)."""
+    settings = options.refine if isinstance(options.refine, RefineOptions) else RefineOptions()
+    start, span = 0.05 + 0.9 * index / count, 0.9 / count
+    return refine_window(
+        model, rgb, hole, settings, progress=lambda f, stage: report(start + span * f, stage)
+    )
 
 
 def _forward_padded(

@@ -1,6 +1,6 @@
 """``lama-inpaint``: fill masked areas of image files, locally or through a running lama-server.
 
-    lama-inpaint IMAGE MASK -o OUT [--model PATH|NAME] [--device ...] [--strategy ...]
+    lama-inpaint IMAGE MASK -o OUT [--model PATH|NAME] [--device ...] [--strategy ...] [--refine]
     lama-inpaint --input-dir D --output-dir O          (x.png with x_mask*.png, as upstream)
     lama-inpaint IMAGE MASK -o OUT --server tcp://127.0.0.1:5557
 
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-grow", type=int, default=defaults.mask_grow, metavar="N")
     p.add_argument("--feather", type=int, default=defaults.feather, metavar="N")
     p.add_argument("--resize-limit", type=int, default=defaults.resize_limit, metavar="PX")
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="high-resolution refinement: sharper fills on large holes, several times slower",
+    )
     p.add_argument("--server", metavar="ENDPOINT", help="send the work to a running lama-server")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -168,6 +173,7 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
             feather=args.feather,
             strategy=args.strategy,
             resize_limit=args.resize_limit,
+            refine=args.refine,
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
@@ -178,6 +184,8 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
                 "a lama-server picks its own (see lama-server --help)"
             )
         return _remote_inpainter(args.server, options)
+    if args.refine and args.backend != "torch":  # before a slow export, not after
+        raise BadInput("--refine needs the torch backend (it runs a backward pass)")
     return _local_inpainter(args, options)
 
 
@@ -199,6 +207,13 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
         raise BadInput(str(exc)) from exc
     except (CheckpointError, DeviceError, WeightsError) as exc:
         raise Failed(str(exc)) from exc
+    if options.refine:
+        from lama_model.refine import RefineError, refinable_generator
+
+        try:
+            refinable_generator(model)
+        except RefineError as exc:
+            raise BadInput(str(exc)) from exc
 
     def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return inpaint(model, image, mask, options).image
@@ -210,12 +225,15 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
     from . import client as lama_client
     from .pixel_formats import array_to_wire, format_for_array, wire_to_array
 
-    conn = lama_client.LamaClient(endpoint)
+    # Refinement may run for many minutes on a CPU server: wait longer for the whole request.
+    conn = lama_client.LamaClient(endpoint, **({"timeout": 3600.0} if options.refine else {}))
     wire_options = {
         "mask_grow": options.mask_grow,
         "feather": options.feather,
         "strategy": options.strategy,
     }
+    if options.refine:  # only sent when asked: servers before refinement reject the key
+        wire_options["refine"] = True
 
     def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         try:

@@ -85,6 +85,7 @@ class InpaintOptions:
     feather: int = 4
     strategy: str = "auto"
     output: str = "composite"
+    refine: bool = False  # high-resolution refinement (sharper, slower)
 
 
 @dataclass
@@ -331,7 +332,7 @@ def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
 
 
 def _decode_options(options: dict, rid: str) -> InpaintOptions:
-    known = {"mask_grow", "feather", "strategy", "output"}
+    known = {"mask_grow", "feather", "strategy", "output", "refine"}
     unknown = [str(k)[:20] for k in options if k not in known]
     if unknown:
         raise ProtocolError("bad_request", f"unknown options: {', '.join(unknown)}", rid)
@@ -354,6 +355,10 @@ def _decode_options(options: dict, rid: str) -> InpaintOptions:
                     "bad_request", f"options.{name} must be one of {', '.join(allowed)}", rid
                 )
             setattr(result, name, value)
+    if "refine" in options:
+        if not isinstance(options["refine"], bool):
+            raise ProtocolError("bad_request", "options.refine must be true or false", rid)
+        result.refine = options["refine"]
     return result
 
 

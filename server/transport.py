@@ -284,6 +284,7 @@ class Server:
             "precision": self.worker.precision,
             "backend": self.worker.backend,
             "path": self.worker.path,
+            "refine": self.worker.refine_available,
             "version": __version__,
             "protocol": protocol.VERSION,
             "limits": {"max_pixels": limits.max_pixels,

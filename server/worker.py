@@ -9,16 +9,18 @@ batch (:meth:`Worker.batch_key`) and run in one forward; refinement never batche
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
 import numpy as np
 import torch
 
 from lama_model.device_path import DeviceInpainter, Prepared, RegionResult, forward_batch
 from lama_model.inpaint import InpaintOptions, inpaint
+from lama_model.refine import RefineError, refinable_generator
 
 from . import protocol
 from .pixel_formats import _CANONICAL, FORMATS, array_to_wire, wire_to_array
@@ -64,6 +66,12 @@ class Worker:
         # CPU models keep the NumPy path for single requests (it is as fast there).
         self.runner = DeviceInpainter(model)
         self.load = WorkerLoad()
+        self.refine_error = _refine_error(model)  # None when refinement is available
+
+    @property
+    def refine_available(self) -> bool:
+        """Whether ``options.refine`` can be honoured (the eager generator is at hand)."""
+        return self.refine_error is None
 
     @property
     def device(self) -> torch.device:
@@ -125,6 +133,8 @@ class Worker:
             emit(job, protocol.progress_reply(req.id, fraction, stage))
 
         try:
+            if req.options.refine and self.refine_error:
+                return protocol.error_reply("bad_request", self.refine_error, req.id)
             image, mask, options = _decode(req)
             result = self._inpaint_with_oom_fallback(image, mask, options, progress)
             reply = _ok_reply(req, result, queue_ms, _ms(started))
@@ -143,9 +153,10 @@ class Worker:
             return protocol.error_reply("internal", "internal error while inpainting", req.id)
         opts = req.options
         log.info(
-            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s: %.0f ms, queued %.0f",
+            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s refine=%s: %.0f ms, "
+            "queued %.0f",
             req.id, req.width, req.height, req.format, opts.strategy, opts.mask_grow,
-            opts.feather, opts.output, _ms(started), queue_ms,
+            opts.feather, opts.output, opts.refine, _ms(started), queue_ms,
         )  # fmt: skip
         return reply
 
@@ -202,7 +213,10 @@ class Worker:
         return [replies[i] for i in range(len(jobs))]
 
     def _inpaint(self, image, mask, options, progress):
-        if self.device.type == "cuda" and not getattr(options, "refine", False):
+        if options.refine and isinstance(self.model, SerializedModel):
+            with self.model.exclusive() as model:  # a refinement holds the shared GPU throughout
+                return inpaint(model, image, mask, options, progress)
+        if self.device.type == "cuda" and not options.refine:
             # Reuses its pinned buffers; only the touched region comes back to the host.
             return self.runner.region(image, mask, options, progress)
         return inpaint(self.model, image, mask, options, progress)
@@ -230,6 +244,12 @@ class SerializedModel:
     def __call__(self, *args, **kwargs):
         with self._lock:
             return self._model(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[torch.nn.Module]:
+        """Hold the device for a longer piece of work (a refinement); yields the bare model."""
+        with self._lock:
+            yield self._model
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)
@@ -267,7 +287,9 @@ def _decode(req: Request) -> tuple[np.ndarray, np.ndarray, InpaintOptions]:
     image = wire_to_array(req.format, req.width, req.height, req.image_data)
     mask = np.frombuffer(req.mask_data, dtype=np.uint8).reshape(req.height, req.width)
     opts = req.options
-    options = InpaintOptions(mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy)
+    options = InpaintOptions(
+        mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy, refine=opts.refine
+    )
     return image, mask, options
 
 
@@ -319,6 +341,14 @@ def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearra
             region = region[:, :, [canonical.index(c) for c in fmt.order]]
         wire[result.box.slices] = region
     return buf
+
+
+def _refine_error(model: torch.nn.Module) -> str | None:
+    try:
+        refinable_generator(model)
+    except RefineError as exc:
+        return str(exc)
+    return None
 
 
 def layer_pixels(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:

@@ -71,8 +71,8 @@ def train_fixtures_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def refine_fixtures_dir() -> Path:
-    """The refinement fixtures (``lama-refine``: image, mask, expected crops)."""
-    return _fixture_folder("lama-refine", "README.md")
+    """The official high-resolution refinement run on the tiny model (``lama-refine``)."""
+    return _fixture_folder("lama-refine", "expected_crop.npy")
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from lama_server.worker import layer_pixels
 
 pytestmark = pytest.mark.hosts
 ROOT = Path(os.environ.get("GIMP_CHROOT", "/var/tmp/lama-gimp3-trixie"))
-LAYERED = ["rgba8", "rgba16", "group_offset"]
+LAYERED = ["rgba8", "rgba16", "group_offset", "refine"]
 
 
 def _require_chroot() -> None:
@@ -52,6 +52,7 @@ def gimp_session(tmp_path_factory, tiny_model_dir, golden_dir):
             {"name": "rgba8", "image": "/lama-data/photo.png", "endpoint": server.endpoint, "selection": [96, 80, 48, 40], "export": "/lama-out/gimp-result.png"},
             {"name": "rgba16", "image": "/lama-data/photo.png", "endpoint": server.endpoint, "depth": "u16", "selection": [40, 150, 30, 50], "mask_grow": 2, "feather": 6},
             {"name": "group_offset", "image": "/lama-data/photo.png", "endpoint": server.endpoint, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40},
+            {"name": "refine", "image": "/lama-data/photo.png", "endpoint": server.endpoint, "selection": [96, 80, 48, 40], "refine": True},
             {"name": "server_down", "image": "/lama-data/photo.png", "endpoint": "tcp://127.0.0.1:9", "selection": [96, 80, 48, 40]},
         ],
     }  # fmt: skip
@@ -68,7 +69,8 @@ def gimp_session(tmp_path_factory, tiny_model_dir, golden_dir):
     scenarios = {s["name"]: s for s in json.loads(result_file.read_text())["scenarios"]}
     if os.environ.get("LAMA_UPDATE_SCREENSHOTS") == "1" and (out / "gimp-result.png").is_file():
         shutil.copy(out / "gimp-result.png", REPO / "docs" / "img" / "gimp-result.png")
-    return {"out": out, "scenarios": scenarios, "log": proc.stdout + proc.stderr}
+    return {"out": out, "scenarios": scenarios, "log": proc.stdout + proc.stderr,
+            "server_log": server.log()}  # fmt: skip
 
 
 def _scenario(session, name):
@@ -109,7 +111,10 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(gimp_session, tiny_
     mask_full = np.frombuffer((out / f"{name}.mask.raw").read_bytes(), np.uint8).reshape(ih, iw)
     mask = mask_full[ny : ny + h, nx : nx + w]
     spec = s["spec"]
-    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4))
+    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4),
+                             refine=spec.get("refine", False))  # fmt: skip
+    if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
+        assert "refine=True" in gimp_session["server_log"]
     # The model as the server runs it (fused path), so the bytes must match exactly.
     result = inpaint(load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32"), np.ascontiguousarray(window), np.ascontiguousarray(mask), options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))

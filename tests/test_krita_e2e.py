@@ -26,7 +26,7 @@ from lama_server.worker import layer_pixels
 
 pytestmark = pytest.mark.hosts
 HOSTS = REPO / "tests" / "hosts" / "krita"
-LAYERED = ["rgba8", "rgba16", "group_offset"]
+LAYERED = ["rgba8", "rgba16", "group_offset", "refine"]
 
 
 def _require_krita() -> None:
@@ -62,6 +62,7 @@ def krita_session(tmp_path_factory, tiny_model_dir, golden_dir):
             {"name": "rgba8", "image": image, "endpoint": server.endpoint, "selection": [96, 80, 48, 40], "screenshot": shot},
             {"name": "rgba16", "image": image, "endpoint": server.endpoint, "depth": "U16", "selection": [40, 150, 30, 50], "mask_grow": 2, "feather": 6},
             {"name": "group_offset", "image": image, "endpoint": server.endpoint, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40},
+            {"name": "refine", "image": image, "endpoint": server.endpoint, "selection": [96, 80, 48, 40], "refine": True},
             {"name": "server_down", "image": image, "endpoint": dead, "selection": [96, 80, 48, 40]},
         ],
     }  # fmt: skip
@@ -86,7 +87,8 @@ def krita_session(tmp_path_factory, tiny_model_dir, golden_dir):
     if os.environ.get("LAMA_UPDATE_SCREENSHOTS") == "1" and Path(shot).is_file():
         shutil.copy(shot, REPO / "docs" / "img" / "krita-result.png")
     scenarios = {s["name"]: s for s in result["scenarios"]}
-    return {"out": out, "scenarios": scenarios, "log": proc.stdout + proc.stderr}
+    return {"out": out, "scenarios": scenarios, "log": proc.stdout + proc.stderr,
+            "server_log": server.log()}  # fmt: skip
 
 
 def _scenario(session, name):
@@ -123,7 +125,10 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(krita_session, tiny
     source = wire_to_array(fmt, w, h, _raw(krita_session, name, "source_window"))
     mask = np.frombuffer(_raw(krita_session, name, "mask_window"), np.uint8).reshape(h, w)
     spec = s["spec"]
-    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4))
+    options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4),
+                             refine=spec.get("refine", False))  # fmt: skip
+    if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
+        assert "refine=True" in krita_session["server_log"]
     # The model as the server runs it (fused path), so the bytes must match exactly.
     result = inpaint(load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32"), source, mask, options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))

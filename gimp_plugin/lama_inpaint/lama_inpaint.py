@@ -23,6 +23,7 @@ import lama_client  # noqa: E402
 PROCEDURE = "plug-in-lama-inpaint"
 LAYER_NAME = "LaMa: removed"
 MIN_AUTO_MARGIN = 128
+REFINE_TIMEOUT_S = 3600.0  # refinement may run for many minutes on a CPU server
 
 
 def babl_format(precision):
@@ -102,6 +103,10 @@ class LamaInpaint(Gimp.PlugIn):
         proc.add_boolean_argument("sample-merged", "Sample merged",
                                   "Use the visible image instead of the drawable alone",
                                   False, flags)
+        # Last, so scripts written before it keep their argument order.
+        proc.add_boolean_argument("refine", "Refine (sharper, slower)",
+                                  "High-resolution refinement of large fills; several times "
+                                  "slower, needs a server whose model can refine", False, flags)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -159,9 +164,14 @@ class LamaInpaint(Gimp.PlugIn):
             raise Failure("The selection is empty here.", Gimp.PDBStatusType.CALLING_ERROR)
         options = {"mask_grow": config.get_property("mask-grow"),
                    "feather": config.get_property("feather"), "output": "layer"}
+        client_options = {}
+        if config.get_property("refine"):  # only sent when on: older servers reject the key
+            options["refine"] = True
+            client_options["timeout"] = REFINE_TIMEOUT_S
         Gimp.progress_init("LaMa inpainting…")
         try:
-            with lama_client.LamaClient(config.get_property("endpoint")) as client:
+            endpoint = config.get_property("endpoint")
+            with lama_client.LamaClient(endpoint, **client_options) as client:
                 reply = client.inpaint(lama_client.ImageData(w, h, wire, pixels), mask, options,
                                        progress=lambda f, _s: Gimp.progress_update(f))
         except lama_client.LamaError as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 LAYER_NAME = "LaMa: removed"
 SETTINGS_GROUP = "lama_inpaint"
 MIN_AUTO_MARGIN = 128
+REFINE_TIMEOUT_S = 3600.0  # a refinement may run for many minutes on a CPU server
 
 # Krita stores 8- and 16-bit integer RGBA as BGRA in memory, floats as RGBA.
 WIRE_FORMATS = {("RGBA", "U8"): "BGRA8", ("RGBA", "U16"): "BGRA16", ("RGBA", "F32"): "RGBAF32"}
@@ -47,6 +48,7 @@ class Settings:
     feather: int = 4
     margin: int = 0  # 0 = automatic: max(128 px, half the selection's size)
     visible: bool = False  # read the visible image instead of the active layer
+    refine: bool = False  # high-resolution refinement on the server: sharper, slower
 
     @classmethod
     def load(cls, read) -> Settings:
@@ -67,6 +69,7 @@ class Settings:
             feather=number("feather", base.feather, 64),
             margin=number("margin", base.margin, 4096),
             visible=str(read("visible", "false")).lower() == "true",
+            refine=str(read("refine", "false")).lower() == "true",
         )
 
     def save(self, write) -> None:
@@ -76,9 +79,17 @@ class Settings:
         write("feather", str(self.feather))
         write("margin", str(self.margin))
         write("visible", "true" if self.visible else "false")
+        write("refine", "true" if self.refine else "false")
+
+    def client_options(self) -> dict:
+        """Keyword arguments for ``LamaClient``: refinement may run for many minutes on a CPU."""
+        return {"timeout": REFINE_TIMEOUT_S} if self.refine else {}
 
     def request_options(self) -> dict:
-        return {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}
+        options = {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}
+        if self.refine:  # only sent when on: servers without refinement reject the key
+            options["refine"] = True
+        return options
 
 
 def context_window(selection: Rect, bounds: Rect, margin: int = 0) -> Rect:

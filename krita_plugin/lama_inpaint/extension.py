@@ -57,7 +57,8 @@ class _Request:
 
     def run(self) -> None:
         try:
-            with lama_client.LamaClient(self.settings.endpoint) as client:
+            client_options = self.settings.client_options()
+            with lama_client.LamaClient(self.settings.endpoint, **client_options) as client:
                 job = self.job
                 image = lama_client.ImageData(job.window.w, job.window.h, job.format, job.pixels)
                 reply = client.inpaint(image, job.mask, job.options, self._on_progress, self.cancel)
@@ -111,11 +112,15 @@ class LamaExtension(Extension):
         margin.setSpecialValueText("automatic")
         visible = QCheckBox("Use the visible image instead of the active layer")
         visible.setChecked(current.visible)
+        refine = QCheckBox("Refine (sharper, slower)")
+        refine.setChecked(current.refine)
+        refine.setToolTip("High-resolution refinement of large fills; several times slower")
         form.addRow("Server endpoint", endpoint)
         form.addRow("Grow mask by", grow)
         form.addRow("Feather", feather)
         form.addRow("Context margin", margin)
         form.addRow(visible)
+        form.addRow(refine)
         buttons = QDialogButtonBox(BOX_OK | BOX_CANCEL)
         buttons.accepted.connect(dialog.accept)
         buttons.rejected.connect(dialog.reject)
@@ -124,7 +129,7 @@ class LamaExtension(Extension):
             return
         k = Krita.instance()
         core.Settings(endpoint.text().strip(), grow.value(), feather.value(), margin.value(),
-                      visible.isChecked()).save(
+                      visible.isChecked(), refine.isChecked()).save(
             lambda key, value: k.writeSetting(core.SETTINGS_GROUP, key, value))  # fmt: skip
 
     # -- remove object -------------------------------------------------------------------

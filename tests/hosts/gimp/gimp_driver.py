@@ -70,6 +70,7 @@ def run(spec):
     config.set_property("mask-grow", spec.get("mask_grow", 4))
     config.set_property("feather", spec.get("feather", 4))
     config.set_property("context-margin", spec.get("margin", 0))
+    config.set_property("refine", spec.get("refine", False))
     result = proc.run(config)
     res["status"] = result.index(0).value_nick
     if result.length() > 1:

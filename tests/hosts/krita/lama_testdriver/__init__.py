@@ -61,6 +61,7 @@ class Driver:
         k.writeSetting("lama_inpaint", "mask_grow", str(spec.get("mask_grow", 4)))
         k.writeSetting("lama_inpaint", "feather", str(spec.get("feather", 4)))
         k.writeSetting("lama_inpaint", "margin", str(spec.get("margin", 0)))
+        k.writeSetting("lama_inpaint", "refine", "true" if spec.get("refine") else "false")
         doc = k.openDocument(spec["image"])
         doc.setBatchmode(True)
         k.activeWindow().addView(doc)
