@@ -28,6 +28,7 @@ keeps it when it measures so.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 from collections import OrderedDict
@@ -419,10 +420,27 @@ def optimize(
     chosen, choice = choose_precision(
         build, model, candidates, size, **({"timer": timer} if timer else {})
     )
+    measured = timer is None  # real timings (not a test's or the probe's answer)
+    busy = _cpu_busy() if measured and device.type == "cpu" else None
+    if busy and choice.settled:
+        # A steadily loaded CPU gives steady but distorted ratios: use them, do not keep them.
+        choice = dataclasses.replace(
+            choice, reason=f"{choice.reason}; {busy}: measured again next start", settled=False
+        )
     chosen.choice = choice
     if store and choice.settled:
         store.put(key, choice)
     return chosen
+
+
+def _cpu_busy() -> str | None:
+    """``load 4.0 on 2 CPUs`` when more threads wait to run than there are CPUs, else None."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cpus = os.cpu_count() or 1
+    return f"load {load:.1f} on {cpus} CPUs" if load > cpus else None
 
 
 def chosen_options(options: dict) -> str:

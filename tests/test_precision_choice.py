@@ -184,6 +184,18 @@ def test_decision_is_cached_per_machine_model_and_torch_version(
     assert timer.calls
 
 
+def test_a_busy_cpu_uses_its_measurement_but_does_not_cache_it(
+    tiny: LamaModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real timings on a CPU with more runnable threads than cores are not kept."""
+    cache = ChoiceCache(tmp_path / "choices.json")
+    monkeypatch.setattr(fast.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(fast.os, "getloadavg", lambda: (4.0, 4.0, 4.0))
+    chosen = optimize(tiny, "cpu", cache=cache, candidates=["bf16"])
+    assert chosen.choice.reason.endswith("load 4.0 on 2 CPUs: measured again next start")
+    assert not chosen.choice.settled and not cache.path.exists()
+
+
 def test_a_damaged_cache_is_measured_again(tiny: LamaModel, tmp_path: Path) -> None:
     path = tmp_path / "choices.json"
     path.write_text("{not json")
