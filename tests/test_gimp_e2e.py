@@ -37,7 +37,8 @@ def _require_chroot() -> None:
 @pytest.fixture(scope="module")
 def gimp_session(tmp_path_factory, tiny_model_dir, golden_dir):
     _require_chroot()
-    server = start_server(tmp_path_factory.mktemp("gimp-server"), tiny_model_dir)
+    # Pinned: `auto` measures, and the test process must run the same path as the server.
+    server = start_server(tmp_path_factory.mktemp("gimp-server"), tiny_model_dir, "--precision", "fp32")
     home, data, out = ROOT / "lama-home", ROOT / "lama-data", ROOT / "lama-out"
     for d in (home, data, out):
         shutil.rmtree(d, ignore_errors=True)
@@ -115,7 +116,7 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(gimp_session, tiny_
     if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
         assert "refine=True" in gimp_session["server_log"]
     # The model as the server runs it (fused path), so the bytes must match exactly.
-    result = inpaint(load_for_inference(tiny_model_dir, torch.device("cpu")), np.ascontiguousarray(window), np.ascontiguousarray(mask), options)
+    result = inpaint(load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32"), np.ascontiguousarray(window), np.ascontiguousarray(mask), options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))
     got = (out / f"{name}.new.raw").read_bytes()
     assert got == expected

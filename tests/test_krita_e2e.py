@@ -39,7 +39,8 @@ def _require_krita() -> None:
 def krita_session(tmp_path_factory, tiny_model_dir, golden_dir):
     _require_krita()
     tmp = tmp_path_factory.mktemp("krita")
-    server = start_server(tmp, tiny_model_dir)
+    # Pinned: `auto` measures, and the test process must run the same path as the server.
+    server = start_server(tmp, tiny_model_dir, "--precision", "fp32")
     home = tmp / "home"
     pykrita = home / ".local" / "share" / "krita" / "pykrita"
     install_plugin("krita", pykrita)
@@ -129,7 +130,7 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(krita_session, tiny
     if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
         assert "refine=True" in krita_session["server_log"]
     # The model as the server runs it (fused path), so the bytes must match exactly.
-    result = inpaint(load_for_inference(tiny_model_dir, torch.device("cpu")), source, mask, options)
+    result = inpaint(load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32"), source, mask, options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))
     got = _raw(krita_session, name, "new_window")
     assert got == expected
