@@ -1,13 +1,21 @@
 """Side-by-side speed of the float32 eager reference and every fast inference path.
 
-    python bench/speed.py [--sizes 256,512,1024] [--runs 3] [--device cpu|cuda]
+    python bench/speed.py [--sizes 256,512,1024] [--runs 3] [--rounds 1] [--device cpu|cuda]
                           [--paths ref,channels_last,...] [--threads 2] [--json out.json]
 
 Big LaMa architecture with seeded random weights (BatchNorm statistics randomised so it is
-not the identity). Each (path, size) runs in a fresh subprocess, so its peak memory is its
-own (CPU: VmHWM from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over
-``--runs`` after one warm-up; speed-up and PSNR on the hole are against the reference
-measured in the same invocation. Compare with the official code's CPU figures in
+not the identity). Rows: ``ref`` is the official generator's own code path (our float32
+eager generator, unfused: the same operations as advimman/lama), so every speed-up is read
+against it in one run; ``auto`` is what ``--precision auto`` picks on this machine (measured
+afresh, not from the cache); ``fused`` is ``fp32+fused``; ``bf16_fused`` the native bf16
+fused model (weights cast once, channels-last, FFTs and output layer in float32).
+
+Each (path, size) runs in a fresh subprocess, so its peak memory is its own (CPU: VmHWM
+from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over ``--runs``
+after one warm-up; speed-up and PSNR on the hole are against the reference of the same
+round. ``--rounds N`` runs all paths in turn N times (interleaved, so a loaded machine slows
+every path alike) and prints the spread. The first line names the CPU, its bf16 features
+and the load average. Compare with the official code's CPU figures in
 ../shared/fixtures/lama-golden/PERF-BASELINE.md only on the same CPU.
 """
 
@@ -22,10 +30,23 @@ import tempfile
 import time
 from pathlib import Path
 
-CPU_PATHS = ("ref", "fused", "channels_last", "jit_freeze", "compile", "onnxruntime", "bf16")
+CPU_PATHS = (
+    "ref",
+    "auto",
+    "fused",
+    "bf16_fused",
+    "channels_last",
+    "jit_freeze",
+    "compile",
+    "onnxruntime",
+    "bf16",
+)
+NATIVE_BF16_ONLY = ("bf16", "bf16_fused")  # emulated bf16 is ~40x slower: skipped there
 GPU_PATHS = (
     "ref",
+    "auto",
     "fused",
+    "bf16_fused",
     "channels_last",
     "fp16",
     "bf16",
@@ -83,11 +104,19 @@ def build_path(name: str, device: str, onnx_file: str | None):
         return model, model.description
     ref = build_reference(device)
     if name == "ref":
-        return ref, "float32 eager"
+        return ref, "official code path: float32 eager generator, unfused"
+    if name == "auto":
+        from lama_model.fast import optimize
+
+        chosen = optimize(ref, device, cache=False)
+        return chosen, f"--precision auto -> {chosen.description} ({chosen.choice.reason})"
     if name == "fused":
         fast = FastModel(ref, fuse=True)
         kernels = "Winograd F(4,3) blocks" if device == "cpu" else "cuDNN"
         return fast, f"fp32 fused (BN folded, conv+add+ReLU, {kernels})"
+    if name == "bf16_fused":
+        fast = FastModel(ref, precision="bf16", fuse=True)
+        return fast, "bf16 fused, native (weights cast once, FFTs + output layer float32)"
     if name == "fused_bf16_graphs":
         return FastModel(ref, precision="bf16", fuse=True, bucket=64, cuda_graphs=True), (
             "bf16 fused CUDA graphs/64"
@@ -189,12 +218,84 @@ def export_for_bench(device: str, folder: Path) -> str:
     return str(path)
 
 
+def run_one(args: argparse.Namespace, name: str, size: int, folder: Path, onnx_file) -> dict:
+    """One path at one size in a fresh process (its peak memory is its own)."""
+    out_file = folder / f"{name}-{size}.npy"
+    cmd = [sys.executable, __file__, "--one", str(size), "--path", name, "--runs",
+           str(args.runs), "--device", args.device, "--threads", str(args.threads),
+           "--out", str(out_file)]  # fmt: skip
+    if onnx_file:
+        cmd += ["--onnx", onnx_file]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        reason = (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
+        return {"path": name, "size": size, "error": reason}
+    row = json.loads(lines[-1][len("RESULT ") :])
+    row["out_file"] = str(out_file)
+    return row
+
+
+def print_row(row: dict) -> None:
+    speed = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
+    quality = row["psnr_hole_db"]
+    quality_s = (
+        "ref" if row["path"] == "ref" else ("inf" if quality == float("inf") else f"{quality:.1f}")
+    )
+    print(
+        f"{row['size']:>5} {row['path']:<14} {row['median_s']:>7.3f}s {row['min_s']:>6.3f}s "
+        f"{speed:>8} {quality_s:>9} {row['peak_mib']:>9.0f} {row['first_s']:>7.1f}s"
+        f"  {row['description']}",
+        flush=True,
+    )
+
+
+def print_summary(size: int, rows: list[dict]) -> None:
+    """Per path over the rounds: best median and the range of same-round speed-ups."""
+    print(f"-- {size}: over {1 + max(r['round'] for r in rows)} rounds")
+    for name in dict.fromkeys(r["path"] for r in rows):
+        mine = [r for r in rows if r["path"] == name]
+        ups = [r["speedup"] for r in mine if r["speedup"]]
+        span = f"{min(ups):.2f}-{max(ups):.2f}x" if ups else "-"
+        best = min(r["median_s"] for r in mine)
+        print(f"{size:>5} {name:<14} best median {best:.3f}s, speed-up {span}", flush=True)
+
+
+def machine_line(device: str) -> str:
+    """The processor, its bf16 features and the load, so a table says where it was taken."""
+    import os
+
+    import torch
+
+    from lama_model.fast import cpu_supports_bf16
+    from lama_model.precision import machine_id
+
+    flags = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        found = sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in text})
+        flags = " ".join(found)
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"machine: {machine_id(torch.device(device))}; CPU flags: {flags or '?'}; native bf16: "
+        f"{cpu_supports_bf16()}; load average {load:.2f} on {os.cpu_count()} CPUs"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sizes", default=None, help="default 256,512,1024 (CPU), 512,1024,2048 (CUDA)"
     )
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat all paths in turn this many times (interleaved: fairer on a loaded machine)",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--paths", default=None, help="comma list; default: all for the device")
@@ -219,7 +320,8 @@ def main() -> None:
         from lama_model.fast import cpu_supports_bf16
 
         if not cpu_supports_bf16():
-            paths.remove("bf16")  # emulated bf16: ~40x slower here, not worth minutes per size
+            for name in NATIVE_BF16_ONLY:  # emulated bf16: ~40x slower, minutes per size
+                paths.remove(name)
     if "ref" not in paths:
         paths.insert(0, "ref")
     paths.remove("ref")
@@ -228,64 +330,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lama-bench-") as tmp:
         folder = Path(tmp)
         onnx_file = export_for_bench(args.device, folder) if "onnxruntime" in paths else None
+        print(machine_line(args.device))
         print(
             f"Big LaMa (random weights), {args.device}, {args.threads} threads, median of "
-            f"{args.runs} runs after one warm-up; speed-up and PSNR vs float32 eager"
+            f"{args.runs} runs after one warm-up, {args.rounds} round(s) of all paths in turn; "
+            "speed-up and PSNR vs the official code path (ref) of the same round"
         )
         header = f"{'size':>5} {'path':<14} {'median':>8} {'min':>7} {'speed-up':>8} "
         print(header + f"{'PSNR hole':>9} {'peak MiB':>9} {'1st run':>8}  description")
         for size in sizes:
-            ref_time = ref_out = None
             _, mask = sample(size)
-            for name in paths:
-                out_file = folder / f"{name}-{size}.npy"
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    str(size),
-                    "--path",
-                    name,
-                    "--runs",
-                    str(args.runs),
-                    "--device",
-                    args.device,
-                    "--threads",
-                    str(args.threads),
-                    "--out",
-                    str(out_file),
-                ]
-                if onnx_file:
-                    cmd += ["--onnx", onnx_file]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                if proc.returncode or not lines:
-                    reason = (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
-                    print(f"{size:>5} {name:<14} failed: {reason}", flush=True)
-                    results.append({"path": name, "size": size, "error": reason})
-                    continue
-                row = json.loads(lines[-1][len("RESULT ") :])
-                out = np.load(out_file)
-                if name == "ref":
-                    ref_time, ref_out = row["median_s"], out
-                row["speedup"] = ref_time / row["median_s"] if ref_time else None
-                row["psnr_hole_db"] = (
-                    psnr_hole(ref_out, out, mask.numpy()) if ref_out is not None else None
-                )
-                results.append(row)
-                speed = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
-                quality = row["psnr_hole_db"]
-                quality_s = (
-                    "ref"
-                    if name == "ref"
-                    else ("inf" if quality == float("inf") else f"{quality:.1f}")
-                )
-                print(
-                    f"{size:>5} {name:<14} {row['median_s']:>7.3f}s {row['min_s']:>6.3f}s "
-                    f"{speed:>8} {quality_s:>9} {row['peak_mib']:>9.0f} {row['first_s']:>7.1f}s"
-                    f"  {row['description']}",
-                    flush=True,
-                )
+            for round_no in range(args.rounds):
+                ref_time = ref_out = None
+                for name in paths:
+                    row = run_one(args, name, size, folder, onnx_file)
+                    row["round"] = round_no
+                    results.append(row)
+                    if "error" in row:
+                        print(f"{size:>5} {name:<14} failed: {row['error']}", flush=True)
+                        continue
+                    out = np.load(row.pop("out_file"))
+                    if name == "ref":
+                        ref_time, ref_out = row["median_s"], out
+                    row["speedup"] = ref_time / row["median_s"] if ref_time else None
+                    row["psnr_hole_db"] = (
+                        psnr_hole(ref_out, out, mask.numpy()) if ref_out is not None else None
+                    )
+                    print_row(row)
+            if args.rounds > 1:
+                print_summary(size, [r for r in results if r["size"] == size and "error" not in r])
     if args.json:
         payload = {
             "device": args.device,

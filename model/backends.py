@@ -3,8 +3,9 @@
 ``lama-inpaint`` and ``lama-server`` both call :func:`load_for_inference`, so the two
 commands pick the same inference path for the same flags:
 
-- ``torch`` (default): :func:`lama_model.fast.optimize` — on CPU the fused float32 model
-  (Winograd residual blocks), on a GPU reduced precision behind the quality guard;
+- ``torch`` (default): :func:`lama_model.fast.optimize` — the fused model; with
+  ``precision="auto"`` in float32 or in a reduced precision the device runs natively,
+  chosen by measurement (guarded, cached per machine and model);
 - ``onnxruntime``: an ``.onnx`` file is served directly; any other model is exported once
   (the ONNX DFT operator carries the Fourier units) into the model cache and reused.
 """
@@ -64,7 +65,7 @@ def load_for_inference(
             log.info("exporting %s to ONNX (once) at %s", model.name, onnx_file)
         return optimize(model, device, backend="onnxruntime", onnx_path=onnx_file)
     model = load_model(source, device, allow_torchscript=allow_torchscript)
-    if device.type == "cuda" and compile:
+    if device.type == "cuda" and compile and precision in ("auto", "bf16", "fp16"):
         # Compiled in the background per size bucket, served eagerly meanwhile (issue 14).
         # Without compiling, optimize()'s autocast path was as fast on an H200 at 1024² and
         # 7 % faster at 2048² (bench/gpu_e2e.py), so it stays the default.

@@ -3,27 +3,34 @@
 ``forward(image[B,3,H,W], mask[B,1,H,W]) → image``, attributes ``.device``, ``.name``,
 ``.size_multiple``. Building blocks:
 
-- :class:`FastModel`: reduced precision through :class:`lama_model.precision.AutocastModel`
-  (the Fourier transforms stay float32 inside ``FourierUnit``), channels-last weights,
-  optional ``torch.compile`` on inputs padded to size buckets (compilation reused across
-  sizes), optional CUDA graphs per bucket, pinned host buffers when inputs arrive on the CPU
-  for a CUDA model.
+- :class:`FastModel`: the fused rewrite (:mod:`lama_model.fused`), in float32 or natively in
+  bf16/fp16, or autocast around an unfused model (the Fourier transforms stay float32
+  either way); TF32 off on CUDA for ``fp32``; channels-last weights; optional
+  ``torch.compile`` on inputs padded to size buckets (compilation reused across sizes);
+  optional CUDA graphs per bucket; pinned host buffers when inputs arrive on the CPU for a
+  CUDA model.
 - :class:`OnnxRuntimeModel`: an ONNX Runtime session on a file from
   :func:`lama_model.export.export_onnx`.
-- :func:`optimize`: picks a configuration for a device, checked by the quality guard.
+- :func:`optimize`: builds the configuration for a device; with ``precision="auto"`` it
+  measures the candidates (:func:`lama_model.precision.choose_precision`) and caches the
+  decision.
 
 Measured on the 2-core AVX2 CPU of this project (``bench/speed.py``, Big LaMa, 2 threads,
-512²): the fused rewrite (:mod:`lama_model.fused`, Winograd residual blocks) is the fastest,
-about 1.6x over float32 eager with no compile step; ``torch.compile`` (inductor, freezing)
-gives 1.4x after ~75 s of compilation per input shape; channels-last ~1.1x,
-``torch.jit.freeze`` ~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated without
-AVX512-BF16/AMX (~40x slower). So ``optimize(..., "cpu")`` picks fused float32.
+512²): the fused rewrite (Winograd residual blocks) is the fastest float32 path, about 1.6x
+over float32 eager with no compile step; ``torch.compile`` (inductor, freezing) gives 1.4x
+after ~75 s of compilation per input shape; channels-last ~1.1x, ``torch.jit.freeze``
+~1.05x, ONNX Runtime is slower (0.7x), and bf16 is emulated without AVX512-BF16/AMX (~40x
+slower), so ``auto`` does not even try it there. On CPUs with native bf16 the fused bf16
+model is much faster than float32 (several times on an AVX512-BF16 EPYC), and ``auto``
+keeps it when it measures so.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,7 +39,21 @@ from torch import nn
 
 from .checkpoint import LamaModel
 from .fused import FusedGenerator, fuse_generator
-from .precision import DTYPES, MIN_PSNR_DB, AutocastModel, PrecisionError, quality_guard
+from .precision import (
+    DTYPES,
+    PRECISIONS,
+    PROBE_ENV,
+    AutocastModel,
+    ChoiceCache,
+    PrecisionChoice,
+    PrecisionError,
+    Timer,
+    choose_precision,
+    float32_math,
+    machine_id,
+    model_fingerprint,
+    probe_from_env,
+)
 from .refine import keep_source
 
 BACKENDS = ("torch", "onnxruntime")
@@ -62,7 +83,10 @@ def bucket_size(size: int, bucket: int) -> int:
 
 
 def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 math (AVX512-BF16 or AMX); otherwise it is emulated."""
+    """True when the CPU has native bf16 math (AVX512-BF16 or AMX); otherwise it is emulated.
+
+    Only decides whether ``auto`` measures bf16 at all; whether it is kept is measured.
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -74,12 +98,14 @@ def cpu_supports_bf16() -> bool:
     return bool(check and check() and not flags)
 
 
-def fused_model(model: nn.Module, winograd: bool | None = None) -> LamaModel:
+def fused_model(
+    model: nn.Module, winograd: bool | None = None, dtype: torch.dtype = torch.float32
+) -> LamaModel:
     """A :class:`LamaModel` running :func:`~lama_model.fused.fuse_generator`'s rewrite.
 
-    ``winograd`` as in :func:`~lama_model.fused.fuse_generator` (default: on for a CPU
-    model). The source model is left as it was. Raises ``ValueError`` for a TorchScript
-    model (its graph is not ours to rewrite).
+    ``winograd`` and ``dtype`` as in :func:`~lama_model.fused.fuse_generator` (default:
+    float32, Winograd on for a CPU model). The source model is left as it was. Raises
+    ``ValueError`` for a TorchScript model (its graph is not ours to rewrite).
     """
     generator = getattr(model, "generator", None)
     if isinstance(generator, FusedGenerator):
@@ -87,7 +113,7 @@ def fused_model(model: nn.Module, winograd: bool | None = None) -> LamaModel:
     if generator is None:
         raise ValueError("only an eager generator can be fused, not a TorchScript model")
     fused = LamaModel(
-        fuse_generator(generator, winograd=winograd),
+        fuse_generator(generator, winograd=winograd, dtype=dtype),
         name=getattr(model, "name", "model"),
         size_multiple=int(getattr(model, "size_multiple", 8)),
     )
@@ -142,7 +168,9 @@ class _CudaGraphs:
 class FastModel(nn.Module):
     """``LamaModel`` with speed options; the output matches it within the precision's error.
 
-    - ``precision``: ``fp32``, ``fp16`` (GPU) or ``bf16`` autocast;
+    - ``precision``: ``fp32`` (TF32 off on CUDA), ``tf32`` (CUDA), ``fp16`` (GPU) or
+      ``bf16``: autocast, or with ``fuse`` a native reduced-precision model (weights cast
+      once; Fourier transforms and the output layer in float32);
     - ``fuse``: run :func:`fused_model`'s rewrite (BatchNorm folded, conv + add + ReLU fused,
       channels-last activations): same function to float32 rounding, faster everywhere;
     - ``channels_last``: NHWC weights and inputs (helps tensor cores; not CPUs here);
@@ -169,21 +197,34 @@ class FastModel(nn.Module):
     ) -> None:
         super().__init__()
         device = model.device
-        if precision not in ("fp32", *DTYPES):
-            raise PrecisionError(f"precision must be fp32, fp16 or bf16, not {precision!r}")
+        if precision not in PRECISIONS[1:]:
+            raise PrecisionError(f"precision must be fp32, tf32, fp16 or bf16, not {precision!r}")
         if precision == "fp16" and device.type == "cpu":
             raise PrecisionError("fp16 needs a GPU; on CPU use fp32 or bf16")
+        if precision == "tf32" and device.type != "cuda":
+            raise PrecisionError("tf32 is a CUDA (Ampere or later) mode; elsewhere use fp32")
+        if precision in DTYPES and getattr(model, "scripted", False):
+            raise PrecisionError(
+                f"a TorchScript model runs in float32 only (its Fourier units fail under "
+                f"{precision}); use --precision fp32, or load the checkpoint or official "
+                f"folder for {precision}"
+            )
         if cuda_graphs and device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         multiple = int(getattr(model, "size_multiple", 8))
         if bucket is not None and (bucket <= 0 or bucket % multiple):
             raise ValueError(f"bucket must be a positive multiple of {multiple}, not {bucket}")
+        reduced = DTYPES.get(precision)
         if fuse:
-            # Winograd kernels are CPU float32 only; autocast runs the generic fused blocks.
-            model = fused_model(model, winograd=device.type == "cpu" and precision == "fp32")
+            # Winograd kernels are CPU float32 only; reduced precision is native in the
+            # rewrite (weights cast once), so no autocast is needed around it.
+            winograd = device.type == "cpu" and reduced is None
+            model = fused_model(model, winograd=winograd, dtype=reduced or torch.float32)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.inner = AutocastModel(model, DTYPES[precision]) if precision != "fp32" else model
+        autocast = reduced is not None and not fuse
+        self.inner = AutocastModel(model, reduced) if autocast else model  # type: ignore[arg-type]
+        self.choice: PrecisionChoice | None = None  # set by optimize(): why this precision
         self.name = getattr(model, "name", "model")
         self.size_multiple = multiple
         self.precision = precision
@@ -236,7 +277,8 @@ class FastModel(nn.Module):
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
             mask = mask.contiguous(memory_format=torch.channels_last)
-        out = self._run(image, mask).float()[..., :height, :width]
+        with float32_math(device, allow_tf32=self.precision == "tf32"):
+            out = self._run(image, mask).float()[..., :height, :width]
         if host != device:
             if host.type == "cpu" and device.type == "cuda":
                 pinned = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
@@ -301,23 +343,29 @@ def optimize(
     bucket: int | None = None,
     guard_size: int | None = None,
     fuse: bool | None = None,
+    cache: ChoiceCache | None = None,
+    candidates: list[str] | None = None,
+    timer: Timer | None = None,
 ) -> nn.Module:
     """Return the fastest wrapper of ``model`` for ``device`` that passes the quality guard.
 
     ``fuse`` (default: on for an eager generator) runs :func:`fused_model`'s rewrite, which
-    computes the same function to float32 rounding (on CPU with Winograd F(4,3) residual
-    blocks: ~1.6x here). ``precision``: ``auto`` tries bf16 (or fp16) on CUDA / MPS, and bf16
-    on CPUs with native bf16, keeping it only if its PSNR against float32 on a seeded random
-    input is at least :data:`lama_model.precision.MIN_PSNR_DB` with no NaN; otherwise
-    float32. An explicit precision is used as asked. Every candidate, the fused float32 one
-    included, must pass the guard under ``auto``; the plain model is the last resort.
-    ``compile`` adds ``torch.compile`` (bucketed to ``bucket``, default 64 on CUDA; it
-    replaces fusing, which it does itself); on CUDA, CUDA graphs are added when compiling is
-    off. ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary file) and serves
-    it with ONNX Runtime instead. The chosen configuration is in ``.description``.
+    computes the same function to float32 rounding. An explicit ``precision`` is used as
+    asked. ``auto`` measures (:func:`lama_model.precision.choose_precision`): the reduced
+    precisions the device runs natively (``candidates``, default
+    :func:`auto_candidates`) are guarded and timed against float32 with ``timer``, and
+    kept only if faster by the margin with PSNR >= 40 dB. The decision is cached in
+    ``cache`` (default: the user cache; pass ``ChoiceCache`` of another file, or ``False``
+    for none). ``.choice`` of the result says what was chosen and why; ``.description``
+    names the path. ``compile`` adds ``torch.compile`` (bucketed to ``bucket``, default 64
+    on CUDA; it replaces fusing, which it does itself); on CUDA, CUDA graphs are added when
+    compiling is off. ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary
+    file) and serves it with ONNX Runtime instead.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}")
     device = torch.device(device) if device is not None else model.device
     model = model.to(device).eval()
     if backend == "onnxruntime":
@@ -329,7 +377,6 @@ def optimize(
         fuse = not scripted and not compile
     if fuse and scripted:
         raise ValueError("a TorchScript model cannot be fused; load the checkpoint instead")
-    size = guard_size or (128 if device.type == "cpu" else 256)
     on_gpu = device.type == "cuda"
     if on_gpu and bucket is None:
         bucket = 64
@@ -343,29 +390,90 @@ def optimize(
         cuda_graphs=on_gpu and not compile and not scripted,
     )
     if precision != "auto":
-        return build(precision)
-    for choice in [*_auto_candidates(device), "fp32"]:
-        candidate = build(choice)
-        score = quality_guard(model, candidate, size=size)
-        if score >= MIN_PSNR_DB:
-            candidate.guard_psnr = score
-            return candidate
-    return FastModel(model)
+        chosen = build(precision)
+        chosen.choice = PrecisionChoice(precision, "asked")
+        return chosen
+    probe = probe_from_env()
+    if probe is not None:
+        candidates, timer = probe if candidates is None else (candidates, probe[1])
+    if candidates is None:
+        candidates = auto_candidates(device)
+    if scripted:
+        # Autocast around a scripted Fourier unit fails (bf16/fp16 reach torch.complex).
+        candidates = [c for c in candidates if c not in DTYPES]
+    if not candidates:
+        chosen = build("fp32")
+        why = "TorchScript: float32 only" if scripted else _no_candidates_reason(device)
+        chosen.choice = PrecisionChoice("fp32", why)
+        return chosen
+    store = ChoiceCache() if cache is None else cache
+    key = "|".join([
+        machine_id(device), model_fingerprint(model), chosen_options(build.keywords),
+        ",".join(candidates), os.environ.get(PROBE_ENV, ""),
+    ])  # fmt: skip
+    cached = store.get(key) if store else None
+    if cached is not None and cached.precision in ("fp32", *candidates):
+        chosen = build(cached.precision)
+        chosen.choice = PrecisionChoice(cached.precision, cached.reason + "; cached")
+        return chosen
+    size = guard_size or (128 if device.type == "cpu" else 256)
+    chosen, choice = choose_precision(
+        build, model, candidates, size, **({"timer": timer} if timer else {})
+    )
+    measured = timer is None  # real timings (not a test's or the probe's answer)
+    busy = _cpu_busy() if measured and device.type == "cpu" else None
+    if busy and choice.settled:
+        # A steadily loaded CPU gives steady but distorted ratios: use them, do not keep them.
+        choice = dataclasses.replace(
+            choice, reason=f"{choice.reason}; {busy}: measured again next start", settled=False
+        )
+    chosen.choice = choice
+    if store and choice.settled:
+        store.put(key, choice)
+    return chosen
 
 
-def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
-    if options.get("channels_last") and not options.get("fuse"):
-        model = copy.deepcopy(model)  # keep the caller's model (the guard's reference) intact
-    return FastModel(model, precision=precision, **options)  # type: ignore[arg-type]
+def _cpu_busy() -> str | None:
+    """``load 4.0 on 2 CPUs`` when more threads wait to run than there are CPUs, else None."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cpus = os.cpu_count() or 1
+    return f"load {load:.1f} on {cpus} CPUs" if load > cpus else None
 
 
-def _auto_candidates(device: torch.device) -> list[str]:
-    """Reduced precisions worth trying on ``device``, fastest first; float32 is the fallback."""
+def chosen_options(options: dict) -> str:
+    """The build options that change the timing, as a short text for the cache key."""
+    return ",".join(f"{k}={options[k]}" for k in sorted(options))
+
+
+def auto_candidates(device: torch.device) -> list[str]:
+    """Precisions other than strict float32 that ``device`` runs natively (to be measured)."""
     if device.type == "cuda":
-        return ["bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp16"]
+        capability = torch.cuda.get_device_capability(device)
+        tf32 = ["tf32"] if capability[0] >= 8 else []  # Ampere and later
+        return tf32 + (["bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp16"])
     if device.type == "mps":
         return ["fp16"]
     return ["bf16"] if cpu_supports_bf16() else []
+
+
+def _no_candidates_reason(device: torch.device) -> str:
+    if device.type == "cpu":
+        return "no native bf16 on this CPU"
+    return f"no reduced precision on {device.type}"
+
+
+def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
+    if precision == "fp32" and not options.get("compile"):
+        # float32 carries the official-output contract: no padding to size buckets (the
+        # Fourier units would see a larger frame, up to ~0.8 of a level on the golden cases),
+        # hence no CUDA graphs either (one per exact size would be captured again and again).
+        options = dict(options, bucket=None, cuda_graphs=False)
+    if options.get("channels_last") and not options.get("fuse"):
+        model = copy.deepcopy(model)  # keep the caller's model (the guard's reference) intact
+    return FastModel(model, precision=precision, **options)  # type: ignore[arg-type]
 
 
 def _onnxruntime(model: nn.Module, device: torch.device, onnx_path: str | Path | None) -> nn.Module:
@@ -396,6 +504,7 @@ __all__ = [
     "FastModel",
     "OnnxRuntimeModel",
     "bucket_size",
+    "auto_candidates",
     "cpu_supports_bf16",
     "fused_model",
     "optimize",

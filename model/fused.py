@@ -440,17 +440,20 @@ class FusedGenerator(nn.Module):
     :class:`~lama_model.generator.FFCResNetGenerator`: ``(B, 4, H, W)`` → ``(B, 3, H, W)``.
     """
 
-    def __init__(self, stages: list[nn.Module], size_multiple: int) -> None:
+    def __init__(
+        self, stages: list[nn.Module], size_multiple: int, dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self._size_multiple = size_multiple
+        self.dtype = dtype
 
     @property
     def size_multiple(self) -> int:
         return self._size_multiple
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        state: Pair | torch.Tensor = x.contiguous(memory_format=torch.channels_last)
+        state: Pair | torch.Tensor = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         for stage in self.stages:
             state = stage(state)
         return state.contiguous()  # type: ignore[union-attr]
@@ -488,17 +491,32 @@ class _Tail(nn.Module):
         self.activation = activation if activation is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.conv(reflect_pad(x, self.pad)))
+        # The output layer runs in its weights' dtype (float32 in a reduced-precision
+        # model): the sigmoid's last digits are the 8-bit levels users see.
+        x = x.to(self.conv.weight.dtype)
+        return self.activation(self.conv(reflect_pad(x, self.pad))).float()
 
 
-def fuse_generator(generator: FFCResNetGenerator, winograd: bool | None = None) -> FusedGenerator:
+def fuse_generator(
+    generator: FFCResNetGenerator,
+    winograd: bool | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> FusedGenerator:
     """Build the fused inference form of ``generator`` (which is left unchanged).
 
     ``winograd``: run the residual blocks as Winograd F(4,3) (CPU float32 only; their
     weights take 4× the memory of the 3×3 kernels, about 600 MB for Big LaMa). Default: on
-    when ``generator`` is on the CPU. Raises ``ValueError`` for a layer sequence other than
-    the LaMa generator's.
+    when ``generator`` is on the CPU and ``dtype`` is float32. ``dtype``: ``torch.bfloat16``
+    or ``torch.float16`` build a native reduced-precision model: weights cast once (no
+    autocast re-casting them every call), activations in ``dtype``, the Fourier transforms
+    and the output layer in float32. Raises ``ValueError`` for a layer sequence other than
+    the LaMa generator's or a Winograd request in reduced precision.
     """
+    reduced = dtype != torch.float32
+    if reduced and winograd:
+        raise ValueError("the Winograd blocks are float32 only")
+    if reduced:
+        winograd = False
     layers = list(generator.model)
     stages: list[nn.Module] = []
     i = 0
@@ -537,7 +555,11 @@ def fuse_generator(generator: FFCResNetGenerator, winograd: bool | None = None) 
         if activation is not None and not isinstance(activation, nn.Sigmoid | nn.Tanh):
             raise ValueError(f"cannot fuse: unexpected {type(activation).__name__} at the end")
         stages.append(_Tail(pad, conv, activation))
-    return FusedGenerator(stages, generator.size_multiple).to(module_device(generator))
+    device = module_device(generator)
+    if reduced:
+        for stage in stages[:-1]:  # the output layer stays float32
+            stage.to(dtype)
+    return FusedGenerator(stages, generator.size_multiple, dtype).to(device)
 
 
 __all__ = ["FoldedConv", "FusedGenerator", "bn_scale_shift", "fuse_generator", "reflect_pad"]

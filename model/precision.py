@@ -1,24 +1,75 @@
-"""Reduced-precision inference (bf16/fp16 autocast) behind a quality guard.
+"""Numeric precision of inference: what each choice means, and how ``auto`` picks one.
 
-The Fourier transforms stay in float32 (see :class:`lama_model.ffc.FourierUnit`); everything
-else runs in the chosen dtype through ``torch.autocast``. ``auto`` only keeps a reduced
-precision if its output stays within :data:`MIN_PSNR_DB` of float32 on this device.
+- ``fp32``: float32 everywhere. On CUDA that includes turning TensorFloat-32 off for the
+  model's calls (cuDNN enables it for convolutions by default, which is *not* float32);
+- ``tf32`` (CUDA): float32 tensors, TF32 tensor-core math inside convolutions and matmuls;
+- ``bf16`` / ``fp16``: reduced precision, the Fourier transforms kept in float32 (see
+  :class:`lama_model.ffc.FourierUnit` and :mod:`lama_model.fused`).
+
+``auto`` (:func:`choose_precision`) decides by **measurement**, per device and model: each
+candidate the device runs natively is checked by the quality guard (PSNR against float32 on
+a seeded input, at least :data:`MIN_PSNR_DB`, no NaN) and timed against float32 on the same
+window, interleaved; it is kept only if it is at least :data:`SPEED_MARGIN` times as fast. The
+decision is cached per machine, torch version, thread count and model
+(:class:`ChoiceCache`), so later starts skip the measurement.
+
+Tests can force both answers, the candidate list (what the hardware offers) and the timing,
+with the test-only environment variable :data:`PROBE_ENV`, e.g. ``bf16=0.95`` (bf16 exists
+and runs at 0.95x float32's speed) or ``none`` (no native reduced precision).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
 MIN_PSNR_DB = 40.0
+SPEED_MARGIN = 1.10  # kept only if >= 10 % faster: interleaved timings vary less than that
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+PROBE_ENV = "LAMA_PRECISION_PROBE"
+
+# name -> run  ->  name -> seconds (one figure, or every round's figure)
+Timer = Callable[[Mapping[str, Callable[[], object]]], Mapping[str, "float | list[float]"]]
 
 
 class PrecisionError(ValueError):
-    """The requested precision cannot run on this device."""
+    """The requested precision cannot run on this device or model."""
+
+
+@contextlib.contextmanager
+def float32_math(device: torch.device, allow_tf32: bool = False) -> Iterator[None]:
+    """Set CUDA's TF32 switches for the calls inside, and put them back afterwards.
+
+    PyTorch keeps them as process-wide flags (``torch.backends.cudnn.allow_tf32`` is on by
+    default, ``torch.backends.cuda.matmul.allow_tf32`` off); setting them around each model
+    call keeps ``fp32`` float32 without changing other code's math. The legacy switches are
+    used for both libraries, so the two stay consistent. No-op off CUDA.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    matmul.allow_tf32 = cudnn.allow_tf32 = allow_tf32
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 class AutocastModel(nn.Module):
@@ -46,36 +97,265 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -> float:
-    """PSNR of ``candidate`` against ``reference`` on a seeded random input (NaN → -inf)."""
-    device = reference.device
+def guard_input(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded image and mask (40 % holes) that the guard and the timing use."""
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, size, size, generator=gen).to(device)
     mask = (torch.rand(1, 1, size, size, generator=gen) > 0.6).float().to(device)
+    return image, mask
+
+
+def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -> float:
+    """PSNR of ``candidate`` against float32 ``reference`` on a seeded input (NaN → -inf)."""
+    device = reference.device
+    image, mask = guard_input(size, device)
     with torch.inference_mode():
-        expected = reference(image, mask)
+        with float32_math(device):
+            expected = reference(image, mask)
         got = candidate(image, mask)
     if not torch.isfinite(got).all():
         return -math.inf
-    return psnr(expected, got)
+    return psnr(expected, got.to(expected.device))
 
 
-def apply_precision(
-    model: nn.Module, device: torch.device, precision: str
-) -> tuple[nn.Module, str]:
-    """Wrap ``model`` for ``precision``; returns the model to use and the precision in force."""
-    if precision not in PRECISIONS:
-        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return model, "fp32"
-    if precision == "auto":
-        if device.type != "cuda":
-            return model, "fp32"  # CPU autocast is slower than fp32 on most CPUs
-        choice = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        candidate = AutocastModel(model, DTYPES[choice])
-        if quality_guard(model, candidate) >= MIN_PSNR_DB:
-            return candidate, choice
-        return model, "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise PrecisionError("fp16 needs a GPU; on CPU use fp32 or bf16")
-    return AutocastModel(model, DTYPES[precision]), precision
+def time_interleaved(
+    runs: Mapping[str, Callable[[], object]],
+    budget_s: float = 0.6,
+    min_rounds: int = 2,
+    max_rounds: int = 8,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Seconds of each run in every round; a round takes every run in turn.
+
+    Interleaving shares any slowdown of a loaded machine between the runs. At least
+    ``min_rounds`` rounds (so the spread between rounds shows the noise), more while
+    ``budget_s`` lasts.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = clock()
+    for done in range(max_rounds):
+        if done >= min_rounds and clock() - start > budget_s:
+            break
+        for name, run in runs.items():
+            t0 = clock()
+            run()
+            times[name].append(clock() - t0)
+    return times
+
+
+def timing_noise(times: Mapping[str, float | list[float]]) -> float:
+    """Relative gap between the two fastest rounds of the noisiest run (0 with one round)."""
+    noise = 0.0
+    for value in times.values():
+        rounds = sorted(value) if isinstance(value, list) else [value]
+        if len(rounds) > 1 and rounds[0] > 0:
+            noise = max(noise, rounds[1] / rounds[0] - 1)
+    return noise
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What ``auto`` chose and why, e.g. ``fp32`` because ``bf16 was 0.95x``.
+
+    ``settled``: the timings were steady enough to keep the decision for later starts.
+    """
+
+    precision: str
+    reason: str
+    settled: bool = True
+
+
+class ChoiceCache:
+    """Decisions of ``auto`` in a small JSON file (default: the user's model cache)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        if path is None:
+            from .weights import cache_dir
+
+            path = cache_dir() / "precision-choices.json"
+        self.path = Path(path)
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> PrecisionChoice | None:
+        entry = self._read().get(key)
+        if not isinstance(entry, dict):
+            return None
+        precision, reason = entry.get("precision"), entry.get("reason")
+        if precision not in PRECISIONS[1:] or not isinstance(reason, str):
+            return None
+        return PrecisionChoice(precision, reason)
+
+    def put(self, key: str, choice: PrecisionChoice) -> None:
+        """Record ``choice``; a cache that cannot be written only costs a new measurement."""
+        data = self._read()
+        data[key] = {"precision": choice.precision, "reason": choice.reason}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+            partial.write_text(json.dumps(data, indent=1, sort_keys=True))
+            partial.replace(self.path)
+        except OSError as exc:
+            log.warning("cannot cache the precision choice in %s: %s", self.path, exc)
+
+
+def machine_id(device: torch.device) -> str:
+    """What the measurement depends on: the processor (or GPU), torch, the thread count."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = torch.cuda.get_device_name(index)
+        chip = f"{name} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
+    else:
+        chip = _cpu_name()
+    return f"{device.type}|{chip}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A cheap identity of the weights: shapes and a few values of every tensor."""
+    digest = hashlib.sha256(str(getattr(model, "name", "")).encode())
+    for name, tensor in model.state_dict().items():
+        head = tensor.detach().flatten()[:8].float().cpu().tolist()
+        digest.update(f"{name}{tuple(tensor.shape)}{head}".encode())
+    return digest.hexdigest()[:16]
+
+
+def probe_from_env() -> tuple[list[str], Timer] | None:
+    """The test-only override in :data:`PROBE_ENV`: candidates and a fake timer, or None.
+
+    ``bf16=0.95,fp16=1.3``: these reduced precisions exist and run at that multiple of
+    float32's speed; ``none``: no reduced precision runs natively here.
+    """
+    spec = os.environ.get(PROBE_ENV, "").strip()
+    if not spec:
+        return None
+    speeds: dict[str, float] = {}
+    if spec != "none":
+        for item in spec.split(","):
+            name, _, ratio = item.partition("=")
+            if name.strip() not in PRECISIONS[2:]:
+                raise PrecisionError(f"{PROBE_ENV}: unknown precision {name.strip()!r}")
+            try:
+                speeds[name.strip()] = float(ratio)
+            except ValueError:
+                raise PrecisionError(f"{PROBE_ENV}: {item!r} is not name=speed") from None
+
+    def timer(runs: Mapping[str, Callable[[], object]]) -> dict[str, float]:
+        return {name: 1.0 / speeds.get(name, 1.0) for name in runs}
+
+    return list(speeds), timer
+
+
+def choose_precision(
+    build: Callable[[str], nn.Module],
+    reference: nn.Module,
+    candidates: Sequence[str],
+    size: int,
+    timer: Timer = time_interleaved,
+    margin: float = SPEED_MARGIN,
+) -> tuple[nn.Module, PrecisionChoice]:
+    """Measure the ``candidates`` against ``build("fp32")``; return the model to use.
+
+    ``build(precision)`` makes the model for one precision; ``reference`` is the plain
+    float32 model the quality guard compares with. A candidate that fails to build or run,
+    misses the guard, or is not ``margin`` times as fast as float32 is dropped, with the
+    reason in the returned :class:`PrecisionChoice`. Among the rest, the fastest wins.
+
+    The fastest round of each counts. When rounds of the same run differ by more than the
+    margin (a loaded machine), a candidate must beat float32 by that spread too, and the
+    choice is marked unsettled (not to be cached): a busy machine errs towards float32.
+    """
+    baseline = build("fp32")
+    image, mask = guard_input(size, reference.device)
+    notes: list[str] = []
+    kept: dict[str, tuple[nn.Module, float]] = {}
+    scores: dict[str, float] = {}
+    for name in candidates:
+        try:
+            model = build(name)
+            scores[name] = quality_guard(reference, model, size)
+        except (RuntimeError, PrecisionError, ValueError) as exc:
+            notes.append(f"{name} failed: {_first_line(exc)}")
+            continue
+        if scores[name] < MIN_PSNR_DB:  # not worth timing
+            notes.append(f"{name} {scores[name]:.0f} dB < {MIN_PSNR_DB:.0f}")
+            continue
+        kept[name] = (model, scores[name])
+    if kept:
+        fp32_run = _runner(baseline, image, mask)
+        fp32_run()  # warm, as the candidates are from the guard: the first call is slow
+        runs = {name: _runner(model, image, mask) for name, (model, _) in kept.items()}
+        times = timer({"fp32": fp32_run, **runs})
+        seconds = {name: min(t) if isinstance(t, list) else t for name, t in times.items()}
+        noise = timing_noise(times)
+        settled = noise <= margin - 1
+        needed = max(margin, 1 + noise)
+        fastest: tuple[float, str] | None = None
+        for name, (_, score) in kept.items():
+            speed = seconds["fp32"] / seconds[name]
+            if speed < needed:
+                notes.append(f"{name} was {speed:.2f}x")
+            else:
+                notes.append(f"{name} {speed:.2f}x, {score:.0f} dB")
+                if fastest is None or speed > fastest[0]:
+                    fastest = (speed, name)
+        if not settled:
+            notes.append(f"timings varied {noise:.0%}: measured again next start")
+        if fastest is not None:
+            name = fastest[1]
+            return kept[name][0], PrecisionChoice(name, "; ".join(notes), settled)
+        return baseline, PrecisionChoice("fp32", "; ".join(notes), settled)
+    return baseline, PrecisionChoice("fp32", "; ".join(notes))
+
+
+def _runner(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.inference_mode():
+            out = model(image, mask)
+        if image.device.type == "cuda":
+            torch.cuda.synchronize(image.device)
+        return out
+
+    return run
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:100]
+
+
+__all__ = [
+    "DTYPES",
+    "MIN_PSNR_DB",
+    "PRECISIONS",
+    "PROBE_ENV",
+    "SPEED_MARGIN",
+    "AutocastModel",
+    "ChoiceCache",
+    "PrecisionChoice",
+    "PrecisionError",
+    "choose_precision",
+    "float32_math",
+    "guard_input",
+    "machine_id",
+    "model_fingerprint",
+    "probe_from_env",
+    "psnr",
+    "quality_guard",
+    "time_interleaved",
+    "timing_noise",
+]

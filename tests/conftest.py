@@ -1,4 +1,13 @@
-"""Shared test fixtures: the golden LaMa fixtures that live beside the repository."""
+"""Shared test fixtures: the LaMa fixtures that live beside the repository.
+
+Every fixture folder is found here and nowhere else:
+
+- ``LAMA_GOLDEN_DIR``: the golden folder (tiny checkpoint, inputs, official outputs), else
+  ``lama-golden`` in the fixtures root;
+- the fixtures root: ``LAMA_FIXTURES_DIR``, else the folder holding ``LAMA_GOLDEN_DIR``,
+  else ``../shared/fixtures`` beside the repository; ``lama-train`` and ``lama-refine`` live
+  there.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +17,36 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = Path(
-    os.environ.get("LAMA_GOLDEN_DIR", REPO.parent / "shared" / "fixtures" / "lama-golden")
-)
-# The refinement fixture: beside the golden one, under the same root.
-REFINE_FIXTURES = GOLDEN.parent / "lama-refine"
+
+
+def fixtures_root() -> Path:
+    """The folder that holds ``lama-golden``, ``lama-train`` and ``lama-refine``."""
+    if os.environ.get("LAMA_FIXTURES_DIR"):
+        return Path(os.environ["LAMA_FIXTURES_DIR"]).expanduser()
+    if os.environ.get("LAMA_GOLDEN_DIR"):
+        return Path(os.environ["LAMA_GOLDEN_DIR"]).expanduser().parent
+    return REPO.parent / "shared" / "fixtures"
+
+
+GOLDEN = Path(os.environ.get("LAMA_GOLDEN_DIR") or fixtures_root() / "lama-golden").expanduser()
+
+
+def _fixture_folder(name: str, marker: str) -> Path:
+    folder = GOLDEN if name == "lama-golden" else fixtures_root() / name
+    if not (folder / marker).exists():
+        hint = "LAMA_GOLDEN_DIR" if name == "lama-golden" else "LAMA_FIXTURES_DIR"
+        pytest.fail(f"{name} fixtures not found at {folder}; set {hint}")
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory):
+    """Tests (and the servers they start) keep model and precision caches to themselves."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LAMA_CACHE_DIR", str(tmp_path_factory.mktemp("lama-cache")))
+    patch.delenv("LAMA_PRECISION_PROBE", raising=False)
+    yield
+    patch.undo()
 
 
 def host_missing(what: str) -> None:
@@ -26,26 +60,19 @@ def host_missing(what: str) -> None:
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     """The official-code golden fixtures (tiny checkpoint, inputs, official outputs)."""
-    if not (GOLDEN / "tiny-lama" / "models" / "best.ckpt").is_file():
-        pytest.fail(f"golden fixtures not found at {GOLDEN}; set LAMA_GOLDEN_DIR")
-    return GOLDEN
-
-
-@pytest.fixture(scope="session")
-def refine_fixtures_dir() -> Path:
-    """The official high-resolution refinement run on the tiny model (lama-refine)."""
-    if not (REFINE_FIXTURES / "expected_crop.npy").is_file():
-        pytest.fail(f"refinement fixtures not found at {REFINE_FIXTURES}; set LAMA_GOLDEN_DIR")
-    return REFINE_FIXTURES
+    return _fixture_folder("lama-golden", "tiny-lama/models/best.ckpt")
 
 
 @pytest.fixture(scope="session")
 def train_fixtures_dir() -> Path:
-    """The official-code training fixtures (mask sampler, one training step), beside lama-golden."""
-    path = GOLDEN.parent / "lama-train"
-    if not (path / "README.md").is_file():
-        pytest.fail(f"training fixtures not found at {path}; set LAMA_GOLDEN_DIR")
-    return path
+    """The official-code training fixtures (``lama-train``: mask sampler, one training step)."""
+    return _fixture_folder("lama-train", "README.md")
+
+
+@pytest.fixture(scope="session")
+def refine_fixtures_dir() -> Path:
+    """The official high-resolution refinement run on the tiny model (``lama-refine``)."""
+    return _fixture_folder("lama-refine", "expected_crop.npy")
 
 
 @pytest.fixture(scope="session")
@@ -184,6 +211,53 @@ def server_factory(tmp_path, tiny_model_dir):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+class TinyModelFiles:
+    """The tiny model in every format users have, each written on first use:
+    ``folder`` (official layout), ``ckpt`` (Lightning, without its config), ``pth``
+    (generator ``state_dict``), ``torchscript`` (the official ``to_jit.py`` trace),
+    ``onnx`` (our export; needs onnx and onnxscript, so only built when asked for)."""
+
+    def __init__(self, folder: Path, golden: Path, tiny: Path) -> None:
+        self.folder, self.golden, self.tiny = folder, golden, tiny
+        self.made: dict[str, Path] = {}
+
+    def __getitem__(self, fmt: str) -> Path:
+        if fmt not in self.made:
+            self.made[fmt] = self._make(fmt)
+        return self.made[fmt]
+
+    def _make(self, fmt: str) -> Path:
+        import shutil
+
+        import torch
+
+        if fmt == "folder":
+            return self.tiny
+        if fmt == "torchscript":
+            return self.golden / "tiny-lama.pt"
+        ckpt = self.tiny / "models" / "best.ckpt"
+        if fmt == "ckpt":
+            return Path(shutil.copy(ckpt, self.folder / "tiny.ckpt"))
+        if fmt == "pth":
+            state = torch.load(ckpt, weights_only=True)["state_dict"]
+            prefix = "generator."
+            plain = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            torch.save(plain, self.folder / "tiny.pth")
+            return self.folder / "tiny.pth"
+        if fmt == "onnx":
+            from lama_model.checkpoint import load_model
+            from lama_model.export import export_onnx
+
+            return export_onnx(load_model(self.tiny), self.folder / "tiny.onnx")
+        raise KeyError(fmt)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory, golden_dir, tiny_model_dir) -> TinyModelFiles:
+    """The tiny model as a folder, ``.ckpt``, ``.pth``, TorchScript ``.pt`` and ``.onnx``."""
+    return TinyModelFiles(tmp_path_factory.mktemp("tiny-formats"), golden_dir, tiny_model_dir)
 
 
 # --------------------------------------------------------------------------------------------

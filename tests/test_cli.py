@@ -13,7 +13,9 @@ from PIL import Image
 from lama_model.image_io import read_image, write_image
 from lama_server.inpaint_cli import main
 
-OFFICIAL_FLAGS = ["--device", "cpu", "--mask-grow", "0", "--feather", "0", "--strategy", "original"]
+# The official-equality contract is a float32 contract: pinned, whatever `auto` picks on this CPU.
+OFFICIAL_FLAGS = ["--device", "cpu", "--precision", "fp32", "--mask-grow", "0", "--feather", "0",
+                  "--strategy", "original"]  # fmt: skip
 
 
 @pytest.mark.parametrize("model", ["tiny-lama", "tiny-lama.pt"])
@@ -158,6 +160,31 @@ def test_folder_mode_uses_the_official_layout(tmp_path, golden_dir):
         "case-a_mask001.png",
         "case-b_mask001.png",
     ]
+
+
+def test_folder_mode_reports_images_without_a_mask_and_creates_output_folders(
+    tmp_path, golden_dir, capsys
+):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(golden_dir / "case-b/image.png", src / "sub" / "x.png")
+    shutil.copy(golden_dir / "case-b/mask.png", src / "sub" / "x_mask.png")
+    shutil.copy(golden_dir / "case-a/image.png", src / "lonely.png")
+    out = tmp_path / "not" / "yet" / "there"
+    code = main(["--input-dir", str(src), "--output-dir", str(out), "--model",
+                 str(golden_dir / "tiny-lama"), "--quiet"])  # fmt: skip
+    assert code == 0
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.png")] == ["sub/x_mask.png"]
+    err = capsys.readouterr().err
+    assert "1 image(s) without a mask" in err and "lonely.png" in err
+
+
+def test_single_file_output_folder_is_created(tmp_path, golden_dir):
+    case = golden_dir / "case-b"
+    out = tmp_path / "new" / "folder" / "out.png"
+    code = main([str(case / "image.png"), str(case / "mask.png"), "-o", str(out), "--model",
+                 str(golden_dir / "tiny-lama"), "--device", "cpu"])  # fmt: skip
+    assert code == 0 and out.is_file()
 
 
 def test_missing_file_exits_2_with_one_line(tmp_path, golden_dir, capsys):

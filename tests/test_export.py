@@ -15,14 +15,12 @@ from lama_model.export import export_onnx, export_torchscript, main
 from lama_model.fast import OnnxRuntimeModel, optimize
 from lama_model.inpaint import OFFICIAL, inpaint
 
-GOLDEN = Path("/work/shared/fixtures/lama-golden")
-TINY = GOLDEN / "tiny-lama"
 SIZES = [(64, 96), (160, 208)]
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LamaModel:
-    return load_model(TINY)
+def tiny(tiny_model_dir: Path) -> LamaModel:
+    return load_model(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +61,12 @@ def test_onnxruntime_matches_torch(tiny: LamaModel, onnx_file: Path, h: int, w: 
     assert (got - composited(tiny, image, mask)).abs().max().item() <= 1e-3
 
 
-def test_onnxruntime_backend_on_golden_case(tiny: LamaModel, onnx_file: Path) -> None:
+def test_onnxruntime_backend_on_golden_case(
+    tiny: LamaModel, onnx_file: Path, golden_dir: Path
+) -> None:
     model = optimize(tiny, "cpu", backend="onnxruntime", onnx_path=onnx_file)
     assert isinstance(model, OnnxRuntimeModel) and model.size_multiple == 8
-    folder = GOLDEN / "case-a"
+    folder = golden_dir / "case-a"
     image = np.asarray(Image.open(folder / "image.png").convert("RGB"), dtype=np.float32) / 255
     mask = np.asarray(Image.open(folder / "mask.png").convert("L"))
     mask = np.where(mask > 0, 255, 0).astype(np.uint8)
@@ -85,30 +85,36 @@ def test_torchscript_roundtrip_through_load_model(tiny: LamaModel, tmp_path: Pat
         assert (got - composited(tiny, image, mask)).abs().max().item() <= 1e-5
 
 
-def test_torchscript_matches_official_trace(tiny: LamaModel, tmp_path: Path) -> None:
+def test_torchscript_matches_official_trace(
+    tiny: LamaModel, tmp_path: Path, golden_dir: Path
+) -> None:
     """Our trace and the official ``to_jit.py`` trace of the same weights agree."""
     ours = load_model(
         export_torchscript(tiny, tmp_path / "ours.pt", sample_size=64), allow_torchscript=True
     )
-    official = load_model(GOLDEN / "tiny-lama.pt", allow_torchscript=True)
+    official = load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True)
     image, mask = sample(96, 128, seed=2)
     with torch.inference_mode():
         assert (ours(image, mask) - official(image, mask)).abs().max().item() <= 1e-5
 
 
-def test_cli_exports_torchscript(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exports_torchscript(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli.pt"
-    assert main([str(TINY), "-o", str(out), "--size", "64"]) == 0
+    assert main([str(tiny_model_dir), "-o", str(out), "--size", "64"]) == 0
     assert "torchscript" in capsys.readouterr().out
     assert load_model(out, allow_torchscript=True).scripted
 
 
-def test_cli_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_errors(
+    tmp_path: Path, golden_dir: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert main([str(TINY), "-o", str(tmp_path / "x.onnx"), "--opset", "16"]) == 1
+    assert main([str(tiny_model_dir), "-o", str(tmp_path / "x.onnx"), "--opset", "16"]) == 1
     assert "opset" in capsys.readouterr().err
     # A TorchScript file holds no eager generator to export.
-    scripted = GOLDEN / "tiny-lama.pt"
+    scripted = golden_dir / "tiny-lama.pt"
     assert main([str(scripted), "-o", str(tmp_path / "y.pt")]) == 1
     assert "TorchScript" in capsys.readouterr().err

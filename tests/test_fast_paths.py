@@ -16,19 +16,10 @@ import torch
 from PIL import Image
 
 from lama_model.checkpoint import LamaModel, load_model
-from lama_model.fast import (
-    FastModel,
-    bucket_size,
-    cpu_supports_bf16,
-    optimize,
-    pad_symmetric,
-)
+from lama_model.fast import FastModel, bucket_size, optimize, pad_symmetric
 from lama_model.generator import build_generator
 from lama_model.inpaint import OFFICIAL, inpaint
-from lama_model.precision import MIN_PSNR_DB, PrecisionError
-
-GOLDEN = Path("/work/shared/fixtures/lama-golden")
-TINY = GOLDEN / "tiny-lama"
+from lama_model.precision import MIN_PSNR_DB, AutocastModel, PrecisionError
 
 
 def hole_psnr(expected: np.ndarray, got: np.ndarray, hole: np.ndarray) -> float:
@@ -38,12 +29,11 @@ def hole_psnr(expected: np.ndarray, got: np.ndarray, hole: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LamaModel:
-    return load_model(TINY)
+def tiny(tiny_model_dir: Path) -> LamaModel:
+    return load_model(tiny_model_dir)
 
 
-def load_case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    folder = GOLDEN / name
+def load_case(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image = np.asarray(Image.open(folder / "image.png").convert("RGB"), dtype=np.float32) / 255
     mask = np.asarray(Image.open(folder / "mask.png").convert("L"))
     # The official path treats every mask value > 0 as a hole.
@@ -62,9 +52,9 @@ FAST_PATHS = {
 
 @pytest.mark.parametrize("case", ["case-a", "case-b"])
 @pytest.mark.parametrize("path", sorted(FAST_PATHS))
-def test_golden_cases_within_one_level(tiny: LamaModel, case: str, path: str) -> None:
-    image, mask, expected = load_case(case)
-    fast = FastModel(load_model(TINY), **FAST_PATHS[path])
+def test_golden_cases_within_one_level(golden_dir: Path, case: str, path: str) -> None:
+    image, mask, expected = load_case(golden_dir / case)
+    fast = FastModel(load_model(golden_dir / "tiny-lama"), **FAST_PATHS[path])
     got = inpaint(fast, image, mask, OFFICIAL).image
     hole = mask > 127
     assert np.abs(got - expected).max() <= 1 / 255
@@ -117,25 +107,18 @@ def test_big_lama_shape_fast_paths(big_random: LamaModel, path: str) -> None:
     assert psnr >= MIN_PSNR_DB
 
 
-def test_bf16_is_guarded(tiny: LamaModel) -> None:
-    """bf16 runs on CPU; ``optimize`` only keeps it where the CPU has native bf16 and it passes."""
+def test_bf16_autocast_runs_on_any_cpu(tiny: LamaModel) -> None:
+    """bf16 works everywhere (emulated without AVX512-BF16/AMX); ``auto`` decides if it pays."""
     gen = torch.Generator().manual_seed(5)
     image = torch.rand(1, 3, 64, 64, generator=gen)
     mask = (torch.rand(1, 1, 64, 64, generator=gen) > 0.5).float()
     with torch.inference_mode():
         got = FastModel(tiny, precision="bf16")(image, mask)
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
-    chosen = optimize(tiny, "cpu")
-    if not cpu_supports_bf16():
-        assert chosen.precision == "fp32"  # emulated bf16 is far slower: never auto-picked
-    else:
-        assert chosen.precision in ("bf16", "fp32")
-    if chosen.precision == "bf16":
-        assert chosen.guard_psnr >= MIN_PSNR_DB
 
 
-def test_fused_model_under_bf16_autocast_stays_close(tiny: LamaModel) -> None:
-    """Autocast takes the generic fused blocks (Winograd is float32 only) and still passes."""
+def test_native_bf16_fused_model_casts_weights_once_and_stays_close(tiny: LamaModel) -> None:
+    """The fused bf16 model holds bf16 weights (no autocast), the output layer float32."""
     gen = torch.Generator().manual_seed(6)
     image = torch.rand(1, 3, 64, 64, generator=gen)
     mask = (torch.rand(1, 1, 64, 64, generator=gen) > 0.5).float()
@@ -143,10 +126,16 @@ def test_fused_model_under_bf16_autocast_stays_close(tiny: LamaModel) -> None:
     with torch.inference_mode():
         expected, got = tiny(image, mask), fast(image, mask)
     assert fast.description == "bf16+fused"
-    assert hole_psnr(expected.numpy(), got.numpy(), slice(None)) >= 30  # bf16: ~3 digits
+    assert not isinstance(fast.inner, AutocastModel)
+    stages = fast.inner.generator.stages
+    assert all(b.dtype == torch.bfloat16 for st in stages[:-1] for b in st.buffers())
+    assert all(b.dtype == torch.float32 for b in stages[-1].buffers())
+    assert got.dtype == torch.float32
+    assert hole_psnr(expected.numpy(), got.numpy(), slice(None)) >= MIN_PSNR_DB
 
 
-def test_fourier_transforms_stay_float32_under_autocast(tiny: LamaModel) -> None:
+@pytest.mark.parametrize("fuse", [False, True], ids=["autocast", "native-fused"])
+def test_fourier_transforms_stay_float32_in_bf16(tiny: LamaModel, fuse: bool) -> None:
     seen: list[torch.dtype] = []
     original = torch.fft.rfftn
 
@@ -154,21 +143,22 @@ def test_fourier_transforms_stay_float32_under_autocast(tiny: LamaModel) -> None
         seen.append(x.dtype)
         return original(x, *args, **kwargs)
 
+    fast = FastModel(tiny, precision="bf16", fuse=fuse)
     torch.fft.rfftn = spy
     try:
         with torch.inference_mode():
-            FastModel(tiny, precision="bf16")(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+            fast(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
     finally:
         torch.fft.rfftn = original
     assert seen and all(dtype == torch.float32 for dtype in seen)
 
 
-def test_optimize_on_cpu_keeps_interface(tiny: LamaModel) -> None:
+def test_optimize_on_cpu_keeps_interface(tiny: LamaModel, golden_dir: Path) -> None:
     fast = optimize(tiny, "cpu", precision="fp32")
     assert fast.device.type == "cpu" and fast.size_multiple == 8 and fast.name == tiny.name
     assert fast.description == "fp32+fused"
     assert optimize(tiny, "cpu", precision="fp32", fuse=False).description == "fp32"
-    image, mask, expected = load_case("case-b")
+    image, mask, expected = load_case(golden_dir / "case-b")
     got = inpaint(fast, image, mask, OFFICIAL).image
     assert np.abs(got - expected).max() <= 1 / 255
 

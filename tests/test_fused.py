@@ -26,8 +26,6 @@ from lama_model.fused import (
 )
 from lama_model.generator import LamaConfig, build_generator
 
-GOLDEN = Path("/work/shared/fixtures/lama-golden")
-
 
 def randomise_batchnorm(net: torch.nn.Module, seed: int = 1) -> None:
     gen = torch.Generator().manual_seed(seed)
@@ -146,7 +144,9 @@ def test_winograd_model_refuses_autocast_with_a_clear_error(
             fused(torch.rand(1, 4, 64, 64))
 
 
-def test_fusing_refuses_foreign_layouts_and_torchscript(small_big_lama: torch.nn.Module) -> None:
+def test_fusing_refuses_foreign_layouts_and_torchscript(
+    small_big_lama: torch.nn.Module, golden_dir: Path
+) -> None:
     import copy
 
     broken = copy.deepcopy(small_big_lama)
@@ -154,6 +154,27 @@ def test_fusing_refuses_foreign_layouts_and_torchscript(small_big_lama: torch.nn
     del broken.model[concat]
     with pytest.raises(ValueError, match="cannot fuse"):
         fuse_generator(broken)
-    scripted = load_model(GOLDEN / "tiny-lama.pt", allow_torchscript=True)
+    scripted = load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True)
     with pytest.raises(ValueError, match="TorchScript"):
         fused_model(scripted)
+
+
+def test_native_bf16_fused_generator_stays_within_the_guard(
+    small_big_lama: torch.nn.Module,
+) -> None:
+    """bf16 weights cast once, generic blocks (Winograd is float32 only), float32 output."""
+    import math
+
+    fused = fuse_generator(small_big_lama, dtype=torch.bfloat16)
+    bottleneck = next(s for s in fused.stages if isinstance(s, FusedBottleneck))
+    assert not bottleneck.winograd
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(1, 4, 72, 56, generator=gen)
+    x[:, 3] = (x[:, 3] > 0.5).float()
+    with torch.inference_mode():
+        expected, got = small_big_lama(x), fused(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    mse = torch.mean((got - expected) ** 2).item()
+    assert 10 * math.log10(1 / mse) >= 40
+    with pytest.raises(ValueError, match="float32 only"):
+        fuse_generator(small_big_lama, winograd=True, dtype=torch.bfloat16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import threading
@@ -65,10 +66,16 @@ def sample(w=48, h=40, seed=0):
     return rgba, mask
 
 
+def served_precision(server) -> str:
+    """The precision a server runs (``auto`` measures it, so it depends on the CPU)."""
+    with LamaClient(server.endpoint, server.token) as c:
+        return c.info()["precision"]
+
+
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
+def tiny(tiny_model_dir, running_server):
     """The model as the server runs it (same inference path, so replies are bit-identical)."""
-    return load_for_inference(tiny_model_dir, torch.device("cpu"))
+    return load_for_inference(tiny_model_dir, torch.device("cpu"), served_precision(running_server))
 
 
 @BOTH
@@ -77,7 +84,9 @@ def test_ping_and_info(running_server, use_pyzmq):
         assert c.ping()["pong"] is True
         info = c.info()
     assert info["model"] == "tiny-lama" and info["device"] == "cpu"
-    assert (info["backend"], info["precision"], info["path"]) == ("torch", "fp32", "fp32+fused")
+    # `auto` measures: fp32, or bf16 on a CPU where it is faster; the path says why.
+    assert info["backend"] == "torch" and info["precision"] in ("fp32", "bf16")
+    assert re.fullmatch(rf"{info['precision']}\+fused \(.+\)", info["path"]), info["path"]
     assert info["limits"]["queue"] >= 1 and info["limits"]["max_pixels"] > 0
     assert "BGRA16" in info["formats"]
 
@@ -320,28 +329,39 @@ def test_reply_timeout_is_reported(running_server):
             c.inpaint(ImageData(256, 256, "RGBA8", rgba.tobytes()), mask.tobytes())
 
 
+def wait_for_log(server, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{server.log()}"
+        time.sleep(0.02)
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(server_factory):
-    server = server_factory("--no-warmup")
-    rgba = np.zeros((768, 768, 4), np.uint8)
-    mask = np.full((768, 768), 255, np.uint8)
+    """Each step waits for the one before (no fixed sleeps), so load cannot reorder them."""
+    server = server_factory("--no-warmup", "--precision", "fp32")
+    size = 1024  # a few seconds of work, so the job is still running after the signal
+    rgba = np.zeros((size, size, 4), np.uint8)
+    mask = np.full((size, size), 255, np.uint8)
     result: dict = {}
+    started = threading.Event()
 
     def run():
         with LamaClient(server.endpoint, server.token, use_pyzmq=False) as c:
             try:
-                result["reply"] = c.inpaint(ImageData(768, 768, "RGBA8", rgba.tobytes()),
-                                            mask.tobytes(), {"strategy": "original"})  # fmt: skip
+                result["reply"] = c.inpaint(ImageData(size, size, "RGBA8", rgba.tobytes()),
+                                            mask.tobytes(), {"strategy": "original"},
+                                            progress=lambda _f, _s: started.set())  # fmt: skip
             except LamaError as exc:
                 result["error"] = exc
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.5)
+    assert started.wait(120), "the request never started"
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.1)
-    late = raw_call(server.endpoint, request(server, **_inpaint_fields()), timeout=10)
-    thread.join(60)
-    assert server.proc.wait(30) == 0
+    wait_for_log(server, "received SIGTERM")
+    late = raw_call(server.endpoint, request(server, **_inpaint_fields()), timeout=60)
+    thread.join(180)
+    assert server.proc.wait(120) == 0
     assert "reply" in result, result.get("error")
     assert late["error"]["code"] == "shutting_down"
 
@@ -381,6 +401,18 @@ def test_ping_and_info_commands(running_server):
     info = subprocess.run([sys.executable, "-m", "lama_server.cli", "info", running_server.endpoint],
                           capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
     assert info.returncode == 0 and '"model": "tiny-lama"' in info.stdout
+    # --token-file instead of the environment (an explicit file wins over $LAMA_TOKEN).
+    bare = {k: v for k, v in os.environ.items() if k not in ("LAMA_TOKEN_FILE", "LAMA_TOKEN")}
+    flag = ["--token-file", str(running_server.token_file)]
+    for command in ("ping", "info"):
+        proc = subprocess.run([sys.executable, "-m", "lama_server.cli", command,
+                               running_server.endpoint, *flag], capture_output=True, text=True,
+                              env=dict(bare, LAMA_TOKEN="wrong"), timeout=30)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    missing = subprocess.run([sys.executable, "-m", "lama_server.cli", "ping",
+                              running_server.endpoint, "--token-file", "/nonexistent/token"],
+                             capture_output=True, text=True, env=bare, timeout=30)  # fmt: skip
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
     with socket_port() as port:
         pass
     down = subprocess.run([sys.executable, "-m", "lama_server.cli", "ping", f"tcp://127.0.0.1:{port}"],
@@ -409,7 +441,7 @@ def test_lama_inpaint_through_server_is_bit_identical(
         main([*args, "-o", str(tmp_path / "remote.png"), "--server", running_server.endpoint]) == 0
     )
     assert main([*args, "-o", str(tmp_path / "local.png"), "--model", str(golden_dir / "tiny-lama"),
-                 "--device", "cpu"]) == 0  # fmt: skip
+                 "--device", "cpu", "--precision", served_precision(running_server)]) == 0  # fmt: skip
     assert (tmp_path / "remote.png").read_bytes() == (tmp_path / "local.png").read_bytes()
 
 
