@@ -3,7 +3,7 @@
 lama-server [--model PATH|NAME] [--device auto|cuda|cpu|mps] [--listen ENDPOINT] ...
 lama-server ping [ENDPOINT] [--token-file F]
 lama-server info [ENDPOINT] [--token-file F]
-lama-server install-plugin krita|gimp [--dest DIR]
+lama-server install-plugin krita|gimp [--dest DIR] [--gimp-version 3.N]
 lama-server package-plugin krita -o FILE.zip
 """
 
@@ -283,14 +283,21 @@ def _plugins(command: str, rest: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog=f"lama-server {command}")
     p.add_argument("host", choices=plugin_install.HOSTS)
     if command == "install-plugin":
-        p.add_argument("--dest", type=Path, help="plugin folder (default: the host's own)")
+        p.add_argument("--dest", type=Path, help="plugin folder (default: every one the host has)")
+        p.add_argument("--gimp-version", help="install only for this GIMP series, e.g. 3.2")
     else:
         p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(rest)
     try:
         if command == "install-plugin":
-            path = plugin_install.install_plugin(args.host, args.dest)
-            print(f"installed the {args.host} plugin in {path}")
+            done = plugin_install.install_plugin(
+                args.host, args.dest, gimp_version=args.gimp_version
+            )
+            for item in done:
+                print(f"installed the {args.host} plugin in {item.path} ({item.label})")
+            if args.dest is None:
+                for note in plugin_install.install_notes(args.host, args.gimp_version):
+                    print(f"note: {note}")
             print(plugin_install.AFTER_INSTALL[args.host])
         else:
             path = plugin_install.package_plugin(args.host, args.output)

@@ -2,27 +2,65 @@
 
 Each plugin gets a copy of :mod:`lama_server.client` as ``lama_client.py``: the hosts' Python
 has no pip, so the plugin must carry the only network code it needs.
+
+Without ``--dest`` the installer finds the user's hosts itself: every GIMP 3.x user folder
+(native, Flatpak, Snap; GIMP 3.2 reads only ``GIMP/3.2``, not ``GIMP/3.0``) and every Krita
+profile (native, which AppImages share, Flatpak, Snap), enabling the plugin in each ``kritarc``.
+It only ever replaces a plugin folder it installed itself.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 HOSTS = ("krita", "gimp")
 PLUGIN_NAME = "lama_inpaint"
 CLIENT_SOURCE = Path(__file__).with_name("client.py")
+# Written into every plugin folder we install, so a reinstall knows the folder is ours.
+MARKER = ".installed-by-lama-server"
+GIMP_SERIES = re.compile(r"3\.\d+")
+# Where no GIMP 3 is found at all: the stable series a fresh download gives.
+NEWEST_GIMP = "3.2"
+_GIMP_BINARY = re.compile(r"gimp(?:-console)?-(3\.\d+)(?:\.exe)?")
 
 AFTER_INSTALL = {
     "krita": "Restart Krita; then select an object and run Tools › Scripts › Remove object "
     "(Ctrl+Alt+Shift+R). Settings: Tools › Scripts › LaMa settings…",
     "gimp": "Restart GIMP; then select an object and run Filters › LaMa Inpaint.",
 }
+
+
+class InstallError(ValueError):
+    """The plugin cannot be installed there without harming what is already in place."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One host installation's plugin folder, and its ``kritarc`` (Krita only)."""
+
+    label: str  # e.g. "GIMP 3.2 (Flatpak)", said to the user
+    folder: Path  # the folder that gets ``lama_inpaint/`` (``pykrita``, ``plug-ins``)
+    kritarc: Path | None = None
+    # A Flatpak/Snap host's own config folder: its plugin looks for the token there, not in
+    # the user's, so the installer puts a copy of the server's token there.
+    sandbox_config: Path | None = None
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where the plugin went."""
+
+    label: str
+    path: Path  # the installed ``lama_inpaint`` folder
 
 
 def plugin_source(host: str) -> Path:
@@ -34,54 +72,275 @@ def plugin_source(host: str) -> Path:
     raise FileNotFoundError(f"the {host} plugin files are missing from this installation")
 
 
-def _home_dirs() -> tuple[Path, Path, Path]:
-    """(data, config, local-config) folders of this platform."""
-    home = Path.home()
-    if sys.platform == "win32":
-        roaming = Path(os.environ.get("APPDATA", home / "AppData" / "Roaming"))
-        local = Path(os.environ.get("LOCALAPPDATA", home / "AppData" / "Local"))
-        return roaming, roaming, local
-    if sys.platform == "darwin":
+# -- where the hosts look --------------------------------------------------------------------
+
+
+def _env_dir(env: Mapping[str, str], name: str, fallback: Path) -> Path:
+    """A folder from the environment; empty or relative means unset (the XDG rule)."""
+    value = env.get(name, "")
+    return Path(value) if value and os.path.isabs(value) else fallback
+
+
+def _user_dirs(platform: str, env: Mapping[str, str], home: Path) -> tuple[Path, Path, Path]:
+    """(data, config, Krita-config) folders of this platform's native applications."""
+    if platform == "win32":
+        roaming = _env_dir(env, "APPDATA", home / "AppData" / "Roaming")
+        return roaming, roaming, _env_dir(env, "LOCALAPPDATA", home / "AppData" / "Local")
+    if platform == "darwin":
         support = home / "Library" / "Application Support"
         return support, support, home / "Library" / "Preferences"
-    data = Path(os.environ.get("XDG_DATA_HOME", home / ".local" / "share"))
-    config = Path(os.environ.get("XDG_CONFIG_HOME", home / ".config"))
-    return data, config, config
+    config = _env_dir(env, "XDG_CONFIG_HOME", home / ".config")
+    return _env_dir(env, "XDG_DATA_HOME", home / ".local" / "share"), config, config
 
 
-def default_destination(host: str) -> Path:
-    """The host's own plugin folder for this user."""
-    data, config, _ = _home_dirs()
+def _sandboxes(platform: str, home: Path, flatpak_id: str, snap: str) -> list[tuple[str, Path]]:
+    """(label, app home) of the Flatpak and Snap builds, where the user has run them."""
+    if platform in ("win32", "darwin"):
+        return []
+    found = []
+    flatpak = home / ".var" / "app" / flatpak_id
+    if flatpak.is_dir():
+        found.append(("Flatpak", flatpak))
+    if (home / "snap" / snap).is_dir():
+        found.append(("Snap", home / "snap" / snap / "current"))
+    return found
+
+
+def _sandbox_config(label: str, app: Path) -> Path:
+    """The XDG_CONFIG_HOME a Flatpak (APP/config) or Snap (APP/.config) app runs with."""
+    return app / ("config" if label == "Flatpak" else ".config")
+
+
+def gimp_config_roots(
+    platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None
+) -> list[tuple[str, Path]]:
+    """(build, ``GIMP`` folder) where GIMP keeps its per-series user folders; native first."""
+    home = Path.home() if home is None else home
+    roots = [("", _user_dirs(platform, env, home)[1] / "GIMP")]
+    for label, app in _sandboxes(platform, home, "org.gimp.GIMP", "gimp"):
+        roots.append((label, _sandbox_config(label, app) / "GIMP"))
+    return roots
+
+
+def installed_gimp_series(
+    platform: str = sys.platform, env: Mapping[str, str] = os.environ
+) -> list[str]:
+    """GIMP 3 series whose program is on PATH (or in GIMP's Windows install folder)."""
+    folders = [Path(p) for p in env.get("PATH", "").split(os.pathsep) if p]
+    if platform == "win32":
+        programs = _env_dir(env, "ProgramFiles", Path("C:/Program Files"))
+        folders += [programs / "GIMP 3" / "bin"]
+    series = set()
+    for folder in folders:
+        try:
+            names = [p.name for p in folder.iterdir()]
+        except OSError:
+            continue
+        series.update(m.group(1) for m in map(_GIMP_BINARY.fullmatch, names) if m)
+    return sorted(series, key=_series_key)
+
+
+def _series_key(series: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in series.split("."))
+
+
+def gimp_destinations(
+    version: str | None = None,
+    platform: str = sys.platform,
+    env: Mapping[str, str] = os.environ,
+    home: Path | None = None,
+) -> list[Destination]:
+    """The ``plug-ins`` folders of every GIMP 3.x this user has, or of the one ``version`` names.
+
+    GIMP creates ``GIMP/<series>/`` on its first start, so existing folders say which GIMPs
+    the user runs. With none, a GIMP on PATH says which series; with nothing at all, the newest.
+    """
+    if version is not None and not GIMP_SERIES.fullmatch(version):
+        raise InstallError(f"--gimp-version must look like 3.0 or 3.2, not {version!r}")
+    gimp3_dir = env.get("GIMP3_DIRECTORY", "")
+    if gimp3_dir and os.path.isabs(gimp3_dir):  # GIMP's own override of the user folder
+        return [Destination("GIMP 3 ($GIMP3_DIRECTORY)", Path(gimp3_dir) / "plug-ins")]
+    roots = gimp_config_roots(platform, env, home)
+    found = []
+    for build, root in roots:
+        if not root.is_dir():
+            continue
+        series = [p.name for p in root.iterdir() if p.is_dir() and GIMP_SERIES.fullmatch(p.name)]
+        found += [(s, build, root) for s in sorted(series, key=_series_key)]
+    if version is not None:
+        found = [f for f in found if f[0] == version] or [(version, "", roots[0][1])]
+    elif not found:
+        series = installed_gimp_series(platform, env) or [NEWEST_GIMP]
+        found = [(s, "", roots[0][1]) for s in series]
+    return [
+        Destination(
+            f"GIMP {s}" + (f" ({build})" if build else ""),
+            root / s / "plug-ins",
+            sandbox_config=root.parent if build else None,
+        )
+        for s, build, root in found
+    ]
+
+
+def gimp_never_started(
+    platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None
+) -> list[str]:
+    """GIMP 3 series on PATH that have no user folder yet while another series has one.
+
+    The installer leaves those alone: GIMP imports an older series' settings only on a first
+    start that finds no folder for its own series, so creating it would lose them.
+    """
+    if env.get("GIMP3_DIRECTORY"):
+        return []
+    roots = [root for _, root in gimp_config_roots(platform, env, home)]
+    have = {p.name for root in roots if root.is_dir() for p in root.iterdir() if p.is_dir()}
+    if not any(GIMP_SERIES.fullmatch(name) for name in have):
+        return []
+    return [s for s in installed_gimp_series(platform, env) if s not in have]
+
+
+def krita_destinations(
+    platform: str = sys.platform, env: Mapping[str, str] = os.environ, home: Path | None = None
+) -> list[Destination]:
+    """Every Krita profile this user has: native (AppImages use it too), Flatpak, Snap.
+
+    The native one is included whenever it exists or nothing else does.
+    """
+    home = Path.home() if home is None else home
+    data, _, rc_dir = _user_dirs(platform, env, home)
+    native = Destination("Krita", data / "krita" / "pykrita", rc_dir / "kritarc")
+    others = []
+    for label, app in _sandboxes(platform, home, "org.kde.krita", "krita"):
+        # Flatpak's XDG data folder is APP/data; a Snap's is APP/.local/share.
+        data_dir = app / ("data" if label == "Flatpak" else ".local/share")
+        config = _sandbox_config(label, app)
+        others.append(
+            Destination(
+                f"Krita ({label})", data_dir / "krita" / "pykrita", config / "kritarc", config
+            )
+        )
+    native_used = (data / "krita").is_dir() or native.kritarc.is_file()
+    return ([native] if native_used or not others else []) + others
+
+
+def destinations(host: str, gimp_version: str | None = None) -> list[Destination]:
+    """Where ``install-plugin HOST`` without ``--dest`` installs."""
     if host == "krita":
-        return data / "krita" / "pykrita"
+        if gimp_version is not None:
+            raise InstallError("--gimp-version is for the GIMP plugin only")
+        return krita_destinations()
     if host == "gimp":
-        return config / "GIMP" / "3.0" / "plug-ins"
+        return gimp_destinations(gimp_version)
     raise ValueError(f"unknown host {host!r}; choose from {', '.join(HOSTS)}")
 
 
-def kritarc_path() -> Path:
-    """Krita's main configuration file for this user."""
-    return _home_dirs()[2] / "kritarc"
+def install_notes(host: str, gimp_version: str | None = None) -> list[str]:
+    """What the user should know after ``install-plugin HOST`` without ``--dest``."""
+    if host != "gimp" or gimp_version is not None:
+        return []
+    return [
+        f"GIMP {s} is installed but was never started: start it once (so it imports your "
+        f"older settings), then run `lama-server install-plugin gimp` again"
+        for s in gimp_never_started()
+    ]
 
 
-def install_plugin(host: str, dest: Path | None = None) -> Path:
-    """Copy the plugin (and the client) into ``dest`` or the host's folder; returns its path."""
+# -- installing ------------------------------------------------------------------------------
+
+
+def install_plugin(
+    host: str, dest: Path | None = None, *, gimp_version: str | None = None
+) -> list[Installation]:
+    """Install the plugin (and the client) into ``dest``, or for every host the user has.
+
+    Everything is checked before anything is written: a ``lama_inpaint`` folder we did not
+    install, or a symlinked ``.desktop`` file, stops the whole install.
+    """
     if host not in HOSTS:
         raise ValueError(f"unknown host {host!r}; choose from {', '.join(HOSTS)}")
-    source = plugin_source(host)
-    root = Path(dest) if dest is not None else default_destination(host)
-    target = root / PLUGIN_NAME
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source / PLUGIN_NAME, target, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(CLIENT_SOURCE, target / "lama_client.py")
-    if host == "krita":
-        shutil.copy(source / f"{PLUGIN_NAME}.desktop", root / f"{PLUGIN_NAME}.desktop")
-        if dest is None:
-            enable_in_kritarc(kritarc_path())
+    if dest is not None:
+        if gimp_version is not None:
+            raise InstallError("give --dest or --gimp-version, not both")
+        targets = [Destination("--dest", Path(dest))]
     else:
-        script = target / f"{PLUGIN_NAME}.py"
-        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        targets = destinations(host, gimp_version)
+    for target in targets:
+        _check_replaceable(host, target.folder)
+    done = []
+    for target in targets:
+        done.append(Installation(target.label, _install_into(host, target.folder)))
+        if target.kritarc is not None:
+            enable_in_kritarc(target.kritarc)
+        if target.sandbox_config is not None:
+            share_token(target.sandbox_config)
+    return done
+
+
+def share_token(config_dir: Path) -> Path:
+    """Copy the server's token (created now if the server never ran) to where a sandboxed
+    host's plugin reads it: ``CONFIG_DIR/lama-inpaint/token``, mode 0600."""
+    from .auth import load_or_create_token
+
+    token, _ = load_or_create_token()
+    path = config_dir / "lama-inpaint" / "token"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _installed_names(host: str) -> set[str]:
+    source = plugin_source(host) / PLUGIN_NAME
+    return {p.name for p in source.iterdir()} | {"lama_client.py", MARKER, "__pycache__"}
+
+
+def _check_replaceable(host: str, folder: Path) -> None:
+    """Refuse to replace what is not ours, or to write through a symlinked file."""
+    target = folder / PLUGIN_NAME
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise InstallError(f"{target} is a link or a file, not a plugin folder; remove it first")
+    if target.is_dir():
+        names = {p.name for p in target.iterdir()}
+        # Folders from before the marker existed: exactly our files, client included.
+        legacy = "lama_client.py" in names and names <= _installed_names(host)
+        if MARKER not in names and not legacy:
+            raise InstallError(
+                f"{target} exists and was not installed by lama-server; "
+                "move it away or choose another --dest"
+            )
+    desktop = folder / f"{PLUGIN_NAME}.desktop"
+    if host == "krita" and (desktop.is_symlink() or (desktop.exists() and not desktop.is_file())):
+        raise InstallError(f"{desktop} is a symbolic link or not a file; not writing through it")
+
+
+def _install_into(host: str, folder: Path) -> Path:
+    """Copy the plugin into ``folder``: built aside, then swapped in, so a failure loses nothing."""
+    _check_replaceable(host, folder)
+    source = plugin_source(host)
+    target = folder / PLUGIN_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{PLUGIN_NAME}-", dir=folder))
+    try:
+        new = staging / PLUGIN_NAME
+        shutil.copytree(source / PLUGIN_NAME, new, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(CLIENT_SOURCE, new / "lama_client.py")
+        (new / MARKER).write_text("installed by lama-server install-plugin\n", encoding="utf-8")
+        if host == "gimp":
+            script = new / f"{PLUGIN_NAME}.py"
+            script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        else:
+            desktop = staging / f"{PLUGIN_NAME}.desktop"
+            shutil.copy(source / f"{PLUGIN_NAME}.desktop", desktop)
+            os.replace(desktop, folder / desktop.name)  # replaces a file, never writes through
+        if target.exists():
+            target.rename(staging / "previous")
+        new.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -119,7 +378,7 @@ def package_plugin(host: str, output: Path) -> Path:
         )
     output = Path(output)
     with tempfile.TemporaryDirectory() as tmp:
-        install_plugin("krita", Path(tmp))
+        _install_into("krita", Path(tmp))
         with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(Path(tmp).rglob("*")):
                 if path.is_file():

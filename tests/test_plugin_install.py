@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import zipfile
+
+import pytest
 
 from lama_server import plugin_install
 from lama_server.cli import main
@@ -16,13 +20,18 @@ def test_install_krita_copies_plugin_client_and_enables_it(tmp_path, monkeypatch
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "kritarc").write_text("[General]\nfoo=1\n\n[python]\nenable_other=true\nenable_lama_inpaint=false\n")
-    target = plugin_install.install_plugin("krita")
+    (tmp_path / "config" / "kritarc").write_text(
+        "[General]\nfoo=1\n\n[python]\nenable_other=true\nenable_lama_inpaint=false\n"
+    )
+    [done] = plugin_install.install_plugin("krita")
+    target = done.path
     pykrita = tmp_path / "data" / "krita" / "pykrita"
     assert target == pykrita / "lama_inpaint"
     assert (pykrita / "lama_inpaint.desktop").is_file()
     assert (target / "lama_client.py").read_bytes() == plugin_install.CLIENT_SOURCE.read_bytes()
-    assert {"__init__.py", "core.py", "extension.py", "qt_compat.py"} <= {p.name for p in target.iterdir()}
+    assert {"__init__.py", "core.py", "extension.py", "qt_compat.py"} <= {
+        p.name for p in target.iterdir()
+    }
     rc = (tmp_path / "config" / "kritarc").read_text()
     assert "enable_lama_inpaint=true" in rc and "enable_lama_inpaint=false" not in rc
     assert "enable_other=true" in rc and "foo=1" in rc
@@ -45,7 +54,8 @@ def test_package_krita_zip_has_the_import_layout(tmp_path):
 
 
 def test_install_gimp_makes_the_script_executable(tmp_path):
-    target = plugin_install.install_plugin("gimp", tmp_path)
+    [done] = plugin_install.install_plugin("gimp", tmp_path)
+    target = done.path
     script = target / "lama_inpaint.py"
     assert script.is_file() and os.access(script, os.X_OK)
     assert (target / "lama_client.py").is_file()
@@ -60,7 +70,7 @@ def test_cli_commands(tmp_path, capsys):
 
 def test_bundled_client_runs_without_third_party_packages(tmp_path):
     """The copy a plugin carries works in a Python with no zmq, msgpack or numpy."""
-    target = plugin_install.install_plugin("krita", tmp_path)
+    target = plugin_install.install_plugin("krita", tmp_path)[0].path
     code = (
         "import sys\n"
         "class Block:\n"
@@ -75,3 +85,206 @@ def test_bundled_client_runs_without_third_party_packages(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+# -- finding the hosts ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def user_home(tmp_path, monkeypatch):
+    """A fresh user: HOME in tmp, no XDG variables, no GIMP or Krita on PATH."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "GIMP3_DIRECTORY", "LAMA_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(plugin_install.sys, "platform", "linux")
+    return home
+
+
+def _gimp_plugins(home, series, build=""):
+    base = {
+        "": home / ".config",
+        "flatpak": home / ".var/app/org.gimp.GIMP/config",
+        "snap": home / "snap/gimp/current/.config",
+    }[build]
+    return base / "GIMP" / series / "plug-ins"
+
+
+def test_gimp_goes_into_every_gimp_3_series_the_user_has_including_flatpak_and_snap(user_home):
+    for series, build in [("3.0", ""), ("3.2", ""), ("3.2", "flatpak"), ("3.0", "snap")]:
+        _gimp_plugins(user_home, series, build).parent.mkdir(parents=True)
+    (user_home / ".config" / "GIMP" / "2.10").mkdir()  # GIMP 2 cannot run the plug-in
+    done = plugin_install.install_plugin("gimp")
+    assert [(d.label, d.path) for d in done] == [
+        ("GIMP 3.0", _gimp_plugins(user_home, "3.0") / "lama_inpaint"),
+        ("GIMP 3.2", _gimp_plugins(user_home, "3.2") / "lama_inpaint"),
+        ("GIMP 3.2 (Flatpak)", _gimp_plugins(user_home, "3.2", "flatpak") / "lama_inpaint"),
+        ("GIMP 3.0 (Snap)", _gimp_plugins(user_home, "3.0", "snap") / "lama_inpaint"),
+    ]
+    assert all(os.access(d.path / "lama_inpaint.py", os.X_OK) for d in done)
+    token = (user_home / ".config" / "lama-inpaint" / "token").read_text()
+    for sandbox in (
+        user_home / ".var/app/org.gimp.GIMP/config",
+        user_home / "snap/gimp/current/.config",
+    ):
+        assert (sandbox / "lama-inpaint" / "token").read_text() == token
+    assert not (user_home / ".config" / "GIMP" / "2.10" / "plug-ins").exists()
+
+
+def test_gimp_version_flag_picks_one_series_and_creates_it_if_needed(user_home):
+    _gimp_plugins(user_home, "3.0").parent.mkdir(parents=True)
+    [done] = plugin_install.install_plugin("gimp", gimp_version="3.2")
+    assert done.path == _gimp_plugins(user_home, "3.2") / "lama_inpaint"
+    assert not (_gimp_plugins(user_home, "3.0") / "lama_inpaint").exists()
+    with pytest.raises(plugin_install.InstallError, match="3.0 or 3.2"):
+        plugin_install.install_plugin("gimp", gimp_version="2.10")
+
+
+def test_a_gimp_never_started_is_found_on_path_else_the_newest_series_is_used(user_home, tmp_path):
+    [done] = plugin_install.install_plugin("gimp")
+    assert done.path == _gimp_plugins(user_home, plugin_install.NEWEST_GIMP) / "lama_inpaint"
+    shutil.rmtree(user_home / ".config")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "gimp-console-3.0").touch()
+    [done] = plugin_install.install_plugin("gimp")
+    assert (
+        done.label == "GIMP 3.0" and done.path == _gimp_plugins(user_home, "3.0") / "lama_inpaint"
+    )
+
+
+@pytest.mark.parametrize("value", ["", "relative/dir"])
+def test_empty_or_relative_xdg_variables_count_as_unset(user_home, monkeypatch, tmp_path, value):
+    monkeypatch.setenv("XDG_CONFIG_HOME", value)
+    monkeypatch.setenv("XDG_DATA_HOME", value)
+    monkeypatch.chdir(tmp_path)
+    [gimp] = plugin_install.install_plugin("gimp", gimp_version="3.2")
+    [krita] = plugin_install.install_plugin("krita")
+    assert gimp.path == _gimp_plugins(user_home, "3.2") / "lama_inpaint"
+    assert krita.path == user_home / ".local/share/krita/pykrita/lama_inpaint"
+    assert "enable_lama_inpaint=true" in (user_home / ".config" / "kritarc").read_text()
+    assert not (tmp_path / "GIMP").exists() and not (tmp_path / "relative").exists()
+
+
+def test_gimp3_directory_overrides_the_per_series_folders(user_home, monkeypatch, tmp_path):
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / "portable"))
+    [done] = plugin_install.install_plugin("gimp")
+    assert done.path == tmp_path / "portable" / "plug-ins" / "lama_inpaint"
+
+
+def test_krita_flatpak_profile_gets_the_plugin_and_its_own_kritarc(user_home):
+    app = user_home / ".var" / "app" / "org.kde.krita"
+    app.mkdir(parents=True)
+    [done] = plugin_install.install_plugin("krita")  # no native Krita profile: Flatpak only
+    assert done.label == "Krita (Flatpak)"
+    assert done.path == app / "data" / "krita" / "pykrita" / "lama_inpaint"
+    assert (app / "data" / "krita" / "pykrita" / "lama_inpaint.desktop").is_file()
+    assert "enable_lama_inpaint=true" in (app / "config" / "kritarc").read_text()
+    # Inside the sandbox XDG_CONFIG_HOME is APP/config: the plugin reads the token there.
+    shared = app / "config" / "lama-inpaint" / "token"
+    server_token = (user_home / ".config" / "lama-inpaint" / "token").read_text()
+    assert shared.read_text() == server_token and stat.S_IMODE(shared.stat().st_mode) == 0o600
+    (user_home / ".local" / "share" / "krita").mkdir(parents=True)  # the AppImage/distro Krita ran
+    labels = [d.label for d in plugin_install.install_plugin("krita")]
+    assert labels == ["Krita", "Krita (Flatpak)"]
+    assert "enable_lama_inpaint=true" in (user_home / ".config" / "kritarc").read_text()
+
+
+def test_windows_and_macos_folders(tmp_path):
+    env = {
+        "APPDATA": str(tmp_path / "Roaming"),
+        "LOCALAPPDATA": str(tmp_path / "Local"),
+        "PATH": "",
+    }
+    [gimp] = plugin_install.gimp_destinations("3.2", "win32", env, tmp_path)
+    assert gimp.folder == tmp_path / "Roaming" / "GIMP" / "3.2" / "plug-ins"
+    [krita] = plugin_install.krita_destinations("win32", env, tmp_path)
+    assert krita.folder == tmp_path / "Roaming" / "krita" / "pykrita"
+    assert krita.kritarc == tmp_path / "Local" / "kritarc"
+    support = tmp_path / "Library" / "Application Support"
+    [gimp] = plugin_install.gimp_destinations("3.2", "darwin", {"PATH": ""}, tmp_path)
+    assert gimp.folder == support / "GIMP" / "3.2" / "plug-ins"
+    [krita] = plugin_install.krita_destinations("darwin", {}, tmp_path)
+    assert krita.folder == support / "krita" / "pykrita"
+    assert krita.kritarc == tmp_path / "Library" / "Preferences" / "kritarc"
+
+
+def test_a_newer_gimp_never_started_is_left_alone_and_named(user_home, tmp_path, capsys):
+    """Creating GIMP/3.2 before its first start would stop GIMP importing the 3.0 settings."""
+    _gimp_plugins(user_home, "3.0").parent.mkdir(parents=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "gimp-3.2").touch()
+    assert main(["install-plugin", "gimp"]) == 0
+    out = capsys.readouterr().out
+    assert "(GIMP 3.0)" in out and not (user_home / ".config" / "GIMP" / "3.2").exists()
+    assert "note: GIMP 3.2 is installed but was never started" in out
+
+
+def test_cli_says_where_it_installed(user_home, capsys):
+    for series in ("3.0", "3.2"):
+        _gimp_plugins(user_home, series).parent.mkdir(parents=True)
+    assert main(["install-plugin", "gimp"]) == 0
+    out = capsys.readouterr().out
+    for series in ("3.0", "3.2"):
+        assert f"in {_gimp_plugins(user_home, series) / 'lama_inpaint'} (GIMP {series})" in out
+    assert main(["install-plugin", "gimp", "--gimp-version", "three"]) == 1
+    assert "error: --gimp-version must look like" in capsys.readouterr().err
+
+
+# -- replacing only what we installed ------------------------------------------------------
+
+
+def test_dest_never_replaces_a_lama_inpaint_folder_we_did_not_install(tmp_path, capsys):
+    theirs = tmp_path / "lama_inpaint"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    assert main(["install-plugin", "krita", "--dest", str(tmp_path)]) == 1
+    assert "was not installed by lama-server" in capsys.readouterr().err
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "lama_inpaint.desktop").exists()
+
+
+def test_reinstall_replaces_our_folder_and_drops_stale_files(tmp_path):
+    target = plugin_install.install_plugin("gimp", tmp_path)[0].path
+    (target / "__pycache__").mkdir()
+    (target / "__pycache__" / "x.pyc").write_bytes(b"")
+    (target / "lama_client.py").write_text("# old")
+    (target / "old_module.py").write_text("")  # a file an older version shipped
+    again = plugin_install.install_plugin("gimp", tmp_path)[0].path
+    assert again == target and not (target / "old_module.py").exists()
+    assert (target / "lama_client.py").read_bytes() == plugin_install.CLIENT_SOURCE.read_bytes()
+    assert [p.name for p in tmp_path.iterdir()] == ["lama_inpaint"]  # no staging left behind
+
+
+def test_a_folder_from_before_the_marker_counts_as_ours(tmp_path):
+    target = plugin_install.install_plugin("krita", tmp_path)[0].path
+    (target / plugin_install.MARKER).unlink()
+    assert plugin_install.install_plugin("krita", tmp_path)[0].path == target
+    (target / plugin_install.MARKER).unlink()
+    (target / "lama_client.py").unlink()  # not our layout: someone else's plugin
+    with pytest.raises(plugin_install.InstallError):
+        plugin_install.install_plugin("krita", tmp_path)
+
+
+def test_refuses_to_write_through_a_symlinked_desktop_file(tmp_path):
+    elsewhere = tmp_path / "elsewhere.desktop"
+    elsewhere.write_text("someone's file")
+    dest = tmp_path / "pykrita"
+    dest.mkdir()
+    (dest / "lama_inpaint.desktop").symlink_to(elsewhere)
+    with pytest.raises(plugin_install.InstallError, match="symbolic link"):
+        plugin_install.install_plugin("krita", dest)
+    assert elsewhere.read_text() == "someone's file"
+    assert not (dest / "lama_inpaint").exists()
+
+
+def test_refuses_a_symlinked_plugin_folder(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    dest = tmp_path / "plug-ins"
+    dest.mkdir()
+    (dest / "lama_inpaint").symlink_to(real, target_is_directory=True)
+    with pytest.raises(plugin_install.InstallError, match="link"):
+        plugin_install.install_plugin("gimp", dest)
+    assert list(real.iterdir()) == []

@@ -1,6 +1,20 @@
 """The Qt names the plugin uses, from PyQt5 (Krita 5) or PyQt6 (Krita 6)."""
 
-try:
+import importlib.util
+
+
+def _krita_wants_qt6() -> bool:
+    """Krita 6 embeds Qt6, Krita 5 Qt5: where both PyQt packages are installed, importing the
+    other one would load a second Qt into Krita, so Krita's own version decides."""
+    try:
+        from krita import Krita
+
+        return int(Krita.instance().version().split(".")[0]) >= 6
+    except Exception:  # outside Krita (unit tests): whichever binding is installed
+        return importlib.util.find_spec("PyQt6") is not None
+
+
+if _krita_wants_qt6():
     from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
     from PyQt6.QtGui import QKeySequence
     from PyQt6.QtWidgets import (
@@ -16,7 +30,7 @@ try:
     )
 
     QT_MAJOR = 6
-except ImportError:
+else:
     from PyQt5.QtCore import QObject, Qt, QTimer, pyqtSignal
     from PyQt5.QtGui import QKeySequence
     from PyQt5.QtWidgets import (

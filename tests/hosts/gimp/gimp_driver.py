@@ -1,4 +1,4 @@
-# Executed by python-fu-eval inside gimp-console-3.0 (see tests/test_gimp_e2e.py).
+# Executed by python-fu-eval inside gimp-console-3.N (see tests/test_gimp_e2e.py).
 # Runs each scenario of the plan in $LAMA_TEST_PLAN through the real plug-in-lama-inpaint,
 # non-interactively, and dumps raw pixels and layer facts for the test to check from outside.
 import json
@@ -13,7 +13,8 @@ from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 
 PLAN = json.load(open(os.environ["LAMA_TEST_PLAN"]))
 OUT = PLAN["out"]
-BABL = {"u8": "R'G'B'A u8", "u16": "R'G'B'A u16"}
+BABL = {"u8": "R'G'B'A u8", "u16": "R'G'B'A u16", "f32": "R'G'B'A float"}
+PRECISION = {"u16": Gimp.Precision.U16_NON_LINEAR, "f32": Gimp.Precision.FLOAT_NON_LINEAR}
 
 
 def dump(name, label, data):
@@ -36,8 +37,8 @@ def run(spec):
     res = {"name": spec["name"], "spec": spec}
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(spec["image"]))
     depth = spec.get("depth", "u8")
-    if depth == "u16":
-        image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    if depth in PRECISION:
+        image.convert_precision(PRECISION[depth])
     babl = BABL[depth]
     target = image.get_layers()[0]
     if spec.get("group_offset"):
@@ -55,6 +56,8 @@ def run(spec):
     res["image_size"] = [image.get_width(), image.get_height()]
     x, y, w, h = spec["selection"]
     image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+    if spec.get("feather_selection"):  # a soft-edged selection, as Select › Feather makes
+        Gimp.Selection.feather(image, spec["feather_selection"])
     before = read_all(target, babl)
     dump(spec["name"], "source", before)
     selection = image.get_selection().get_buffer()
@@ -98,5 +101,5 @@ for spec in PLAN["scenarios"]:
         results.append(run(spec))
     except Exception:
         results.append({"name": spec["name"], "ok": False, "error": traceback.format_exc()})
-json.dump({"scenarios": results}, open(os.path.join(OUT, "result.json"), "w"), indent=1)
+json.dump({"scenarios": results, "gimp_version": Gimp.version()}, open(os.path.join(OUT, "result.json"), "w"), indent=1)
 print("GIMP DRIVER DONE", [(r["name"], r["ok"]) for r in results], flush=True)

@@ -1,4 +1,4 @@
-# Run by python-fu-eval inside GIMP 3's GUI (gimp-3.0 under Xvfb): open the photo in a window,
+# Run by python-fu-eval inside GIMP 3's GUI (gimp-3.N under Xvfb): open the photo in a window,
 # select, run the real plug-in, and grab the screen for the README. Not part of the test suite.
 import json
 import os

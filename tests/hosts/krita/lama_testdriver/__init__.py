@@ -14,10 +14,11 @@ import traceback
 
 from krita import Extension, Krita, Selection
 
-try:
+# Krita 6 embeds PyQt6 and refuses PyQt5; both may be installed, so Krita's version decides.
+if int(Krita.instance().version().split(".")[0]) >= 6:
     from PyQt6.QtCore import QTimer
     from PyQt6.QtWidgets import QApplication, QMessageBox
-except ImportError:
+else:
     from PyQt5.QtCore import QTimer
     from PyQt5.QtWidgets import QApplication, QMessageBox
 
@@ -84,6 +85,8 @@ class Driver:
         x, y, w, h = spec["selection"]
         selection = Selection()
         selection.select(x, y, w, h, 255)
+        if spec.get("feather_selection"):  # a soft-edged selection, as Select › Feather makes
+            selection.feather(spec["feather_selection"])
         doc.setSelection(selection)
         doc.waitForDone()
         self.doc, self.node = doc, node
@@ -208,7 +211,10 @@ class Driver:
         window.grab().save(path)
 
     def finish(self):
-        json.dump({"scenarios": self.results, "t_total": round(time.time() - T0, 2)},
+        from lama_inpaint import qt_compat
+
+        json.dump({"scenarios": self.results, "t_total": round(time.time() - T0, 2),
+                   "krita_version": Krita.instance().version(), "qt_major": qt_compat.QT_MAJOR},
                   open(os.path.join(self.out, "result.json"), "w"), indent=1)
         log("done", [(r["name"], r["ok"]) for r in self.results])
         for d in Krita.instance().documents():
