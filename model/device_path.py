@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .fast import pad_symmetric
 from .inpaint import InpaintOptions, InpaintResult, ProgressFn, _as_hwc, _as_mask, _plan
 from .masks import HOLE_THRESHOLD, Box, bounding_box
 
@@ -424,19 +425,6 @@ def composite_tensor(
     out = src.clone()
     out[:, :, :colour] = torch.where(touched, converted, src[:, :, :colour])
     return out
-
-
-def pad_symmetric(t: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
-    """Pad ``(B, C, H, W)`` at the bottom/right like NumPy's ``symmetric`` mode."""
-    while bottom > 0:
-        step = min(bottom, t.shape[-2])
-        t = torch.cat([t, t[..., -step:, :].flip(-2)], dim=-2)
-        bottom -= step
-    while right > 0:
-        step = min(right, t.shape[-1])
-        t = torch.cat([t, t[..., -step:].flip(-1)], dim=-1)
-        right -= step
-    return t
 
 
 def _float_rgb(pixels: torch.Tensor, dtype: np.dtype) -> torch.Tensor:

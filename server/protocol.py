@@ -124,14 +124,7 @@ def decode(
     if len(view) > limits.max_message_bytes:
         raise ProtocolError("too_large", f"message of {len(view)} bytes exceeds the limit")
     if len(view) > SMALL_MESSAGE_BYTES:
-        head = _leading_scalars(view)
-        if not all(k in head for k in ("v", "id", "op", "token")):
-            raise ProtocolError(
-                "unauthorized",
-                "a large message must carry v, id, op and token before any pixel data",
-                _readable_id(head),
-            )
-        envelope = _check_envelope(head)
+        envelope = _leading_envelope(view)
         _authorize(envelope, authorized)
         msg = _unpack_whole(view)
         if _check_envelope(msg) != envelope:  # a duplicate key later in the map changed it
@@ -157,14 +150,7 @@ def screen(
         if size <= SMALL_MESSAGE_BYTES:
             decode(view, limits, authorized)
             return None
-        head = _leading_scalars(view)
-        if not all(k in head for k in ("v", "id", "op", "token")):
-            raise ProtocolError(
-                "unauthorized",
-                "a large message must carry v, id, op and token before any pixel data",
-                _readable_id(head),
-            )
-        envelope = _check_envelope(head)
+        envelope = _leading_envelope(view)
         if envelope.op == "hello" or not authorized(envelope.token):
             raise ProtocolError(
                 "unauthorized",
@@ -174,6 +160,22 @@ def screen(
         return None
     except ProtocolError as exc:
         return exc if exc.code == "unauthorized" or size > SMALL_MESSAGE_BYTES else None
+
+
+def _leading_envelope(view: memoryview) -> _Envelope:
+    """The envelope of a large message from the scalar fields leading its map.
+
+    Pixel data may only follow ``v``, ``id``, ``op`` and ``token``: the token is checked
+    before anything big is parsed.
+    """
+    head = _leading_scalars(view)
+    if not all(k in head for k in ("v", "id", "op", "token")):
+        raise ProtocolError(
+            "unauthorized",
+            "a large message must carry v, id, op and token before any pixel data",
+            _readable_id(head),
+        )
+    return _check_envelope(head)
 
 
 def _unpack_whole(view: memoryview) -> dict:
