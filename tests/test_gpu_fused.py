@@ -78,7 +78,7 @@ def test_scripted_models_are_refused(golden_dir):
     from lama_model.checkpoint import load_model
 
     with pytest.raises(ValueError, match="eager"):
-        GpuFusedModel(load_model(golden_dir / "tiny-lama.pt"), "fp32")
+        GpuFusedModel(load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True), "fp32")
 
 
 def test_hardware_generator_leaves_the_source_untouched(tiny_model):
