@@ -331,6 +331,21 @@ def build_strict(
     check_config_limits(config, path)
     generator = FFCResNetGenerator(config)
     expected = generator.state_dict()
+    problems = state_mismatches(expected, state)
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not fit the generator "
+            f"(ngf={config.ngf}, n_blocks={config.n_blocks}): " + "; ".join(problems)
+        )
+    generator.load_state_dict({k: state[k] for k in expected}, strict=True)
+    return generator.eval()
+
+
+def state_mismatches(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> list[str]:
+    """What keeps ``state`` from loading strictly where ``expected`` is: missing and unexpected
+    keys, shape mismatches, each as one short phrase (empty when it fits)."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -345,13 +360,7 @@ def build_strict(
         problems.append(f"{len(unexpected)} unexpected keys: {_few(unexpected)}")
     if wrong:
         problems.append(f"{len(wrong)} shape mismatches: {_few(wrong)}")
-    if problems:
-        raise CheckpointError(
-            f"{path}: weights do not fit the generator "
-            f"(ngf={config.ngf}, n_blocks={config.n_blocks}): " + "; ".join(problems)
-        )
-    generator.load_state_dict({k: state[k] for k in expected}, strict=True)
-    return generator.eval()
+    return problems
 
 
 def _few(items: list[str], limit: int = 6) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, _read_pickle
+from ..checkpoint import CheckpointError, _read_pickle, state_mismatches
 
 FORMAT_VERSION = 1
 PREFIXES = ("generator", "discriminator", "loss_resnet_pl")
@@ -116,23 +116,7 @@ def split_state(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.
 
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into ``module``, naming missing, unexpected and mis-shaped keys."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = [
-        f"{len(items)} {label}: {', '.join(items[:4])}{' …' if len(items) > 4 else ''}"
-        for label, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mismatched", wrong),
-        )
-        if items
-    ]
+    problems = state_mismatches(module.state_dict(), state)
     if problems:
         raise CheckpointError(f"{what} weights do not fit: " + "; ".join(problems))
     module.load_state_dict(dict(state), strict=True)
