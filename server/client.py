@@ -40,6 +40,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 #: mask plus 64 KiB): a frame header announcing more is refused before allocating anything.
 MAX_REPLY_BYTES = 40_000_000 * 17 + 65536
 MAX_COMMAND_BYTES = 65536  # ZMTP commands (READY, PING) are small
+SMALL_SEND_BYTES = 65536  # messages up to this size go out header and body in one send
 HELLO_CONTEXT = b"lama-server hello v1\0"
 NONCE_BYTES = 32
 
@@ -417,8 +418,12 @@ class ZmtpConnection:
     def send(self, payload: bytes) -> None:
         """Send one single-frame message; OSError if the connection is broken."""
         self.sock.settimeout(30)
+        header = zmtp_frame_header(len(payload))
+        if len(payload) <= SMALL_SEND_BYTES:  # one segment for small messages (hello, ping)
+            self.sock.sendall(header + payload)
+            return
         # Header and body sent separately: no copy of a many-MB body just to prepend 9 bytes.
-        self.sock.sendall(zmtp_frame_header(len(payload)))
+        self.sock.sendall(header)
         self.sock.sendall(payload)
 
     def is_dead(self) -> bool:
@@ -535,13 +540,17 @@ def _open_socket(endpoint: str, timeout: float) -> socket.socket:
         if host == "*":
             host = "127.0.0.1"
         try:
-            return socket.create_connection((host, int(port)), timeout=timeout)
+            sock = socket.create_connection((host, int(port)), timeout=timeout)
         except ValueError:
             raise LamaError("bad_endpoint", f"bad endpoint {endpoint!r}") from None
         except OSError as exc:
             raise ServerUnavailable(
                 f"no lama-server at {endpoint} ({exc.strerror or exc}). Start it with: lama-server"
             ) from exc
+        # Without this, Nagle's algorithm holds a message's last small segment until the server
+        # acknowledges the previous one, and delayed ACKs make that 40 ms per request on Linux.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
     if endpoint.startswith("ipc://"):
         if not hasattr(socket, "AF_UNIX"):
             raise LamaError("bad_endpoint", "ipc:// endpoints need Unix sockets")

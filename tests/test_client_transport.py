@@ -424,6 +424,17 @@ def test_heartbeats_from_libzmq_are_answered_while_waiting():
     assert out.data == b"\xff"
 
 
+def test_stdlib_client_turns_nagle_off():
+    """With Nagle on, a message's last small segment waited for the server's delayed ACK:
+    every hello and ping took 40 ms (Linux), the stdlib round trip twice pyzmq's."""
+    with FakeServer() as server:
+        conn = client.ZmtpConnection(server.endpoint, 2.0)
+        try:
+            assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            conn.close()
+
+
 def test_a_short_timeout_holds_even_while_heartbeats_arrive():
     with FakeServer(silent=1, heartbeat_ms=50) as server:
         with LamaClient(server.endpoint, TOKEN, timeout=0.4, use_pyzmq=False) as c:
