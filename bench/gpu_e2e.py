@@ -20,8 +20,10 @@ Parts (each prints rows of one table at the end, and all go to ``--json``):
   buffers (:class:`lama_model.device_path.DeviceInpainter`) on CUDA; sizes with
   ``strategy=original`` and a ``--photo`` (24 MP by default) with a small object (``auto``).
 - ``server``: a real ``lama-server`` subprocess on loopback; one client (stdlib and pyzmq
-  transports) per size and the photo, then ``--clients`` concurrent pyzmq clients at 1024²
-  sending ``--requests`` each: requests/s against one client's.
+  transports, each passing pixels through a pixel file and inline) per size and the photo,
+  then ``--clients`` concurrent pyzmq clients (pixel files) at 1024² sending ``--requests``
+  each: requests/s against one client's. ``bench/server_overhead.py`` splits a round trip
+  into the server's own time and the rest.
 
 ``--model random-big-lama`` (default) is the Big LaMa shape with seeded random weights
 (``bench/speed.py``'s), saved to a temporary checkpoint for the server.
@@ -337,16 +339,20 @@ def part_server(
             if args.compile:
                 wait_for_compilation(endpoint, token, data, mask, options, args.compile_timeout)
             for use_pyzmq in (False, True):
-                with LamaClient(endpoint, token, use_pyzmq=use_pyzmq, timeout=600) as c:
-                    ms = timed(lambda: c.inpaint(data, mask.tobytes(), options),  # noqa: B023
-                               max(3, args.runs // 2), torch.device("cpu"))  # fmt: skip
-                ratio = ms / model_ms[size] if size in model_ms else None
-                rows.append({"part": "server", "what": "pyzmq client" if use_pyzmq else
-                             "stdlib client", "path": path, "size": label, "ms": round(ms, 1),
-                             "x_model": None if ratio is None else round(ratio, 2)})  # fmt: skip
-                print(rows[-1], flush=True)
-                if use_pyzmq and size == args.concurrent_size:
-                    single_rps = 1000 / ms
+                for files in (True, False):
+                    with LamaClient(endpoint, token, use_pyzmq=use_pyzmq, timeout=600,
+                                    pixel_files=files) as c:  # fmt: skip
+                        ms = timed(lambda: c.inpaint(data, mask.tobytes(), options),  # noqa: B023
+                                   max(3, args.runs // 2), torch.device("cpu"))  # fmt: skip
+                        used = "pixel file" if c.last_used_pixel_file else "inline"
+                    ratio = ms / model_ms[size] if size in model_ms else None
+                    what = f"{'pyzmq' if use_pyzmq else 'stdlib'} client, {used}"
+                    x_model = None if ratio is None else round(ratio, 2)
+                    rows.append({"part": "server", "what": what, "path": path, "size": label,
+                                 "ms": round(ms, 1), "x_model": x_model})  # fmt: skip
+                    print(rows[-1], flush=True)
+                    if use_pyzmq and files and size == args.concurrent_size:
+                        single_rps = 1000 / ms
         if args.clients > 1:
             size = args.concurrent_size
             image, mask = _rgba(size, size), _mask(size, size)

@@ -1,20 +1,28 @@
-"""Round trip through lama-server vs a direct inpaint() call: the cost of transport + protocol.
+"""What a round trip through lama-server costs beyond the server's own work.
 
-    python bench/server_overhead.py [--model tiny|big-lama-random|PATH] [--sizes 512,2048]
+    python bench/server_overhead.py [--model tiny|big-lama-random|PATH] [--sizes 1024,2048]
+                                    [--runs 7] [--strategy crop] [--json out.json]
 
-For each window size it measures, with the same image, mask and options:
-- ``direct``: ``lama_model.inpaint.inpaint`` in this process (the model's own time);
-- ``stdlib`` / ``pyzmq``: ``LamaClient.inpaint`` round trips to a real lama-server subprocess on
-  loopback, with the stdlib ZMTP client and with pyzmq.
-Overhead = round trip − direct (medians). Targets (issue 3): < 15 ms at 512², < 5 % of the
-model time at 2048². The model is loaded in both processes; each uses 1 thread (the machine has
-2 cores: one for the server's model, one for the client), so the numbers compare like with like.
+A real ``lama-server`` subprocess on loopback, one request at a time, for each window size,
+client transport (``stdlib``: the plugins' built-in ZMTP client; ``pyzmq``) and way of
+passing pixels (``file``: a pixel file in the server's folder, protocol 1.2; ``inline``:
+inside the messages). The reply's ``timing.total_ms`` is the server's own time for the
+request (queue + decode + model + compositing); **overhead = round trip − total_ms**: the
+client's encoding, the hello, the transport through the token gate and ZeroMQ, the reply and
+the client's decoding. It does not depend on the model's speed, so it is measured here on the
+CPU with the tiny model and carries over to a GPU server, where the model takes milliseconds.
+
+Each process uses one thread (the machine may have two cores). The runs are interleaved
+(every combination once per round) so that drift hits them alike. Prints the CPU flags that
+matter for the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import re
 import statistics
 import subprocess
@@ -42,11 +50,12 @@ def big_lama_random(folder: Path) -> Path:
 
 def start_server(model: Path, folder: Path) -> tuple[subprocess.Popen, str, str]:
     token_file = folder / "token"
-    env = dict(os.environ, LAMA_TOKEN_FILE=str(token_file), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     log = (folder / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
-         "--listen", "tcp://127.0.0.1:*", "--log-level", "warning"],
+         "--listen", "tcp://127.0.0.1:*", "--token-file", str(token_file),
+         "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 300
@@ -65,56 +74,78 @@ def sample(size: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
     mask = np.zeros((size, size), np.uint8)
-    s = size // 8
-    mask[size // 2 - s : size // 2 + s, size // 2 - s : size // 2 + s] = 255
+    mask[size // 2 - 48 : size // 2 + 48, size // 2 - 48 : size // 2 + 48] = 255
     return rgba, mask
 
 
-def measure_size(size: int, model, options, endpoint: str, token: str, runs: int) -> None:
-    """Direct call and both clients, interleaved run by run so drift hits all three alike."""
-    from lama_model.inpaint import inpaint
+def cpu_flags() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        return platform.processor() or "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
+
+
+def measure_size(size: int, endpoint: str, token: str, args) -> list[dict]:
     from lama_server.client import ImageData, LamaClient
 
     rgba, mask = sample(size)
-    payload = ImageData(size, size, "RGBA8", rgba.tobytes())
+    image = ImageData(size, size, "RGBA8", rgba.tobytes())
     mask_bytes = mask.tobytes()
+    options = {"strategy": args.strategy}
     clients = {
-        "stdlib": LamaClient(endpoint, token, use_pyzmq=False),
-        "pyzmq": LamaClient(endpoint, token, use_pyzmq=True),
+        (transport, pixels): LamaClient(
+            endpoint,
+            token,
+            use_pyzmq=transport == "pyzmq",
+            pixel_files=pixels == "file",
+            timeout=600,
+        )  # fmt: skip
+        for transport in ("stdlib", "pyzmq")
+        for pixels in ("file", "inline")
     }
-    calls = {"direct": lambda: inpaint(model, rgba, mask, options)}
-    for name, client in clients.items():
-        calls[name] = lambda c=client: c.inpaint(payload, mask_bytes)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for i in range(runs + 1):  # the first round is a warm-up
-        for name, call in calls.items():
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in clients}
+    answers = {}
+    for i in range(args.runs + 1):  # the first round is a warm-up
+        for key, client in clients.items():
             start = time.perf_counter()
-            call()
+            answers[key] = client.inpaint(image, mask_bytes, options).data
+            round_trip = (time.perf_counter() - start) * 1000
+            if key[1] == "file" and not client.last_used_pixel_file:
+                raise SystemExit("the server did not take the pixel file")
             if i:
-                times[name].append(time.perf_counter() - start)
+                samples[key].append((round_trip, client.last_timing["total_ms"]))
     for client in clients.values():
         client.close()
-    direct = statistics.median(times["direct"])
-    for name in clients:
-        rt = statistics.median(times[name])
-        over = rt - direct
-        print(
-            f"{size:>5}x{size:<4} {direct * 1000:>7.1f}ms {name:>7} {rt * 1000:>9.1f}ms "
-            f"{over * 1000:>7.1f}ms {100 * over / direct:>9.1f}%"
-        )
+    if len(set(answers.values())) != 1:
+        raise SystemExit("the answers differ between transports")
+    rows = []
+    for (transport, pixels), runs in samples.items():
+        rt = statistics.median(r for r, _ in runs)
+        server = statistics.median(s for _, s in runs)
+        over = statistics.median(r - s for r, s in runs)
+        rows.append({"size": size, "client": transport, "pixels": pixels, "round_trip_ms": rt,
+                     "server_ms": server, "overhead_ms": over,
+                     "overhead_min_ms": min(r - s for r, s in runs)})  # fmt: skip
+        print(f"{size:>5}² {transport:>7} {pixels:>7} {rt:>10.1f} {server:>10.1f} {over:>9.1f} "
+              f"{rows[-1]['overhead_min_ms']:>8.1f}", flush=True)  # fmt: skip
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="tiny, big-lama-random, or a path")
-    parser.add_argument("--sizes", default="512,2048")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sizes", default="1024,2048")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--strategy",
+        default="crop",
+        help="crop (default: the model sees a small window) or original",
+    )
+    parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-
-    from lama_model.checkpoint import load_model
-    from lama_model.inpaint import InpaintOptions
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.model == "tiny":
@@ -123,19 +154,20 @@ def main() -> None:
             model_path = big_lama_random(folder)
         else:
             model_path = Path(args.model)
-        model = load_model(model_path)
         proc, endpoint, token = start_server(model_path, folder)
         try:
-            print(f"model {args.model}, CPU, 1 thread per process, median of {args.runs} runs; "
-                  "options: mask_grow 4, feather 4, strategy auto")  # fmt: skip
-            print(f"{'window':>10} {'direct':>9} {'client':>7} {'round trip':>11} "
-                  f"{'overhead':>9} {'% of model':>10}")  # fmt: skip
-            options = InpaintOptions()
+            print(f"model {args.model}, strategy {args.strategy}, CPU flags: {cpu_flags()}, "
+                  f"load {os.getloadavg()[0]:.2f}, medians of {args.runs} runs (ms)")  # fmt: skip
+            print(f"{'window':>6} {'client':>7} {'pixels':>7} {'round trip':>10} "
+                  f"{'server':>10} {'overhead':>9} {'min':>8}")  # fmt: skip
+            rows = []
             for size in (int(s) for s in args.sizes.split(",")):
-                measure_size(size, model, options, endpoint, token, args.runs)
+                rows += measure_size(size, endpoint, token, args)
         finally:
             proc.terminate()
             proc.wait(30)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

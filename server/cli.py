@@ -109,6 +109,11 @@ def _serve_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a non-loopback --listen address (then CURVE encryption is on)",
     )
+    p.add_argument(
+        "--no-pixel-files",
+        action="store_true",
+        help="local clients send pixels inside messages instead of through shared files",
+    )
     p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--version", action="version", version=f"lama-server {__version__}")
@@ -194,7 +199,10 @@ def serve(args: argparse.Namespace) -> int:
         public, curve_secret = load_or_create_curve_keys(token_path.parent)
         log.info("remote serving: clients need the server public key %s", public.decode())
     limits = Limits(max_pixels=args.max_pixels, queue=args.queue)
-    server = Server(workers, ServerConfig(args.listen, token, limits, curve_secret))
+    config = ServerConfig(
+        args.listen, token, limits, curve_secret, pixel_files=not args.no_pixel_files
+    )
+    server = Server(workers, config)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -6,16 +6,23 @@ speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and enc
 itself. ``lama-server install-plugin`` copies this file into each plugin as ``lama_client.py``,
 so it must never import from ``lama_server``.
 
-Wire protocol: ``docs/protocol.md`` (version 1.1). Before each request the client sends a
+Wire protocol: ``docs/protocol.md`` (version 1.2). Before each request the client sends a
 ``hello`` with a random nonce and checks the server's HMAC of it, keyed by the token: only the
 real lama-server knows the token, so neither the token nor pixels go to an impostor.
+
+Pixel files (1.2): a server on this machine names its pixel folder in the ``hello`` reply; the
+client then writes large images into a file there and sends only the file's name, and the
+answer comes back in the same file. That saves the copies of 20 MB messages; when the folder
+is out of sight (a sandboxed host) or the server cannot use the file, pixels go inline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
+import secrets
 import select
 import socket
 import struct
@@ -41,6 +48,10 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 MAX_REPLY_BYTES = 40_000_000 * 17 + 65536
 MAX_COMMAND_BYTES = 65536  # ZMTP commands (READY, PING) are small
 SMALL_SEND_BYTES = 65536  # messages up to this size go out header and body in one send
+_PIXEL_FILE_FLAGS = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)  # fmt: skip
 HELLO_CONTEXT = b"lama-server hello v1\0"
 NONCE_BYTES = 32
 
@@ -686,6 +697,48 @@ class _PyzmqTransport:
 
 
 # --------------------------------------------------------------------------------------------
+# Pixel files
+
+
+class _PixelFile:
+    """This client's file in the server's pixel folder (see ``docs/protocol.md``).
+
+    Written and read with plain file calls, not mapped: a full disk is then an ``OSError``
+    here (and the pixels go inline), never a crash of the host application.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.name = f"{os.getpid()}-{secrets.token_hex(8)}.px"
+        self.path = os.path.join(folder, self.name)
+        self.file = io.FileIO(os.open(self.path, _PIXEL_FILE_FLAGS, 0o600), "r+")
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data).cast("B")
+        self.file.seek(offset)
+        while view:
+            view = view[self.file.write(view) :]
+
+    def read(self, offset: int, size: int) -> bytes:
+        self.file.seek(offset)
+        data = self.file.read(size)  # one read for a whole file in the page cache
+        while len(data) < size:
+            more = self.file.read(size - len(data))
+            if not more:
+                raise LamaError("bad_reply", "the server's answer in the pixel file is short")
+            data += more
+        return data
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
 # The client
 
 
@@ -704,6 +757,8 @@ class LamaClient:
 
     #: Seconds to wait for the server to confirm a cancel before giving up on the request.
     cancel_grace = 5.0
+    #: Requests with at least this many bytes of pixels use a pixel file when they can.
+    pixel_file_min_bytes = 1 << 18
 
     def __init__(
         self,
@@ -714,11 +769,14 @@ class LamaClient:
         use_pyzmq: bool | None = None,
         server_key: bytes | str | None = None,
         verify_server: bool = True,
+        pixel_files: bool = True,
     ) -> None:
         """``server_key``: the server's CURVE public key (Z85), for a remote server; needs pyzmq.
 
         ``verify_server``: before each request, make the server prove it knows the token
         (``hello``); False only to talk to a lama-server older than protocol 1.1.
+        ``pixel_files``: pass large images through the server's pixel folder when it offers
+        one (a server on this machine); False always sends them inside the messages.
         """
         if use_pyzmq is None:
             use_pyzmq = _zmq is not None and _msgpack is not None
@@ -731,6 +789,10 @@ class LamaClient:
         self.timeout = timeout
         self.verify_server = verify_server
         self.uses_pyzmq = use_pyzmq
+        self.pixel_files = pixel_files
+        self._pixel_dir: str | None = None  # from the last verified hello
+        self._pixel_file: _PixelFile | None = None
+        self._final_reply = False  # whether the last _call got its final reply
         if use_pyzmq:
             self._pack: Callable[[Any], bytes] = lambda o: _msgpack.packb(o, use_bin_type=True)
             self._unpack: Callable[[bytes], Any] = lambda b: _msgpack.unpackb(b, raw=False)
@@ -748,8 +810,18 @@ class LamaClient:
         self.close()
 
     def close(self) -> None:
-        """Drop the connection; the next request opens a new one."""
+        """Drop the connection (the next request opens a new one) and the pixel file."""
         self._transport.close()
+        self._drop_pixel_file()
+
+    @property
+    def last_used_pixel_file(self) -> bool:
+        """Whether the last ``inpaint`` passed its pixels through a pixel file."""
+        return self._used_pixel_file
+
+    _used_pixel_file = False
+    #: The server's ``timing`` of the last ``inpaint`` (``queue_ms``, ``model_ms``, ``total_ms``).
+    last_timing: dict | None = None
 
     def ping(self) -> dict:
         """Round trip to the server; returns its reply (``pong``, ``version``)."""
@@ -768,19 +840,82 @@ class LamaClient:
         cancel: threading.Event | None = None,
     ) -> ImageData:
         """Fill the masked area; the answer comes in ``image.format``."""
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()  # cancelled before it started: do not bother the server
+        verified = False
+        if self.verify_server and self.token:
+            self._check_server_identity(min(self.timeout, 10.0))
+            verified = True
+        self._used_pixel_file = False
+        pixel_file = self._pixel_file_for(len(image.data) + len(mask)) if verified else None
+        if pixel_file is not None:
+            try:
+                pixel_file.write(0, image.data)
+                pixel_file.write(len(image.data), mask)
+            except OSError:  # e.g. the folder's file system is full: send the pixels inline
+                self._drop_pixel_file()
+                self.pixel_files = False
+                pixel_file = None
+        if pixel_file is None:
+            image_field: dict = {"data": image.data}
+            mask_field: dict = {"data": mask}
+        else:
+            image_field = {"file": {"name": pixel_file.name, "offset": 0}}
+            mask_field = {"file": {"name": pixel_file.name, "offset": len(image.data)}}
         request = {
             "op": "inpaint",
             "image": {"w": image.width, "h": image.height, "format": image.format,
-                      "data": image.data},
-            "mask": {"w": image.width, "h": image.height, "data": mask},
+                      **image_field},
+            "mask": {"w": image.width, "h": image.height, **mask_field},
             "options": dict(options or {}),
         }  # fmt: skip
-        reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel)
+        try:
+            reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
+                               verified=verified)  # fmt: skip
+        except LamaError as exc:
+            if pixel_file is not None and (exc.code == "no_pixel_file" or not self._final_reply):
+                # The server cannot see the file (a sandbox), or it may still write into it
+                # (the request was abandoned): never reuse it.
+                self._drop_pixel_file()
+            if pixel_file is None or exc.code != "no_pixel_file":
+                raise
+            self.pixel_files = False  # this server and this client do not share a folder
+            return self.inpaint(image, mask, options, progress, cancel)
+        timing = reply.get("timing")
+        self.last_timing = timing if isinstance(timing, dict) else None
         out = reply.get("image")
         try:
-            return ImageData(int(out["w"]), int(out["h"]), str(out["format"]), bytes(out["data"]))
-        except (TypeError, KeyError, ValueError):
+            w, h, fmt = int(out["w"]), int(out["h"]), str(out["format"])
+            if pixel_file is None:
+                return ImageData(w, h, fmt, bytes(out["data"]))
+            same_place = out["file"] == {"name": pixel_file.name, "offset": 0}
+            if (w, h, fmt) != (image.width, image.height, image.format) or not same_place:
+                raise LamaError("bad_reply", "the server answered in another pixel file")
+            self._used_pixel_file = True
+            return ImageData(w, h, fmt, pixel_file.read(0, len(image.data)))
+        except (TypeError, KeyError, ValueError, OSError):
             raise LamaError("bad_reply", "the server's reply has no usable image") from None
+
+    def _pixel_file_for(self, size: int) -> _PixelFile | None:
+        """The pixel file to use for a request of ``size`` bytes, or None: inline."""
+        if not self.pixel_files or self._pixel_dir is None or size < self.pixel_file_min_bytes:
+            return None
+        if self._pixel_file is not None and os.path.dirname(self._pixel_file.path) != (
+            self._pixel_dir
+        ):
+            self._drop_pixel_file()  # another server (or a restarted one) since the last request
+        if self._pixel_file is None:
+            try:
+                self._pixel_file = _PixelFile(self._pixel_dir)
+            except OSError:  # the folder is not visible from here (a sandboxed host)
+                self.pixel_files = False
+                return None
+        return self._pixel_file
+
+    def _drop_pixel_file(self) -> None:
+        if self._pixel_file is not None:
+            self._pixel_file.close()
+            self._pixel_file = None
 
     def _call(
         self,
@@ -788,10 +923,13 @@ class LamaClient:
         timeout: float,
         progress: Callable[[float, str], None] | None = None,
         cancel: threading.Event | None = None,
+        verified: bool = False,
     ) -> dict:
+        """Send ``request`` and wait for its final reply (``verified``: hello already done)."""
+        self._final_reply = False
         if cancel is not None and cancel.is_set():
             raise Cancelled()  # cancelled before it started: do not bother the server
-        if self.verify_server and self.token:
+        if self.verify_server and self.token and not verified:
             self._check_server_identity(min(timeout, 10.0))
         elif request.get("op") == "inpaint" and not self.token:
             raise LamaError(
@@ -831,6 +969,7 @@ class LamaClient:
                 if progress is not None and isinstance(reply.get("progress"), (int, float)):
                     progress(float(reply["progress"]), str(reply.get("stage", "")))
                 continue
+            self._final_reply = True  # the server is done with this request (and its files)
             if reply["ok"] is True:
                 if cancel_sent_at is not None:
                     raise Cancelled()  # finished just as the user cancelled: drop the result
@@ -862,6 +1001,7 @@ class LamaClient:
                 raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
             if isinstance(reply, dict) and reply.get("id") == hello_id and "ok" in reply:
                 break
+        self._pixel_dir = None
         if reply["ok"] is not True:
             error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
             self._transport.close()
@@ -884,6 +1024,9 @@ class LamaClient:
                 f"token ({default_token_path()} or $LAMA_TOKEN) differs from its token file, "
                 "or it is not your lama-server. Nothing was sent to it",
             )
+        folder = reply.get("pixel_dir")
+        if isinstance(folder, str) and os.path.isabs(folder) and os.path.isdir(folder):
+            self._pixel_dir = folder
 
     def _send_cancel(self, target: str) -> None:
         message = {"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex, "token": self.token or "",

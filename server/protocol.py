@@ -21,11 +21,13 @@ from typing import Any
 import msgpack
 
 from .client import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, _unpack
+from .pixel_files import FileRef
 from .pixel_formats import FORMATS
 
 VERSION = 1
-#: Minor revision: 1 added ``hello`` (the server proves it knows the token).
-MINOR_VERSION = 1
+#: Minor revision: 1 added ``hello`` (the server proves it knows the token); 2 added pixel
+#: files (``pixel_dir`` in the hello reply, ``file`` instead of ``data`` for local clients).
+MINOR_VERSION = 2
 OPS = ("ping", "info", "inpaint", "cancel", "hello")
 #: Messages up to this size are decoded whole before the token check; larger ones must carry
 #: ``v``, ``id``, ``op`` and ``token`` before any pixel data (every client does).
@@ -43,6 +45,7 @@ ERROR_CODES = (
     "out_of_memory",
     "internal",
     "shutting_down",
+    "no_pixel_file",
 )
 MAX_ID_LENGTH = 64
 MAX_GROW = 64
@@ -101,6 +104,11 @@ class Request:
     format: str = ""
     image_data: bytes | memoryview = b""  # a view into the received frame: no copy
     mask_data: bytes | memoryview = b""
+    # Pixel files (local clients): where the pixels are, until the server maps them into
+    # image_data/mask_data; the result is then written back over ``result_view``.
+    image_file: FileRef | None = None
+    mask_file: FileRef | None = None
+    result_view: memoryview | None = None
     nonce: bytes = b""  # ``hello`` only
     options: InpaintOptions = field(default_factory=InpaintOptions)
 
@@ -308,29 +316,50 @@ def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
         raise ProtocolError(
             "bad_request", f"unknown pixel format {fmt[:20]!r}; known: {', '.join(FORMATS)}", rid
         )
-    data = _field(image, "data", _BINARY, rid, "image.data")
-    expected = w * h * FORMATS[fmt].bytes_per_pixel
-    if len(data) != expected:
-        raise ProtocolError(
-            "bad_request", f"image.data has {len(data)} bytes; {w}×{h} {fmt} needs {expected}", rid
-        )
+    data = _pixels(image, "image", w * h * FORMATS[fmt].bytes_per_pixel, f"{w}×{h} {fmt}", rid)
     if _int_field(mask, "w", rid, "mask.w") != w or _int_field(mask, "h", rid, "mask.h") != h:
         raise ProtocolError("bad_request", "mask size differs from image size", rid)
-    mask_data = _field(mask, "data", _BINARY, rid, "mask.data")
-    if len(mask_data) != w * h:
-        raise ProtocolError(
-            "bad_request", f"mask.data has {len(mask_data)} bytes; {w}×{h} needs {w * h}", rid
-        )
+    mask_data = _pixels(mask, "mask", w * h, f"{w}×{h}", rid)
     options = msg.get("options", {})
     if not isinstance(options, dict):
         raise ProtocolError("bad_request", "'options' must be a map", rid)
     request.width, request.height, request.format = w, h, fmt
-    request.image_data, request.mask_data = data, mask_data
+    for name, pixels in (("image", data), ("mask", mask_data)):
+        if isinstance(pixels, FileRef):
+            setattr(request, f"{name}_file", pixels)
+        else:
+            setattr(request, f"{name}_data", pixels)
+    if (
+        request.image_file and request.mask_file
+        and request.image_file.name == request.mask_file.name
+        and request.image_file.offset < request.mask_file.end
+        and request.mask_file.offset < request.image_file.end
+    ):  # fmt: skip
+        raise ProtocolError("bad_request", "image.file and mask.file overlap", rid)
     request.options = _decode_options(options, rid)
     if request.options.output == "layer" and not FORMATS[fmt].has_alpha:
         raise ProtocolError(
             "bad_request", f"options.output 'layer' needs a format with alpha, not {fmt}", rid
         )
+
+
+def _pixels(
+    container: dict, label: str, expected: int, shape: str, rid: str
+) -> bytes | memoryview | FileRef:
+    """``data`` (bin) of exactly ``expected`` bytes, or a ``file`` reference to as many."""
+    if "file" in container and "data" not in container:
+        ref = _field(container, "file", dict, rid, f"{label}.file")
+        name = _field(ref, "name", str, rid, f"{label}.file.name")
+        offset = _int_field(ref, "offset", rid, f"{label}.file.offset")
+        if offset < 0 or offset > 1 << 62:
+            raise ProtocolError("bad_request", f"{label}.file.offset must be ≥ 0", rid)
+        return FileRef(name, offset, expected)
+    data = _field(container, "data", _BINARY, rid, f"{label}.data")
+    if len(data) != expected:
+        raise ProtocolError(
+            "bad_request", f"{label}.data has {len(data)} bytes; {shape} needs {expected}", rid
+        )
+    return data
 
 
 def _decode_options(options: dict, rid: str) -> InpaintOptions:

@@ -32,8 +32,12 @@ class Job:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of pixels this job holds while it waits."""
-        return len(self.request.image_data) + len(self.request.mask_data)
+        """Bytes of pixels this job holds in memory while it waits (pixel files: none, the
+        client's file holds them)."""
+        req = self.request
+        return (0 if req.image_file else len(req.image_data)) + (
+            0 if req.mask_file else len(req.mask_data)
+        )
 
 
 BatchKey = Callable[[Request], Hashable | None]

@@ -32,6 +32,7 @@ import zmq
 from . import __version__, protocol
 from .auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
 from .gate import TokenGate, can_gate
+from .pixel_files import PixelFileError, PixelFolder
 from .pixel_formats import FORMATS
 from .protocol import Limits, ProtocolError
 from .scheduler import Job, Scheduler
@@ -42,6 +43,16 @@ _OUTBOX = "inproc://lama-outbox"
 #: Complete messages libzmq may hold per connection before it stops reading from it.
 RECV_HWM_PER_CONNECTION = 4
 PROBE_INTERVAL = 0.5
+SWEEP_INTERVAL = 60.0  # seconds between looks for pixel files that crashed clients left
+
+
+def _no_files(request_id: str) -> ProtocolError:
+    return ProtocolError(
+        "no_pixel_file",
+        "this server takes pixel files only from local clients (loopback or ipc://); send "
+        "the pixels inline",
+        request_id,
+    )
 
 
 @dataclass
@@ -50,6 +61,7 @@ class ServerConfig:
     token: str
     limits: Limits
     curve_secret_key: bytes | None = None  # set for remote (non-loopback) serving
+    pixel_files: bool = True  # offer local clients a pixel folder (loopback and ipc:// only)
 
 
 class Server:
@@ -65,6 +77,7 @@ class Server:
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self.bound_endpoint: str | None = None
+        self.pixel_folder: PixelFolder | None = None
 
     def stop(self) -> None:
         """Ask the server to finish the request in flight and exit (signal-safe)."""
@@ -98,6 +111,8 @@ class Server:
                     self.config.limits,
                 )
                 self.bound_endpoint = gate.bound_endpoint
+                if self.config.pixel_files:
+                    self.pixel_folder = PixelFolder(max_bytes=self.config.limits.max_message_bytes)
             else:
                 router.bind(public)
                 self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -106,6 +121,8 @@ class Server:
             self._ctx.term()
             if private_dir:
                 shutil.rmtree(private_dir, ignore_errors=True)
+            if self.pixel_folder is not None:
+                self.pixel_folder.remove()
             raise
         if public.startswith("ipc://"):
             secure_ipc_socket(self.bound_endpoint)
@@ -128,6 +145,7 @@ class Server:
             on_ready(self.bound_endpoint)
         shutting_down = False
         next_probe = time.monotonic() + PROBE_INTERVAL
+        next_sweep = time.monotonic() + SWEEP_INTERVAL
         try:
             while True:
                 if self._stop.is_set() and not shutting_down:
@@ -163,6 +181,10 @@ class Server:
                 if time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + PROBE_INTERVAL
                     self._probe_waiting_clients(router)
+                if self.pixel_folder is not None and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL
+                    if removed := self.pixel_folder.sweep():
+                        log.info("removed %d pixel file(s) left by clients", removed)
             # Flush what the worker left in the outbox.
             while True:
                 try:
@@ -179,6 +201,8 @@ class Server:
                 gate.stop()
             if private_dir:
                 shutil.rmtree(private_dir, ignore_errors=True)
+            if self.pixel_folder is not None:
+                self.pixel_folder.remove()
 
     # ----------------------------------------------------------------------------------------
 
@@ -198,11 +222,14 @@ class Server:
                 lambda token: token_matches(self.config.token, token),
             )
             if request.op == "hello":
-                self._reply(router, envelope, protocol.encode({
+                hello = {
                     "id": request.id, "ok": True, "version": __version__,
                     "protocol": protocol.VERSION, "protocol_minor": protocol.MINOR_VERSION,
                     "proof": protocol.hello_proof(self.config.token, request.nonce),
-                }))  # fmt: skip
+                }  # fmt: skip
+                if self.pixel_folder is not None:
+                    hello["pixel_dir"] = str(self.pixel_folder.path)
+                self._reply(router, envelope, protocol.encode(hello))
             elif request.op == "ping":
                 pong = {"id": request.id, "ok": True, "pong": True, "version": __version__}
                 self._reply(router, envelope, protocol.encode(pong))
@@ -214,6 +241,7 @@ class Server:
             elif shutting_down:
                 raise ProtocolError("shutting_down", "the server is shutting down", request.id)
             else:
+                self._map_pixel_files(request)
                 job = Job(request, envelope)
                 limit = self.config.limits.max_queued_bytes
                 if self.scheduler.queued_bytes + job.nbytes > limit:
@@ -236,6 +264,21 @@ class Server:
         except Exception:  # the server survives whatever a message does
             log.exception("unexpected error handling a message")
             self._reply(router, envelope, protocol.error_reply("internal", "internal error", None))
+
+    def _map_pixel_files(self, request: protocol.Request) -> None:
+        """Map a request's pixel files: its pixels become views of the client's file."""
+        if request.image_file is None and request.mask_file is None:
+            return
+        if self.pixel_folder is None:
+            raise _no_files(request.id)
+        try:
+            if request.image_file is not None:
+                view = self.pixel_folder.open(request.image_file)
+                request.image_data, request.result_view = view.toreadonly(), view
+            if request.mask_file is not None:
+                request.mask_data = self.pixel_folder.open(request.mask_file).toreadonly()
+        except PixelFileError as exc:
+            raise ProtocolError("no_pixel_file", str(exc), request.id) from None
 
     def _cancel(self, router: zmq.Socket, envelope: list[bytes], request) -> None:
         job = self.scheduler.cancel(envelope[0], request.target)

@@ -297,18 +297,33 @@ def _ok_reply(req: Request, result, queue_ms: float, model_ms: float) -> bytes |
     timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
               "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
     fmt = FORMATS[req.format]
+    patchable = req.options.output == "composite" and fmt.dtype.kind != "f"
+    if req.result_view is not None:  # a pixel file: the answer goes back where the image was
+        if isinstance(result, RegionResult) and patchable:
+            _patch_region(req.result_view, req, result)  # the file holds the request's pixels
+        else:
+            req.result_view[:] = _wire_pixels(req, result)
+        ref = req.image_file
+        image_reply = {"w": req.width, "h": req.height, "format": req.format,
+                       "file": {"name": ref.name, "offset": ref.offset}}  # fmt: skip
+        return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+    if isinstance(result, RegionResult) and patchable:
+        return _patched_reply(req, result, timing)
+    image_reply = {"w": req.width, "h": req.height, "format": req.format,
+                   "data": _wire_pixels(req, result)}  # fmt: skip
+    return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+
+
+def _wire_pixels(req: Request, result) -> bytes:
+    """The whole answer in the request's format."""
     if isinstance(result, RegionResult):
-        if req.options.output == "composite" and fmt.dtype.kind != "f":
-            return _patched_reply(req, result, timing)
         result = result.full()
     out = (
         layer_pixels(result.image, result.alpha, req.format)
         if req.options.output == "layer"
         else result.image
     )
-    data = array_to_wire(req.format, out)
-    image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": data}
-    return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+    return array_to_wire(req.format, out)
 
 
 def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearray:
@@ -321,7 +336,6 @@ def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearra
     Integer formats only (float documents get NaN cleaned on the way in, so their untouched
     pixels differ from the request's bytes).
     """
-    fmt = FORMATS[req.format]
     image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": b""}
     head = protocol.encode({"id": req.id, "ok": True, "timing": timing, "image": image_reply})
     empty_bin = b"\xc4\x00"
@@ -333,14 +347,21 @@ def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearra
     buf[len(head) : len(head) + 5] = b"\xc6" + size.to_bytes(4, "big")
     pixels = memoryview(buf)[len(head) + 5 :]
     pixels[:] = req.image_data
-    if result.box is not None and result.pixels is not None:
-        wire = np.frombuffer(pixels, dtype=fmt.dtype).reshape(req.height, req.width, -1)
-        canonical = _CANONICAL[fmt.order]
-        region = result.pixels
-        if fmt.order != canonical:
-            region = region[:, :, [canonical.index(c) for c in fmt.order]]
-        wire[result.box.slices] = region
+    _patch_region(pixels, req, result)
     return buf
+
+
+def _patch_region(pixels: memoryview, req: Request, result: RegionResult) -> None:
+    """Write the filled region into ``pixels``, which hold the request's image."""
+    if result.box is None or result.pixels is None:
+        return
+    fmt = FORMATS[req.format]
+    wire = np.frombuffer(pixels, dtype=fmt.dtype).reshape(req.height, req.width, -1)
+    canonical = _CANONICAL[fmt.order]
+    region = result.pixels
+    if fmt.order != canonical:
+        region = region[:, :, [canonical.index(c) for c in fmt.order]]
+    wire[result.box.slices] = region
 
 
 def _refine_error(model: torch.nn.Module) -> str | None:

@@ -194,6 +194,26 @@ def running_server(tmp_path_factory, tiny_model_dir):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def served_precision(running_server) -> str:
+    """The precision ``running_server`` runs (``auto`` measures it, so it depends on the CPU)."""
+    from lama_server.client import LamaClient
+
+    with LamaClient(running_server.endpoint, running_server.token) as c:
+        return c.info()["precision"]
+
+
+@pytest.fixture(scope="session")
+def served_tiny(tiny_model_dir, served_precision):
+    """The tiny model as ``running_server`` runs it: same inference path, so its replies are
+    bit-identical to local calls."""
+    import torch
+
+    from lama_model.backends import load_for_inference
+
+    return load_for_inference(tiny_model_dir, torch.device("cpu"), served_precision)
+
+
 @pytest.fixture
 def server_factory(tmp_path, tiny_model_dir):
     """Start private servers (with extra flags) that are stopped after the test."""
@@ -284,7 +304,12 @@ def write_train_photos(folder: Path, count: int = 12, seed: int = 0) -> Path:
         base = rng.rand(3, 1, 1) * 0.6 + rng.rand(3, 1, 1) * 0.4 * np.stack([xx, yy, xx * yy])
         image = base.transpose(1, 2, 0).copy()
         for _ in range(3):
-            y, x, h, w = rng.randint(0, 60), rng.randint(0, 76), rng.randint(8, 24), rng.randint(8, 24)
+            y, x, h, w = (
+                rng.randint(0, 60),
+                rng.randint(0, 76),
+                rng.randint(8, 24),
+                rng.randint(8, 24),
+            )
             image[y : y + h, x : x + w] = rng.rand(3)
         pixels = Image.fromarray((image.clip(0, 1) * 255).astype(np.uint8))
         sub = folder / ("a" if i % 2 else "b")

@@ -13,10 +13,8 @@ import uuid
 import msgpack
 import numpy as np
 import pytest
-import torch
 import zmq
 
-from lama_model.backends import load_for_inference
 from lama_model.checkpoint import load_model
 from lama_model.inpaint import InpaintOptions, inpaint
 from lama_server.client import (
@@ -66,18 +64,6 @@ def sample(w=48, h=40, seed=0):
     return rgba, mask
 
 
-def served_precision(server) -> str:
-    """The precision a server runs (``auto`` measures it, so it depends on the CPU)."""
-    with LamaClient(server.endpoint, server.token) as c:
-        return c.info()["precision"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir, running_server):
-    """The model as the server runs it (same inference path, so replies are bit-identical)."""
-    return load_for_inference(tiny_model_dir, torch.device("cpu"), served_precision(running_server))
-
-
 @BOTH
 def test_ping_and_info(running_server, use_pyzmq):
     with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=use_pyzmq) as c:
@@ -93,7 +79,7 @@ def test_ping_and_info(running_server, use_pyzmq):
 
 @BOTH
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_inpaint_equals_local_call_in_every_format(running_server, tiny, use_pyzmq, fmt):
+def test_inpaint_equals_local_call_in_every_format(running_server, served_tiny, use_pyzmq, fmt):
     rgba, mask = sample()
     spec = FORMATS[fmt]
     canonical = {"RGBA": 4, "RGB": 3, "Y": 1, "YA": 2}[{"BGRA": "RGBA"}.get(spec.order, spec.order)]
@@ -108,18 +94,18 @@ def test_inpaint_equals_local_call_in_every_format(running_server, tiny, use_pyz
     with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=use_pyzmq) as c:
         reply = c.inpaint(ImageData(w, h, fmt, data), mask.tobytes(), options)
     assert (reply.width, reply.height, reply.format) == (w, h, fmt)
-    expected = inpaint(tiny, pixels, mask, InpaintOptions(mask_grow=2, feather=3)).image
+    expected = inpaint(served_tiny, pixels, mask, InpaintOptions(mask_grow=2, feather=3)).image
     assert reply.data == array_to_wire(fmt, expected)
 
 
-def test_layer_output_holds_only_the_filled_pixels(running_server, tiny):
+def test_layer_output_holds_only_the_filled_pixels(running_server, served_tiny):
     rgba, mask = sample()
     h, w = mask.shape
     with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False) as c:
         reply = c.inpaint(ImageData(w, h, "BGRA8", array_to_wire("BGRA8", rgba)), mask.tobytes(),
                           {"output": "layer", "mask_grow": 2, "feather": 2})  # fmt: skip
     layer = wire_to_array("BGRA8", w, h, reply.data)
-    result = inpaint(tiny, rgba, mask, InpaintOptions(mask_grow=2, feather=2))
+    result = inpaint(served_tiny, rgba, mask, InpaintOptions(mask_grow=2, feather=2))
     inside = result.alpha == 1
     outside = result.alpha == 0
     assert (layer[outside] == 0).all()
@@ -281,7 +267,9 @@ def test_full_queue_answers_busy_at_once(server_factory):
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(server.endpoint)
     ids = [uuid.uuid4().hex for _ in range(5)]
-    fields = _inpaint_fields(size, size, "RGBA8", rgba.tobytes(), mask.tobytes(), {"strategy": "original"})
+    fields = _inpaint_fields(
+        size, size, "RGBA8", rgba.tobytes(), mask.tobytes(), {"strategy": "original"}
+    )
     sock.send(request(server, id=ids[0], **fields))
     while True:  # wait until the first request is running, so the queue of 1 is empty
         assert sock.poll(30000)
@@ -431,7 +419,7 @@ def test_ipc_endpoint(server_factory, tmp_path):
 
 
 def test_lama_inpaint_through_server_is_bit_identical(
-    running_server, golden_dir, tmp_path, monkeypatch
+    running_server, served_precision, golden_dir, tmp_path, monkeypatch
 ):
     from lama_server.inpaint_cli import main
 
@@ -441,7 +429,7 @@ def test_lama_inpaint_through_server_is_bit_identical(
         main([*args, "-o", str(tmp_path / "remote.png"), "--server", running_server.endpoint]) == 0
     )
     assert main([*args, "-o", str(tmp_path / "local.png"), "--model", str(golden_dir / "tiny-lama"),
-                 "--device", "cpu", "--precision", served_precision(running_server)]) == 0  # fmt: skip
+                 "--device", "cpu", "--precision", served_precision]) == 0  # fmt: skip
     assert (tmp_path / "remote.png").read_bytes() == (tmp_path / "local.png").read_bytes()
 
 

@@ -1,0 +1,247 @@
+"""Pixel files: local clients pass pixels through the server's folder instead of messages."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+import uuid
+
+import msgpack
+import numpy as np
+import pytest
+from test_server import BOTH, raw_call, sample
+
+from lama_model.inpaint import InpaintOptions, inpaint
+from lama_server import client as client_module
+from lama_server.client import ImageData, LamaClient, RequestTimeout, ZmtpConnection
+from lama_server.pixel_files import STALE_AFTER_S, FileRef, PixelFileError, PixelFolder
+from lama_server.pixel_formats import FORMATS, array_to_wire
+
+
+def pixel_dir_of(server) -> str | None:
+    """The folder a server names in its hello reply (None: it offers no pixel files)."""
+    with LamaClient(server.endpoint, server.token, use_pyzmq=False) as c:
+        c.ping()
+        return c._pixel_dir
+
+
+def big_sample(w=640, h=480):
+    """An image over the client's pixel-file threshold (1.2 MB of RGBA8)."""
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[200:260, 300:380] = 255
+    return rgba, mask
+
+
+@BOTH
+def test_large_image_goes_through_a_pixel_file_and_equals_inline(running_server, use_pyzmq):
+    rgba, mask = big_sample()
+    h, w = mask.shape
+    image = ImageData(w, h, "RGBA8", rgba.tobytes())
+    replies = {}
+    for files in (True, False):
+        with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=use_pyzmq,
+                        pixel_files=files) as c:  # fmt: skip
+            replies[files] = c.inpaint(image, mask.tobytes(), {"strategy": "crop"})
+            assert c.last_used_pixel_file is files
+    assert replies[True] == replies[False]
+    assert replies[True].data != image.data  # the hole was filled
+
+
+@pytest.mark.parametrize(
+    "fmt, output",
+    [(f, "composite") for f in sorted(FORMATS)]
+    + [(f, "layer") for f in sorted(FORMATS) if FORMATS[f].has_alpha],
+)
+def test_every_format_answers_the_same_through_a_file(running_server, served_tiny, fmt, output):
+    rgba, mask = sample()
+    spec = FORMATS[fmt]
+    pixels = rgba[:, :, : spec.channels]  # canonical order: RGBA, RGB, Y, YA (two: Y and A)
+    if spec.dtype.itemsize == 2:
+        pixels = pixels.astype(np.uint16) * 257
+    elif spec.dtype.kind == "f":
+        pixels = pixels.astype(np.float32) / 255
+    h, w = mask.shape
+    image = ImageData(w, h, fmt, array_to_wire(fmt, pixels))
+    options = {"mask_grow": 2, "feather": 3, "output": output}
+    replies = {}
+    for files in (True, False):
+        with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False,
+                        pixel_files=files) as c:  # fmt: skip
+            c.pixel_file_min_bytes = 0  # this small image through a file too
+            replies[files] = c.inpaint(image, mask.tobytes(), options)
+            assert c.last_used_pixel_file is files
+    assert replies[True] == replies[False]
+    if output == "composite":
+        expected = inpaint(served_tiny, pixels, mask, InpaintOptions(mask_grow=2, feather=3)).image
+        assert replies[True].data == array_to_wire(fmt, expected)
+
+
+def test_client_reuses_its_file_and_removes_it_when_closed(running_server):
+    rgba, mask = big_sample()
+    h, w = mask.shape
+    with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False) as c:
+        c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+        first = c._pixel_file.path
+        assert stat.S_IMODE(os.stat(first).st_mode) == 0o600
+        c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+        assert c._pixel_file.path == first
+    assert not os.path.exists(first)
+
+
+def test_abandoned_request_never_reuses_its_file(running_server):
+    rgba, mask = big_sample()
+    h, w = mask.shape
+    c = LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False)
+    try:
+        c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+        used = c._pixel_file.path
+        c.timeout = 0.001  # the server may still write its answer into that file later
+        with pytest.raises(RequestTimeout):
+            c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+        assert c._pixel_file is None and not os.path.exists(used)
+        c.timeout = 60
+        c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+        assert c.last_used_pixel_file and c._pixel_file.path != used
+    finally:
+        c.close()
+
+
+def test_folder_out_of_the_servers_sight_falls_back_to_inline(
+    running_server, tmp_path, monkeypatch
+):
+    """A sandboxed host (Flatpak) may write its file where the server cannot see it."""
+
+    class ElsewhereFile(client_module._PixelFile):
+        def __init__(self, folder: str) -> None:
+            super().__init__(str(tmp_path))
+
+    monkeypatch.setattr(client_module, "_PixelFile", ElsewhereFile)
+    rgba, mask = big_sample()
+    h, w = mask.shape
+    image = ImageData(w, h, "RGBA8", rgba.tobytes())
+    with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False) as c:
+        reply = c.inpaint(image, mask.tobytes(), {"strategy": "crop"})
+        assert not c.last_used_pixel_file and not c.pixel_files  # inline from now on
+        assert list(tmp_path.iterdir()) == []  # the unseen file was removed
+    with LamaClient(running_server.endpoint, running_server.token, pixel_files=False) as c:
+        assert reply == c.inpaint(image, mask.tobytes(), {"strategy": "crop"})
+
+
+def test_server_without_pixel_files_gets_pixels_inline(server_factory):
+    server = server_factory("--no-warmup", "--no-pixel-files")
+    assert pixel_dir_of(server) is None
+    rgba, mask = big_sample()
+    h, w = mask.shape
+    with LamaClient(server.endpoint, server.token, use_pyzmq=False) as c:
+        c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes(), {"strategy": "crop"})
+        assert not c.last_used_pixel_file
+
+
+def test_pixel_folder_is_private_and_removed_when_the_server_stops(server_factory):
+    server = server_factory("--no-warmup")
+    folder = pixel_dir_of(server)
+    assert folder is not None
+    info = os.stat(folder)
+    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
+    assert server.stop() == 0
+    assert not os.path.exists(folder)
+
+
+def _file_request(server, image_ref: dict, mask_ref: dict, w=8, h=8) -> bytes:
+    return msgpack.packb({
+        "v": 1, "id": uuid.uuid4().hex, "token": server.token, "op": "inpaint",
+        "image": {"w": w, "h": h, "format": "RGBA8", "file": image_ref},
+        "mask": {"w": w, "h": h, "file": mask_ref},
+    }, use_bin_type=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "image_ref, mask_ref, code, text",
+    [
+        ({"name": "../token", "offset": 0}, {"name": "x", "offset": 256}, "no_pixel_file",
+         "not a pixel file name"),
+        ({"name": "missing.px", "offset": 0}, {"name": "missing.px", "offset": 256},
+         "no_pixel_file", "no pixel file"),
+        ({"name": "a.px", "offset": -1}, {"name": "a.px", "offset": 256}, "bad_request",
+         "offset must be ≥ 0"),
+        ({"name": "a.px", "offset": 0}, {"name": "a.px", "offset": 200}, "bad_request",
+         "overlap"),
+        ({"name": 7, "offset": 0}, {"name": "a.px", "offset": 256}, "bad_request",
+         "'image.file.name' must be a string"),
+    ],
+)  # fmt: skip
+def test_bad_pixel_file_references_get_clear_errors(running_server, image_ref, mask_ref, code,
+                                                    text):  # fmt: skip
+    reply = raw_call(running_server.endpoint, _file_request(running_server, image_ref, mask_ref))
+    assert reply["ok"] is False and reply["error"]["code"] == code
+    assert text in reply["error"]["message"]
+
+
+def test_stdlib_client_disables_nagle(running_server):
+    """Nagle's algorithm plus delayed ACKs held every small message back ~40 ms."""
+    conn = ZmtpConnection(running_server.endpoint, 5.0)
+    try:
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        conn.close()
+
+
+# --- the server's side, on its own -----------------------------------------------------
+
+
+@pytest.fixture
+def folder(tmp_path):
+    made = PixelFolder(str(tmp_path), max_bytes=1 << 20)
+    yield made
+    made.remove()
+
+
+def _write(folder: PixelFolder, name: str, data: bytes) -> str:
+    path = folder.path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_folder_maps_the_named_range_writably(folder):
+    _write(folder, "a.px", bytes(range(200)))
+    view = folder.open(FileRef("a.px", 100, 50))
+    assert bytes(view) == bytes(range(100, 150))
+    view[:2] = b"\xff\xfe"
+    del view
+    assert (folder.path / "a.px").read_bytes()[100:102] == b"\xff\xfe"
+
+
+@pytest.mark.parametrize("name", ["../a.px", ".hidden", "a/b", "", "x" * 65, "a\0b"])
+def test_folder_refuses_names_that_are_not_bare_file_names(folder, name):
+    with pytest.raises(PixelFileError, match="not a pixel file name"):
+        folder.open(FileRef(name, 0, 1))
+
+
+def test_folder_refuses_links_short_files_and_oversized_ranges(folder, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 64)
+    os.symlink(secret, folder.path / "link.px")
+    with pytest.raises(PixelFileError):
+        folder.open(FileRef("link.px", 0, 8))
+    os.link(secret, folder.path / "hard.px")
+    with pytest.raises(PixelFileError, match="hard links"):
+        folder.open(FileRef("hard.px", 0, 8))
+    _write(folder, "short.px", b"x" * 10)
+    with pytest.raises(PixelFileError, match="has 10 bytes; the request needs 11"):
+        folder.open(FileRef("short.px", 1, 10))
+    with pytest.raises(PixelFileError, match="past"):
+        folder.open(FileRef("short.px", 1 << 20, 1))
+    assert secret.read_bytes() == b"s" * 64
+
+
+def test_sweep_removes_only_files_left_for_an_hour(folder):
+    old = _write(folder, "old.px", b"o")
+    fresh = _write(folder, "fresh.px", b"f")
+    now = time.time()
+    os.utime(old, (now - STALE_AFTER_S - 5, now - STALE_AFTER_S - 5))
+    assert folder.sweep(now) == 1
+    assert not os.path.exists(old) and os.path.exists(fresh)
