@@ -153,10 +153,11 @@ class Worker:
             return protocol.error_reply("internal", "internal error while inpainting", req.id)
         opts = req.options
         log.info(
-            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s refine=%s: %.0f ms, "
-            "queued %.0f",
+            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s refine=%s pixels=%s: "
+            "%.0f ms, queued %.0f",
             req.id, req.width, req.height, req.format, opts.strategy, opts.mask_grow,
-            opts.feather, opts.output, opts.refine, _ms(started), queue_ms,
+            opts.feather, opts.output, opts.refine, "file" if req.image_file else "inline",
+            _ms(started), queue_ms,
         )  # fmt: skip
         return reply
 

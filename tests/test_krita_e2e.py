@@ -152,6 +152,17 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(krita_session, tiny
     assert (layer[result.alpha == 0] == 0).all() and (layer[result.alpha == 1][:, 3] > 0).all()
 
 
+def test_windows_travel_through_a_pixel_file_unless_the_folder_is_out_of_sight(krita_session):
+    """Krita on this machine sees the server's pixel folder (/dev/shm) and passes the larger
+    windows (16-bit, float) there; Krita in a chroot, like one in a Flatpak, cannot see it
+    and sends every window inline, and the results above are the same."""
+    log = krita_session["server_log"]
+    if krita_session["host"].root is None:
+        assert "pixels=file" in log
+    else:
+        assert "pixels=file" not in log and "pixels=inline" in log
+
+
 def test_server_down_shows_a_message_and_adds_nothing(krita_session):
     s = _scenario(krita_session, "server_down")
     message = s["message"]
