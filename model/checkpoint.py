@@ -79,12 +79,17 @@ def load_model(
     """
     path = Path(source).expanduser()
     if not path.exists():
-        from .weights import KNOWN_MODELS, ensure_model
+        from .weights import KNOWN_MODELS, ensure_model, known_generators
 
-        if str(source) in KNOWN_MODELS:
+        known = ", ".join(known_generators())
+        if str(source) in known_generators():
             path = ensure_model(str(source))
+        elif str(source) in KNOWN_MODELS:  # e.g. the perceptual-loss encoder: nothing to download
+            raise CheckpointError(
+                f"{source} is not an inpainting model ({KNOWN_MODELS[str(source)].description}); "
+                f"known inpainting models: {known}"
+            )
         else:
-            known = ", ".join(KNOWN_MODELS)
             raise CheckpointError(
                 f"{source}: no such file or folder, and not a known model ({known})"
             )

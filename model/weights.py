@@ -40,6 +40,9 @@ class KnownModel:
     unpack_to: str | None = None  # folder name inside the zip, for zipped model folders
     description: str = ""
     local_hint: str = "pass --model PATH to a model folder or file"  # the offline alternative
+    #: ``generator``: an inpainting model (``--model NAME``); ``training``: a file only
+    #: ``lama-train`` uses (never offered to, or downloaded by, the inference commands).
+    kind: str = "generator"
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -73,8 +76,14 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         size_hint="about 95 MB",
         description="ADE20k ResNet-50-dilated encoder for the ResNetPL training loss (lama-train)",
         local_hint="pass lama-train --resnet-pl PATH to a copy of encoder_epoch_20.pth",
+        kind="training",
     ),
 }
+
+
+def known_generators() -> list[str]:
+    """Names of the known inpainting models (what ``--model NAME`` accepts)."""
+    return [name for name, entry in KNOWN_MODELS.items() if entry.kind == "generator"]
 
 
 def cache_dir() -> Path:

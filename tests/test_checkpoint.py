@@ -111,6 +111,21 @@ def test_missing_path_and_unknown_name(tmp_path):
         load_model(tmp_path / "nothing-here")
 
 
+def test_training_only_download_is_not_offered_as_a_model(monkeypatch):
+    """The perceptual-loss encoder is a known download, but not an inpainting model: naming it
+    is refused at once, before anything is downloaded."""
+    from lama_model import weights
+
+    def no_download(name, show_progress=True):
+        raise AssertionError(f"{name} was downloaded")
+
+    monkeypatch.setattr(weights, "ensure_model", no_download)
+    with pytest.raises(CheckpointError, match="is not an inpainting model.*known inpainting "
+                       "models: big-lama, big-lama-jit$"):  # fmt: skip
+        load_model("ade20k-resnet50dilated")
+    assert "ade20k-resnet50dilated" not in weights.known_generators()
+
+
 def test_empty_file(tmp_path):
     (tmp_path / "empty.ckpt").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty file"):
