@@ -771,7 +771,10 @@ class LamaClient:
         verify_server: bool = True,
         pixel_files: bool = True,
     ) -> None:
-        """``server_key``: the server's CURVE public key (Z85), for a remote server; needs pyzmq.
+        """``timeout``: seconds to wait for a request's next sign of life (a progress or queued
+        message, or its answer): a long job that keeps reporting progress is never cut off.
+
+        ``server_key``: the server's CURVE public key (Z85), for a remote server; needs pyzmq.
 
         ``verify_server``: before each request, make the server prove it knows the token
         (``hello``); False only to talk to a lama-server older than protocol 1.1.
@@ -953,7 +956,7 @@ class LamaClient:
                     raise Cancelled("cancelled (the server did not confirm in time)")
             if now >= deadline:
                 self._transport.close()  # a fresh connection next time: no stale replies
-                raise RequestTimeout(f"{self.endpoint}: no answer in {timeout:g} s")
+                raise RequestTimeout(f"{self.endpoint}: no word from the server in {timeout:g} s")
             # Poll in short slices while a cancel may come, so it is seen promptly.
             wait = deadline - now if cancel is None else min(deadline - now, 0.1)
             raw = self._transport.recv(wait)
@@ -966,6 +969,9 @@ class LamaClient:
             if not isinstance(reply, dict) or reply.get("id") not in (request_id, None):
                 continue  # a stale reply to an earlier, abandoned request (or our cancel's ack)
             if "ok" not in reply:
+                # The server is working on it (or it waits in the queue, which the server
+                # confirms every 0.5 s): the timeout counts from the last such sign of life.
+                deadline = max(deadline, time.monotonic() + timeout)
                 if progress is not None and isinstance(reply.get("progress"), (int, float)):
                     progress(float(reply["progress"]), str(reply.get("stage", "")))
                 continue

@@ -320,6 +320,28 @@ def test_reply_timeout_raises_request_timeout_and_the_client_recovers(use_pyzmq)
 
 
 @BOTH
+def test_progress_keeps_a_request_alive_past_the_timeout(use_pyzmq):
+    """The timeout bounds silence, not the whole job: a refinement on a CPU runs for many
+    minutes and reports progress all along."""
+    with FakeServer(steps=4, step_delay=0.3) as server:
+        with LamaClient(server.endpoint, TOKEN, timeout=0.6, use_pyzmq=use_pyzmq) as c:
+            start = time.monotonic()
+            out = c.inpaint(rgba(2, 2), b"\xff" * 4)
+            assert time.monotonic() - start > 1.2  # twice the timeout, in steps shorter than it
+    assert out.data == rgba(2, 2).data.translate(INVERT)
+
+
+@BOTH
+def test_a_request_whose_progress_stops_times_out(use_pyzmq):
+    with FakeServer(steps=1, step_delay=5.0) as server:  # queued at once, then five silent s
+        with LamaClient(server.endpoint, TOKEN, timeout=0.5, use_pyzmq=use_pyzmq) as c:
+            start = time.monotonic()
+            with pytest.raises(RequestTimeout, match="no word from the server in 0.5 s"):
+                c.inpaint(rgba(2, 2), b"\xff" * 4)
+            assert 0.45 <= time.monotonic() - start < 2.0
+
+
+@BOTH
 def test_server_down_is_server_unavailable_within_two_seconds(use_pyzmq):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     start = time.monotonic()

@@ -99,9 +99,13 @@ def test_abandoned_request_never_reuses_its_file(running_server):
     try:
         c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
         used = c._pixel_file.path
-        c.timeout = 0.001  # the server may still write its answer into that file later
+        # A forward of about a second, far past the timeout: the client gives up on the request
+        # while the server may still write its answer into that file later.
+        c.timeout = 0.3
+        big, hole = np.zeros((1024, 1024, 4), np.uint8), np.full((1024, 1024), 255, np.uint8)
         with pytest.raises(RequestTimeout):
-            c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+            c.inpaint(ImageData(1024, 1024, "RGBA8", big.tobytes()), hole.tobytes(),
+                      {"strategy": "original"})  # fmt: skip
         assert c._pixel_file is None and not os.path.exists(used)
         c.timeout = 60
         c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())

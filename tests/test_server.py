@@ -308,13 +308,16 @@ def test_cancel_a_running_request(server_factory):
 
 
 def test_reply_timeout_is_reported(running_server):
-    rgba = np.zeros((256, 256, 4), np.uint8)
-    mask = np.full((256, 256), 255, np.uint8)
+    # The timeout bounds the silence between progress messages: the forward of a 1024² window
+    # (about a second with the tiny model) is far longer than 0.05 s.
+    rgba = np.zeros((1024, 1024, 4), np.uint8)
+    mask = np.full((1024, 1024), 255, np.uint8)
     with LamaClient(
-        running_server.endpoint, running_server.token, timeout=0.01, use_pyzmq=False
+        running_server.endpoint, running_server.token, timeout=0.05, use_pyzmq=False
     ) as c:
         with pytest.raises(RequestTimeout):
-            c.inpaint(ImageData(256, 256, "RGBA8", rgba.tobytes()), mask.tobytes())
+            c.inpaint(ImageData(1024, 1024, "RGBA8", rgba.tobytes()), mask.tobytes(),
+                      {"strategy": "original"})  # fmt: skip
 
 
 def wait_for_log(server, text: str, timeout: float = 60) -> None:
