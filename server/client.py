@@ -728,6 +728,13 @@ class _PixelFile:
             data += more
         return data
 
+    def removed(self) -> bool:
+        """Whether the file lost its name (the server swept it, or its folder went away)."""
+        try:
+            return os.fstat(self.file.fileno()).st_nlink == 0
+        except OSError:
+            return True
+
     def close(self) -> None:
         try:
             self.file.close()
@@ -845,12 +852,25 @@ class LamaClient:
         """Fill the masked area; the answer comes in ``image.format``."""
         if cancel is not None and cancel.is_set():
             raise Cancelled()  # cancelled before it started: do not bother the server
+        return self._inpaint(image, mask, options, progress, cancel, retries=1)
+
+    def _inpaint(
+        self,
+        image: ImageData,
+        mask: bytes,
+        options: dict | None,
+        progress: Callable[[float, str], None] | None,
+        cancel: threading.Event | None,
+        retries: int,
+    ) -> ImageData:
         verified = False
         if self.verify_server and self.token:
             self._check_server_identity(min(self.timeout, 10.0))
             verified = True
         self._used_pixel_file = False
-        pixel_file = self._pixel_file_for(len(image.data) + len(mask)) if verified else None
+        pixel_file, reused = (
+            self._pixel_file_for(len(image.data) + len(mask)) if verified else (None, False)
+        )
         if pixel_file is not None:
             try:
                 pixel_file.write(0, image.data)
@@ -877,13 +897,25 @@ class LamaClient:
                                verified=verified)  # fmt: skip
         except LamaError as exc:
             if pixel_file is not None and (exc.code == "no_pixel_file" or not self._final_reply):
-                # The server cannot see the file (a sandbox), or it may still write into it
-                # (the request was abandoned): never reuse it.
+                # The server cannot see the file, or it may still write into it (the request
+                # was abandoned): never reuse it.
                 self._drop_pixel_file()
             if pixel_file is None or exc.code != "no_pixel_file":
                 raise
-            self.pixel_files = False  # this server and this client do not share a folder
-            return self.inpaint(image, mask, options, progress, cancel)
+            if not (reused and retries > 0):
+                # A fresh file it cannot see: this server and this client share no folder (a
+                # sandboxed host). A reused one may just have been swept while we were idle.
+                self.pixel_files = False
+            return self._inpaint(image, mask, options, progress, cancel, retries - 1)
+        except BaseException:
+            if not self._final_reply:
+                # Abandoned mid-request (a progress callback raised, Ctrl-C): a new connection
+                # next time, so the server notices and stops, and a new pixel file, because
+                # the server may still write into this one.
+                self._transport.close()
+                if pixel_file is not None:
+                    self._drop_pixel_file()
+            raise
         timing = reply.get("timing")
         self.last_timing = timing if isinstance(timing, dict) else None
         out = reply.get("image")
@@ -899,21 +931,26 @@ class LamaClient:
         except (TypeError, KeyError, ValueError, OSError):
             raise LamaError("bad_reply", "the server's reply has no usable image") from None
 
-    def _pixel_file_for(self, size: int) -> _PixelFile | None:
-        """The pixel file to use for a request of ``size`` bytes, or None: inline."""
+    def _pixel_file_for(self, size: int) -> tuple[_PixelFile | None, bool]:
+        """The pixel file for a request of ``size`` bytes (None: inline), and whether it is
+        one an earlier request used."""
         if not self.pixel_files or self._pixel_dir is None or size < self.pixel_file_min_bytes:
-            return None
-        if self._pixel_file is not None and os.path.dirname(self._pixel_file.path) != (
-            self._pixel_dir
+            return None, False
+        current = self._pixel_file
+        if current is not None and (
+            os.path.dirname(current.path) != self._pixel_dir or current.removed()
         ):
-            self._drop_pixel_file()  # another server (or a restarted one) since the last request
-        if self._pixel_file is None:
-            try:
-                self._pixel_file = _PixelFile(self._pixel_dir)
-            except OSError:  # the folder is not visible from here (a sandboxed host)
-                self.pixel_files = False
-                return None
-        return self._pixel_file
+            # Another server (or a restarted one) since the last request, or the server swept
+            # the file while this client was idle for an hour.
+            self._drop_pixel_file()
+        if self._pixel_file is not None:
+            return self._pixel_file, True
+        try:
+            self._pixel_file = _PixelFile(self._pixel_dir)
+        except OSError:  # the folder is not visible or not writable from here (a sandbox)
+            self.pixel_files = False
+            return None, False
+        return self._pixel_file, False
 
     def _drop_pixel_file(self) -> None:
         if self._pixel_file is not None:
@@ -975,7 +1012,9 @@ class LamaClient:
                 if progress is not None and isinstance(reply.get("progress"), (int, float)):
                     progress(float(reply["progress"]), str(reply.get("stage", "")))
                 continue
-            self._final_reply = True  # the server is done with this request (and its files)
+            # The server is done with this request (and its files); a reply without our id
+            # (the server could not read the request) proves nothing about that.
+            self._final_reply = reply.get("id") == request_id
             if reply["ok"] is True:
                 if cancel_sent_at is not None:
                     raise Cancelled()  # finished just as the user cancelled: drop the result

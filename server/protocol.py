@@ -347,12 +347,14 @@ def _pixels(
     container: dict, label: str, expected: int, shape: str, rid: str
 ) -> bytes | memoryview | FileRef:
     """``data`` (bin) of exactly ``expected`` bytes, or a ``file`` reference to as many."""
-    if "file" in container and "data" not in container:
+    if "file" in container:
+        if "data" in container:
+            raise ProtocolError("bad_request", f"{label} has both data and file", rid)
         ref = _field(container, "file", dict, rid, f"{label}.file")
         name = _field(ref, "name", str, rid, f"{label}.file.name")
         offset = _int_field(ref, "offset", rid, f"{label}.file.offset")
-        if offset < 0 or offset > 1 << 62:
-            raise ProtocolError("bad_request", f"{label}.file.offset must be ≥ 0", rid)
+        if not 0 <= offset <= 1 << 62:
+            raise ProtocolError("bad_request", f"{label}.file.offset must be in 0..2**62", rid)
         return FileRef(name, offset, expected)
     data = _field(container, "data", _BINARY, rid, f"{label}.data")
     if len(data) != expected:

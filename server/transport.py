@@ -49,10 +49,19 @@ SWEEP_INTERVAL = 60.0  # seconds between looks for pixel files that crashed clie
 def _no_files(request_id: str) -> ProtocolError:
     return ProtocolError(
         "no_pixel_file",
-        "this server takes pixel files only from local clients (loopback or ipc://); send "
-        "the pixels inline",
+        "this server offers no pixel folder (it serves remote clients, or runs with "
+        "--no-pixel-files); send the pixels inline",
         request_id,
     )
+
+
+def _new_pixel_folder(limits: Limits) -> PixelFolder | None:
+    """A fresh pixel folder, or None (and a warning): the server then works without one."""
+    try:
+        return PixelFolder(max_bytes=limits.max_message_bytes)
+    except OSError as exc:
+        log.warning("no pixel folder (%s): local clients send pixels inline", exc)
+        return None
 
 
 @dataclass
@@ -112,7 +121,7 @@ class Server:
                 )
                 self.bound_endpoint = gate.bound_endpoint
                 if self.config.pixel_files:
-                    self.pixel_folder = PixelFolder(max_bytes=self.config.limits.max_message_bytes)
+                    self.pixel_folder = _new_pixel_folder(self.config.limits)
             else:
                 router.bind(public)
                 self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -183,8 +192,7 @@ class Server:
                     self._probe_waiting_clients(router)
                 if self.pixel_folder is not None and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + SWEEP_INTERVAL
-                    if removed := self.pixel_folder.sweep():
-                        log.info("removed %d pixel file(s) left by clients", removed)
+                    self._sweep_pixel_folder()
             # Flush what the worker left in the outbox.
             while True:
                 try:
@@ -192,6 +200,7 @@ class Server:
                 except zmq.Again:
                     break
         finally:
+            self._stop.set()  # whatever ended the loop, the workers stop too
             for thread in worker_threads:
                 thread.join(timeout=5)
             router.close(linger=2000)
@@ -264,6 +273,18 @@ class Server:
         except Exception:  # the server survives whatever a message does
             log.exception("unexpected error handling a message")
             self._reply(router, envelope, protocol.error_reply("internal", "internal error", None))
+
+    def _sweep_pixel_folder(self) -> None:
+        """Remove files idle for an hour; replace the folder if someone deleted it."""
+        folder = self.pixel_folder
+        if not folder.intact():
+            log.warning("the pixel folder %s was removed or replaced; making a new one",
+                        folder.path)  # fmt: skip
+            folder.remove()
+            self.pixel_folder = _new_pixel_folder(self.config.limits)
+            return
+        if removed := folder.sweep():
+            log.info("removed %d pixel file(s) nobody wrote to for an hour", removed)
 
     def _map_pixel_files(self, request: protocol.Request) -> None:
         """Map a request's pixel files: its pixels become views of the client's file."""

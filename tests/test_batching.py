@@ -139,9 +139,13 @@ def test_concurrent_clients_are_batched_across_two_cpu_workers(server_factory, t
     def client(i):
         try:
             with LamaClient(server.endpoint, server.token, use_pyzmq=bool(i % 2)) as c:
+                # Half of them pass pixels through a pixel file: batched answers are written
+                # back into the file as the filled region only.
+                c.pixel_file_min_bytes = 0 if i % 4 < 2 else 1 << 30
                 start.wait()
                 out = c.inpaint(ImageData(size, size, "RGBA8", images[i].tobytes()),
                                 mask.tobytes(), {"strategy": "original"})  # fmt: skip
+                assert c.last_used_pixel_file is (i % 4 < 2)
             replies[i] = np.frombuffer(out.data, np.uint8).reshape(size, size, 4)
         except Exception as exc:  # surfaced below
             errors.append(exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import time
@@ -15,8 +16,15 @@ from test_server import BOTH, raw_call, sample
 
 from lama_model.inpaint import InpaintOptions, inpaint
 from lama_server import client as client_module
+from lama_server import pixel_files
 from lama_server.client import ImageData, LamaClient, RequestTimeout, ZmtpConnection
-from lama_server.pixel_files import STALE_AFTER_S, FileRef, PixelFileError, PixelFolder
+from lama_server.pixel_files import (
+    STALE_AFTER_S,
+    FileRef,
+    PixelFileError,
+    PixelFolder,
+    remove_abandoned,
+)
 from lama_server.pixel_formats import FORMATS, array_to_wire
 
 
@@ -114,6 +122,47 @@ def test_abandoned_request_never_reuses_its_file(running_server):
         c.close()
 
 
+def test_an_exception_mid_request_abandons_the_file_and_later_answers_are_right(running_server):
+    """A progress callback that raises leaves the server working on the request: its answer
+    must not land in the file the next request uses."""
+    rgba, mask = big_sample()
+    other = rgba[::-1].copy()
+    h, w = mask.shape
+    with LamaClient(running_server.endpoint, running_server.token, pixel_files=False) as c:
+        expected = c.inpaint(ImageData(w, h, "RGBA8", other.tobytes()), mask.tobytes())
+
+    def fail(_fraction, _stage):
+        raise KeyError("a bug in the caller's progress callback")
+
+    with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False) as c:
+        c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes())
+        used = c._pixel_file.path
+        with pytest.raises(KeyError):
+            c.inpaint(ImageData(w, h, "RGBA8", rgba.tobytes()), mask.tobytes(), progress=fail)
+        assert c._pixel_file is None and not os.path.exists(used)
+        got = c.inpaint(ImageData(w, h, "RGBA8", other.tobytes()), mask.tobytes())
+        assert c.last_used_pixel_file
+    assert got == expected
+
+
+def test_a_swept_file_is_replaced_by_a_fresh_one(running_server, monkeypatch):
+    """The server removes files idle for an hour; a client that kept one makes a new one."""
+    rgba, mask = big_sample()
+    h, w = mask.shape
+    image = ImageData(w, h, "RGBA8", rgba.tobytes())
+    with LamaClient(running_server.endpoint, running_server.token, use_pyzmq=False) as c:
+        first = c.inpaint(image, mask.tobytes())
+        os.unlink(c._pixel_file.path)  # what the sweep does
+        assert c.inpaint(image, mask.tobytes()) == first
+        assert c.last_used_pixel_file and c.pixel_files
+        # Swept just after the client looked: the server refuses the name, the client
+        # retries once with a fresh file and keeps using files.
+        monkeypatch.setattr(client_module._PixelFile, "removed", lambda self: False)
+        os.unlink(c._pixel_file.path)
+        assert c.inpaint(image, mask.tobytes()) == first
+        assert c.last_used_pixel_file and c.pixel_files
+
+
 def test_folder_out_of_the_servers_sight_falls_back_to_inline(
     running_server, tmp_path, monkeypatch
 ):
@@ -171,7 +220,7 @@ def _file_request(server, image_ref: dict, mask_ref: dict, w=8, h=8) -> bytes:
         ({"name": "missing.px", "offset": 0}, {"name": "missing.px", "offset": 256},
          "no_pixel_file", "no pixel file"),
         ({"name": "a.px", "offset": -1}, {"name": "a.px", "offset": 256}, "bad_request",
-         "offset must be ≥ 0"),
+         "offset must be in 0..2**62"),
         ({"name": "a.px", "offset": 0}, {"name": "a.px", "offset": 200}, "bad_request",
          "overlap"),
         ({"name": 7, "offset": 0}, {"name": "a.px", "offset": 256}, "bad_request",
@@ -240,6 +289,58 @@ def test_folder_refuses_links_short_files_and_oversized_ranges(folder, tmp_path)
     with pytest.raises(PixelFileError, match="past"):
         folder.open(FileRef("short.px", 1 << 20, 1))
     assert secret.read_bytes() == b"s" * 64
+
+
+NEEDS_HANDLES = pytest.mark.skipif(not pixel_files._DIR_FD, reason="POSIX folder handles")
+
+
+@NEEDS_HANDLES
+def test_swapping_the_folder_for_a_link_reaches_nothing_else(folder, tmp_path):
+    """The folder is used through a handle: a link put in its place leads nowhere."""
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "photo.px").write_bytes(b"p" * 64)
+    os.utime(target / "photo.px", (0, 0))  # old enough for a sweep
+    real = folder.path
+    os.rename(real, tmp_path / "moved")
+    os.symlink(target, real)
+    assert not folder.intact()
+    with pytest.raises(PixelFileError, match="no pixel file"):
+        folder.open(FileRef("photo.px", 0, 8))
+    assert folder.sweep() == 0
+    folder.remove()
+    assert (target / "photo.px").read_bytes() == b"p" * 64
+    os.unlink(real)
+
+
+@NEEDS_HANDLES
+def test_folders_of_servers_that_died_are_removed_live_ones_kept(tmp_path):
+    live = PixelFolder(str(tmp_path))
+    dead = PixelFolder(str(tmp_path))
+    _write(dead, "left.px", b"x")
+    dead._lock_fd, lock = None, dead._lock_fd
+    os.close(lock)  # as if its server was killed: the lock is free, the folder is still there
+    assert remove_abandoned(str(tmp_path)) == 1
+    assert live.path.is_dir() and not dead.path.exists()
+    live.remove()
+    assert not live.path.exists()
+
+
+def test_server_replaces_a_deleted_pixel_folder(tmp_path, monkeypatch):
+    from lama_server.protocol import Limits
+    from lama_server.transport import Server, ServerConfig
+
+    monkeypatch.setattr("lama_server.pixel_files.default_parent", lambda: str(tmp_path))
+    server = Server([object()], ServerConfig("tcp://127.0.0.1:*", "token", Limits()))
+    try:
+        server.pixel_folder = PixelFolder(str(tmp_path))
+        gone = server.pixel_folder.path
+        shutil.rmtree(gone)
+        server._sweep_pixel_folder()
+        assert server.pixel_folder.intact() and server.pixel_folder.path != gone
+    finally:
+        server.pixel_folder.remove()
+        server._ctx.term()
 
 
 def test_sweep_removes_only_files_left_for_an_hour(folder):
