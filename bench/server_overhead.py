@@ -1,7 +1,8 @@
 """What a round trip through lama-server costs beyond the server's own work.
 
-    python bench/server_overhead.py [--model tiny|big-lama-random|PATH] [--sizes 1024,2048]
-                                    [--runs 7] [--strategy crop] [--json out.json]
+    python bench/server_overhead.py [--model tiny|big-lama-random|PATH]
+                                    [--sizes 512,1024,2048,6000x4000] [--runs 7]
+                                    [--strategy crop] [--json out.json]
 
 A real ``lama-server`` subprocess on loopback, one request at a time, for each window size,
 client transport (``stdlib``: the plugins' built-in ZMTP client; ``pyzmq``) and way of
@@ -70,12 +71,19 @@ def start_server(model: Path, folder: Path) -> tuple[subprocess.Popen, str, str]
     raise SystemExit("server not ready")
 
 
-def sample(size: int) -> tuple[np.ndarray, np.ndarray]:
+def sample(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noise with a 96×96 hole in the middle (a small object in a large photo)."""
     rng = np.random.default_rng(0)
-    rgba = rng.integers(0, 256, (size, size, 4), dtype=np.uint8)
-    mask = np.zeros((size, size), np.uint8)
-    mask[size // 2 - 48 : size // 2 + 48, size // 2 - 48 : size // 2 + 48] = 255
+    rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 2 - 48 : h // 2 + 48, w // 2 - 48 : w // 2 + 48] = 255
     return rgba, mask
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``1024`` (square) or ``6000x4000`` (width × height)."""
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h or w)
 
 
 def cpu_flags() -> str:
@@ -87,36 +95,39 @@ def cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
 
 
-def measure_size(size: int, endpoint: str, token: str, args) -> list[dict]:
+def measure_size(size: tuple[int, int], endpoint: str, token: str, args) -> list[dict]:
     from lama_server.client import ImageData, LamaClient
 
-    rgba, mask = sample(size)
-    image = ImageData(size, size, "RGBA8", rgba.tobytes())
+    w, h = size
+    label = f"{w}²" if w == h else f"{w}×{h}"
+    rgba, mask = sample(w, h)
+    image = ImageData(w, h, "RGBA8", rgba.tobytes())
     mask_bytes = mask.tobytes()
     options = {"strategy": args.strategy}
-    clients = {
-        (transport, pixels): LamaClient(
-            endpoint,
-            token,
-            use_pyzmq=transport == "pyzmq",
-            pixel_files=pixels == "file",
-            timeout=600,
-        )  # fmt: skip
-        for transport in ("stdlib", "pyzmq")
-        for pixels in ("file", "inline")
-    }
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in clients}
+
+    def make(transport: str, pixels: str) -> LamaClient:
+        return LamaClient(endpoint, token, use_pyzmq=transport == "pyzmq",
+                          pixel_files=pixels != "inline", timeout=600)  # fmt: skip
+
+    # "file, new client": a client (and so a pixel file) per request, as the plug-ins do.
+    kinds = [(t, p) for t in ("stdlib", "pyzmq") for p in ("file", "inline")]
+    kinds.append(("stdlib", "file, new client"))
+    kept = {k: make(*k) for k in kinds if "new" not in k[1]}
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in kinds}
     answers = {}
     for i in range(args.runs + 1):  # the first round is a warm-up
-        for key, client in clients.items():
+        for key in kinds:
             start = time.perf_counter()
+            client = kept.get(key) or make(*key)
             answers[key] = client.inpaint(image, mask_bytes, options).data
             round_trip = (time.perf_counter() - start) * 1000
-            if key[1] == "file" and not client.last_used_pixel_file:
+            if key[1] != "inline" and not client.last_used_pixel_file:
                 raise SystemExit("the server did not take the pixel file")
             if i:
                 samples[key].append((round_trip, client.last_timing["total_ms"]))
-    for client in clients.values():
+            if key not in kept:
+                client.close()
+    for client in kept.values():
         client.close()
     if len(set(answers.values())) != 1:
         raise SystemExit("the answers differ between transports")
@@ -125,10 +136,10 @@ def measure_size(size: int, endpoint: str, token: str, args) -> list[dict]:
         rt = statistics.median(r for r, _ in runs)
         server = statistics.median(s for _, s in runs)
         over = statistics.median(r - s for r, s in runs)
-        rows.append({"size": size, "client": transport, "pixels": pixels, "round_trip_ms": rt,
+        rows.append({"size": label, "client": transport, "pixels": pixels, "round_trip_ms": rt,
                      "server_ms": server, "overhead_ms": over,
                      "overhead_min_ms": min(r - s for r, s in runs)})  # fmt: skip
-        print(f"{size:>5}² {transport:>7} {pixels:>7} {rt:>10.1f} {server:>10.1f} {over:>9.1f} "
+        print(f"{label:>9} {transport:>7} {pixels:>16} {rt:>10.1f} {server:>10.1f} {over:>9.1f} "
               f"{rows[-1]['overhead_min_ms']:>8.1f}", flush=True)  # fmt: skip
     return rows
 
@@ -158,10 +169,10 @@ def main() -> None:
         try:
             print(f"model {args.model}, strategy {args.strategy}, CPU flags: {cpu_flags()}, "
                   f"load {os.getloadavg()[0]:.2f}, medians of {args.runs} runs (ms)")  # fmt: skip
-            print(f"{'window':>6} {'client':>7} {'pixels':>7} {'round trip':>10} "
+            print(f"{'window':>9} {'client':>7} {'pixels':>16} {'round trip':>10} "
                   f"{'server':>10} {'overhead':>9} {'min':>8}")  # fmt: skip
             rows = []
-            for size in (int(s) for s in args.sizes.split(",")):
+            for size in (parse_size(s) for s in args.sizes.split(",")):
                 rows += measure_size(size, endpoint, token, args)
         finally:
             proc.terminate()

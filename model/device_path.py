@@ -29,7 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from .fast import pad_symmetric
-from .inpaint import InpaintOptions, InpaintResult, ProgressFn, _as_hwc, _as_mask, _plan
+from .inpaint import (
+    InpaintOptions,
+    InpaintResult,
+    ProgressFn,
+    RegionResult,
+    _as_hwc,
+    _as_mask,
+    _plan,
+)
 from .masks import HOLE_THRESHOLD, Box, bounding_box
 
 _CROSS = ((0.0, 1.0, 0.0), (1.0, 1.0, 1.0), (0.0, 1.0, 0.0))
@@ -121,33 +129,6 @@ class Prepared:
     hole: torch.Tensor | None = None  # region hole, (h, w) bool
     alpha: torch.Tensor | None = None  # active blend weights, (h, w) float32
     windows: list[Window] = field(default_factory=list)
-
-
-@dataclass
-class RegionResult:
-    """The outcome as the touched region only: what a server needs to patch its reply.
-
-    ``pixels`` (``h×w×C`` in the input's canonical channel order and dtype) and ``alpha``
-    cover ``box``; outside it the result equals the input. ``box`` is None for an empty mask.
-    """
-
-    image: np.ndarray  # the caller's input
-    box: Box | None
-    pixels: np.ndarray | None = None
-    alpha: np.ndarray | None = None
-
-    def full(self) -> InpaintResult:
-        """The whole-image result, as :func:`~lama_model.inpaint.inpaint` returns it."""
-        result = self.image.copy()
-        alpha_full = np.zeros(result.shape[:2], dtype=np.float32)
-        if self.box is not None:
-            assert self.pixels is not None and self.alpha is not None
-            alpha_full[self.box.slices] = self.alpha
-            if result.ndim == 2:
-                result[self.box.slices] = self.pixels[:, :, 0]
-            else:
-                result[self.box.slices] = self.pixels
-        return InpaintResult(result, alpha_full)
 
 
 class DeviceInpainter:

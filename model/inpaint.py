@@ -84,6 +84,33 @@ class InpaintResult:
     alpha: np.ndarray
 
 
+@dataclass
+class RegionResult:
+    """The outcome as the touched region only: what a server needs to patch its reply.
+
+    ``pixels`` (``h×w×C`` in the input's canonical channel order and dtype) and ``alpha``
+    cover ``box``; outside it the result equals the input. ``box`` is None for an empty mask.
+    """
+
+    image: np.ndarray  # the caller's input
+    box: Box | None
+    pixels: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+
+    def full(self) -> InpaintResult:
+        """The whole-image result, as :func:`inpaint` returns it."""
+        result = self.image.copy()
+        alpha_full = np.zeros(result.shape[:2], dtype=np.float32)
+        if self.box is not None:
+            assert self.pixels is not None and self.alpha is not None
+            alpha_full[self.box.slices] = self.alpha
+            if result.ndim == 2:
+                result[self.box.slices] = self.pixels[:, :, 0]
+            else:
+                result[self.box.slices] = self.pixels
+        return InpaintResult(result, alpha_full)
+
+
 def inpaint(
     model: torch.nn.Module,
     image: np.ndarray,
@@ -99,22 +126,32 @@ def inpaint(
     ``forward(image, mask)``. ``progress(fraction, stage)`` is called along the way; an
     exception raised from it aborts the work (used for cancellation).
     """
+    return inpaint_region(model, image, mask, options, progress).full()
+
+
+def inpaint_region(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    mask: np.ndarray,
+    options: InpaintOptions = InpaintOptions(),  # noqa: B008 - frozen dataclass
+    progress: ProgressFn | None = None,
+) -> RegionResult:
+    """:func:`inpaint`, but only the touched region comes back: no copy of the whole image
+    (a server patches the region into the request's pixels)."""
     if _runs_on_accelerator(model) and not getattr(options, "refine", False):
         # On a GPU the pixel work runs there too (one upload, one download per request).
         from .device_path import DeviceInpainter
 
-        return DeviceInpainter(model)(image, mask, options, progress)
+        return DeviceInpainter(model).region(image, mask, options, progress)
     report = progress or (lambda _f, _s: None)
     pixels = _as_hwc(image)
     mask8 = _as_mask(mask, pixels.shape[:2])
     report(0.0, "prepare")
-    result = image.copy()
-    alpha_full = np.zeros(mask8.shape, dtype=np.float32)
     radius = options.mask_grow + options.feather
     bbox = bounding_box(mask8)
     if bbox is None:
         report(1.0, "done")
-        return InpaintResult(result, alpha_full)
+        return RegionResult(image, None)
 
     h, w = mask8.shape
     # Everything below works inside the mask's bounding box grown by the blend radius.
@@ -122,7 +159,6 @@ def inpaint(
     hole_a, alpha_a = blend_weights(mask8[active.slices], options.mask_grow, options.feather)
     hole = np.zeros((h, w), dtype=bool)
     hole[active.slices] = hole_a
-    alpha_full[active.slices] = alpha_a
 
     windows = _plan(hole, active, options, h, w)
     fill = np.zeros((active.height, active.width, 3), dtype=np.float32)
@@ -152,9 +188,9 @@ def inpaint(
         sel = hole[inter.slices]
         dst[sel] = src[sel]
     report(0.95, "composite")
-    _composite_into(result, pixels, fill, alpha_a, active)
+    region = _composite(pixels[active.slices], fill, alpha_a)
     report(1.0, "done")
-    return InpaintResult(result, alpha_full)
+    return RegionResult(image, active, region, alpha_a)
 
 
 def _runs_on_accelerator(model: torch.nn.Module) -> bool:
@@ -291,11 +327,8 @@ def _to_float_rgb(pixels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _composite_into(
-    result: np.ndarray, pixels: np.ndarray, fill: np.ndarray, alpha: np.ndarray, box: Box
-) -> None:
-    """Blend ``fill`` into ``result`` inside ``box``; alpha == 0 leaves the input pixel."""
-    src = pixels[box.slices]
+def _composite(src: np.ndarray, fill: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``fill`` blended into a copy of ``src`` (``h×w×C``); alpha == 0 keeps the input pixel."""
     base = _to_float_rgb(src)
     a = alpha[:, :, None]
     blended = a * fill + (1.0 - a) * base
@@ -310,8 +343,4 @@ def _composite_into(
     out = src.copy()
     touched = alpha > 0
     out[:, :, :colour_channels][touched] = converted[touched]
-    target = result[box.slices]
-    if result.ndim == 2:
-        target[...] = out[:, :, 0]
-    else:
-        target[...] = out
+    return out

@@ -18,8 +18,8 @@ from collections.abc import Callable, Hashable, Iterator
 import numpy as np
 import torch
 
-from lama_model.device_path import DeviceInpainter, Prepared, RegionResult, forward_batch
-from lama_model.inpaint import InpaintOptions, inpaint
+from lama_model.device_path import DeviceInpainter, Prepared, forward_batch
+from lama_model.inpaint import InpaintOptions, RegionResult, inpaint_region
 from lama_model.refine import RefineError, refinable_generator
 
 from . import protocol
@@ -213,14 +213,14 @@ class Worker:
                  jobs[0].request.height, _ms(started))  # fmt: skip
         return [replies[i] for i in range(len(jobs))]
 
-    def _inpaint(self, image, mask, options, progress):
+    def _inpaint(self, image, mask, options, progress) -> RegionResult:
+        # Only the touched region comes back: the reply patches it into the request's pixels.
         if options.refine and isinstance(self.model, SerializedModel):
             with self.model.exclusive() as model:  # a refinement holds the shared GPU throughout
-                return inpaint(model, image, mask, options, progress)
+                return inpaint_region(model, image, mask, options, progress)
         if self.device.type == "cuda" and not options.refine:
-            # Reuses its pinned buffers; only the touched region comes back to the host.
-            return self.runner.region(image, mask, options, progress)
-        return inpaint(self.model, image, mask, options, progress)
+            return self.runner.region(image, mask, options, progress)  # reuses pinned buffers
+        return inpaint_region(self.model, image, mask, options, progress)
 
     def _inpaint_with_oom_fallback(self, image, mask, options, progress):
         try:
