@@ -54,6 +54,19 @@ def test_large_containers_and_strings_use_wide_headers():
     assert client.unpackb(msgpack.packb(value, use_bin_type=True)) == value
 
 
+def test_pieces_are_the_encoding_and_large_bins_are_not_copied():
+    image = bytearray(b"\x07" * 300_000)
+    small = b"s" * 100
+    value = {"v": 1, "image": {"w": 3, "data": image}, "mask": memoryview(b"m" * 70_000),
+             "small": small, "list": [image, 5]}  # fmt: skip
+    parts = client.pack_parts(value)
+    assert b"".join(parts) == msgpack.packb(value, use_bin_type=True) == client.packb(value)
+    large = [p for p in parts if isinstance(p, memoryview)]
+    assert len(large) == 3 and large[0].obj is image and large[2].obj is image
+    image[0] = 9  # the pieces are views: they show the caller's buffer as it is when sent
+    assert large[0][0] == 9
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"\x92\x01", b"\xc4\x10abc", b"\xdb\xff\xff\xff\xffab", b"\xdd\xff\xff\xff\xff", b"\xc1",
