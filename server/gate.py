@@ -247,13 +247,12 @@ class TokenGate:
                 self._frame_done(conn)
             return
         if conn.state == "body":
-            data = conn.sock.recv(min(conn.remaining, CHUNK))
-            if not data:
+            count = conn.sock.recv_into(self._scratch, min(conn.remaining, CHUNK))
+            if not count:
                 raise _Closed
             conn.last_active = time.monotonic()
-            conn.remaining -= len(data)
-            conn.to_up += data
-            _flush(conn.up.sock, conn.to_up)
+            conn.remaining -= count
+            _forward(conn.up.sock, conn.to_up, self._scratch, count)
             if conn.remaining == 0:
                 self._frame_done(conn)
             return
@@ -370,14 +369,13 @@ class TokenGate:
     def _read_upstream(self, conn: _Conn) -> None:
         if len(conn.to_client) >= MAX_PENDING:
             return
-        data = conn.up.sock.recv(CHUNK)
-        if not data:  # the server closed (it stops): deliver what it sent, then hang up
+        count = conn.up.sock.recv_into(self._scratch, CHUNK)
+        if not count:  # the server closed (it stops): deliver what it sent, then hang up
             self._sel.unregister(conn.up.sock)
             conn.up.close()
             conn.up, conn.closing = None, True
             return
-        conn.to_client += data
-        _flush(conn.sock, conn.to_client)
+        _forward(conn.sock, conn.to_client, self._scratch, count)
 
 
 class _Closed(Exception):
@@ -387,13 +385,29 @@ class _Closed(Exception):
 def _flush(sock: socket.socket, pending: bytearray) -> None:
     """Write what the socket takes now; keep the rest."""
     while pending:
-        try:
-            sent = sock.send(pending[:CHUNK])
-        except (BlockingIOError, InterruptedError):
-            return
+        with memoryview(pending) as view, view[:CHUNK] as chunk:  # no copy of the chunk
+            sent = _send_some(sock, chunk)
         if sent == 0:
             return
         del pending[:sent]
+
+
+def _forward(sock: socket.socket, pending: bytearray, buf: bytearray, count: int) -> None:
+    """Pass ``buf[:count]`` on to ``sock``: straight from ``buf`` when nothing waits before
+    it (the common case: one copy into ``buf``, none into ``pending``), the rest queued."""
+    with memoryview(buf) as view, view[:count] as data:
+        sent = 0 if pending else _send_some(sock, data)
+        if sent < count:
+            pending += data[sent:]
+    _flush(sock, pending)
+
+
+def _send_some(sock: socket.socket, data: memoryview) -> int:
+    """Bytes of ``data`` a non-blocking socket took (0 when it would block)."""
+    try:
+        return sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 def _listen(endpoint: str) -> socket.socket:
