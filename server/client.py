@@ -886,39 +886,31 @@ class LamaClient:
         cancel: threading.Event | None,
         retries: int,
     ) -> ImageData:
-        verified = False
-        if self.verify_server and self.token:
-            self._check_server_identity(min(self.timeout, 10.0))
-            verified = True
         self._used_pixel_file = False
-        pixel_file, reused = (
-            self._pixel_file_for(len(image.data) + len(mask)) if verified else (None, False)
-        )
-        if pixel_file is not None:
-            try:
-                pixel_file.write(0, image.data)
-                pixel_file.write(len(image.data), mask)
-            except OSError:  # e.g. the folder's file system is full: send the pixels inline
-                self._drop_pixel_file()
-                self.pixel_files = False
-                pixel_file = None
-        if pixel_file is None:
-            image_field: dict = {"data": image.data}
-            mask_field: dict = {"data": mask}
-        else:
-            image_field = {"file": {"name": pixel_file.name, "offset": 0}}
-            mask_field = {"file": {"name": pixel_file.name, "offset": len(image.data)}}
-        request = {
-            "op": "inpaint",
-            "image": {"w": image.width, "h": image.height, "format": image.format,
-                      **image_field},
-            "mask": {"w": image.width, "h": image.height, **mask_field},
-            "options": dict(options or {}),
-        }  # fmt: skip
+        self._final_reply = False
+        pixel_file: _PixelFile | None = None
         try:
+            verified = False
+            if self.verify_server and self.token:
+                self._check_server_identity(min(self.timeout, 10.0))
+                verified = True
+            pixel_file, reused = (
+                self._pixel_file_for(len(image.data) + len(mask)) if verified else (None, False)
+            )
+            if pixel_file is not None:
+                try:
+                    pixel_file.write(0, image.data)
+                    pixel_file.write(len(image.data), mask)
+                except OSError:  # e.g. the folder's file system is full: send pixels inline
+                    self._drop_pixel_file()
+                    self.pixel_files = False
+                    pixel_file = None
+            request = self._inpaint_request(image, mask, options, pixel_file)
             reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
                                verified=verified)  # fmt: skip
         except LamaError as exc:
+            if not self._final_reply:
+                self._transport.close()  # abandoned: the server notices and stops working on it
             if pixel_file is not None and (exc.code == "no_pixel_file" or not self._final_reply):
                 # The server cannot see the file, or it may still write into it (the request
                 # was abandoned): never reuse it.
@@ -953,6 +945,24 @@ class LamaClient:
             return ImageData(w, h, fmt, pixel_file.read(0, len(image.data)))
         except (TypeError, KeyError, ValueError, OSError):
             raise LamaError("bad_reply", "the server's reply has no usable image") from None
+
+    @staticmethod
+    def _inpaint_request(
+        image: ImageData, mask: bytes, options: dict | None, pixel_file: _PixelFile | None
+    ) -> dict:
+        if pixel_file is None:
+            image_field: dict = {"data": image.data}
+            mask_field: dict = {"data": mask}
+        else:
+            image_field = {"file": {"name": pixel_file.name, "offset": 0}}
+            mask_field = {"file": {"name": pixel_file.name, "offset": len(image.data)}}
+        return {
+            "op": "inpaint",
+            "image": {"w": image.width, "h": image.height, "format": image.format,
+                      **image_field},
+            "mask": {"w": image.width, "h": image.height, **mask_field},
+            "options": dict(options or {}),
+        }  # fmt: skip
 
     def _pixel_file_for(self, size: int) -> tuple[_PixelFile | None, bool]:
         """The pixel file for a request of ``size`` bytes (None: inline), and whether it is

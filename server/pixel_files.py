@@ -43,6 +43,7 @@ PREFIX = "lama-pixels-"
 #: client that finds its file gone makes a new one).
 STALE_AFTER_S = 3600.0
 _LOCK = ".lock"  # held (flock) while the server lives: a folder whose lock is free is abandoned
+LOCKLESS_STALE_AFTER_S = 7 * 86400.0
 _OPEN_FLAGS = (
     os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -99,18 +100,26 @@ class PixelFolder:
         self.max_bytes = max_bytes
         self._dir_fd: int | None = None
         self._lock_fd: int | None = None
+        self._closed = False
         if _DIR_FD:
-            self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            self._identity = _identity(os.fstat(self._dir_fd))
-            self._lock_fd = os.open(_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                    0o600, dir_fd=self._dir_fd)  # fmt: skip
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                self._identity = _identity(os.fstat(self._dir_fd))
+                self._lock_fd = _locked_lock_file(self._dir_fd)
+            except OSError:
+                for fd in (self._lock_fd, self._dir_fd):
+                    if fd is not None:
+                        os.close(fd)
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise
 
     def open(self, ref: FileRef) -> memoryview:
         """A writable view of ``ref``'s bytes, mapped from the client's file (no copy).
 
         The mapping lives as long as the view (and anything made from it) does.
         """
+        if self._closed:
+            raise PixelFileError("the server's pixel folder is gone")
         if not NAME.fullmatch(ref.name):
             raise PixelFileError(f"{ref.name[:70]!r} is not a pixel file name")
         if self.max_bytes is not None and ref.end > self.max_bytes:
@@ -181,7 +190,12 @@ class PixelFolder:
         return removed
 
     def remove(self) -> None:
-        """Delete the folder and what is left in it (clients' open files live on unnamed)."""
+        """Delete the folder and what is left in it (clients' open files live on unnamed).
+
+        Once only: afterwards whatever takes the folder's path is not this folder."""
+        if self._closed:
+            return
+        self._closed = True
         if self._dir_fd is None:
             shutil.rmtree(self.path, ignore_errors=True)
             return
@@ -232,11 +246,27 @@ def remove_abandoned(parent: str) -> int:
     return removed
 
 
+def _locked_lock_file(dir_fd: int) -> int:
+    """Create the folder's ``.lock``, already locked: made and locked under another name,
+    then renamed, so no other server ever sees it unlocked and takes the folder for dead."""
+    fd = os.open(_LOCK + ".new", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                 | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)  # fmt: skip
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(_LOCK + ".new", _LOCK, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _abandoned(dir_fd: int, info: os.stat_result) -> bool:
     try:
         lock = os.open(_LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
-        return time.time() - info.st_mtime > STALE_AFTER_S
+        # Being created right now, or older than the lock: only when it is days old (a folder's
+        # time changes only when files come and go, so an idle live one looks old).
+        return time.time() - info.st_mtime > LOCKLESS_STALE_AFTER_S
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -49,8 +49,8 @@ SWEEP_INTERVAL = 60.0  # seconds between looks for pixel files that crashed clie
 def _no_files(request_id: str) -> ProtocolError:
     return ProtocolError(
         "no_pixel_file",
-        "this server offers no pixel folder (it serves remote clients, or runs with "
-        "--no-pixel-files); send the pixels inline",
+        "this server has no pixel folder (it serves remote clients, runs with "
+        "--no-pixel-files, or could not make one); send the pixels inline",
         request_id,
     )
 
@@ -201,6 +201,8 @@ class Server:
                     break
         finally:
             self._stop.set()  # whatever ended the loop, the workers stop too
+            if not shutting_down:  # an error ended the loop: nobody will collect queued work
+                self.scheduler.close()
             for thread in worker_threads:
                 thread.join(timeout=5)
             router.close(linger=2000)

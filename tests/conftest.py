@@ -227,8 +227,13 @@ def server_factory(tmp_path, tiny_model_dir):
     for d in range(8):
         (tmp_path / f"s{d}").mkdir()
     yield start
-    for server in started:
+    for server in started:  # stopped as a user would, so it removes its pixel folder
         if server.proc.poll() is None:
+            server.proc.terminate()
+    for server in started:
+        try:
+            server.proc.wait(10)
+        except Exception:
             server.proc.kill()
             server.proc.wait()
 

@@ -314,6 +314,26 @@ def test_swapping_the_folder_for_a_link_reaches_nothing_else(folder, tmp_path):
 
 
 @NEEDS_HANDLES
+def test_a_new_folder_is_never_seen_unlocked(tmp_path, monkeypatch):
+    """Another server starting at the same moment must not take a new folder for dead."""
+    seen = []
+    real_rename = os.rename
+
+    def rename_and_look(*args, **kwargs):
+        seen.append(remove_abandoned(str(tmp_path)))  # just before the lock gets its name
+        real_rename(*args, **kwargs)
+        seen.append(remove_abandoned(str(tmp_path)))  # just after
+
+    monkeypatch.setattr(os, "rename", rename_and_look)
+    made = PixelFolder(str(tmp_path))
+    assert seen == [0, 0] and made.intact()
+    made.remove()
+    made.remove()  # once only: a second call touches nothing
+    with pytest.raises(PixelFileError, match="gone"):
+        made.open(FileRef("a.px", 0, 1))
+
+
+@NEEDS_HANDLES
 def test_folders_of_servers_that_died_are_removed_live_ones_kept(tmp_path):
     live = PixelFolder(str(tmp_path))
     dead = PixelFolder(str(tmp_path))
