@@ -14,6 +14,10 @@ has disconnected fails with ``EHOSTUNREACH``, which is how the server learns it 
 ``ROUTER_NOTIFY`` option is a libzmq draft API, absent from the pyzmq wheels): its queued jobs
 are dropped and its running job stops at the next progress point. Clients with queued jobs
 are probed with a ``queued`` progress message every :data:`PROBE_INTERVAL` seconds.
+
+Gated servers also own a pixel folder (:mod:`~lama_server.pixel_files`): the owner thread
+names it in ``hello`` replies, maps the files a request names before queueing it, and sweeps
+the folder every :data:`SWEEP_INTERVAL` seconds.
 """
 
 from __future__ import annotations
