@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -122,19 +123,22 @@ def fused_model(
 
 
 class _CudaGraphs:
-    """CUDA graph per input shape: static buffers in, replay, copy out. CUDA only."""
+    """CUDA graph per input shape and dtype (LRU of ``limit``): static buffers in, replay,
+    copy out. CUDA only; :mod:`~lama_model.gpu_fused` uses it too."""
 
-    def __init__(self, fn: nn.Module, limit: int = MAX_CUDA_GRAPHS) -> None:
+    def __init__(
+        self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], limit: int = MAX_CUDA_GRAPHS
+    ) -> None:
         self.fn = fn
         self.limit = limit
-        self.graphs: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
+        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if image.shape[0] > 1:
             # Batches (the server's dynamic batching) hide their launches; a graph per batch
             # size would evict the per-size graphs and re-capture over and over.
             return self.fn(image, mask)
-        key = (*image.shape, *mask.shape)
+        key = (*image.shape, *mask.shape, image.dtype)
         entry = self.graphs.get(key)
         if entry is None:
             entry = self._capture(image, mask)
@@ -151,13 +155,15 @@ class _CudaGraphs:
 
     def _capture(self, image: torch.Tensor, mask: torch.Tensor) -> tuple:
         static_image, static_mask = image.clone(), mask.clone()
-        # Warm-up on a side stream, as CUDA graph capture requires (cuDNN picks algorithms).
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
+        # Warm-up on a side stream, as CUDA graph capture requires (cuDNN picks algorithms),
+        # on the inputs' device (a worker on cuda:1 need not have it as the current device).
+        device = image.device
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(2):
                 self.fn(static_image, static_mask)
-        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other workers' threads (other GPUs, or the same one) keep running.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):

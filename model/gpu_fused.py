@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from .devices import module_device
+from .fast import _CudaGraphs
 from .fused import FoldedConv, FusedFourierUnit, FusedGenerator, _Head, _Tail, fuse_generator
 from .refine import keep_source
 
@@ -211,43 +211,6 @@ def hardware_generator(
     return HardwareGenerator(fused, DTYPES[precision], channels_last_fft, tail)
 
 
-class _Graphs:
-    """One CUDA graph per input shape (LRU), captured with thread-local error mode."""
-
-    def __init__(self, fn: Forward, limit: int = MAX_GRAPHS) -> None:
-        self.fn = fn
-        self.limit = limit
-        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        key = (*image.shape, *mask.shape, image.dtype)
-        entry = self.graphs.get(key)
-        if entry is None:
-            entry = self._capture(image, mask)
-            self.graphs[key] = entry
-            if len(self.graphs) > self.limit:
-                self.graphs.popitem(last=False)
-        self.graphs.move_to_end(key)
-        graph, static_image, static_mask, static_out = entry
-        static_image.copy_(image)
-        static_mask.copy_(mask)
-        graph.replay()
-        return static_out.clone()
-
-    def _capture(self, image: torch.Tensor, mask: torch.Tensor) -> tuple:
-        static_image, static_mask = image.clone(), mask.clone()
-        stream = torch.cuda.Stream(image.device)
-        stream.wait_stream(torch.cuda.current_stream(image.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up: cuDNN / autotuning pick their kernels here
-                self.fn(static_image, static_mask)
-        torch.cuda.current_stream(image.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_out = self.fn(static_image, static_mask)
-        return graph, static_image, static_mask, static_out
-
-
 class BackgroundCompiler:
     """Compiles ``fn`` per input shape on a background thread; :meth:`get` never waits.
 
@@ -373,9 +336,11 @@ class GpuFusedModel(nn.Module):
         if self.cuda_graphs and device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self._device = device
-        self._eager: Forward = _Graphs(self._core) if self.cuda_graphs else self._core
+        self._eager: Forward = (
+            _CudaGraphs(self._core, MAX_GRAPHS) if self.cuda_graphs else self._core
+        )
         self.compiler: BackgroundCompiler | None = None
-        self._compiled_graphs: _Graphs | None = None
+        self._compiled_graphs: _CudaGraphs | None = None
         if compile:
             if compile_backend == "inductor":
                 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
@@ -429,7 +394,7 @@ class GpuFusedModel(nn.Module):
         if not self.cuda_graphs:
             return compiled
         if self._compiled_graphs is None:
-            self._compiled_graphs = _Graphs(compiled)
+            self._compiled_graphs = _CudaGraphs(compiled, MAX_GRAPHS)
         return self._compiled_graphs
 
 
