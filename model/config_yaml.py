@@ -20,16 +20,26 @@ class ConfigError(ValueError):
     """The config file cannot be read or has no usable ``generator`` section."""
 
 
-def load_generator_kwargs(path: str | Path) -> dict[str, Any]:
-    """Return the ``generator:`` mapping of a training config with references resolved."""
+def read_yaml(path: str | Path, what: str = "model config") -> Any:
+    """The parsed YAML file; a :class:`ConfigError` naming ``what`` if it cannot be read."""
     path = Path(path)
     try:
-        root = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the model config: {exc}") from exc
+        raise ConfigError(f"{path}: cannot read the {what}: {exc}") from exc
+
+
+def generator_kwargs(root: Any, path: str | Path) -> dict[str, Any]:
+    """The ``generator:`` mapping of a parsed config (``path`` is for messages), resolved."""
+    path = Path(path)
     if not isinstance(root, dict) or not isinstance(root.get("generator"), dict):
         raise ConfigError(f"{path}: no 'generator:' section; is this a LaMa config.yaml?")
     return _resolve(root["generator"], root, path, depth=0)
+
+
+def load_generator_kwargs(path: str | Path) -> dict[str, Any]:
+    """Return the ``generator:`` mapping of a training config with references resolved."""
+    return generator_kwargs(read_yaml(path), path)
 
 
 def _resolve(value: Any, root: dict, path: Path, depth: int) -> Any:

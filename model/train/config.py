@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..config_yaml import ConfigError, load_generator_kwargs
+from ..config_yaml import ConfigError, generator_kwargs, read_yaml
 from ..generator import FFCRatios, LamaConfig
 
 # Generator architectures ``--generator`` accepts. ``tiny`` is the golden test model's
@@ -212,10 +212,7 @@ class TrainConfig:
     def load(path: str | Path) -> TrainConfig:
         """Read a ``config.yaml`` that :meth:`save` wrote."""
         path = Path(path)
-        try:
-            root = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the training config: {exc}") from exc
+        root = read_yaml(path, "training config")
         if not isinstance(root, dict) or not isinstance(root.get("lama_train"), dict):
             raise ConfigError(f"{path}: not a lama-train run config (no 'lama_train:' section)")
         extras = dict(root["lama_train"])
@@ -229,7 +226,7 @@ class TrainConfig:
             return TrainConfig(
                 data=root["data"]["train"]["indir"],
                 run_title=root.get("run_title") or "",
-                generator=LamaConfig.from_official(load_generator_kwargs(path)),
+                generator=LamaConfig.from_official(generator_kwargs(root, path)),
                 discriminator=DiscriminatorConfig(
                     ndf=int(discr.get("ndf", 64)), n_layers=int(discr.get("n_layers", 4))
                 ),
@@ -255,11 +252,11 @@ def architecture_from_folder(folder: str | Path) -> tuple[LamaConfig, Discrimina
     """Generator and discriminator shapes of a model folder (official release or our run)."""
     path = Path(folder) / "config.yaml"
     try:
-        generator = LamaConfig.from_official(load_generator_kwargs(path))
-        root = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (ConfigError, OSError, ValueError, yaml.YAMLError) as exc:
+        root = read_yaml(path)  # read once: generator and discriminator sections
+        generator = LamaConfig.from_official(generator_kwargs(root, path))
+    except (ConfigError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    discr = (root or {}).get("discriminator") or {}
+    discr = root.get("discriminator") or {}
     if discr.get("kind", "pix2pixhd_nlayer") != "pix2pixhd_nlayer":
         raise ConfigError(f"{path}: unsupported discriminator kind {discr.get('kind')!r}")
     return generator, DiscriminatorConfig(
