@@ -207,11 +207,11 @@ class DeviceInpainter:
             region = region.union(box)
         pix_d = self._upload("pixels", _wire_view(pixels[region.slices]))
         hole_r = torch.zeros(region.height, region.width, dtype=torch.bool, device=self.device)
-        hole_r[_rel(active, region)] = hole_a
+        hole_r[active.slices_in(region)] = hole_a
         prepared.active, prepared.region = active, region
         prepared.pixels, prepared.hole, prepared.alpha = pix_d, hole_r, alpha_a
         for box, scale in plan:
-            sl = _rel(box, region)
+            sl = box.slices_in(region)
             rgb = _float_rgb(pix_d[sl], prepared.dtype)
             prepared.windows.append(self._window(box, scale, rgb, hole_r[sl]))
         return prepared
@@ -237,19 +237,14 @@ class DeviceInpainter:
         for window in prepared.windows:
             assert window.prediction is not None, "forward_window was not run"
             predicted = self._unscale(window)
-            inter = Box(
-                max(window.box.y0, active.y0),
-                max(window.box.x0, active.x0),
-                min(window.box.y1, active.y1),
-                min(window.box.x1, active.x1),
-            )
+            inter = window.box.intersection(active)
             if inter.height <= 0 or inter.width <= 0:
                 continue
-            src = predicted[:, _rel(inter, window.box)[0], _rel(inter, window.box)[1]]
-            sl = _rel(inter, active)
-            sel = prepared.hole[_rel(inter, prepared.region)]
+            src = predicted[(slice(None), *inter.slices_in(window.box))]
+            sl = inter.slices_in(active)
+            sel = prepared.hole[inter.slices_in(prepared.region)]
             fill[:, sl[0], sl[1]] = torch.where(sel, src, fill[:, sl[0], sl[1]])
-        src = prepared.pixels[_rel(active, prepared.region)]
+        src = prepared.pixels[active.slices_in(prepared.region)]
         out = composite_tensor(src, fill, prepared.alpha, prepared.dtype)
         out_host, alpha_host = self._download(out, prepared.alpha)
         return RegionResult(prepared.image, active, out_host, alpha_host)
@@ -451,11 +446,3 @@ def _wire_view(array: np.ndarray) -> np.ndarray:
 def _to_numpy(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     arr = t.numpy()
     return arr.view(np.uint16) if dtype == torch.int16 else arr
-
-
-def _rel(box: Box, outer: Box) -> tuple[slice, slice]:
-    """``box``'s slices inside ``outer``'s array."""
-    return (
-        slice(box.y0 - outer.y0, box.y1 - outer.y0),
-        slice(box.x0 - outer.x0, box.x1 - outer.x0),
-    )

@@ -173,18 +173,9 @@ def inpaint_region(
         if predicted is None:
             predicted = _run_window(model, rgb, hole[window.slices], scale)
         # Paste where this window covers the active area.
-        inter = Box(
-            max(window.y0, active.y0),
-            max(window.x0, active.x0),
-            min(window.y1, active.y1),
-            min(window.x1, active.x1),
-        )
-        src = predicted[
-            inter.y0 - window.y0 : inter.y1 - window.y0, inter.x0 - window.x0 : inter.x1 - window.x0
-        ]
-        dst = fill[
-            inter.y0 - active.y0 : inter.y1 - active.y0, inter.x0 - active.x0 : inter.x1 - active.x0
-        ]
+        inter = window.intersection(active)
+        src = predicted[inter.slices_in(window)]
+        dst = fill[inter.slices_in(active)]
         sel = hole[inter.slices]
         dst[sel] = src[sel]
     report(0.95, "composite")

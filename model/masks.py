@@ -56,6 +56,22 @@ class Box:
             max(self.x1, other.x1),
         )
 
+    def intersection(self, other: Box) -> Box:
+        """The common part (zero or negative height/width when they do not meet)."""
+        return Box(
+            max(self.y0, other.y0),
+            max(self.x0, other.x0),
+            min(self.y1, other.y1),
+            min(self.x1, other.x1),
+        )
+
+    def slices_in(self, outer: Box) -> tuple[slice, slice]:
+        """This box's slices inside ``outer``'s array."""
+        return (
+            slice(self.y0 - outer.y0, self.y1 - outer.y0),
+            slice(self.x0 - outer.x0, self.x1 - outer.x0),
+        )
+
     def overlaps(self, other: Box) -> bool:
         return (
             self.y0 < other.y1 and other.y0 < self.y1 and self.x0 < other.x1 and other.x0 < self.x1
