@@ -51,7 +51,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import build_reference  # noqa: E402  (bench/ is not a package)
+import server_process  # noqa: E402  (bench/ is not a package)
+from speed import build_reference  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -272,27 +273,12 @@ def part_inpaint(args, served, device, rows) -> None:
 
 
 def start_server(args, model_path: Path, tmp: Path, device_spec: str | None = None):
-    token_file = tmp / "token"
-    log_path = tmp / "server.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "lama_server.cli", "--model", str(model_path),
-           "--device", device_spec or args.server_device or str(args.device),
-           "--listen", "tcp://127.0.0.1:*",
-           "--token-file", str(token_file), "--max-pixels", str(40_000_000),
-           "--queue", str(max(8, 2 * args.clients)), *shlex.split(args.server_args),
-           *(["--compile"] if args.compile else [])]  # fmt: skip
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + args.server_timeout
-    while time.monotonic() < deadline:
-        found = re.search(r"ready on (\S+)", log_path.read_text(errors="replace"))
-        if found:
-            return proc, found.group(1), token_file.read_text().strip(), log_path
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("lama-server did not start:\n" + log_path.read_text(errors="replace"))
+    return server_process.start_server(
+        tmp, model_path, "--device", device_spec or args.server_device or str(args.device),
+        "--max-pixels", str(40_000_000), "--queue", str(max(8, 2 * args.clients)),
+        *shlex.split(args.server_args), *(["--compile"] if args.compile else []),
+        timeout=args.server_timeout,
+    )  # fmt: skip
 
 
 def wait_for_compilation(endpoint, token, data, mask, options, timeout: float) -> None:

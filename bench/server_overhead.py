@@ -24,9 +24,7 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_process import start_server  # noqa: E402  (bench/ is not a package)
+
 TINY = REPO.parent / "shared" / "fixtures" / "lama-golden" / "tiny-lama"
 
 
@@ -47,28 +48,6 @@ def big_lama_random(folder: Path) -> Path:
     path = folder / "big-lama-random.pth"
     torch.save(build_generator("big-lama").state_dict(), path)
     return path
-
-
-def start_server(model: Path, folder: Path) -> tuple[subprocess.Popen, str, str]:
-    token_file = folder / "token"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
-         "--listen", "tcp://127.0.0.1:*", "--token-file", str(token_file),
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        found = re.search(r"ready on (\S+)", (folder / "server.log").read_text())
-        if found:
-            return proc, found.group(1), token_file.read_text().strip()
-        if proc.poll() is not None:
-            raise SystemExit((folder / "server.log").read_text())
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server not ready")
 
 
 def sample(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +144,10 @@ def main() -> None:
             model_path = big_lama_random(folder)
         else:
             model_path = Path(args.model)
-        proc, endpoint, token = start_server(model_path, folder)
+        proc, endpoint, token, _ = start_server(
+            folder, model_path, "--device", "cpu", "--log-level", "warning",
+            env={"OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
         try:
             print(f"model {args.model}, strategy {args.strategy}, CPU flags: {cpu_flags()}, "
                   f"load {os.getloadavg()[0]:.2f}, medians of {args.runs} runs (ms)")  # fmt: skip

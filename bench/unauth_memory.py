@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,33 +33,14 @@ import zmq
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO.parent / "shared" / "fixtures" / "lama-golden" / "tiny-lama"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_process import start_server  # noqa: E402  (bench/ is not a package)
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     """A memory figure of a process from /proc (Linux), in KiB."""
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
-
-
-def start_server(folder: Path, model: Path) -> tuple[subprocess.Popen, str, str]:
-    token_file = folder / "token"
-    env = dict(os.environ, LAMA_TOKEN_FILE=str(token_file))
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
-         "--listen", "tcp://127.0.0.1:*", "--no-warmup", "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = re.search(r"ready on (\S+)", (folder / "server.log").read_text())
-        if found:
-            return proc, found.group(1), token_file.read_text().strip()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"lama-server did not start:\n{(folder / 'server.log').read_text()}")
 
 
 def unauthenticated_message(size: int) -> bytes:
@@ -121,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
     size = int(args.size_mb * 1e6)
     with tempfile.TemporaryDirectory() as tmp:
-        proc, endpoint, token = start_server(Path(tmp), args.model)
+        proc, endpoint, token, _ = start_server(
+            Path(tmp), args.model, "--device", "cpu", "--no-warmup", "--log-level", "warning",
+            timeout=120,
+        )  # fmt: skip
         try:
             pinger = LamaClient(endpoint, token)
             quiet = []
