@@ -847,12 +847,8 @@ class LamaClient:
         self._transport.close()
         self._drop_pixel_file()
 
-    @property
-    def last_used_pixel_file(self) -> bool:
-        """Whether the last ``inpaint`` passed its pixels through a pixel file."""
-        return self._used_pixel_file
-
-    _used_pixel_file = False
+    #: Whether the last ``inpaint`` passed its pixels through a pixel file.
+    last_used_pixel_file = False
     #: The server's ``timing`` of the last ``inpaint`` (``queue_ms``, ``model_ms``, ``total_ms``).
     last_timing: dict | None = None
 
@@ -886,7 +882,7 @@ class LamaClient:
         cancel: threading.Event | None,
         retries: int,
     ) -> ImageData:
-        self._used_pixel_file = False
+        self.last_used_pixel_file = False
         self._final_reply = False
         pixel_file: _PixelFile | None = None
         try:
@@ -941,7 +937,7 @@ class LamaClient:
             same_place = out["file"] == {"name": pixel_file.name, "offset": 0}
             if (w, h, fmt) != (image.width, image.height, image.format) or not same_place:
                 raise LamaError("bad_reply", "the server answered in another pixel file")
-            self._used_pixel_file = True
+            self.last_used_pixel_file = True
             return ImageData(w, h, fmt, pixel_file.read(0, len(image.data)))
         except (TypeError, KeyError, ValueError, OSError):
             raise LamaError("bad_reply", "the server's reply has no usable image") from None
