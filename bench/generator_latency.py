@@ -21,7 +21,7 @@ import time
 def measure(size: int, runs: int, device: str, threads: int) -> dict:
     import torch
 
-    from lama_model.generator import build_generator
+    from lama_model.net.generator import build_generator
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

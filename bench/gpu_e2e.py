@@ -9,15 +9,15 @@
 Parts (each prints rows of one table at the end, and all go to ``--json``):
 
 - ``model``: the forward alone on inputs already on the device: float32 eager (the
-  reference, cuDNN's default TF32 on CUDA), :func:`lama_model.fast.optimize`'s pick (on CUDA
-  bf16 autocast + fused + CUDA graphs), and :class:`lama_model.gpu_fused.GpuFusedModel`
+  reference, cuDNN's default TF32 on CUDA), `accel.optimize.optimize`'s pick (on CUDA
+  bf16 autocast + fused + CUDA graphs), and :class:`lama_model.accel.gpu_model.GpuFusedModel`
   (bf16 weights, padded channels, graphs; ``--compile`` adds the background-compiled
   variant, waiting for it). Median ms, speed-up over the reference, PSNR on the hole
   against the reference, peak device memory of that variant alone (models built one at a
   time).
-- ``inpaint``: :func:`lama_model.inpaint.inpaint` on a uint8 RGBA image with the served
+- ``inpaint``: :func:`lama_model.pipeline.host.inpaint` on a uint8 RGBA image with the served
   model (what ``lama-server`` would load), plus the request path with reused pinned
-  buffers (:class:`lama_model.device_path.DeviceInpainter`) on CUDA; sizes with
+  buffers (:class:`lama_model.pipeline.device.DeviceInpainter`) on CUDA; sizes with
   ``strategy=original`` and a ``--photo`` (24 MP by default) with a small object (``auto``).
 - ``server``: a real ``lama-server`` subprocess on loopback; one client (stdlib and pyzmq
   transports, each passing pixels through a pixel file and inline) per size and the photo,
@@ -91,7 +91,7 @@ def psnr_hole(ref: torch.Tensor, out: torch.Tensor, mask: torch.Tensor) -> float
 
 def load_source(spec: str):
     """(CPU model, checkpoint path for the server, temp dir to clean up)."""
-    from lama_model.checkpoint import load_model
+    from lama_model.weights.checkpoint import load_model
 
     if spec == "random-big-lama":
         model = build_reference("cpu")
@@ -103,9 +103,9 @@ def load_source(spec: str):
 
 
 def served_model(source, device: torch.device, precision: str, compile: bool = False):
-    """What ``lama-server`` loads for these flags (see lama_model.backends)."""
-    from lama_model.fast import optimize
-    from lama_model.gpu_fused import gpu_model
+    """What ``lama-server`` loads for these flags (see lama_model.factory)."""
+    from lama_model.accel.gpu_model import gpu_model
+    from lama_model.accel.optimize import optimize
 
     model = copy.deepcopy(source).to(device).eval()
     if device.type == "cuda" and compile:
@@ -124,14 +124,14 @@ def free(device: torch.device) -> None:
 
 def part_model(args, source, device, rows) -> dict[int, float]:
     """Returns the served path's model ms per size (for the round-trip ratios)."""
-    from lama_model.fast import optimize
-    from lama_model.gpu_fused import GpuFusedModel
+    from lama_model.accel.gpu_model import GpuFusedModel
+    from lama_model.accel.optimize import optimize
 
     refs: dict[int, torch.Tensor] = {}
     ref_ms: dict[int, float] = {}
     served_ms: dict[int, float] = {}
     precision = "bf16" if device.type == "cuda" else "fp32"
-    # What lama-server serves here (lama_model.backends): the round trip is compared with it.
+    # What lama-server serves here (lama_model.factory): the round trip is compared with it.
     served_name = (
         f"gpu_fused {precision} compiled" if args.compile and device.type == "cuda"
         else "optimize() pick"
@@ -251,8 +251,8 @@ def _mask(h: int, w: int, small: bool = False) -> np.ndarray:
 
 
 def part_inpaint(args, served, device, rows) -> None:
-    from lama_model.device_path import DeviceInpainter
-    from lama_model.inpaint import InpaintOptions, inpaint
+    from lama_model.pipeline.device import DeviceInpainter
+    from lama_model.pipeline.host import InpaintOptions, inpaint
 
     cases = [(f"{s}²", s, s, InpaintOptions(strategy="original")) for s in args.sizes]
     if args.photo:
@@ -283,7 +283,7 @@ def start_server(args, model_path: Path, tmp: Path, device_spec: str | None = No
 
 def wait_for_compilation(endpoint, token, data, mask, options, timeout: float) -> None:
     """Send one request of this size, then wait until the server compiled what it queued."""
-    from lama_server.client import LamaClient
+    from lama_client.client import LamaClient
 
     with LamaClient(endpoint, token, timeout=600) as c:
         c.inpaint(data, mask.tobytes(), options)
@@ -303,7 +303,7 @@ def part_server(
 
     Returns one pyzmq client's requests/s at ``--concurrent-size``.
     """
-    from lama_server.client import ImageData, LamaClient
+    from lama_client.client import ImageData, LamaClient
 
     tmp = Path(tempfile.mkdtemp(prefix="lama-bench-server-"))
     proc, endpoint, token, log_path = start_server(args, model_path, tmp, device_spec)

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from lama_model.checkpoint import LamaModel
-from lama_model.generator import build_generator
-from lama_model.inpaint import InpaintOptions, inpaint
+from lama_model.net.generator import build_generator
+from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.weights.checkpoint import LamaModel
 
 
 def main() -> None:

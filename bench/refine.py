@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from lama_model.checkpoint import LamaModel
-from lama_model.generator import build_generator
-from lama_model.precision import psnr
-from lama_model.refine import RefineOptions, pyramid_sizes, refine
+from lama_model.accel.precision import psnr
+from lama_model.net.generator import build_generator
+from lama_model.pipeline.refine import RefineOptions, pyramid_sizes, refine
+from lama_model.weights.checkpoint import LamaModel
 
 GIB = 1024**3
 

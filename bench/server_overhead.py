@@ -42,7 +42,7 @@ TINY = REPO.parent / "shared" / "fixtures" / "lama-golden" / "tiny-lama"
 
 def big_lama_random(folder: Path) -> Path:
     """A Big LaMa-shaped generator with random weights, saved as a plain state_dict."""
-    from lama_model.generator import build_generator
+    from lama_model.net.generator import build_generator
 
     torch.manual_seed(0)
     path = folder / "big-lama-random.pth"
@@ -75,7 +75,7 @@ def cpu_flags() -> str:
 
 
 def measure_size(size: tuple[int, int], endpoint: str, token: str, args) -> list[dict]:
-    from lama_server.client import ImageData, LamaClient
+    from lama_client.client import ImageData, LamaClient
 
     w, h = size
     label = f"{w}²" if w == h else f"{w}×{h}"

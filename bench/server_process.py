@@ -24,7 +24,7 @@ def start_server(
     Returns ``(process, endpoint, token, log path)``; RuntimeError with the log if it fails.
     """
     token_file, log_path = folder / "token", folder / "server.log"
-    cmd = [sys.executable, "-m", "lama_server.cli", "--model", str(model),
+    cmd = [sys.executable, "-m", "lama_server.commands.serve", "--model", str(model),
            "--listen", "tcp://127.0.0.1:*", "--token-file", str(token_file), *flags]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     with log_path.open("w") as log:

@@ -61,8 +61,8 @@ def build_reference(device: str):  # -> LamaModel
     """Big LaMa with seeded random weights and non-trivial BatchNorm statistics."""
     import torch
 
-    from lama_model.checkpoint import LamaModel
-    from lama_model.generator import build_generator
+    from lama_model.net.generator import build_generator
+    from lama_model.weights.checkpoint import LamaModel
 
     torch.manual_seed(0)
     net = build_generator("big-lama")
@@ -94,7 +94,7 @@ def build_path(name: str, device: str, onnx_file: str | None):
     """The model for one path name; returns (model, description)."""
     import torch
 
-    from lama_model.fast import FastModel, OnnxRuntimeModel
+    from lama_model.accel.optimize import FastModel, OnnxRuntimeModel
 
     if name == "onnxruntime":
         assert onnx_file
@@ -106,7 +106,7 @@ def build_path(name: str, device: str, onnx_file: str | None):
     if name == "ref":
         return ref, "official code path: float32 eager generator, unfused"
     if name == "auto":
-        from lama_model.fast import optimize
+        from lama_model.accel.optimize import optimize
 
         chosen = optimize(ref, device, cache=False)
         return chosen, f"--precision auto -> {chosen.description} ({chosen.choice.reason})"
@@ -209,7 +209,7 @@ def psnr_hole(ref, got, mask) -> float:
 
 
 def export_for_bench(device: str, folder: Path) -> str:
-    from lama_model.export import export_onnx
+    from lama_model.accel.onnx import export_onnx
 
     path = folder / "big-lama-random.onnx"
     t0 = time.perf_counter()
@@ -267,8 +267,8 @@ def machine_line(device: str) -> str:
 
     import torch
 
-    from lama_model.fast import cpu_supports_bf16
-    from lama_model.precision import machine_id
+    from lama_model.accel.optimize import cpu_supports_bf16
+    from lama_model.accel.precision import machine_id
 
     flags = ""
     try:
@@ -317,7 +317,7 @@ def main() -> None:
     ]
     paths = args.paths.split(",") if args.paths else list(GPU_PATHS if gpu else CPU_PATHS)
     if not args.paths and not gpu:
-        from lama_model.fast import cpu_supports_bf16
+        from lama_model.accel.optimize import cpu_supports_bf16
 
         if not cpu_supports_bf16():
             for name in NATIVE_BF16_ONLY:  # emulated bf16: ~40x slower, minutes per size

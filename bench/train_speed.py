@@ -44,10 +44,10 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
     import numpy as np
     import torch
 
-    from lama_model.generator import FFCResNetGenerator
+    from lama_model.net.generator import FFCResNetGenerator
     from lama_model.train.config import GENERATOR_PRESETS, DiscriminatorConfig, TrainConfig
     from lama_model.train.discriminator import build_discriminator
-    from lama_model.train.masks import make_mask_generator
+    from lama_model.train.mask_gen import make_mask_generator
     from lama_model.train.perceptual import ResNetPL
     from lama_model.train.trainer import DistEnv, Networks, TrainStep
 

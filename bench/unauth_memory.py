@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from lama_server.client import LamaClient
+    from lama_client.client import LamaClient
 
     size = int(args.size_mb * 1e6)
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from lama_model.choices import DEVICE_CHOICES
 
 
 class DeviceError(RuntimeError):

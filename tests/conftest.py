@@ -168,7 +168,7 @@ def start_server(tmp: Path, model: Path, *extra: str, timeout: float = 60) -> Ru
     log_path = tmp / "server.log"
     env = dict(os.environ, LAMA_TOKEN_FILE=str(token_file), PYTHONUNBUFFERED="1")
     env.pop("LAMA_TOKEN", None)
-    cmd = [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
+    cmd = [sys.executable, "-m", "lama_server.commands.serve", "--model", str(model), "--device", "cpu",
            "--listen", "tcp://127.0.0.1:*", *extra]  # fmt: skip
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -197,7 +197,7 @@ def running_server(tmp_path_factory, tiny_model_dir):
 @pytest.fixture(scope="session")
 def served_precision(running_server) -> str:
     """The precision ``running_server`` runs (``auto`` measures it, so it depends on the CPU)."""
-    from lama_server.client import LamaClient
+    from lama_client.client import LamaClient
 
     with LamaClient(running_server.endpoint, running_server.token) as c:
         return c.info()["precision"]
@@ -209,7 +209,7 @@ def served_tiny(tiny_model_dir, served_precision):
     bit-identical to local calls."""
     import torch
 
-    from lama_model.backends import load_for_inference
+    from lama_model.factory import load_for_inference
 
     return load_for_inference(tiny_model_dir, torch.device("cpu"), served_precision)
 
@@ -272,8 +272,8 @@ class TinyModelFiles:
             torch.save(plain, self.folder / "tiny.pth")
             return self.folder / "tiny.pth"
         if fmt == "onnx":
-            from lama_model.checkpoint import load_model
-            from lama_model.export import export_onnx
+            from lama_model.accel.onnx import export_onnx
+            from lama_model.weights.checkpoint import load_model
 
             return export_onnx(load_model(self.tiny), self.folder / "tiny.onnx")
         raise KeyError(fmt)
@@ -347,6 +347,6 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     """The tiny golden checkpoint loaded on the CPU (eval mode); do not modify it."""
-    from lama_model.checkpoint import load_model
+    from lama_model.weights.checkpoint import load_model
 
     return load_model(tiny_model_dir)

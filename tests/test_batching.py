@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from lama_model.backends import load_for_inference
+from lama_client.client import ImageData, LamaClient
 from lama_model.devices import DeviceError, resolve_devices
-from lama_model.inpaint import InpaintOptions, inpaint
-from lama_server.client import ImageData, LamaClient
-from lama_server.protocol import InpaintOptions as WireOptions
-from lama_server.protocol import Request
-from lama_server.scheduler import Job, Scheduler
-from lama_server.worker import Worker
+from lama_model.factory import load_for_inference
+from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_server.daemon.scheduler import Job, Scheduler
+from lama_server.daemon.worker import Worker
+from lama_server.wire.protocol import InpaintOptions as WireOptions
+from lama_server.wire.protocol import Request
 
 
 def _job(rid: str, w: int = 64, h: int = 64, strategy: str = "auto", **extra) -> Job:
@@ -116,7 +116,7 @@ def test_resolve_devices_lists_and_clear_errors():
 
 def test_bad_device_list_is_a_one_line_error(tmp_path, tiny_model_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(tiny_model_dir),
+        [sys.executable, "-m", "lama_server.commands.serve", "--model", str(tiny_model_dir),
          "--device", "cpu,nonsense", "--token-file", str(tmp_path / "t")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -174,10 +174,10 @@ def test_concurrent_clients_are_batched_across_two_cpu_workers(server_factory, t
 def test_patched_reply_is_the_same_message_as_encoding_the_whole_result(fmt):
     import msgpack
 
-    from lama_model.device_path import RegionResult
-    from lama_model.masks import Box
-    from lama_server.pixel_formats import FORMATS, wire_to_array
-    from lama_server.worker import _ok_reply
+    from lama_model.geometry import Box
+    from lama_model.pipeline.device import RegionResult
+    from lama_server.daemon.worker import _ok_reply
+    from lama_server.wire.pixel_formats import FORMATS, wire_to_array
 
     spec = FORMATS[fmt]
     w, h = 37, 23

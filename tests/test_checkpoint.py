@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lama_model.checkpoint import CheckpointError, load_model
+from lama_model.weights.checkpoint import CheckpointError, load_model
 
 
 def _probe(model) -> torch.Tensor:
@@ -114,7 +114,7 @@ def test_missing_path_and_unknown_name(tmp_path):
 def test_training_only_download_is_not_offered_as_a_model(monkeypatch):
     """The perceptual-loss encoder is a known download, but not an inpainting model: naming it
     is refused at once, before anything is downloaded."""
-    from lama_model import weights
+    from lama_model.weights import downloads as weights
 
     def no_download(name, show_progress=True):
         raise AssertionError(f"{name} was downloaded")

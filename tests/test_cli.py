@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lama_model.image_io import read_image, write_image
-from lama_server.inpaint_cli import main
+from lama_server.commands.image_files import read_image, write_image
+from lama_server.commands.inpaint import main
 
 # The official-equality contract is a float32 contract: pinned, whatever `auto` picks on this CPU.
 OFFICIAL_FLAGS = ["--device", "cpu", "--precision", "fp32", "--mask-grow", "0", "--feather", "0",
@@ -49,7 +49,7 @@ def test_entry_point_runs_as_a_program(tmp_path, golden_dir):
         [
             sys.executable,
             "-m",
-            "lama_server.inpaint_cli",
+            "lama_server.commands.inpaint",
             str(golden_dir / "case-a/image.png"),
             str(golden_dir / "case-a/mask.png"),
             "-o",

@@ -1,9 +1,10 @@
-"""The client as the plugins bundle it: one file, stdlib only, token found on its own."""
+"""The client as the plugins bundle it: one package, stdlib only, token found on its own."""
 
 from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,21 +13,25 @@ from pathlib import Path
 import pytest
 from test_client_transport import TOKEN, FakeServer
 
-from lama_server import client
+import lama_client
+from lama_client import client
 
-CLIENT_FILE = Path(client.__file__)
+CLIENT_DIR = Path(lama_client.__file__).parent
 
 
-def test_module_imports_only_the_standard_library():
-    tree = ast.parse(CLIENT_FILE.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("path", sorted(CLIENT_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_package_imports_only_the_standard_library(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     optional = set()
-    for node in tree.body:  # the one guarded import block may name the real libraries
+    for node in tree.body:  # a guarded import block may name the real libraries
         if isinstance(node, ast.Try):
             optional |= {a.name for n in node.body if isinstance(n, ast.Import) for a in n.names}
-    assert optional == {"zmq", "msgpack"}
+    assert optional <= {"zmq", "msgpack"}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import: the bundled copy has no package"
+            if node.level:  # inside the package, which travels whole
+                assert node.level == 1, "relative import reaching out of the client package"
+                continue
             names = [node.module or ""]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -38,12 +43,11 @@ def test_module_imports_only_the_standard_library():
 
 
 def test_bundled_copy_works_without_pyzmq_or_msgpack(tmp_path):
-    bundled = tmp_path / "lama_client.py"
-    bundled.write_bytes(CLIENT_FILE.read_bytes())
+    shutil.copytree(CLIENT_DIR, tmp_path / "lama_client")
     script = textwrap.dedent(
         """
         import sys, threading
-        sys.path.insert(0, sys.argv[3])  # where the plugin keeps lama_client.py
+        sys.path.insert(0, sys.argv[3])  # where the plugin keeps lama_client/
         sys.modules["zmq"] = None      # import zmq -> ImportError, as in GIMP on Windows
         sys.modules["msgpack"] = None
         import lama_client as lc

@@ -19,8 +19,8 @@ import msgpack
 import pytest
 import zmq
 
-from lama_server import client
-from lama_server.client import (
+from lama_client import client
+from lama_client.client import (
     Cancelled,
     ImageData,
     LamaClient,

@@ -1,4 +1,4 @@
-"""Fast inference paths (lama_model.fast) against the float32 eager reference.
+"""Fast inference paths (lama_model.accel.optimize) against the float32 eager reference.
 
 Golden fixtures: the tiny official-weights model through the full inpaint pipeline must stay
 within 1/255 of the official output and >= 40 dB on the hole. Random Big-LaMa-shaped weights
@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_model.checkpoint import LamaModel, load_model
-from lama_model.fast import FastModel, bucket_size, optimize, pad_symmetric
-from lama_model.generator import build_generator
-from lama_model.inpaint import OFFICIAL, inpaint
-from lama_model.precision import MIN_PSNR_DB, AutocastModel, PrecisionError
+from lama_model.accel.optimize import FastModel, bucket_size, optimize, pad_symmetric
+from lama_model.accel.precision import MIN_PSNR_DB, AutocastModel, PrecisionError
+from lama_model.net.generator import build_generator
+from lama_model.pipeline.host import OFFICIAL, inpaint
+from lama_model.weights.checkpoint import LamaModel, load_model
 
 
 def hole_psnr(expected: np.ndarray, got: np.ndarray, hole: np.ndarray) -> float:

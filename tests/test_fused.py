@@ -1,4 +1,4 @@
-"""The fused inference rewrite (lama_model.fused) and its Winograd kernels (lama_model.winograd).
+"""The fused inference rewrite (lama_model.accel.fused) and its Winograd kernels (lama_model.accel.winograd).
 
 The rewrite must compute the same function as the eager generator (to float32 rounding), on
 the golden tiny checkpoint and on Big-LaMa-shaped random weights, at sizes whose bottleneck
@@ -15,16 +15,16 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lama_model import winograd
-from lama_model.checkpoint import load_model
-from lama_model.fast import fused_model
-from lama_model.fused import (
+from lama_model.accel import winograd
+from lama_model.accel.fused import (
     FusedBottleneck,
     bn_scale_shift,
     fuse_generator,
     reflect_pad,
 )
-from lama_model.generator import LamaConfig, build_generator
+from lama_model.accel.optimize import fused_model
+from lama_model.net.generator import LamaConfig, build_generator
+from lama_model.weights.checkpoint import load_model
 
 
 def randomise_batchnorm(net: torch.nn.Module, seed: int = 1) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lama_model.checkpoint import load_model
-from lama_model.generator import LamaConfig, build_generator
+from lama_model.net.generator import LamaConfig, build_generator
+from lama_model.weights.checkpoint import load_model
 
 
 def _manifest_entries(path):
@@ -45,11 +45,11 @@ def test_unknown_preset_is_a_clear_error():
 def test_raw_generator_output_matches_official(golden_dir, tiny_model_dir, fused):
     """case-a/raw.npy is the official generator's output on the padded masked input.
 
-    The fused inference rewrite (lama_model.fused) must reproduce it as well as the eager one.
+    The fused inference rewrite (lama_model.accel.fused) must reproduce it as well as the eager one.
     """
     from PIL import Image
 
-    from lama_model.fast import fused_model
+    from lama_model.accel.optimize import fused_model
 
     model = load_model(tiny_model_dir)
     if fused:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lama_model.gpu_fused import GpuFusedModel, hardware_generator, inductor_cache_dir
-from lama_model.precision import MIN_PSNR_DB, psnr
+from lama_model.accel.gpu_model import GpuFusedModel, hardware_generator, inductor_cache_dir
+from lama_model.accel.precision import MIN_PSNR_DB, psnr
 
 
 def _inputs(h=72, w=96, seed=0):
@@ -75,7 +75,7 @@ def test_inductor_cache_lives_in_the_user_cache(monkeypatch, tmp_path):
 
 
 def test_scripted_models_are_refused(golden_dir):
-    from lama_model.checkpoint import load_model
+    from lama_model.weights.checkpoint import load_model
 
     with pytest.raises(ValueError, match="eager"):
         GpuFusedModel(load_model(golden_dir / "tiny-lama.pt", allow_torchscript=True), "fp32")

@@ -18,11 +18,12 @@ import pytest
 import torch
 import zmq
 
-from lama_model import checkpoint
-from lama_model.checkpoint import CheckpointError, load_model
-from lama_server import client, protocol
-from lama_server.client import ImageData, LamaClient, LamaError
-from lama_server.protocol import Limits, ProtocolError
+from lama_client import client
+from lama_client.client import ImageData, LamaClient, LamaError
+from lama_model.weights import checkpoint
+from lama_model.weights.checkpoint import CheckpointError, load_model
+from lama_server.wire import protocol
+from lama_server.wire.protocol import Limits, ProtocolError
 
 # --------------------------------------------------------------------------------------------
 # Model files that run code (TorchScript)
@@ -99,7 +100,7 @@ def test_opt_in_loads_torchscript_which_does_run_its_code(malicious_archive):
 
 
 def test_pinned_torchscript_release_loads_without_opt_in(golden_dir, monkeypatch):
-    from lama_model import weights
+    from lama_model.weights import downloads as weights
 
     scripted = golden_dir / "tiny-lama.pt"
     md5 = hashlib.md5(scripted.read_bytes()).hexdigest()
@@ -118,11 +119,11 @@ def test_pinned_torchscript_release_loads_without_opt_in(golden_dir, monkeypatch
 def test_commands_refuse_torchscript_with_one_line(malicious_archive, tmp_path, capsys, command):
     archive, victim = malicious_archive
     if command == "lama-server":
-        from lama_server.cli import main
+        from lama_server.commands.serve import main
 
         argv = ["--model", str(archive), "--device", "cpu", "--token-file", str(tmp_path / "t")]
     else:
-        from lama_server.inpaint_cli import main
+        from lama_server.commands.inpaint import main
 
         image = tmp_path / "i.png"
         from PIL import Image
@@ -339,7 +340,7 @@ def _serve_once(tmp_path: Path, tiny_model_dir: Path, endpoint: str, timeout: fl
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "lama_server.cli", "--model", str(tiny_model_dir), "--device",
+    cmd = [sys.executable, "-m", "lama_server.commands.serve", "--model", str(tiny_model_dir), "--device",
            "cpu", "--no-warmup", "--listen", endpoint, "--token-file", str(tmp_path / "t2")]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
@@ -378,7 +379,7 @@ def test_ipv6_loopback_endpoint_binds(server_factory):
 
 
 def test_curve_secret_written_into_an_existing_readable_file_becomes_private(tmp_path):
-    from lama_server.auth import load_or_create_curve_keys
+    from lama_server.daemon.auth import load_or_create_curve_keys
 
     secret = tmp_path / "server.key_secret"
     secret.write_bytes(b"old\n")
@@ -388,7 +389,7 @@ def test_curve_secret_written_into_an_existing_readable_file_becomes_private(tmp
 
 
 def test_world_readable_token_file_is_fixed_and_logged(tmp_path, caplog):
-    from lama_server.auth import load_or_create_token
+    from lama_server.daemon.auth import load_or_create_token
 
     path = tmp_path / "token"
     path.write_text("secret-token\n")
@@ -400,7 +401,7 @@ def test_world_readable_token_file_is_fixed_and_logged(tmp_path, caplog):
 
 
 def test_token_file_that_is_not_utf8_is_a_one_line_error(tmp_path, tiny_model_dir, capsys):
-    from lama_server.cli import main
+    from lama_server.commands.serve import main
 
     bad = tmp_path / "token"
     bad.write_bytes(b"\xff\xfe\x00garbage")
@@ -417,7 +418,7 @@ def test_client_frame_limit_is_the_protocols_message_limit():
 
 
 def test_ping_without_server_key_says_the_key_is_missing(server_factory, capsys):
-    from lama_server.cli import main
+    from lama_server.commands.serve import main
 
     server = server_factory("--no-warmup", "--allow-remote", "--listen", "tcp://0.0.0.0:*")
     assert main(["ping", f"tcp://127.0.0.1:{server.port}", "--timeout", "2"]) == 1

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_model.checkpoint import load_model
-from lama_model.inpaint import OFFICIAL, InpaintOptions, inpaint
+from lama_model.pipeline.host import OFFICIAL, InpaintOptions, inpaint
+from lama_model.weights.checkpoint import load_model
 
 
 class ConstantModel(torch.nn.Module):

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 
 _spec = importlib.util.spec_from_file_location(
-    "lama_krita_core", REPO / "krita_plugin" / "lama_inpaint" / "core.py"
+    "lama_krita_core", REPO / "plugins" / "krita" / "lama_inpaint" / "core.py"
 )
 core = importlib.util.module_from_spec(_spec)
 sys.modules["lama_krita_core"] = core
@@ -214,7 +214,7 @@ def test_client_errors_become_friendly_messages(code, title):
 def test_core_imports_nothing_outside_the_standard_library():
     import ast
 
-    tree = ast.parse((REPO / "krita_plugin" / "lama_inpaint" / "core.py").read_text())
+    tree = ast.parse((REPO / "plugins" / "krita" / "lama_inpaint" / "core.py").read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"__future__", "dataclasses"}

@@ -21,11 +21,11 @@ import torch
 from conftest import REPO, host_missing, start_server
 from hosts.real_hosts import KRITA_HOSTS, free_display
 
-from lama_model.backends import load_for_inference
-from lama_model.inpaint import InpaintOptions, inpaint
-from lama_server.pixel_formats import array_to_wire, wire_to_array
-from lama_server.plugin_install import enable_in_kritarc
-from lama_server.worker import layer_pixels
+from lama_model.factory import load_for_inference
+from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_server.commands.plugins import enable_in_kritarc
+from lama_server.daemon.worker import layer_pixels
+from lama_server.wire.pixel_formats import array_to_wire, wire_to_array
 
 pytestmark = pytest.mark.hosts
 DRIVER = REPO / "tests" / "hosts" / "krita"

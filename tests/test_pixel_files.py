@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 from test_server import BOTH, raw_call, sample
 
-from lama_model.inpaint import InpaintOptions, inpaint
-from lama_server import client as client_module
-from lama_server import pixel_files
-from lama_server.client import ImageData, LamaClient, RequestTimeout, ZmtpConnection
-from lama_server.pixel_files import (
+from lama_client import client as client_module
+from lama_client.client import ImageData, LamaClient, RequestTimeout, ZmtpConnection
+from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_server.wire import pixel_files
+from lama_server.wire.pixel_files import (
     STALE_AFTER_S,
     FileRef,
     PixelFileError,
     PixelFolder,
     remove_abandoned,
 )
-from lama_server.pixel_formats import FORMATS, array_to_wire
+from lama_server.wire.pixel_formats import FORMATS, array_to_wire
 
 
 def pixel_dir_of(server) -> str | None:
@@ -347,10 +347,10 @@ def test_folders_of_servers_that_died_are_removed_live_ones_kept(tmp_path):
 
 
 def test_server_replaces_a_deleted_pixel_folder(tmp_path, monkeypatch):
-    from lama_server.protocol import Limits
-    from lama_server.transport import Server, ServerConfig
+    from lama_server.daemon.router import Server, ServerConfig
+    from lama_server.wire.protocol import Limits
 
-    monkeypatch.setattr("lama_server.pixel_files.default_parent", lambda: str(tmp_path))
+    monkeypatch.setattr("lama_server.wire.pixel_files.default_parent", lambda: str(tmp_path))
     server = Server([object()], ServerConfig("tcp://127.0.0.1:*", "token", Limits()))
     try:
         server.pixel_folder = PixelFolder(str(tmp_path))

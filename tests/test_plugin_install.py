@@ -8,11 +8,12 @@ import stat
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
-from lama_server import plugin_install
-from lama_server.cli import main
+from lama_server.commands import plugins as plugin_install
+from lama_server.commands.serve import main
 
 
 def test_install_krita_copies_plugin_client_and_enables_it(tmp_path, monkeypatch):
@@ -28,7 +29,7 @@ def test_install_krita_copies_plugin_client_and_enables_it(tmp_path, monkeypatch
     pykrita = tmp_path / "data" / "krita" / "pykrita"
     assert target == pykrita / "lama_inpaint"
     assert (pykrita / "lama_inpaint.desktop").is_file()
-    assert (target / "lama_client.py").read_bytes() == plugin_install.CLIENT_SOURCE.read_bytes()
+    assert _client_files(target / "lama_client") == _client_files(plugin_install.CLIENT_SOURCE)
     assert {"__init__.py", "core.py", "extension.py", "qt_compat.py"} <= {
         p.name for p in target.iterdir()
     }
@@ -37,6 +38,11 @@ def test_install_krita_copies_plugin_client_and_enables_it(tmp_path, monkeypatch
     assert "enable_other=true" in rc and "foo=1" in rc
     plugin_install.install_plugin("krita")  # again: replaces, no duplicates
     assert (tmp_path / "config" / "kritarc").read_text().count("enable_lama_inpaint") == 1
+
+
+def _client_files(folder: Path) -> dict[str, bytes]:
+    """The client package's source files by name (caches left out)."""
+    return {p.name: p.read_bytes() for p in folder.glob("*.py")}
 
 
 def test_enable_in_a_kritarc_without_python_section(tmp_path):
@@ -49,7 +55,7 @@ def test_package_krita_zip_has_the_import_layout(tmp_path):
     out = plugin_install.package_plugin("krita", tmp_path / "lama.zip")
     names = set(zipfile.ZipFile(out).namelist())
     assert "lama_inpaint.desktop" in names and "lama_inpaint/__init__.py" in names
-    assert "lama_inpaint/lama_client.py" in names
+    assert "lama_inpaint/lama_client/__init__.py" in names
     assert not any("__pycache__" in n for n in names)
 
 
@@ -58,7 +64,7 @@ def test_install_gimp_makes_the_script_executable(tmp_path):
     target = done.path
     script = target / "lama_inpaint.py"
     assert script.is_file() and os.access(script, os.X_OK)
-    assert (target / "lama_client.py").is_file()
+    assert (target / "lama_client" / "__init__.py").is_file()
 
 
 def test_cli_commands(tmp_path, capsys):
@@ -249,11 +255,12 @@ def test_reinstall_replaces_our_folder_and_drops_stale_files(tmp_path):
     target = plugin_install.install_plugin("gimp", tmp_path)[0].path
     (target / "__pycache__").mkdir()
     (target / "__pycache__" / "x.pyc").write_bytes(b"")
-    (target / "lama_client.py").write_text("# old")
+    (target / "lama_client.py").write_text("# old")  # the single-module client of 0.1
     (target / "old_module.py").write_text("")  # a file an older version shipped
     again = plugin_install.install_plugin("gimp", tmp_path)[0].path
     assert again == target and not (target / "old_module.py").exists()
-    assert (target / "lama_client.py").read_bytes() == plugin_install.CLIENT_SOURCE.read_bytes()
+    assert not (target / "lama_client.py").exists()
+    assert _client_files(target / "lama_client") == _client_files(plugin_install.CLIENT_SOURCE)
     assert [p.name for p in tmp_path.iterdir()] == ["lama_inpaint"]  # no staging left behind
 
 
@@ -262,7 +269,7 @@ def test_a_folder_from_before_the_marker_counts_as_ours(tmp_path):
     (target / plugin_install.MARKER).unlink()
     assert plugin_install.install_plugin("krita", tmp_path)[0].path == target
     (target / plugin_install.MARKER).unlink()
-    (target / "lama_client.py").unlink()  # not our layout: someone else's plugin
+    shutil.rmtree(target / "lama_client")  # not our layout: someone else's plugin
     with pytest.raises(plugin_install.InstallError):
         plugin_install.install_plugin("krita", tmp_path)
 

@@ -20,10 +20,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-import lama_model.fast as fast
-from lama_model.checkpoint import LamaModel, load_model
-from lama_model.fast import FastModel, optimize
-from lama_model.precision import (
+import lama_model.accel.optimize as fast
+from lama_model.accel.optimize import FastModel, optimize
+from lama_model.accel.precision import (
     MIN_PSNR_DB,
     PROBE_ENV,
     ChoiceCache,
@@ -33,7 +32,8 @@ from lama_model.precision import (
     time_interleaved,
     timing_noise,
 )
-from lama_server.inpaint_cli import build_parser, main
+from lama_model.weights.checkpoint import LamaModel, load_model
+from lama_server.commands.inpaint import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +326,7 @@ def test_every_format_precision_and_device_works_or_says_why_in_one_line(
 def test_server_refuses_torchscript_in_bf16_with_one_line(golden_dir: Path, tmp_path: Path):
     model = golden_dir / "tiny-lama.pt"
     proc = subprocess.run(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
+        [sys.executable, "-m", "lama_server.commands.serve", "--model", str(model), "--device", "cpu",
          "--precision", "bf16", "--token-file", str(tmp_path / "token"),
          *(["--allow-torchscript"] if "--allow-torchscript" in _server_help() else [])],
         capture_output=True, text=True, timeout=120,
@@ -338,7 +338,7 @@ def test_server_refuses_torchscript_in_bf16_with_one_line(golden_dir: Path, tmp_
 
 
 def _server_help() -> str:
-    from lama_server.cli import _serve_parser
+    from lama_server.commands.serve import _serve_parser
 
     return _serve_parser().format_help()
 
@@ -350,7 +350,7 @@ def _server_help() -> str:
 def test_ready_line_and_info_say_what_auto_chose_and_why(
     server_factory, monkeypatch: pytest.MonkeyPatch, probe: str, path: str
 ) -> None:
-    from lama_server.client import LamaClient
+    from lama_client.client import LamaClient
 
     monkeypatch.setenv(PROBE_ENV, probe)  # inherited by the server process
     server = server_factory("--no-warmup")

@@ -12,12 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_model.checkpoint import LamaModel, load_model
-from lama_model.fast import optimize
-from lama_model.generator import build_generator
-from lama_model.inpaint import InpaintOptions, inpaint
-from lama_model.precision import psnr
-from lama_model.refine import (
+from lama_model.accel.optimize import optimize
+from lama_model.accel.precision import psnr
+from lama_model.net.generator import build_generator
+from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline.refine import (
     RefineError,
     RefineOptions,
     ellipse_footprint,
@@ -28,7 +27,8 @@ from lama_model.refine import (
     refinable_generator,
     refine,
 )
-from lama_server import inpaint_cli
+from lama_model.weights.checkpoint import LamaModel, load_model
+from lama_server.commands import inpaint as inpaint_cli
 
 # A few iterations on small windows: two pyramid levels, fast with the tiny model.
 QUICK = RefineOptions(n_iters=3, min_side=48)
@@ -199,8 +199,8 @@ def test_torchscript_model_cannot_refine_with_a_one_line_error(golden_dir, tmp_p
 def test_every_served_wrapper_leads_back_to_the_eager_generator(tiny_model_dir):
     import threading
 
-    from lama_model.gpu_fused import GpuFusedModel
-    from lama_server.worker import SerializedModel
+    from lama_model.accel.gpu_model import GpuFusedModel
+    from lama_server.daemon.worker import SerializedModel
 
     model = load_model(tiny_model_dir)
     gpu_layout = GpuFusedModel(model, precision="bf16", bucket=None, cuda_graphs=False)
@@ -210,7 +210,7 @@ def test_every_served_wrapper_leads_back_to_the_eager_generator(tiny_model_dir):
 
 
 def test_fused_generator_without_its_source_cannot_refine(tiny_model_dir):
-    from lama_model.fused import fuse_generator
+    from lama_model.accel.fused import fuse_generator
 
     fused_only = LamaModel(fuse_generator(load_model(tiny_model_dir).generator), name="fused")
     with pytest.raises(RefineError, match="eager PyTorch generator") as info:

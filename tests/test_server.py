@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
-from lama_model.checkpoint import load_model
-from lama_model.inpaint import InpaintOptions, inpaint
-from lama_server.client import (
+from lama_client.client import (
     Cancelled,
     ImageData,
     LamaClient,
@@ -25,7 +23,9 @@ from lama_server.client import (
     RequestTimeout,
     ServerUnavailable,
 )
-from lama_server.pixel_formats import FORMATS, array_to_wire, wire_to_array
+from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.weights.checkpoint import load_model
+from lama_server.wire.pixel_formats import FORMATS, array_to_wire, wire_to_array
 
 BOTH = pytest.mark.parametrize("use_pyzmq", [False, True], ids=["stdlib", "pyzmq"])
 
@@ -362,7 +362,7 @@ def test_non_loopback_listen_needs_allow_remote(tmp_path, tiny_model_dir):
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(tiny_model_dir), "--listen",
+        [sys.executable, "-m", "lama_server.commands.serve", "--model", str(tiny_model_dir), "--listen",
          "tcp://0.0.0.0:5999", "--token-file", str(tmp_path / "t")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -374,7 +374,7 @@ def test_bad_model_fails_at_start_with_a_message(tmp_path):
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(tmp_path / "missing"),
+        [sys.executable, "-m", "lama_server.commands.serve", "--model", str(tmp_path / "missing"),
          "--token-file", str(tmp_path / "t")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -386,27 +386,27 @@ def test_ping_and_info_commands(running_server):
     import sys
 
     env = dict(os.environ, LAMA_TOKEN_FILE=str(running_server.token_file))
-    ping = subprocess.run([sys.executable, "-m", "lama_server.cli", "ping", running_server.endpoint],
+    ping = subprocess.run([sys.executable, "-m", "lama_server.commands.serve", "ping", running_server.endpoint],
                           capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
     assert ping.returncode == 0 and "pong" in ping.stdout
-    info = subprocess.run([sys.executable, "-m", "lama_server.cli", "info", running_server.endpoint],
+    info = subprocess.run([sys.executable, "-m", "lama_server.commands.serve", "info", running_server.endpoint],
                           capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
     assert info.returncode == 0 and '"model": "tiny-lama"' in info.stdout
     # --token-file instead of the environment (an explicit file wins over $LAMA_TOKEN).
     bare = {k: v for k, v in os.environ.items() if k not in ("LAMA_TOKEN_FILE", "LAMA_TOKEN")}
     flag = ["--token-file", str(running_server.token_file)]
     for command in ("ping", "info"):
-        proc = subprocess.run([sys.executable, "-m", "lama_server.cli", command,
+        proc = subprocess.run([sys.executable, "-m", "lama_server.commands.serve", command,
                                running_server.endpoint, *flag], capture_output=True, text=True,
                               env=dict(bare, LAMA_TOKEN="wrong"), timeout=30)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-    missing = subprocess.run([sys.executable, "-m", "lama_server.cli", "ping",
+    missing = subprocess.run([sys.executable, "-m", "lama_server.commands.serve", "ping",
                               running_server.endpoint, "--token-file", "/nonexistent/token"],
                              capture_output=True, text=True, env=bare, timeout=30)  # fmt: skip
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
     with socket_port() as port:
         pass
-    down = subprocess.run([sys.executable, "-m", "lama_server.cli", "ping", f"tcp://127.0.0.1:{port}"],
+    down = subprocess.run([sys.executable, "-m", "lama_server.commands.serve", "ping", f"tcp://127.0.0.1:{port}"],
                           capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
     assert down.returncode == 1 and "Start it with: lama-server" in down.stderr
 
@@ -424,7 +424,7 @@ def test_ipc_endpoint(server_factory, tmp_path):
 def test_lama_inpaint_through_server_is_bit_identical(
     running_server, served_precision, golden_dir, tmp_path, monkeypatch
 ):
-    from lama_server.inpaint_cli import main
+    from lama_server.commands.inpaint import main
 
     monkeypatch.setenv("LAMA_TOKEN_FILE", str(running_server.token_file))
     args = [str(golden_dir / "case-a/image.png"), str(golden_dir / "case-a/mask.png")]
@@ -479,7 +479,7 @@ def test_onnx_file_without_onnxruntime_backend_is_refused(tmp_path):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not really")
     proc = subprocess.run(
-        [sys.executable, "-m", "lama_server.cli", "--model", str(model), "--device", "cpu",
+        [sys.executable, "-m", "lama_server.commands.serve", "--model", str(model), "--device", "cpu",
          "--token-file", str(tmp_path / "token")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

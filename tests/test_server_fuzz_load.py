@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from lama_server.client import ImageData, LamaClient
+from lama_client.client import ImageData, LamaClient
 
 
 def _valid_inpaint(token: str, rng: random.Random) -> dict:

@@ -105,8 +105,8 @@ def test_training_from_scratch_fetches_the_perceptual_encoder_once(
 
     import torch
 
-    from lama_model import weights
     from lama_model.train.perceptual import DilatedResNet50
+    from lama_model.weights import downloads as weights
 
     source = tmp_path / "mirror" / "encoder_epoch_20.pth"
     source.parent.mkdir()

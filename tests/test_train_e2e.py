@@ -12,8 +12,8 @@ import torch
 from conftest import TINY_TRAIN_ARGS
 from PIL import Image
 
-from lama_model.checkpoint import load_model
 from lama_model.train.cli import main as lama_train
+from lama_model.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +59,7 @@ def generator_objective(photos: Path, nets) -> float:
 
 
 def test_training_lowers_the_loss(tiny_run, train_photos):
-    from lama_model.train import checkpoints
+    from lama_model.train import run_state as checkpoints
     from lama_model.train.config import TrainConfig
     from lama_model.train.trainer import build_networks
 
@@ -127,7 +127,7 @@ def test_lama_inpaint_serves_the_trained_run(tiny_run, tmp_path):
     mask[20:44, 30:60] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     # lama-inpaint's own entry point (in-process: one interpreter start less on a slow CI box).
-    from lama_server.inpaint_cli import main as lama_inpaint
+    from lama_server.commands.inpaint import main as lama_inpaint
 
     code = lama_inpaint([str(tmp_path / "photo.png"), str(tmp_path / "mask.png"), "-o",
                          str(tmp_path / "out.png"), "--model", str(tiny_run), "--device", "cpu"])  # fmt: skip

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from lama_model.checkpoint import load_model
 from lama_model.train.discriminator import NLayerDiscriminator
 from lama_model.train.losses import (
     LossWeights,
@@ -31,6 +30,7 @@ from lama_model.train.perceptual import (
     ResNetPLError,
     load_resnet_pl_encoder,
 )
+from lama_model.weights.checkpoint import load_model
 
 VARIANTS = ("bigd", "tinyd")
 GEN_COMPONENTS = ("gen_l1", "gen_adv", "gen_fm", "gen_resnet_pl")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lama_model.train.masks import MASK_KINDS, draw_thick_line, make_mask_generator
+from lama_model.train.mask_gen import MASK_KINDS, draw_thick_line, make_mask_generator
 
 SIZE = 256
 N_DISTRIBUTION = 20000  # as many as the fixture's statistics and its null distribution use
@@ -109,7 +109,7 @@ def test_large_masks_follow_the_official_distribution(train_fixtures_dir, large_
 
 def test_distribution_test_rejects_a_sampler_with_thinner_strokes(train_fixtures_dir):
     """The acceptance statistics are sharp enough to catch a wrong brush width."""
-    from lama_model.train.masks import IrregularStrokes, MixedMasks, RandomBoxes
+    from lama_model.train.mask_gen import IrregularStrokes, MixedMasks, RandomBoxes
 
     wrong = MixedMasks(
         (

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from lama_model import weights
-from lama_model.weights import KnownModel, WeightsError, ensure_model
+from lama_model.weights import downloads as weights
+from lama_model.weights.downloads import KnownModel, WeightsError, ensure_model
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_zipped_model_folder_is_unpacked(tmp_path, cache, monkeypatch, tiny_mode
         buf.getvalue()
     ).hexdigest()
 
-    from lama_model.checkpoint import load_model
+    from lama_model.weights.checkpoint import load_model
 
     monkeypatch.chdir(tmp_path)
     assert load_model("big").generator is not None  # a known name resolves through the cache

@@ -16,10 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError
-from ..config_yaml import ConfigError
-from ..weights import KNOWN_MODELS, WeightsError, ensure_model
-from .config import (
+from lama_model.train.config import (
     DISCRIMINATOR_PRESETS,
     GENERATOR_PRESETS,
     PERCEPTUAL_ENCODERS,
@@ -27,7 +24,10 @@ from .config import (
     LossConfig,
     TrainConfig,
 )
-from .masks import MASK_KINDS
+from lama_model.train.mask_gen import MASK_KINDS
+from lama_model.weights.checkpoint import CheckpointError
+from lama_model.weights.downloads import KNOWN_MODELS, WeightsError, ensure_model
+from lama_model.weights.official_config import ConfigError
 
 # Options a resumed run may change; everything else is fixed by the run's config.yaml.
 RESUME_MAY_CHANGE = ("steps", "workers", "device", "data", "progress")
@@ -178,7 +178,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     if generator is not None:
         fields_given["generator"] = GENERATOR_PRESETS[generator]
     elif init is not None:
-        from .config import architecture_from_folder
+        from lama_model.train.config import architecture_from_folder
 
         folder = init if init.is_dir() else init.parent.parent
         if not (folder / "config.yaml").is_file():
@@ -201,7 +201,7 @@ def _resolve_init(init: str) -> Path:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from .trainer import RunInputError, TrainError, fit
+    from lama_model.train.trainer import RunInputError, TrainError, fit
 
     config, resume = config_from_args(args)
     try:
@@ -219,7 +219,7 @@ def run_masks(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from .masks import make_mask_generator
+    from lama_model.train.mask_gen import make_mask_generator
 
     if args.kind not in MASK_KINDS:
         raise ValueError(f"--kind must be one of {', '.join(MASK_KINDS)}")

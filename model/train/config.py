@@ -1,7 +1,7 @@
 """One typed configuration per training run, saved as the run's ``config.yaml``.
 
 The YAML uses the official LaMa layout (``generator:``, ``discriminator:``, ``losses:``,
-``optimizers:``, ``data:``, ``trainer:``) so that :mod:`lama_model.checkpoint` — and the
+``optimizers:``, ``data:``, ``trainer:``) so that :mod:`lama_model.weights.checkpoint` — and the
 official code — read a run folder like the released ``big-lama`` folder. What the official
 schema has no place for (precision, accumulation, logging cadence…) lives under ``lama_train:``.
 No Hydra, no OmegaConf: the file is written and read with plain PyYAML.
@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from ..config_yaml import ConfigError, generator_kwargs, read_yaml
-from ..generator import FFCRatios, LamaConfig
+from lama_model.choices import TRAIN_PRECISIONS
+from lama_model.net.generator import FFCRatios, LamaConfig
+from lama_model.weights.official_config import ConfigError, generator_kwargs, read_yaml
 
 # Generator architectures ``--generator`` accepts. ``tiny`` is the golden test model's
 # architecture (ngf 16, 2 blocks): only for tests and smoke runs.
@@ -26,7 +27,7 @@ GENERATOR_PRESETS: dict[str, LamaConfig] = {
     "tiny": LamaConfig(ngf=16, n_blocks=2),
 }
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = TRAIN_PRECISIONS
 
 # ``resnet50dilated`` is the paper's ADE20k encoder. ``tiny-random-for-tests`` is a small
 # random-weight stand-in that keeps the test suite fast; it is not a perceptual loss.

@@ -27,8 +27,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .augment import augment_photo
-from .masks import make_mask_generator
+from lama_model.train.augment import augment_photo
+from lama_model.train.mask_gen import make_mask_generator
 
 LOGGER = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .perceptual import ResNetPL
+from lama_model.train.perceptual import ResNetPL
 
 
 @dataclass

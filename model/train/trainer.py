@@ -36,12 +36,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import CheckpointError
-from ..generator import FFCResNetGenerator
-from . import checkpoints as ckpt
-from .config import TrainConfig
-from .logs import RunLog, preview_grid, save_preview
-from .validate import evaluate
+from lama_model.net.generator import FFCResNetGenerator
+from lama_model.train import run_state as ckpt
+from lama_model.train.config import TrainConfig
+from lama_model.train.logs import RunLog, preview_grid, save_preview
+from lama_model.train.validate import evaluate
+from lama_model.weights.checkpoint import CheckpointError
 
 LOG = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def build_networks(
     perceptual encoder when they fit; resuming takes all three strictly. The same seed on every
     rank gives the same initial weights (rank 0's are broadcast too).
     """
-    from .discriminator import build_discriminator
-    from .perceptual import ResNetPL
+    from lama_model.train.discriminator import build_discriminator
+    from lama_model.train.perceptual import ResNetPL
 
     torch.manual_seed(config.seed)
     generator = FFCResNetGenerator(config.generator)
@@ -191,13 +191,13 @@ def _load_optional(module: nn.Module, state: dict | None, what: str) -> bool:
 def _perceptual_encoder(config: TrainConfig, have_saved: bool) -> nn.Module | None:
     if config.perceptual_encoder == "tiny-random-for-tests":
         return TinyRandomEncoderForTests()
-    from .perceptual import load_resnet_pl_encoder
+    from lama_model.train.perceptual import load_resnet_pl_encoder
 
     if have_saved:
         return None  # ResNetPL builds the ADE20k architecture; the weights follow from the ckpt
     if config.resnet_pl is not None:
         return load_resnet_pl_encoder(config.resnet_pl)
-    from ..weights import WeightsError, ensure_model
+    from lama_model.weights.downloads import WeightsError, ensure_model
 
     try:
         path = ensure_model("ade20k-resnet50dilated")
@@ -253,7 +253,7 @@ class TrainStep:
     """
 
     def __init__(self, nets: Networks, config: TrainConfig, env: DistEnv, device: torch.device):
-        from .losses import LossWeights
+        from lama_model.train.losses import LossWeights
 
         self.nets = nets
         self.config = config
@@ -298,7 +298,7 @@ class TrainStep:
     ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], torch.Tensor]:
         """Generator step, then discriminator step. Returns the step's mean loss components
         (tensors; no device sync), the micro-batches, and the last prediction."""
-        from .losses import discriminator_losses, generator_losses, predict
+        from lama_model.train.losses import discriminator_losses, generator_losses, predict
 
         nets, config = self.nets, self.config
         parts = micro_batches(batch, config.accumulate)
@@ -391,7 +391,7 @@ class Trainer:
                 dist.destroy_process_group()
 
     def _fit(self, device: torch.device) -> ckpt.Progress:
-        from .data import make_train_loader, make_validation_set
+        from lama_model.train.data import make_train_loader, make_validation_set
 
         config, env = self.config, self.env
         try:

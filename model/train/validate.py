@@ -73,7 +73,7 @@ def evaluate(
     """
     was_training = generator.training
     generator.eval()
-    from .losses import masked_l1
+    from lama_model.train.losses import masked_l1
 
     psnrs, ssims, l1s = [], [], []
     try:

@@ -71,7 +71,7 @@ class RealHost:
             "HOME": str(self.outside(home_inside)),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         }
-        cmd = [sys.executable, "-m", "lama_server.cli", "install-plugin", self.app, *extra]
+        cmd = [sys.executable, "-m", "lama_server.commands.serve", "install-plugin", self.app, *extra]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout

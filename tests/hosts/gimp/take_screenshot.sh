@@ -10,7 +10,7 @@ ROOT=${GIMP_SHOT_CHROOT:-${LAMA_SID_CHROOT:-/var/tmp/lama-hosts-sid}}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../../.." && pwd)
 rm -rf "$ROOT/lama-shot" "$ROOT/lama-shot-home" && mkdir -p "$ROOT/lama-shot" "$ROOT/lama-shot-home"
-HOME="$ROOT/lama-shot-home" ${PYTHON:-python3} -m lama_server.cli install-plugin gimp --gimp-version "$SERIES" >/dev/null
+HOME="$ROOT/lama-shot-home" ${PYTHON:-python3} -m lama_server.commands.serve install-plugin gimp --gimp-version "$SERIES" >/dev/null
 cp "$REPO/../shared/fixtures/lama-golden/case-b/image.png" "$ROOT/lama-shot/photo.png"
 cp "$HERE/screenshot_driver.py" "$ROOT/lama-shot/driver.py"
 printf '{"image": "/lama-shot/photo.png", "selection": [96, 80, 48, 40], "endpoint": "%s", "out": "/lama-shot/gimp-result.png"}' "$1" > "$ROOT/lama-shot/plan.json"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from .protocol import Request
+from lama_server.wire.protocol import Request
 
 
 @dataclass(eq=False)  # identity: two jobs are never "equal" (and requests hold MBs)

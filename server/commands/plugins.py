@@ -1,6 +1,6 @@
 """Put the Krita and GIMP plugins where the hosts find them, with the client bundled in.
 
-Each plugin gets a copy of :mod:`lama_server.client` as ``lama_client.py``: the hosts' Python
+Each plugin gets a copy of the :mod:`lama_client` package as ``lama_client/``: the hosts' Python
 has no pip, so the plugin must carry the only network code it needs.
 
 Without ``--dest`` the installer finds the user's hosts itself: every GIMP 3.x user folder
@@ -22,9 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import lama_client
+
 HOSTS = ("krita", "gimp")
 PLUGIN_NAME = "lama_inpaint"
-CLIENT_SOURCE = Path(__file__).with_name("client.py")
+CLIENT_SOURCE = Path(lama_client.__file__).parent  # the whole stdlib-only package
+IGNORED = shutil.ignore_patterns("__pycache__")
 # Written into every plugin folder we install, so a reinstall knows the folder is ours.
 MARKER = ".installed-by-lama-server"
 GIMP_SERIES = re.compile(r"3\.\d+")
@@ -65,8 +68,9 @@ class Installation:
 
 def plugin_source(host: str) -> Path:
     """The plugin's files: inside the installed package, or in the repository checkout."""
-    folder = f"{host}_plugin"
-    for candidate in (Path(__file__).parent / folder, Path(__file__).resolve().parents[1] / folder):
+    # Installed: lama_server/plugins/HOST; in a checkout: plugins/HOST beside server/.
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[1] / "plugins" / host, here.parents[2] / "plugins" / host):
         if (candidate / PLUGIN_NAME).is_dir():
             return candidate
     raise FileNotFoundError(f"the {host} plugin files are missing from this installation")
@@ -279,7 +283,7 @@ def install_plugin(
 def share_token(config_dir: Path) -> Path:
     """Copy the server's token (created now if the server never ran) to where a sandboxed
     host's plugin reads it: ``CONFIG_DIR/lama-inpaint/token``, mode 0600."""
-    from .auth import load_or_create_token
+    from lama_server.daemon.auth import load_or_create_token
 
     token, _ = load_or_create_token()
     path = config_dir / "lama-inpaint" / "token"
@@ -295,7 +299,9 @@ def share_token(config_dir: Path) -> Path:
 
 def _installed_names(host: str) -> set[str]:
     source = plugin_source(host) / PLUGIN_NAME
-    return {p.name for p in source.iterdir()} | {"lama_client.py", MARKER, "__pycache__"}
+    # lama_client.py: the single-module client that versions before 0.2 bundled.
+    ours = {"lama_client", "lama_client.py", MARKER, "__pycache__"}
+    return {p.name for p in source.iterdir()} | ours
 
 
 def _check_replaceable(host: str, folder: Path) -> None:
@@ -306,7 +312,7 @@ def _check_replaceable(host: str, folder: Path) -> None:
     if target.is_dir():
         names = {p.name for p in target.iterdir()}
         # Folders from before the marker existed: exactly our files, client included.
-        legacy = "lama_client.py" in names and names <= _installed_names(host)
+        legacy = bool({"lama_client", "lama_client.py"} & names) and names <= _installed_names(host)
         if MARKER not in names and not legacy:
             raise InstallError(
                 f"{target} exists and was not installed by lama-server; "
@@ -326,8 +332,8 @@ def _install_into(host: str, folder: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{PLUGIN_NAME}-", dir=folder))
     try:
         new = staging / PLUGIN_NAME
-        shutil.copytree(source / PLUGIN_NAME, new, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(CLIENT_SOURCE, new / "lama_client.py")
+        shutil.copytree(source / PLUGIN_NAME, new, ignore=IGNORED)
+        shutil.copytree(CLIENT_SOURCE, new / "lama_client", ignore=IGNORED)
         (new / MARKER).write_text("installed by lama-server install-plugin\n", encoding="utf-8")
         if host == "gimp":
             script = new / f"{PLUGIN_NAME}.py"

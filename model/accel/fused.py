@@ -1,6 +1,6 @@
 """Inference-only rewrite of the generator: BatchNorm folded away, convolutions fused.
 
-:func:`fuse_generator` turns a trained :class:`~lama_model.generator.FFCResNetGenerator` into
+:func:`fuse_generator` turns a trained :class:`~lama_model.net.generator.FFCResNetGenerator` into
 a :class:`FusedGenerator` that computes the same function with fewer passes over memory:
 
 - every BatchNorm (eval mode, so an affine map) is folded into the convolution before it.
@@ -25,10 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import module_device
-from .ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock, FourierUnit, SpectralTransform
-from .generator import FFCResNetGenerator
-from .winograd import (
+from lama_model.accel.winograd import (
     input_matrix,
     input_tiles,
     output_matrix,
@@ -38,6 +35,15 @@ from .winograd import (
     tile_grid,
     transform_weight,
 )
+from lama_model.devices import module_device
+from lama_model.net.ffc import (
+    FFC_BN_ACT,
+    ConcatTupleLayer,
+    FFCResnetBlock,
+    FourierUnit,
+    SpectralTransform,
+)
+from lama_model.net.generator import FFCResNetGenerator
 
 Pair = tuple[torch.Tensor | None, torch.Tensor | None]
 
@@ -153,7 +159,7 @@ def _cast(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
 
 
 class FusedFourierUnit(nn.Module):
-    """:class:`~lama_model.ffc.FourierUnit` with its BatchNorm folded into the 1×1 conv."""
+    """:class:`~lama_model.net.ffc.FourierUnit` with its BatchNorm folded into the 1×1 conv."""
 
     def __init__(self, unit: FourierUnit) -> None:
         super().__init__()
@@ -192,7 +198,7 @@ class FusedSpectralInput(nn.Module):
 
 
 class FusedFFC(nn.Module):
-    """:class:`~lama_model.ffc.FFC_BN_ACT` with its BatchNorms folded and sums fused."""
+    """:class:`~lama_model.net.ffc.FFC_BN_ACT` with its BatchNorms folded and sums fused."""
 
     def __init__(self, layer: FFC_BN_ACT) -> None:
         super().__init__()
@@ -247,7 +253,7 @@ class FusedFFC(nn.Module):
 
 
 class FusedResnetBlock(nn.Module):
-    """:class:`~lama_model.ffc.FFCResnetBlock`: two fused FFC layers plus the residual."""
+    """:class:`~lama_model.net.ffc.FFCResnetBlock`: two fused FFC layers plus the residual."""
 
     def __init__(self, block: FFCResnetBlock) -> None:
         super().__init__()
@@ -437,7 +443,7 @@ class FusedGenerator(nn.Module):
     """Same function as the generator it was built from, for inference only.
 
     Build it with :func:`fuse_generator`. Input and output as
-    :class:`~lama_model.generator.FFCResNetGenerator`: ``(B, 4, H, W)`` → ``(B, 3, H, W)``.
+    :class:`~lama_model.net.generator.FFCResNetGenerator`: ``(B, 4, H, W)`` → ``(B, 3, H, W)``.
     """
 
     def __init__(

@@ -20,9 +20,10 @@ from typing import Any
 
 import msgpack
 
-from .client import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, _unpack
-from .pixel_files import FileRef
-from .pixel_formats import FORMATS
+from lama_client.client import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, _unpack
+from lama_model.choices import STRATEGIES
+from lama_server.wire.pixel_files import FileRef
+from lama_server.wire.pixel_formats import FORMATS
 
 VERSION = 1
 #: Minor revision: 1 added ``hello`` (the server proves it knows the token); 2 added pixel
@@ -32,7 +33,6 @@ OPS = ("ping", "info", "inpaint", "cancel", "hello")
 #: Messages up to this size are decoded whole before the token check; larger ones must carry
 #: ``v``, ``id``, ``op`` and ``token`` before any pixel data (every client does).
 SMALL_MESSAGE_BYTES = 65536
-STRATEGIES = ("auto", "crop", "resize", "original")
 OUTPUTS = ("composite", "layer")
 ERROR_CODES = (
     "bad_request",

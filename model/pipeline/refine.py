@@ -19,7 +19,7 @@ float32 the result matches the official code to float rounding (``tests/test_ref
 Unlike the official code, which keeps every activation of 15 forwards alive and breaks in
 half precision, memory here is bounded: the residual blocks are recomputed in the backward
 pass (activation checkpointing), bf16 autocast on CUDA (the Fourier transforms stay float32,
-see :class:`lama_model.ffc.FourierUnit`), only the features are differentiated (no weight
+see :class:`lama_model.net.ffc.FourierUnit`), only the features are differentiated (no weight
 gradients; the model is never modified), the last forward runs without a graph, and each
 pyramid level is dropped once used. Above ``px_budget`` pixels the official code returns a
 downsized image; here the fill is upsized back (bicubic) and only the hole is replaced.
@@ -38,12 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .ffc import FFCResnetBlock
-from .generator import FFCResNetGenerator
+from lama_model.choices import REFINE_PRECISIONS
+from lama_model.net.ffc import FFCResnetBlock
+from lama_model.net.generator import FFCResNetGenerator
 
 EPS = 1e-8  # the official threshold for "any hole" / "fully hole"
 EROSION_SIZE = 15  # the official loss mask is eroded with a 15×15 ellipse
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = REFINE_PRECISIONS
 ProgressFn = Callable[[float, str], None]
 
 

@@ -18,7 +18,7 @@ import socket
 import stat
 from pathlib import Path
 
-from .client import default_token_path
+from lama_client.client import default_token_path
 
 log = logging.getLogger("lama_server")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, _read_pickle, state_mismatches
+from lama_model.weights.checkpoint import CheckpointError, _read_pickle, state_mismatches
 
 FORMAT_VERSION = 1
 PREFIXES = ("generator", "discriminator", "loss_resnet_pl")

@@ -6,7 +6,7 @@ device, all fed by the one queue, batching same-size requests) push through an i
 PUSH/PULL pair. No other thread touches the ROUTER socket.
 
 On loopback endpoints clients reach the ROUTER only through the token gate
-(:mod:`~lama_server.gate`), which checks each message's token from its first bytes, so
+(:mod:`~lama_server.daemon.token_gate`), which checks each message's token from its first bytes, so
 unauthenticated data never reaches libzmq; the ROUTER then listens in a private folder.
 Frames are received without copying and the token is checked again before pixel data is read
 (:func:`protocol.decode`). Replies go out with ``ROUTER_MANDATORY``: a send to a client that
@@ -15,7 +15,7 @@ has disconnected fails with ``EHOSTUNREACH``, which is how the server learns it 
 are dropped and its running job stops at the next progress point. Clients with queued jobs
 are probed with a ``queued`` progress message every :data:`PROBE_INTERVAL` seconds.
 
-Gated servers also own a pixel folder (:mod:`~lama_server.pixel_files`): the owner thread
+Gated servers also own a pixel folder (:mod:`~lama_server.wire.pixel_files`): the owner thread
 names it in ``hello`` replies, maps the files a request names before queueing it, and sweeps
 the folder every :data:`SWEEP_INTERVAL` seconds.
 """
@@ -33,14 +33,15 @@ from dataclasses import dataclass
 
 import zmq
 
-from . import __version__, protocol
-from .auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
-from .gate import TokenGate, can_gate
-from .pixel_files import PixelFileError, PixelFolder
-from .pixel_formats import FORMATS
-from .protocol import Limits, ProtocolError
-from .scheduler import Job, Scheduler
-from .worker import Worker
+from lama_server import __version__
+from lama_server.daemon.auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
+from lama_server.daemon.scheduler import Job, Scheduler
+from lama_server.daemon.token_gate import TokenGate, can_gate
+from lama_server.daemon.worker import Worker
+from lama_server.wire import protocol
+from lama_server.wire.pixel_files import PixelFileError, PixelFolder
+from lama_server.wire.pixel_formats import FORMATS
+from lama_server.wire.protocol import Limits, ProtocolError
 
 log = logging.getLogger("lama_server")
 _OUTBOX = "inproc://lama-outbox"

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock
+from lama_model.net.ffc import FFC_BN_ACT, ConcatTupleLayer, FFCResnetBlock
 
 
 @dataclass(frozen=True)

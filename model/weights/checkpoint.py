@@ -6,8 +6,8 @@ Accepted sources:
 - a plain generator ``state_dict`` (``model.N…`` or ``generator.model.N…`` keys);
 - a TorchScript file such as the ``big-lama.pt`` other tools distribute
   (``model(image, mask)`` → composited image), only with ``allow_torchscript=True`` or when it
-  is the known ``big-lama-jit`` file (MD5 pinned in :mod:`lama_model.weights`);
-- a known model name (``big-lama``), resolved through :mod:`lama_model.weights`.
+  is the known ``big-lama-jit`` file (MD5 pinned in :mod:`lama_model.weights.downloads`);
+- a known model name (``big-lama``), resolved through :mod:`lama_model.weights.downloads`.
 
 Pickles are only ever read with ``torch.load(weights_only=True)``: no arbitrary objects.
 TorchScript archives hold code (``__setstate__`` runs at load, ``forward`` at every call), so
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config_yaml import ConfigError, load_generator_kwargs
-from .generator import FFCRatios, FFCResNetGenerator, LamaConfig
+from lama_model.net.generator import FFCRatios, FFCResNetGenerator, LamaConfig
+from lama_model.weights.official_config import ConfigError, load_generator_kwargs
 
 
 class CheckpointError(ValueError):
@@ -79,7 +79,7 @@ def load_model(
     """
     path = Path(source).expanduser()
     if not path.exists():
-        from .weights import KNOWN_MODELS, ensure_model, known_generators
+        from lama_model.weights.downloads import KNOWN_MODELS, ensure_model, known_generators
 
         known = ", ".join(known_generators())
         if str(source) in known_generators():
@@ -168,7 +168,7 @@ def _is_torchscript(path: Path) -> bool:
 
 def _is_pinned_torchscript(path: Path) -> bool:
     """True for the known TorchScript release whose checksum :mod:`weights` pins."""
-    from .weights import KNOWN_MODELS, file_digest
+    from lama_model.weights.downloads import KNOWN_MODELS, file_digest
 
     pinned = [m.digest for m in KNOWN_MODELS.values() if m.digest and m.filename.endswith(".pt")]
     if not pinned:

@@ -4,7 +4,7 @@
   model's calls (cuDNN enables it for convolutions by default, which is *not* float32);
 - ``tf32`` (CUDA): float32 tensors, TF32 tensor-core math inside convolutions and matmuls;
 - ``bf16`` / ``fp16``: reduced precision, the Fourier transforms kept in float32 (see
-  :class:`lama_model.ffc.FourierUnit` and :mod:`lama_model.fused`).
+  :class:`lama_model.net.ffc.FourierUnit` and :mod:`lama_model.accel.fused`).
 
 ``auto`` (:func:`choose_precision`) decides by **measurement**, per device and model: each
 candidate the device runs natively is checked by the quality guard (PSNR against float32 on
@@ -35,9 +35,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lama_model.choices import PRECISIONS
+
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
 MIN_PSNR_DB = 40.0
 SPEED_MARGIN = 1.10  # kept only if >= 10 % faster: interleaved timings vary less than that
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -170,7 +171,7 @@ class ChoiceCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         if path is None:
-            from .weights import cache_dir
+            from lama_model.weights.downloads import cache_dir
 
             path = cache_dir() / "precision-choices.json"
         self.path = Path(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .devices import module_device
+from lama_model.devices import module_device
 
 DEFAULT_OPSET = 18  # DFT exists from 17; 18 is what torch.onnx's dynamo exporter targets best
 MIN_OPSET = 17
@@ -43,7 +43,7 @@ class CompositeGenerator(nn.Module):
 def exportable(model: nn.Module) -> tuple[nn.Module, int]:
     """The eager module to export and its size multiple.
 
-    Accepts a :class:`~lama_model.checkpoint.LamaModel`, one of the fast wrappers (anything
+    Accepts a :class:`~lama_model.weights.checkpoint.LamaModel`, one of the fast wrappers (anything
     with ``.inner``) or a bare ``FFCResNetGenerator``.
     """
     seen = 0
@@ -125,7 +125,7 @@ def export_torchscript(model: nn.Module, path: str | Path, sample_size: int = 25
 
     The traced graph keeps the sizes symbolic (shapes are read with ``aten::size``), so the
     file runs at any multiple of 8 and loads back through
-    :func:`lama_model.checkpoint.load_model`.
+    :func:`lama_model.weights.checkpoint.load_model`.
     """
     module, multiple = exportable(model)
     module = module.float()
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lama-inpaint export: --size must be a multiple of 8, >= 16", file=sys.stderr)
         return 2
 
-    from .checkpoint import CheckpointError, load_model
+    from lama_model.weights.checkpoint import CheckpointError, load_model
 
     try:
         model = load_model(args.model)

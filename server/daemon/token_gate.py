@@ -25,8 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import protocol
-from .client import (
+from lama_client.client import (
     LamaError,
     ZmtpConnection,
     _command_name,
@@ -34,7 +33,8 @@ from .client import (
     zmtp_greeting,
     zmtp_ready,
 )
-from .protocol import Limits
+from lama_server.wire import protocol
+from lama_server.wire.protocol import Limits
 
 log = logging.getLogger("lama_server")
 

@@ -18,16 +18,15 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .client import DEFAULT_ENDPOINT
+from lama_client.client import DEFAULT_ENDPOINT
+from lama_model.choices import BACKENDS, PRECISIONS
+from lama_server import __version__
 
-PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")
-BACKENDS = ("torch", "onnxruntime")
 log = logging.getLogger("lama_server")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    from .protocol import Limits
+    from lama_server.wire.protocol import Limits
 
     limits = Limits()
     p = argparse.ArgumentParser(
@@ -135,16 +134,19 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s lama-server %(levelname)s %(message)s"
     )
-    from lama_model.backends import BackendError, load_for_inference
-    from lama_model.checkpoint import CheckpointError
+    from lama_model.accel.precision import PrecisionError
     from lama_model.devices import DeviceError, resolve_devices
-    from lama_model.precision import PrecisionError
-    from lama_model.weights import WeightsError
-
-    from .auth import is_loopback_endpoint, load_or_create_curve_keys, load_or_create_token
-    from .protocol import Limits
-    from .transport import Server, ServerConfig
-    from .worker import Worker
+    from lama_model.factory import BackendError, load_for_inference
+    from lama_model.weights.checkpoint import CheckpointError
+    from lama_model.weights.downloads import WeightsError
+    from lama_server.daemon.auth import (
+        is_loopback_endpoint,
+        load_or_create_curve_keys,
+        load_or_create_token,
+    )
+    from lama_server.daemon.router import Server, ServerConfig
+    from lama_server.daemon.worker import Worker
+    from lama_server.wire.protocol import Limits
 
     remote = not is_loopback_endpoint(args.listen)
     if remote and not args.allow_remote:
@@ -250,7 +252,7 @@ def _gpu_key(device) -> str:
 
 
 def _query(command: str, rest: Sequence[str]) -> int:
-    from .client import LamaClient, LamaError
+    from lama_client.client import LamaClient, LamaError
 
     p = argparse.ArgumentParser(prog=f"lama-server {command}")
     p.add_argument("endpoint", nargs="?", default=DEFAULT_ENDPOINT)
@@ -286,7 +288,7 @@ def _query(command: str, rest: Sequence[str]) -> int:
 
 
 def _plugins(command: str, rest: Sequence[str]) -> int:
-    from . import plugin_install
+    from lama_server.commands import plugins as plugin_install
 
     p = argparse.ArgumentParser(prog=f"lama-server {command}")
     p.add_argument("host", choices=plugin_install.HOSTS)

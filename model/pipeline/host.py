@@ -2,7 +2,7 @@
 
 Steps, following the official ``predict.py`` where it matters for equivalence:
 1. pixels → float RGB in [0, 1] (greyscale replicated, alpha set aside);
-2. the soft mask → generator hole and feathered blend weights (:mod:`lama_model.masks`);
+2. the soft mask → generator hole and feathered blend weights (:mod:`lama_model.geometry`);
 3. per strategy, windows of the image go through the generator: padded at the bottom/right
    to a multiple of 8 with NumPy's ``symmetric`` mode, masked, run, cropped back;
 4. composite ``alpha · fill + (1 − alpha) · image`` and back to the input's dtype, **rounding**
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .masks import Box, blend_weights, bounding_box, merge_overlapping, region_boxes
-from .refine import RefineOptions, refine_window
+from lama_model.choices import STRATEGIES
+from lama_model.geometry import Box, blend_weights, bounding_box, merge_overlapping, region_boxes
+from lama_model.pipeline.refine import RefineOptions, refine_window
 
-STRATEGIES = ("auto", "crop", "resize", "original")
 ProgressFn = Callable[[float, str], None]
 
 
@@ -42,8 +42,8 @@ class InpaintOptions:
     - ``crop_margin``: minimal context around a region for ``crop`` (at least half the
       region's size is taken too).
     - ``refine``: sharpen each window's fill with the official high-resolution refinement
-      (:mod:`lama_model.refine`; slower, needs the eager generator): ``True`` for the
-      official settings or a :class:`~lama_model.refine.RefineOptions`. Windows then run at
+      (:mod:`lama_model.pipeline.refine`; slower, needs the eager generator): ``True`` for the
+      official settings or a :class:`~lama_model.pipeline.refine.RefineOptions`. Windows then run at
       full resolution up to the refiner's pixel budget instead of ``resize_limit``.
     """
 
@@ -122,7 +122,7 @@ def inpaint(
 
     ``image``: ``H×W`` or ``H×W×C`` (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA), uint8, uint16 or
     float32 in [0, 1]. ``mask``: ``H×W`` uint8, soft 0..255 (> 127 = hole), or bool.
-    ``model``: a :class:`~lama_model.checkpoint.LamaModel` or anything with the same
+    ``model``: a :class:`~lama_model.weights.checkpoint.LamaModel` or anything with the same
     ``forward(image, mask)``. ``progress(fraction, stage)`` is called along the way; an
     exception raised from it aborts the work (used for cancellation).
     """
@@ -140,7 +140,7 @@ def inpaint_region(
     (a server patches the region into the request's pixels)."""
     if _runs_on_accelerator(model) and not getattr(options, "refine", False):
         # On a GPU the pixel work runs there too (one upload, one download per request).
-        from .device_path import DeviceInpainter
+        from lama_model.pipeline.device import DeviceInpainter
 
         return DeviceInpainter(model).region(image, mask, options, progress)
     report = progress or (lambda _f, _s: None)

@@ -1,12 +1,12 @@
 """The fused generator laid out for GPU tensor cores, with optional background compilation.
 
-Built from :func:`lama_model.fused.fuse_generator` (BatchNorms folded) and changed where the
+Built from :func:`lama_model.accel.fused.fuse_generator` (BatchNorms folded) and changed where the
 H200 profile of the autocast path (``FastModel(bf16, fuse, cuda_graphs)``) showed time going:
 
 - **weights cast once**: the whole fused generator is converted to bf16 (or fp16) at build
   time; autocast re-cast every weight on every call (part of the 26 % of GPU time spent in
   ``aten::copy_``). The Fourier transforms still run in float32
-  (:class:`~lama_model.fused.FusedFourierUnit` upcasts around them);
+  (:class:`~lama_model.accel.fused.FusedFourierUnit` upcasts around them);
 - **tensor-core friendly channel counts**: the 4-channel input convolution (7×7) and the
   3-channel output convolution (7×7) ran in a slow generic cuDNN kernel (~2.6 ms of 18.5 at
   1024²); their channels are padded with zero weights to 8, which computes the same sums;
@@ -18,8 +18,8 @@ H200 profile of the autocast path (``FastModel(bf16, fuse, cuda_graphs)``) showe
   ready. Inductor's artefacts persist in the user cache (``<cache>/inductor``) so a restart
   compiles from cache.
 
-The result keeps the :class:`~lama_model.checkpoint.LamaModel` interface plus
-``.description``/``.precision``, like :class:`~lama_model.fast.FastModel`.
+The result keeps the :class:`~lama_model.weights.checkpoint.LamaModel` interface plus
+``.description``/``.precision``, like :class:`~lama_model.accel.optimize.FastModel`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .devices import module_device
-from .fast import _CudaGraphs
-from .fused import FoldedConv, FusedFourierUnit, FusedGenerator, _Head, _Tail, fuse_generator
-from .refine import keep_source
+from lama_model.accel.fused import (
+    FoldedConv,
+    FusedFourierUnit,
+    FusedGenerator,
+    _Head,
+    _Tail,
+    fuse_generator,
+)
+from lama_model.accel.optimize import _CudaGraphs
+from lama_model.devices import module_device
+from lama_model.pipeline.refine import keep_source
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,7 @@ def _pad_out_channels(conv: FoldedConv, channels: int) -> None:
 
 
 class ChannelsLastFourierUnit(nn.Module):
-    """:class:`~lama_model.fused.FusedFourierUnit` without leaving channels-last.
+    """:class:`~lama_model.accel.fused.FusedFourierUnit` without leaving channels-last.
 
     The FFT runs over H and W of the NHWC tensor (channels as the inner batch), so the
     spectrum's ``(re, im)`` pairs are already the interleaved channel order the 1×1 conv
@@ -293,7 +300,7 @@ def _maybe_stream(stream: torch.cuda.Stream | None):
 
 def inductor_cache_dir() -> Path:
     """Where compiled kernels persist: ``$TORCHINDUCTOR_CACHE_DIR`` or the model cache."""
-    from .weights import cache_dir
+    from lama_model.weights.downloads import cache_dir
 
     return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir().parent / "inductor")
 
@@ -369,7 +376,7 @@ class GpuFusedModel(nn.Module):
         return self.net(x).float()
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from .fast import bucket_size, pad_symmetric
+        from lama_model.accel.optimize import bucket_size, pad_symmetric
 
         host = image.device
         image, mask = image.to(self._device), mask.to(self._device)
@@ -412,10 +419,10 @@ def gpu_model(model: nn.Module, precision: str = "auto", compile: bool = False) 
     """:class:`GpuFusedModel` for a CUDA ``model`` if it passes the quality guard, else None.
 
     ``auto`` picks bf16 (fp16 where bf16 is missing); ``fp32`` returns None (the float32
-    paths of :func:`lama_model.fast.optimize` serve that). An explicit reduced precision is
+    paths of ``accel.optimize.optimize`` serve that). An explicit reduced precision is
     used as asked.
     """
-    from .precision import MIN_PSNR_DB, quality_guard
+    from lama_model.accel.precision import MIN_PSNR_DB, quality_guard
 
     if precision == "fp32" or getattr(model, "generator", None) is None:
         return None

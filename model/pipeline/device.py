@@ -1,6 +1,6 @@
 """The inpainting request path as tensor ops on the model's device.
 
-:func:`lama_model.inpaint.inpaint` does its pre- and post-processing in NumPy on the host,
+:func:`lama_model.pipeline.host.inpaint` does its pre- and post-processing in NumPy on the host,
 which is right for a CPU model but, on a GPU, costs more than the model itself (mask growing,
 feathering, float conversion, compositing and several host↔device copies per window). Here
 the same steps run on the model's device:
@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fast import pad_symmetric
-from .inpaint import (
+from lama_model.accel.optimize import pad_symmetric
+from lama_model.geometry import HOLE_THRESHOLD, Box, bounding_box
+from lama_model.pipeline.host import (
     InpaintOptions,
     InpaintResult,
     ProgressFn,
@@ -38,7 +39,6 @@ from .inpaint import (
     _as_mask,
     _plan,
 )
-from .masks import HOLE_THRESHOLD, Box, bounding_box
 
 _CROSS = ((0.0, 1.0, 0.0), (1.0, 1.0, 1.0), (0.0, 1.0, 0.0))
 
@@ -132,7 +132,7 @@ class Prepared:
 
 
 class DeviceInpainter:
-    """:func:`~lama_model.inpaint.inpaint` with the pixel work on ``model``'s device.
+    """:func:`~lama_model.pipeline.host.inpaint` with the pixel work on ``model``'s device.
 
     Owns the pinned staging buffers, so keep one per model (one per worker thread) and call
     it for every request. Not thread-safe.
@@ -327,11 +327,11 @@ def forward_batch(model: torch.nn.Module, windows: list[Window]) -> None:
         window.prediction = out[i]
 
 
-# --- tensor versions of lama_model.masks / inpaint helpers ------------------------------
+# --- tensor versions of lama_model.geometry / inpaint helpers ------------------------------
 
 
 def ring_distance_tensor(core: torch.Tensor, radius: int) -> torch.Tensor:
-    """:func:`lama_model.masks.ring_distance` on a ``(h, w)`` bool tensor (int32, same values)."""
+    """``geometry.ring_distance`` on a ``(h, w)`` bool tensor (int32, same values)."""
     dist = torch.full(core.shape, radius + 1, dtype=torch.int32, device=core.device)
     dist[core] = 0
     if radius <= 0:
@@ -354,7 +354,7 @@ def ring_distance_tensor(core: torch.Tensor, radius: int) -> torch.Tensor:
 def blend_weights_tensor(
     mask: torch.Tensor, mask_grow: int, feather: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`lama_model.masks.blend_weights` on a ``(h, w)`` uint8 tensor: ``(hole, alpha)``.
+    """:func:`lama_model.geometry.blend_weights` on a ``(h, w)`` uint8 tensor: ``(hole, alpha)``.
 
     Same values: the ramp is computed in float64 and rounded to float32 as NumPy does.
     """

@@ -1,18 +1,18 @@
-"""Fast inference wrappers with the :class:`~lama_model.checkpoint.LamaModel` interface.
+"""Fast inference wrappers with the :class:`~lama_model.weights.checkpoint.LamaModel` interface.
 
 ``forward(image[B,3,H,W], mask[B,1,H,W]) → image``, attributes ``.device``, ``.name``,
 ``.size_multiple``. Building blocks:
 
-- :class:`FastModel`: the fused rewrite (:mod:`lama_model.fused`), in float32 or natively in
+- :class:`FastModel`: the fused rewrite (:mod:`lama_model.accel.fused`), in float32 or natively in
   bf16/fp16, or autocast around an unfused model (the Fourier transforms stay float32
   either way); TF32 off on CUDA for ``fp32``; channels-last weights; optional
   ``torch.compile`` on inputs padded to size buckets (compilation reused across sizes);
   optional CUDA graphs per bucket; pinned host buffers when inputs arrive on the CPU for a
   CUDA model.
 - :class:`OnnxRuntimeModel`: an ONNX Runtime session on a file from
-  :func:`lama_model.export.export_onnx`.
+  :func:`lama_model.accel.onnx.export_onnx`.
 - :func:`optimize`: builds the configuration for a device; with ``precision="auto"`` it
-  measures the candidates (:func:`lama_model.precision.choose_precision`) and caches the
+  measures the candidates (:func:`lama_model.accel.precision.choose_precision`) and caches the
   decision.
 
 Measured on the 2-core AVX2 CPU of this project (``bench/speed.py``, Big LaMa, 2 threads,
@@ -38,9 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import LamaModel
-from .fused import FusedGenerator, fuse_generator
-from .precision import (
+from lama_model.accel.fused import FusedGenerator, fuse_generator
+from lama_model.accel.precision import (
     DTYPES,
     PRECISIONS,
     PROBE_ENV,
@@ -55,9 +54,10 @@ from .precision import (
     model_fingerprint,
     probe_from_env,
 )
-from .refine import keep_source
+from lama_model.choices import BACKENDS
+from lama_model.pipeline.refine import keep_source
+from lama_model.weights.checkpoint import LamaModel
 
-BACKENDS = ("torch", "onnxruntime")
 MAX_CUDA_GRAPHS = 4  # each graph keeps its activations alive; a few sizes cover a session
 
 
@@ -102,9 +102,9 @@ def cpu_supports_bf16() -> bool:
 def fused_model(
     model: nn.Module, winograd: bool | None = None, dtype: torch.dtype = torch.float32
 ) -> LamaModel:
-    """A :class:`LamaModel` running :func:`~lama_model.fused.fuse_generator`'s rewrite.
+    """A :class:`LamaModel` running :func:`~lama_model.accel.fused.fuse_generator`'s rewrite.
 
-    ``winograd`` and ``dtype`` as in :func:`~lama_model.fused.fuse_generator` (default:
+    ``winograd`` and ``dtype`` as in :func:`~lama_model.accel.fused.fuse_generator` (default:
     float32, Winograd on for a CPU model). The source model is left as it was. Raises
     ``ValueError`` for a TorchScript model (its graph is not ours to rewrite).
     """
@@ -124,7 +124,7 @@ def fused_model(
 
 class _CudaGraphs:
     """CUDA graph per input shape and dtype (LRU of ``limit``): static buffers in, replay,
-    copy out. CUDA only; :mod:`~lama_model.gpu_fused` uses it too."""
+    copy out. CUDA only; :mod:`~lama_model.accel.gpu_model` uses it too."""
 
     def __init__(
         self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], limit: int = MAX_CUDA_GRAPHS
@@ -362,7 +362,7 @@ def optimize(
 
     ``fuse`` (default: on for an eager generator) runs :func:`fused_model`'s rewrite, which
     computes the same function to float32 rounding. An explicit ``precision`` is used as
-    asked. ``auto`` measures (:func:`lama_model.precision.choose_precision`): the reduced
+    asked. ``auto`` measures (:func:`lama_model.accel.precision.choose_precision`): the reduced
     precisions the device runs natively (``candidates``, default
     :func:`auto_candidates`) are guarded and timed against float32 with ``timer``, and
     kept only if faster by the margin with PSNR >= 40 dB. The decision is cached in
@@ -491,7 +491,7 @@ def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
 
 
 def _onnxruntime(model: nn.Module, device: torch.device, onnx_path: str | Path | None) -> nn.Module:
-    from .export import export_onnx
+    from lama_model.accel.onnx import export_onnx
 
     if onnx_path is None or not Path(onnx_path).is_file():
         if onnx_path is None:

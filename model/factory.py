@@ -3,7 +3,7 @@
 ``lama-inpaint`` and ``lama-server`` both call :func:`load_for_inference`, so the two
 commands pick the same inference path for the same flags:
 
-- ``torch`` (default): :func:`lama_model.fast.optimize` — the fused model; with
+- ``torch`` (default): :func:`lama_model.accel.optimize.optimize` — the fused model; with
   ``precision="auto"`` in float32 or in a reduced precision the device runs natively,
   chosen by measurement (guarded, cached per machine and model);
 - ``onnxruntime``: an ``.onnx`` file is served directly; any other model is exported once
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_model
-from .fast import BACKENDS, OnnxRuntimeModel, optimize
-from .weights import cache_dir
+from lama_model.accel.optimize import BACKENDS, OnnxRuntimeModel, optimize
+from lama_model.weights.checkpoint import load_model
+from lama_model.weights.downloads import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ def load_for_inference(
 
     The result has the ``LamaModel`` interface plus ``.description`` (e.g. ``fp32+fused``,
     ``onnxruntime:cpu``). Raises :class:`BackendError` for an impossible combination, and
-    :class:`~lama_model.checkpoint.CheckpointError` /
-    :class:`~lama_model.weights.WeightsError` as :func:`load_model` does
+    :class:`~lama_model.weights.checkpoint.CheckpointError` /
+    :class:`~lama_model.weights.downloads.WeightsError` as :func:`load_model` does
     (``allow_torchscript`` is passed to it).
     """
     if backend not in BACKENDS:
@@ -69,7 +69,7 @@ def load_for_inference(
         # Compiled in the background per size bucket, served eagerly meanwhile (issue 14).
         # Without compiling, optimize()'s autocast path was as fast on an H200 at 1024² and
         # 7 % faster at 2048² (bench/gpu_e2e.py), so it stays the default.
-        from .gpu_fused import gpu_model
+        from lama_model.accel.gpu_model import gpu_model
 
         chosen = gpu_model(model, precision, compile)
         if chosen is not None:

@@ -36,7 +36,7 @@ Inpainter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def build_parser() -> argparse.ArgumentParser:
     from lama_model.devices import DEVICE_CHOICES
-    from lama_model.inpaint import STRATEGIES, InpaintOptions
+    from lama_model.pipeline.host import STRATEGIES, InpaintOptions
 
     defaults = InpaintOptions()
     p = argparse.ArgumentParser(
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["export"]:
-        from lama_model.export import main as export_main
+        from lama_model.accel.onnx import main as export_main
 
         return export_main(args_list[1:])
     parser = build_parser()
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lama-inpaint: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the model failed to run: one line, not a traceback
-        from .cli import one_line
+        from lama_server.commands.serve import one_line
 
         print(f"lama-inpaint: error: the model failed to run: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
@@ -165,7 +165,7 @@ def find_folder_jobs(input_dir: Path, output_dir: Path) -> list[tuple[Path, Path
 
 
 def _make_inpainter(args: argparse.Namespace) -> Inpainter:
-    from lama_model.inpaint import InpaintOptions
+    from lama_model.pipeline.host import InpaintOptions
 
     try:
         options = InpaintOptions(
@@ -190,12 +190,12 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
 
 
 def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
-    from lama_model.backends import BackendError, load_for_inference
-    from lama_model.checkpoint import CheckpointError
+    from lama_model.accel.precision import PrecisionError
     from lama_model.devices import DeviceError, resolve_device
-    from lama_model.inpaint import inpaint
-    from lama_model.precision import PrecisionError
-    from lama_model.weights import WeightsError
+    from lama_model.factory import BackendError, load_for_inference
+    from lama_model.pipeline.host import inpaint
+    from lama_model.weights.checkpoint import CheckpointError
+    from lama_model.weights.downloads import WeightsError
 
     try:
         device = resolve_device(args.device)
@@ -208,7 +208,7 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     except (CheckpointError, DeviceError, WeightsError) as exc:
         raise Failed(str(exc)) from exc
     if options.refine:
-        from lama_model.refine import RefineError, refinable_generator
+        from lama_model.pipeline.refine import RefineError, refinable_generator
 
         try:
             refinable_generator(model)
@@ -222,8 +222,8 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
 
 
 def _remote_inpainter(endpoint: str, options) -> Inpainter:
-    from . import client as lama_client
-    from .pixel_formats import array_to_wire, format_for_array, wire_to_array
+    from lama_client import client as lama_client
+    from lama_server.wire.pixel_formats import array_to_wire, format_for_array, wire_to_array
 
     # Refinement may run for many minutes on a CPU server: wait longer for the whole request.
     conn = lama_client.LamaClient(endpoint, **({"timeout": 3600.0} if options.refine else {}))
@@ -254,7 +254,7 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
 
 
 def _run_jobs(jobs: list[tuple[Path, Path, Path]], inpaint_fn: Inpainter, quiet: bool) -> None:
-    from lama_model.image_io import ImageFileError, read_image, read_mask, write_image
+    from lama_server.commands.image_files import ImageFileError, read_image, read_mask, write_image
 
     bar = None
     if not quiet:

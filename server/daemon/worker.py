@@ -1,7 +1,7 @@
 """The worker: owns the model and the device, turns a job into reply bytes.
 
 It runs in its own thread (one per device), takes jobs from the
-:class:`~lama_server.scheduler.Scheduler`, and hands every message (progress and the final
+:class:`~lama_server.daemon.scheduler.Scheduler`, and hands every message (progress and the final
 reply) to ``emit``, which forwards it to the socket thread: only that thread touches the
 ROUTER socket. Requests whose whole image is one window of the same size may arrive as a
 batch (:meth:`Worker.batch_key`) and run in one forward; refinement never batches.
@@ -18,14 +18,13 @@ from collections.abc import Callable, Hashable, Iterator
 import numpy as np
 import torch
 
-from lama_model.device_path import DeviceInpainter, Prepared, forward_batch
-from lama_model.inpaint import InpaintOptions, RegionResult, inpaint_region
-from lama_model.refine import RefineError, refinable_generator
-
-from . import protocol
-from .pixel_formats import _CANONICAL, FORMATS, array_to_wire, wire_to_array
-from .protocol import Request
-from .scheduler import Job
+from lama_model.pipeline.device import DeviceInpainter, Prepared, forward_batch
+from lama_model.pipeline.host import InpaintOptions, RegionResult, inpaint_region
+from lama_model.pipeline.refine import RefineError, refinable_generator
+from lama_server.daemon.scheduler import Job
+from lama_server.wire import protocol
+from lama_server.wire.pixel_formats import _CANONICAL, FORMATS, array_to_wire, wire_to_array
+from lama_server.wire.protocol import Request
 
 log = logging.getLogger("lama_server")
 
@@ -82,7 +81,7 @@ class Worker:
         line = {"device": str(self.device), "path": self.path, "max_batch": self.max_batch,
                 **self.load.as_dict()}  # fmt: skip
         compiler = getattr(self.model, "compiler", None)
-        if compiler is not None:  # background compilation (lama_model.gpu_fused)
+        if compiler is not None:  # background compilation (lama_model.accel.gpu_model)
             line["compile"] = {"ready": compiler.ready_shapes, "pending": compiler.pending_shapes}
         return line
 

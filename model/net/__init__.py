@@ -1,0 +1,1 @@
+"""The paper's network: Fast Fourier Convolutions and the FFC ResNet generator."""

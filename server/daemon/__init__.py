@@ -1,0 +1,1 @@
+"""The daemon: the socket-owner router, token gate, authentication, scheduler and workers."""

@@ -1,0 +1,1 @@
+"""The wire format: message schema and validation, replies, pixel formats and pixel files."""
