@@ -357,8 +357,11 @@ class CtrlC:
         self._previous = signal.default_int_handler
 
     def __enter__(self) -> CtrlC:
-        if self.enabled:
-            self._previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+        previous = signal.getsignal(signal.SIGINT) if self.enabled else None
+        if previous is signal.SIG_IGN:  # started deaf to Ctrl-C (nohup, a background job): stay so
+            self.enabled = False
+        elif self.enabled:
+            self._previous = previous if previous is not None else signal.default_int_handler
             signal.signal(signal.SIGINT, self._request)
         return self
 
