@@ -2,7 +2,7 @@
 
 The official recipe (``make_default_train_dataloader`` with ``transform_variant: distortions``):
 photos of about 512 px, the "distortions" augmentation and a random 256×256 crop
-(:mod:`.augment`), a mask from the training mask sampler (:mod:`.masks`) drawn after the
+(:mod:`.augment`), a mask from the training mask sampler (:mod:`.mask_gen`) drawn after the
 augmentation, and under DDP a ``DistributedSampler`` (epoch permutation ``randperm(n)`` seeded
 with ``seed + epoch``, rank ``r`` taking every ``world_size``-th entry from ``r``).
 
