@@ -303,7 +303,7 @@ def part_server(
 
     Returns one pyzmq client's requests/s at ``--concurrent-size``.
     """
-    from lama_client.client import ImageData, LamaClient
+    from lama_client.client import LamaClient
 
     tmp = Path(tempfile.mkdtemp(prefix="lama-bench-server-"))
     proc, endpoint, token, log_path = start_server(args, model_path, tmp, device_spec)
@@ -313,72 +313,10 @@ def part_server(
         path = ",".join(d["path"] for d in info.get("devices", [])) or info.get("path")
         if device_spec:
             path = f"--device {device_spec}: {path}"
-        cases = [(f"{s}²", s, s, {"strategy": "original"}, s) for s in args.sizes]
-        if device_spec:
-            cases = []
-        elif args.photo:
-            w, h = args.photo
-            cases.append((f"photo {w}x{h} small object", h, w, {}, None))
-        for label, h, w, options, size in cases:
-            image, mask = _rgba(h, w), _mask(h, w, small=size is None)
-            data = ImageData(w, h, "RGBA8", image.tobytes())
-            if args.compile:
-                wait_for_compilation(endpoint, token, data, mask, options, args.compile_timeout)
-            for use_pyzmq in (False, True):
-                for files in (True, False):
-                    with LamaClient(endpoint, token, use_pyzmq=use_pyzmq, timeout=600,
-                                    pixel_files=files) as c:  # fmt: skip
-                        ms = timed(lambda: c.inpaint(data, mask.tobytes(), options),  # noqa: B023
-                                   max(3, args.runs // 2), torch.device("cpu"))  # fmt: skip
-                        used = "pixel file" if c.last_used_pixel_file else "inline"
-                    ratio = ms / model_ms[size] if size in model_ms else None
-                    what = f"{'pyzmq' if use_pyzmq else 'stdlib'} client, {used}"
-                    x_model = None if ratio is None else round(ratio, 2)
-                    rows.append({"part": "server", "what": what, "path": path, "size": label,
-                                 "ms": round(ms, 1), "x_model": x_model})  # fmt: skip
-                    print(rows[-1], flush=True)
-                    if use_pyzmq and files and size == args.concurrent_size:
-                        single_rps = 1000 / ms
+        else:
+            single_rps = _round_trips(args, endpoint, token, path, rows, model_ms, single_rps)
         if args.clients > 1:
-            size = args.concurrent_size
-            image, mask = _rgba(size, size), _mask(size, size)
-            data = ImageData(size, size, "RGBA8", image.tobytes())
-            errors: list[Exception] = []
-            barrier = threading.Barrier(args.clients + 1)
-
-            def client():
-                try:
-                    with LamaClient(endpoint, token, use_pyzmq=True, timeout=600) as c:
-                        c.inpaint(data, mask.tobytes(), {"strategy": "original"})  # warm
-                        barrier.wait()
-                        for _ in range(args.requests):
-                            c.inpaint(data, mask.tobytes(), {"strategy": "original"})
-                except Exception as exc:
-                    errors.append(exc)
-                    barrier.abort()
-
-            threads = [threading.Thread(target=client) for _ in range(args.clients)]
-            for t in threads:
-                t.start()
-            barrier.wait()
-            start = time.perf_counter()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - start
-            if errors:
-                raise errors[0]
-            rps = args.clients * args.requests / elapsed
-            with LamaClient(endpoint, token) as c:
-                load = c.info().get("devices")
-            what = f"{args.clients} clients x {args.requests}"
-            if device_spec:
-                what += f" (--device {device_spec})"
-            rows.append({"part": "server", "what": what,
-                         "path": path, "size": f"{size}²", "ms": round(elapsed * 1000, 1),
-                         "req_per_s": round(rps, 2),
-                         "x_single_client": round(rps / single_rps, 2) if single_rps else None,
-                         "device_load": load})  # fmt: skip
-            print(rows[-1], flush=True)
+            _concurrent_clients(args, endpoint, token, path, rows, device_spec, single_rps)
     finally:
         proc.terminate()
         try:
@@ -389,6 +327,85 @@ def part_server(
             with open(args.server_log, "a") as out:
                 out.write(log_path.read_text(errors="replace"))
     return single_rps
+
+
+def _round_trips(args, endpoint, token, path, rows, model_ms, single_rps):
+    """One client's round trip per size, per client kind and pixel transport; a row each.
+
+    Returns one pyzmq client's requests/s at ``--concurrent-size`` (or ``single_rps``).
+    """
+    from lama_client.client import ImageData, LamaClient
+
+    cases = [(f"{s}²", s, s, {"strategy": "original"}, s) for s in args.sizes]
+    if args.photo:
+        w, h = args.photo
+        cases.append((f"photo {w}x{h} small object", h, w, {}, None))
+    for label, h, w, options, size in cases:
+        image, mask = _rgba(h, w), _mask(h, w, small=size is None)
+        data = ImageData(w, h, "RGBA8", image.tobytes())
+        if args.compile:
+            wait_for_compilation(endpoint, token, data, mask, options, args.compile_timeout)
+        for use_pyzmq in (False, True):
+            for files in (True, False):
+                with LamaClient(endpoint, token, use_pyzmq=use_pyzmq, timeout=600,
+                                pixel_files=files) as c:  # fmt: skip
+                    ms = timed(lambda: c.inpaint(data, mask.tobytes(), options),  # noqa: B023
+                               max(3, args.runs // 2), torch.device("cpu"))  # fmt: skip
+                    used = "pixel file" if c.last_used_pixel_file else "inline"
+                ratio = ms / model_ms[size] if size in model_ms else None
+                what = f"{'pyzmq' if use_pyzmq else 'stdlib'} client, {used}"
+                x_model = None if ratio is None else round(ratio, 2)
+                rows.append({"part": "server", "what": what, "path": path, "size": label,
+                             "ms": round(ms, 1), "x_model": x_model})  # fmt: skip
+                print(rows[-1], flush=True)
+                if use_pyzmq and files and size == args.concurrent_size:
+                    single_rps = 1000 / ms
+    return single_rps
+
+
+def _concurrent_clients(args, endpoint, token, path, rows, device_spec, single_rps) -> None:
+    """``--clients`` pyzmq clients, ``--requests`` each, all at once; one row."""
+    from lama_client.client import ImageData, LamaClient
+
+    size = args.concurrent_size
+    image, mask = _rgba(size, size), _mask(size, size)
+    data = ImageData(size, size, "RGBA8", image.tobytes())
+    errors: list[Exception] = []
+    barrier = threading.Barrier(args.clients + 1)
+
+    def client():
+        try:
+            with LamaClient(endpoint, token, use_pyzmq=True, timeout=600) as c:
+                c.inpaint(data, mask.tobytes(), {"strategy": "original"})  # warm
+                barrier.wait()
+                for _ in range(args.requests):
+                    c.inpaint(data, mask.tobytes(), {"strategy": "original"})
+        except Exception as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    rps = args.clients * args.requests / elapsed
+    with LamaClient(endpoint, token) as c:
+        load = c.info().get("devices")
+    what = f"{args.clients} clients x {args.requests}"
+    if device_spec:
+        what += f" (--device {device_spec})"
+    rows.append({"part": "server", "what": what,
+                 "path": path, "size": f"{size}²", "ms": round(elapsed * 1000, 1),
+                 "req_per_s": round(rps, 2),
+                 "x_single_client": round(rps / single_rps, 2) if single_rps else None,
+                 "device_load": load})  # fmt: skip
+    print(rows[-1], flush=True)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -402,7 +419,7 @@ def print_table(rows: list[dict]) -> None:
                          for c in cols))  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--server-device", help="lama-server --device (default: --device)")
@@ -429,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write all rows here")
     p.add_argument("--profile", metavar="DIR",
                    help="CUDA: write a kernel table per model variant at --concurrent-size")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # A `timeout` around the run still gets the table and the JSON (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     args.sizes = [int(s) for s in args.sizes.split(",") if s]

@@ -284,7 +284,7 @@ def machine_line(device: str) -> str:
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sizes", default=None, help="default 256,512,1024 (CPU), 512,1024,2048 (CUDA)"
@@ -304,28 +304,20 @@ def main() -> None:
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.one:
         print("RESULT " + json.dumps(measure_one(args)))
         return
-
-    import numpy as np
 
     gpu = args.device == "cuda"
     sizes = [
         int(s) for s in (args.sizes or ("512,1024,2048" if gpu else "256,512,1024")).split(",")
     ]
-    paths = args.paths.split(",") if args.paths else list(GPU_PATHS if gpu else CPU_PATHS)
-    if not args.paths and not gpu:
-        from lama_model.accel.optimize import cpu_supports_bf16
-
-        if not cpu_supports_bf16():
-            for name in NATIVE_BF16_ONLY:  # emulated bf16: ~40x slower, minutes per size
-                paths.remove(name)
-    if "ref" not in paths:
-        paths.insert(0, "ref")
-    paths.remove("ref")
-    paths.insert(0, "ref")  # the reference runs first so every row can compare with it
+    paths = _paths_to_time(args, gpu)
     results = []
     with tempfile.TemporaryDirectory(prefix="lama-bench-") as tmp:
         folder = Path(tmp)
@@ -339,24 +331,8 @@ def main() -> None:
         header = f"{'size':>5} {'path':<14} {'median':>8} {'min':>7} {'speed-up':>8} "
         print(header + f"{'PSNR hole':>9} {'peak MiB':>9} {'1st run':>8}  description")
         for size in sizes:
-            _, mask = sample(size)
             for round_no in range(args.rounds):
-                ref_time = ref_out = None
-                for name in paths:
-                    row = run_one(args, name, size, folder, onnx_file)
-                    row["round"] = round_no
-                    results.append(row)
-                    if "error" in row:
-                        print(f"{size:>5} {name:<14} failed: {row['error']}", flush=True)
-                        continue
-                    out = np.load(row.pop("out_file"))
-                    if name == "ref":
-                        ref_time, ref_out = row["median_s"], out
-                    row["speedup"] = ref_time / row["median_s"] if ref_time else None
-                    row["psnr_hole_db"] = (
-                        psnr_hole(ref_out, out, mask.numpy()) if ref_out is not None else None
-                    )
-                    print_row(row)
+                results += _time_round(args, paths, size, round_no, folder, onnx_file)
             if args.rounds > 1:
                 print_summary(size, [r for r in results if r["size"] == size and "error" not in r])
     if args.json:
@@ -367,6 +343,48 @@ def main() -> None:
             "results": results,
         }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def _paths_to_time(args: argparse.Namespace, gpu: bool) -> list[str]:
+    """The paths to time, the reference first so every row can compare with it."""
+    paths = args.paths.split(",") if args.paths else list(GPU_PATHS if gpu else CPU_PATHS)
+    if not args.paths and not gpu:
+        from lama_model.accel.optimize import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            for name in NATIVE_BF16_ONLY:  # emulated bf16: ~40x slower, minutes per size
+                paths.remove(name)
+    if "ref" not in paths:
+        paths.insert(0, "ref")
+    paths.remove("ref")
+    paths.insert(0, "ref")
+    return paths
+
+
+def _time_round(args, paths: list[str], size: int, round_no: int, folder: Path,
+                onnx_file) -> list[dict]:  # fmt: skip
+    """Every path once at ``size``, each row printed as it comes, compared with this round's ref."""
+    import numpy as np
+
+    _, mask = sample(size)
+    rows = []
+    ref_time = ref_out = None
+    for name in paths:
+        row = run_one(args, name, size, folder, onnx_file)
+        row["round"] = round_no
+        rows.append(row)
+        if "error" in row:
+            print(f"{size:>5} {name:<14} failed: {row['error']}", flush=True)
+            continue
+        out = np.load(row.pop("out_file"))
+        if name == "ref":
+            ref_time, ref_out = row["median_s"], out
+        row["speedup"] = ref_time / row["median_s"] if ref_time else None
+        row["psnr_hole_db"] = (
+            psnr_hole(ref_out, out, mask.numpy()) if ref_out is not None else None
+        )
+        print_row(row)
+    return rows
 
 
 if __name__ == "__main__":

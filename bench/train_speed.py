@@ -41,19 +41,46 @@ DISCRIMINATORS = {"bigd": (64, 4), "tinyd": (8, 2)}
 
 def run_variant(args: argparse.Namespace, variant: str) -> dict:
     """Time one variant in this process."""
-    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    step, memory_format = _build_step(args, variant, device)
+    batches = _synthetic_batches(args, device, memory_format)
+    times, logs = _time_steps(step, batches, args, device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        name = torch.cuda.get_device_name(device)
+    else:
+        peak = _vmhwm_mib()
+        name = "cpu"
+    median = statistics.median(times)
+    return {
+        "variant": variant,
+        "device": name,
+        "torch": torch.__version__,
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "generator": args.generator,
+        "discriminator": args.discriminator,
+        "step_s_median": median,
+        "images_per_s": args.batch_size / median,
+        "peak_mib": peak,
+        "finite": bool(all(torch.isfinite(v).all() for v in logs.values())),
+    }
+
+
+def _build_step(args: argparse.Namespace, variant: str, device):
+    """The trainer's ``TrainStep`` on the recipe's networks (random weights), and the layout."""
     import torch
 
     from lama_model.net.generator import FFCResNetGenerator
     from lama_model.train.config import GENERATOR_PRESETS, DiscriminatorConfig, TrainConfig
     from lama_model.train.discriminator import build_discriminator
-    from lama_model.train.mask_gen import make_mask_generator
     from lama_model.train.perceptual import ResNetPL
     from lama_model.train.trainer import DistEnv, Networks, TrainStep
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     ndf, n_layers = DISCRIMINATORS[args.discriminator]
     config = TrainConfig(
         data="(synthetic)",
@@ -76,7 +103,15 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
         p.requires_grad_(False)
     for net in nets.as_dict().values():
         net.to(device=device, memory_format=memory_format).train()
-    step = TrainStep(nets, config, DistEnv(), device)
+    return TrainStep(nets, config, DistEnv(), device), memory_format
+
+
+def _synthetic_batches(args: argparse.Namespace, device, memory_format) -> list[dict]:
+    """Two batches of random images with Big LaMa training masks, already on the device."""
+    import numpy as np
+    import torch
+
+    from lama_model.train.mask_gen import make_mask_generator
 
     masks = make_mask_generator("large")
     rng = np.random.RandomState(0)
@@ -93,6 +128,12 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
                 "mask": mask.float().to(device).contiguous(memory_format=memory_format),
             }
         )
+    return batches
+
+
+def _time_steps(step, batches: list[dict], args: argparse.Namespace, device):
+    """Seconds per timed step (after the warm-up steps), and the last step's loss logs."""
+    import torch
 
     def sync() -> None:
         if device.type == "cuda":
@@ -107,26 +148,7 @@ def run_variant(args: argparse.Namespace, variant: str) -> dict:
         sync()
         if i >= args.warmup:
             times.append(time.perf_counter() - tic)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        name = torch.cuda.get_device_name(device)
-    else:
-        peak = _vmhwm_mib()
-        name = "cpu"
-    median = statistics.median(times)
-    return {
-        "variant": variant,
-        "device": name,
-        "torch": torch.__version__,
-        "size": args.size,
-        "batch_size": args.batch_size,
-        "generator": args.generator,
-        "discriminator": args.discriminator,
-        "step_s_median": median,
-        "images_per_s": args.batch_size / median,
-        "peak_mib": peak,
-        "finite": bool(all(torch.isfinite(v).all() for v in logs.values())),
-    }
+    return times, logs
 
 
 def _ensure_lama_model_importable() -> None:

@@ -106,71 +106,91 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         try:
             pinger = LamaClient(endpoint, token)
-            quiet = []
-            quiet_end = time.monotonic() + args.quiet_s
-            while time.monotonic() < quiet_end:  # the same pings without an attack: the noise
-                t0 = time.perf_counter()
-                pinger.ping()
-                quiet.append((time.perf_counter() - t0) * 1000)
-                time.sleep(0.02)
+            quiet = _quiet_pings(pinger, args.quiet_s)
             time.sleep(0.5)
             idle = rss_kib(proc.pid)
-            payload = zmq.Frame(unauthenticated_message(size))
-            start = threading.Barrier(args.senders + 1)
-            codes: list[str] = []
-            threads = [
-                threading.Thread(target=sender, args=(endpoint, payload, args.rounds, start, codes))
-                for _ in range(args.senders)
-            ]
-            for t in threads:
-                t.start()
-            peak, latencies, slow = idle, [], []
-            stop = threading.Event()
-
-            def sample() -> None:
-                nonlocal peak
-                while not stop.is_set():
-                    peak = max(peak, rss_kib(proc.pid))
-                    time.sleep(0.005)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            start.wait()
-            began = time.monotonic()
-            while any(t.is_alive() for t in threads):
-                t0 = time.perf_counter()
-                pinger.ping()
-                latencies.append((time.perf_counter() - t0) * 1000)
-                slow.extend([(round(time.monotonic() - began, 2), round(latencies[-1], 1))]
-                            if latencies[-1] > 20 else [])  # fmt: skip
-                time.sleep(0.02)
-            elapsed = time.monotonic() - began
-            stop.set()
-            sampler.join()
+            attack = _attack(proc.pid, endpoint, pinger, size, args, idle)
             hwm = rss_kib(proc.pid, "VmHWM")
             pinger.close()
         finally:
             proc.terminate()
             proc.wait(30)
+    result = _result(args, size, idle, hwm, quiet, attack)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _quiet_pings(pinger, seconds: float) -> list[float]:
+    """The same pings as during the attack, without one: the noise (ms)."""
+    quiet = []
+    quiet_end = time.monotonic() + seconds
+    while time.monotonic() < quiet_end:
+        t0 = time.perf_counter()
+        pinger.ping()
+        quiet.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.02)
+    return quiet
+
+
+def _attack(pid: int, endpoint: str, pinger, size: int, args: argparse.Namespace,
+            idle: int) -> dict:  # fmt: skip
+    """Run the senders while pinging and sampling the server's RSS; what was measured."""
+    payload = zmq.Frame(unauthenticated_message(size))
+    start = threading.Barrier(args.senders + 1)
+    codes: list[str] = []
+    threads = [
+        threading.Thread(target=sender, args=(endpoint, payload, args.rounds, start, codes))
+        for _ in range(args.senders)
+    ]
+    for t in threads:
+        t.start()
+    peak, latencies, slow = idle, [], []
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss_kib(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start.wait()
+    began = time.monotonic()
+    while any(t.is_alive() for t in threads):
+        t0 = time.perf_counter()
+        pinger.ping()
+        latencies.append((time.perf_counter() - t0) * 1000)
+        slow.extend([(round(time.monotonic() - began, 2), round(latencies[-1], 1))]
+                    if latencies[-1] > 20 else [])  # fmt: skip
+        time.sleep(0.02)
+    elapsed = time.monotonic() - began
+    stop.set()
+    sampler.join()
+    return {"codes": codes, "peak": peak, "latencies": latencies, "slow": slow,
+            "elapsed": elapsed}  # fmt: skip
+
+
+def _result(args: argparse.Namespace, size: int, idle: int, hwm: int, quiet: list[float],
+            attack: dict) -> dict:  # fmt: skip
+    codes, peak, latencies = attack["codes"], attack["peak"], sorted(attack["latencies"])
     request_kib = size // 1024
     budget = 1.5 * idle + request_kib
-    latencies.sort()
     result = {
         "senders": args.senders, "size_mb": args.size_mb, "rounds": args.rounds,
-        "replies": {c: codes.count(c) for c in set(codes)}, "attack_s": round(elapsed, 2),
+        "replies": {c: codes.count(c) for c in set(codes)}, "attack_s": round(attack["elapsed"], 2),
         "idle_rss_mib": round(idle / 1024, 1), "peak_rss_mib": round(peak / 1024, 1),
         "vm_hwm_mib": round(hwm / 1024, 1), "budget_mib": round(budget / 1024, 1),
         "rss_goal_met": peak < budget,
         "ping_ms_without_attack": _stats(quiet[5:]),
         "pings": len(latencies),
         "ping_ms_during_attack": _stats(latencies),
-        "slow_pings_s_ms": slow[:10],  # (seconds into the attack, ms) of pings over 20 ms
+        "slow_pings_s_ms": attack["slow"][:10],  # (seconds into the attack, ms) of pings > 20 ms
     }  # fmt: skip
     result["ping_goal_met"] = bool(latencies) and latencies[-1] < 50
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

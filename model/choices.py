@@ -12,12 +12,22 @@ REFINE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # refinement runs a backwa
 TRAIN_PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("torch", "onnxruntime")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# lama-train fit: architectures and the perceptual loss's encoder by name; the configurations
+# they name are lama_model.train.config's presets.
+TRAIN_GENERATORS = ("big-lama", "lama-fourier", "tiny")
+TRAIN_DISCRIMINATORS = ("big", "tiny")
+# resnet50dilated is the paper's ADE20k encoder; tiny-random-for-tests is a small random-weight
+# stand-in that keeps the test suite fast (not a perceptual loss).
+PERCEPTUAL_ENCODERS = ("resnet50dilated", "tiny-random-for-tests")
 
 __all__ = [
     "BACKENDS",
     "DEVICE_CHOICES",
+    "PERCEPTUAL_ENCODERS",
     "PRECISIONS",
     "REFINE_PRECISIONS",
     "STRATEGIES",
+    "TRAIN_DISCRIMINATORS",
+    "TRAIN_GENERATORS",
     "TRAIN_PRECISIONS",
 ]

@@ -127,3 +127,29 @@ def test_training_from_scratch_fetches_the_perceptual_encoder_once(
     source.unlink()  # from now on only the cache can serve it
     monkeypatch.setenv("LAMA_OFFLINE", "1")
     assert weights.ensure_model(entry.name) == cached
+
+
+def test_help_offers_exactly_the_presets_the_config_builds():
+    """--help takes its choices from lama_model.choices (no torch); the configs they name are
+    lama_model.train.config's presets."""
+    from lama_model.choices import PERCEPTUAL_ENCODERS, TRAIN_DISCRIMINATORS, TRAIN_GENERATORS
+    from lama_model.train.config import DISCRIMINATOR_PRESETS, GENERATOR_PRESETS, TrainConfig
+
+    assert tuple(GENERATOR_PRESETS) == TRAIN_GENERATORS
+    assert tuple(DISCRIMINATOR_PRESETS) == TRAIN_DISCRIMINATORS
+    for encoder in PERCEPTUAL_ENCODERS:
+        TrainConfig(data="d", run_dir="r", perceptual_encoder=encoder)
+
+
+def test_offline_init_big_lama_names_lama_trains_own_option(
+    tmp_path, train_photos, monkeypatch, capsys
+):
+    """The download error's advice must be an option lama-train has (--init), not --model."""
+    monkeypatch.setenv("LAMA_OFFLINE", "1")
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path / "cache"))
+    code = lama_train(["fit", str(train_photos), "--out", str(tmp_path / "run"),
+                       "--init", "big-lama", *TINY_TRAIN_ARGS])  # fmt: skip
+    assert code == 1
+    err = one_line_error(capsys)
+    assert "cannot download big-lama" in err and "--init PATH" in err
+    assert "--model" not in err

@@ -233,3 +233,57 @@ def test_fine_tuning_reuses_the_checkpoints_perceptual_encoder_offline(
     for key, value in original.items():
         if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
             assert torch.equal(tuned[f"loss_resnet_pl.impl.{key}"], value), key
+
+
+def test_run_folder_says_which_step_best_is_and_why(tiny_run):
+    """best.ckpt can hold a later step with a lower SSIM than step 0's baseline: models/best.json
+    names the step, its validation SSIM (as val.csv has it) and the rule that chose it."""
+    import json
+
+    note = json.loads((tiny_run / "models" / "best.json").read_text())
+    best = read_ckpt(tiny_run / "models" / "best.ckpt")
+    assert note["step"] == best["global_step"] == 40
+    with (tiny_run / "val.csv").open() as f:
+        rows = {int(r["step"]): float(r["ssim"]) for r in csv.DictReader(f)}
+    assert note["metric"] == "val_ssim"
+    assert note["value"] == pytest.approx(rows[40], rel=1e-5)
+    assert "step 0" in note["why"] and "baseline" in note["why"]
+
+
+def test_ctrl_c_saves_a_run_that_resume_continues(train_photos, tmp_path):
+    """A real Ctrl-C (SIGINT to the process group, as a terminal sends it, data workers
+    included) stops `lama-train fit` after the current step, saves models/last.ckpt, says so
+    in one line and exits 130; --resume continues from that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LAMA_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "lama_model.train.cli", "fit", str(train_photos), "--out",
+            str(run), *TINY_TRAIN_ARGS, "--workers", "1", "--steps", "100000"]  # fmt: skip
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not _train_rows(run) >= 3 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    last_line = err.strip().splitlines()[-1]
+    assert "interrupted after step" in last_line and "--resume" in last_line, err[-2000:]
+    step = read_ckpt(run / "models" / "last.ckpt")["global_step"]
+    assert step >= 3 and f"step {step}" in last_line
+    assert _train_rows(run) == step  # every finished step logged, and none after the save
+    code = lama_train(["fit", "--resume", "--out", str(run), "--steps", str(step + 2),
+                       "--workers", "0", "--no-progress"])  # fmt: skip
+    assert code == 0
+    assert read_ckpt(run / "models" / "last.ckpt")["global_step"] == step + 2
+
+
+def _train_rows(run: Path) -> int:
+    path = run / "train.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0

@@ -93,6 +93,36 @@ def bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return top * (1 - wy) + bottom * wy
 
 
+def _draw_perspective(
+    rng: np.random.RandomState, params: Distortions, height: int, width: int
+) -> np.ndarray:
+    """A random perspective map of the whole photo: the homography output pixel → source."""
+    sigma = rng.uniform(*params.perspective_sigma)
+    jitter = np.mod(np.abs(rng.normal(0.0, sigma, size=(4, 2))), 1.0)
+    w, h = width - 1, height - 1
+    quad = np.array(
+        [
+            [jitter[0, 0] * w, jitter[0, 1] * h],
+            [(1 - jitter[1, 0]) * w, jitter[1, 1] * h],
+            [(1 - jitter[2, 0]) * w, (1 - jitter[2, 1]) * h],
+            [jitter[3, 0] * w, (1 - jitter[3, 1]) * h],
+        ]
+    )
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    return _homography(corners, quad)
+
+
+def _draw_affine(rng: np.random.RandomState, params: Distortions) -> np.ndarray:
+    """A random scale, rotation and shear about the centre: the 2×2 map output → source."""
+    sx, sy = rng.uniform(*params.affine_scale), rng.uniform(*params.affine_scale)
+    angle = math.radians(rng.uniform(*params.rotate_degrees))
+    shx, shy = (math.radians(rng.uniform(*params.shear_degrees)) for _ in range(2))
+    cos, sin = math.cos(angle), math.sin(angle)
+    rotation = np.array([[cos, -sin], [sin, cos]])
+    shear = np.array([[1, math.tan(shx)], [math.tan(shy), 1]])
+    return np.linalg.inv(rotation @ shear @ np.diag([sx, sy]))
+
+
 def random_crop(
     image: np.ndarray, crop: int, rng: np.random.RandomState, params: Distortions | None
 ) -> np.ndarray:
@@ -105,27 +135,9 @@ def random_crop(
     perspective = affine = None
     optical_k = 0.0
     if params is not None and rng.random_sample() < params.p:
-        sigma = rng.uniform(*params.perspective_sigma)
-        jitter = np.mod(np.abs(rng.normal(0.0, sigma, size=(4, 2))), 1.0)
-        w, h = width - 1, height - 1
-        quad = np.array(
-            [
-                [jitter[0, 0] * w, jitter[0, 1] * h],
-                [(1 - jitter[1, 0]) * w, jitter[1, 1] * h],
-                [(1 - jitter[2, 0]) * w, (1 - jitter[2, 1]) * h],
-                [jitter[3, 0] * w, (1 - jitter[3, 1]) * h],
-            ]
-        )
-        corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
-        perspective = _homography(corners, quad)  # output pixel → source pixel
+        perspective = _draw_perspective(rng, params, height, width)
     if params is not None and rng.random_sample() < params.p:
-        sx, sy = rng.uniform(*params.affine_scale), rng.uniform(*params.affine_scale)
-        angle = math.radians(rng.uniform(*params.rotate_degrees))
-        shx, shy = (math.radians(rng.uniform(*params.shear_degrees)) for _ in range(2))
-        cos, sin = math.cos(angle), math.sin(angle)
-        rotation = np.array([[cos, -sin], [sin, cos]])
-        shear = np.array([[1, math.tan(shx)], [math.tan(shy), 1]])
-        affine = np.linalg.inv(rotation @ shear @ np.diag([sx, sy]))  # output → source
+        affine = _draw_affine(rng, params)
     padded_h, padded_w = max(height, crop), max(width, crop)
     pad_top, pad_left = (padded_h - height) // 2, (padded_w - width) // 2
     if params is not None and rng.random_sample() < params.p:

@@ -5,7 +5,11 @@
     torchrun --nproc-per-node 8 --no-python lama-train fit PHOTOS/ --out runs/NAME ...
     lama-train masks --kind large --size 256 -n 100 OUT/
 
-Exit codes: 0 done, 1 the run failed, 2 bad input (one line on stderr, no traceback).
+Exit codes: 0 done, 1 the run failed, 2 bad input (one line on stderr, no traceback), 130
+interrupted (Ctrl-C; ``fit`` first saves a checkpoint that ``--resume`` continues).
+
+``--help`` loads no torch: the choices come from :mod:`lama_model.choices`, and everything that
+needs torch is imported once a command runs.
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lama_model.train.config import (
-    DISCRIMINATOR_PRESETS,
-    GENERATOR_PRESETS,
+from lama_model.choices import (
     PERCEPTUAL_ENCODERS,
-    PRECISIONS,
-    LossConfig,
-    TrainConfig,
+    TRAIN_DISCRIMINATORS,
+    TRAIN_GENERATORS,
+    TRAIN_PRECISIONS,
 )
+from lama_model.errors import first_line
 from lama_model.train.mask_gen import MASK_KINDS
-from lama_model.weights.checkpoint import CheckpointError
 from lama_model.weights.downloads import KNOWN_MODELS, WeightsError, ensure_model
 from lama_model.weights.official_config import ConfigError
+
+if TYPE_CHECKING:
+    from lama_model.train.config import TrainConfig
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 
 # Options a resumed run may change; everything else is fixed by the run's config.yaml.
 RESUME_MAY_CHANGE = ("steps", "workers", "device", "data", "progress")
@@ -45,13 +53,15 @@ examples:
   use the result:
       lama-inpaint photo.jpg mask.png -o out.png --model runs/mine
 
-A run folder holds config.yaml, models/last.ckpt, models/best.ckpt (best validation SSIM),
-train.csv, val.csv, samples/ (preview grids: masked input | output | inpainted | target) and
-tb/ (TensorBoard, if installed). `lama-inpaint --model` and `lama-server --model` take it as is.
+A run folder holds config.yaml, models/last.ckpt, models/best.ckpt (best validation SSIM;
+models/best.json says which step it is and why), train.csv, val.csv, samples/ (preview grids:
+masked input | output | inpainted | target) and tb/ (TensorBoard, if installed).
+`lama-inpaint --model` and `lama-server --model` take it as is.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lama-train`` command line: ``fit`` and ``masks``."""
     parser = argparse.ArgumentParser(
         prog="lama-train",
         description="Train or fine-tune LaMa on your own photos, or write mask sets.\n"
@@ -69,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,  # so a resumed run knows what was really given
     )
+    _add_run_options(fit)
+    _add_schedule_options(fit.add_argument_group("schedule and data"))
+    _add_optimisation_options(fit.add_argument_group("optimisation"))
+    _add_speed_options(fit.add_argument_group("speed"))
+    _add_progress_options(fit.add_argument_group("progress and validation"))
+    _add_masks_command(sub)
+    return parser
+
+
+def _add_run_options(fit: argparse.ArgumentParser) -> None:
     fit.add_argument(
         "data", nargs="?", help="folder of JPEG/PNG/WebP photos (searched recursively)"
     )
@@ -80,13 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune from a model folder (the official big-lama folder, or one of our runs) "
         "or a .ckpt; its architecture is used unless --generator is given",
     )  # fmt: skip
-    fit.add_argument("--generator", choices=list(GENERATOR_PRESETS),
+    fit.add_argument("--generator", choices=list(TRAIN_GENERATORS),
                      help="architecture when training from scratch (default big-lama; "
                      "tiny = test-sized)")  # fmt: skip
-    fit.add_argument("--discriminator", choices=list(DISCRIMINATOR_PRESETS),
+    fit.add_argument("--discriminator", choices=list(TRAIN_DISCRIMINATORS),
                      help="big: Big LaMa's (ndf 64, 4 layers; default); tiny: ndf 8, 2 layers, "
                      "for tests")  # fmt: skip
-    group = fit.add_argument_group("schedule and data")
+
+
+def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--steps", type=int, help="total optimiser steps (default 100000)")
     group.add_argument("--batch-size", type=int,
                        help="images per process per micro-batch (default 8)")  # fmt: skip
@@ -99,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--no-augment", dest="augment", action="store_false",
                        help="no flips/distortions, random crops only")  # fmt: skip
     group.add_argument("--seed", type=int, help="seed for weights, data order, masks (default 0)")
-    group = fit.add_argument_group("optimisation")
+
+
+def _add_optimisation_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--lr-generator", type=float, help="Adam lr of the generator (1e-3)")
     group.add_argument("--lr-discriminator", type=float,
                        help="Adam lr of the discriminator (1e-4)")  # fmt: skip
@@ -112,14 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--perceptual-encoder", choices=PERCEPTUAL_ENCODERS,
                        help="FOR TESTS ONLY: tiny-random-for-tests replaces the perceptual "
                        "network by a small random one")  # fmt: skip
-    group = fit.add_argument_group("speed")
+
+
+def _add_speed_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    group.add_argument("--precision", choices=PRECISIONS,
+    group.add_argument("--precision", choices=TRAIN_PRECISIONS,
                        help="fp32 (default) or bf16 autocast (FFTs stay float32)")  # fmt: skip
     group.add_argument("--channels-last", action="store_true", help="channels-last tensors")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile the generator and the perceptual encoder")  # fmt: skip
-    group = fit.add_argument_group("progress and validation")
+
+
+def _add_progress_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--log-every", type=int, help="steps per train.csv row (50)")
     group.add_argument("--preview-every", type=int, help="steps per preview grid (500)")
     group.add_argument("--val-every", type=int, help="steps per validation (2000)")
@@ -130,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")  # fmt: skip
 
+
+def _add_masks_command(sub: argparse._SubParsersAction) -> None:
     masks = sub.add_parser(
         "masks",
         help="write a set of random masks as PNG files",
@@ -141,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     masks.add_argument("--size", type=int, default=256, help="masks are SIZE×SIZE (256)")
     masks.add_argument("-n", "--count", type=int, default=100, help="how many (100)")
     masks.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    return parser
 
 
 _FIELD_OF_OPTION = {
@@ -152,6 +181,14 @@ _FIELD_OF_OPTION = {
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's config from the command line (and, resuming, from the run's config.yaml)."""
+    from lama_model.train.config import (
+        DISCRIMINATOR_PRESETS,
+        GENERATOR_PRESETS,
+        LossConfig,
+        TrainConfig,
+        architecture_from_folder,
+    )
+
     given = dict(vars(args))
     for name in ("command", "out", "resume", "init", "generator", "discriminator", "progress",
                  "resnet_pl_weight"):  # fmt: skip
@@ -178,8 +215,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     if generator is not None:
         fields_given["generator"] = GENERATOR_PRESETS[generator]
     elif init is not None:
-        from lama_model.train.config import architecture_from_folder
-
         folder = init if init.is_dir() else init.parent.parent
         if not (folder / "config.yaml").is_file():
             raise ValueError(f"{init}: no config.yaml beside it; say --generator explicitly")
@@ -196,18 +231,31 @@ def _resolve_init(init: str) -> Path:
     if path.exists():
         return path
     if init in KNOWN_MODELS and KNOWN_MODELS[init].unpack_to:
-        return ensure_model(init)
+        try:
+            return ensure_model(init)
+        except WeightsError as exc:
+            # The registry's offline hint names the inference commands' --model; here the
+            # folder is given as --init.
+            hint = KNOWN_MODELS[init].local_hint
+            raise WeightsError(
+                str(exc).replace(hint, f"pass --init PATH to a copy of the {init} folder")
+            ) from exc
     raise ValueError(f"--init {init}: no such file or folder (or known model: big-lama)")
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from lama_model.train.trainer import RunInputError, TrainError, fit
+    """``lama-train fit``: train, then say where the model is."""
+    from lama_model.train.trainer import RunInputError, TrainError, TrainingInterrupted, fit
 
     config, resume = config_from_args(args)
     try:
         progress = fit(config, resume=resume, progress_bar=getattr(args, "progress", True))
+    except TrainingInterrupted as exc:
+        print(f"lama-train: {exc}; continue with: lama-train fit --resume --out {args.out}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
     except TrainError as exc:
-        print(f"lama-train: {_first_line(exc)}", file=sys.stderr)
+        print(f"lama-train: {first_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, RunInputError) else 1
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"done: {progress.step} steps; model in {config.run_dir} "
@@ -216,6 +264,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_masks(args: argparse.Namespace) -> int:
+    """``lama-train masks``: write a mask set."""
     import numpy as np
     from PIL import Image
 
@@ -240,7 +289,11 @@ def run_masks(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``lama-train``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # After parsing, so that --help never loads torch (the checkpoint code needs it).
+    from lama_model.weights.checkpoint import CheckpointError
+
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING, format="lama-train: %(message)s"
@@ -248,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_fit(args) if args.command == "fit" else run_masks(args)
     except (ValueError, ConfigError, CheckpointError) as exc:  # bad input
-        print(f"lama-train: {_first_line(exc)}", file=sys.stderr)
+        print(f"lama-train: {first_line(exc)}", file=sys.stderr)
         return 2
     except WeightsError as exc:
         print(f"lama-train: {exc}", file=sys.stderr)
@@ -256,12 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lama-train: interrupted (models/last.ckpt holds the last saved step)",
               file=sys.stderr)  # fmt: skip
-        return 1
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

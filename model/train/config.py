@@ -15,23 +15,18 @@ from typing import Any
 
 import yaml
 
-from lama_model.choices import TRAIN_PRECISIONS
+from lama_model.choices import PERCEPTUAL_ENCODERS, TRAIN_PRECISIONS
 from lama_model.net.generator import FFCRatios, LamaConfig
 from lama_model.weights.official_config import ConfigError, generator_kwargs, read_yaml
 
-# Generator architectures ``--generator`` accepts. ``tiny`` is the golden test model's
+# Generator architectures ``--generator`` accepts (their names, torch-free, are
+# lama_model.choices.TRAIN_GENERATORS, for --help). ``tiny`` is the golden test model's
 # architecture (ngf 16, 2 blocks): only for tests and smoke runs.
 GENERATOR_PRESETS: dict[str, LamaConfig] = {
     "big-lama": LamaConfig(n_blocks=18),
     "lama-fourier": LamaConfig(n_blocks=9),
     "tiny": LamaConfig(ngf=16, n_blocks=2),
 }
-
-PRECISIONS = TRAIN_PRECISIONS
-
-# ``resnet50dilated`` is the paper's ADE20k encoder. ``tiny-random-for-tests`` is a small
-# random-weight stand-in that keeps the test suite fast; it is not a perceptual loss.
-PERCEPTUAL_ENCODERS = ("resnet50dilated", "tiny-random-for-tests")
 
 
 @dataclass(frozen=True)
@@ -42,6 +37,7 @@ class DiscriminatorConfig:
     n_layers: int = 4
 
 
+# ``--discriminator`` (names: lama_model.choices.TRAIN_DISCRIMINATORS)
 DISCRIMINATOR_PRESETS: dict[str, DiscriminatorConfig] = {
     "big": DiscriminatorConfig(ndf=64, n_layers=4),
     "tiny": DiscriminatorConfig(ndf=8, n_layers=2),
@@ -101,8 +97,8 @@ class TrainConfig:
     perceptual_encoder: str = "resnet50dilated"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}")
         if self.perceptual_encoder not in PERCEPTUAL_ENCODERS:
             raise ValueError(f"perceptual_encoder must be one of {', '.join(PERCEPTUAL_ENCODERS)}")
         multiple = 2**self.generator.n_downsampling
@@ -125,8 +121,6 @@ class TrainConfig:
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The run's ``config.yaml`` content: official sections plus ``lama_train:``."""
-        g = self.generator
-        loss = self.losses
         official_only = {"data", "run_dir", "run_title", "generator", "discriminator", "losses"}
         extras = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in official_only
@@ -139,35 +133,8 @@ class TrainConfig:
                 "concat_mask": True,
                 "store_discr_outputs_for_vis": True,
             },
-            "losses": {
-                "l1": {
-                    "weight_missing": loss.l1_weight_missing,
-                    "weight_known": loss.l1_weight_known,
-                },
-                "perceptual": {"weight": 0},
-                "adversarial": {
-                    "kind": "r1",
-                    "weight": loss.adversarial_weight,
-                    "gp_coef": loss.gp_coef,
-                    "mask_as_fake_target": True,
-                    "allow_scale_mask": True,
-                },
-                "feature_matching": {"weight": loss.feature_matching_weight},
-                "resnet_pl": {"weight": loss.resnet_pl_weight, "weights_path": self.resnet_pl},
-            },
-            "generator": {
-                "kind": "ffc_resnet",
-                "input_nc": g.input_nc,
-                "output_nc": g.output_nc,
-                "ngf": g.ngf,
-                "n_downsampling": g.n_downsampling,
-                "n_blocks": g.n_blocks,
-                "max_features": g.max_features,
-                "add_out_act": g.add_out_act,
-                "init_conv_kwargs": _ratios(g.init_conv),
-                "downsample_conv_kwargs": _ratios(g.downsample_conv),
-                "resnet_conv_kwargs": _ratios(g.resnet_conv),
-            },
+            "losses": self._losses_section(),
+            "generator": self._generator_section(),
             "discriminator": {
                 "kind": "pix2pixhd_nlayer",
                 "input_nc": 3,
@@ -178,28 +145,69 @@ class TrainConfig:
                 "generator": {"kind": "adam", "lr": self.generator_lr},
                 "discriminator": {"kind": "adam", "lr": self.discriminator_lr},
             },
-            "data": {
-                "batch_size": self.batch_size,
-                "num_workers": self.workers,
-                "train": {
-                    "indir": self.data,
-                    "out_size": self.crop,
-                    "mask_kind": self.mask_kind,
-                    "transform_variant": "distortions" if self.augment else "no_augs",
-                },
-                "val": {"indir": self.val_data or self.data, "out_size": self.val_size},
-            },
-            "trainer": {
-                "kwargs": {
-                    "max_steps": self.steps,
-                    "gradient_clip_val": self.grad_clip,
-                    "precision": 32 if self.precision == "fp32" else "bf16",
-                    "val_check_interval": self.val_every,
-                    "log_every_n_steps": self.log_every,
-                },
-                "checkpoint_kwargs": {"save_last": True, "monitor": "val_ssim", "mode": "max"},
-            },
+            "data": self._data_section(),
+            "trainer": self._trainer_section(),
             "lama_train": {"run_dir": self.run_dir, **extras},
+        }
+
+    def _losses_section(self) -> dict[str, Any]:
+        loss = self.losses
+        return {
+            "l1": {
+                "weight_missing": loss.l1_weight_missing,
+                "weight_known": loss.l1_weight_known,
+            },
+            "perceptual": {"weight": 0},
+            "adversarial": {
+                "kind": "r1",
+                "weight": loss.adversarial_weight,
+                "gp_coef": loss.gp_coef,
+                "mask_as_fake_target": True,
+                "allow_scale_mask": True,
+            },
+            "feature_matching": {"weight": loss.feature_matching_weight},
+            "resnet_pl": {"weight": loss.resnet_pl_weight, "weights_path": self.resnet_pl},
+        }
+
+    def _generator_section(self) -> dict[str, Any]:
+        g = self.generator
+        return {
+            "kind": "ffc_resnet",
+            "input_nc": g.input_nc,
+            "output_nc": g.output_nc,
+            "ngf": g.ngf,
+            "n_downsampling": g.n_downsampling,
+            "n_blocks": g.n_blocks,
+            "max_features": g.max_features,
+            "add_out_act": g.add_out_act,
+            "init_conv_kwargs": _ratios(g.init_conv),
+            "downsample_conv_kwargs": _ratios(g.downsample_conv),
+            "resnet_conv_kwargs": _ratios(g.resnet_conv),
+        }
+
+    def _data_section(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.workers,
+            "train": {
+                "indir": self.data,
+                "out_size": self.crop,
+                "mask_kind": self.mask_kind,
+                "transform_variant": "distortions" if self.augment else "no_augs",
+            },
+            "val": {"indir": self.val_data or self.data, "out_size": self.val_size},
+        }
+
+    def _trainer_section(self) -> dict[str, Any]:
+        return {
+            "kwargs": {
+                "max_steps": self.steps,
+                "gradient_clip_val": self.grad_clip,
+                "precision": 32 if self.precision == "fp32" else "bf16",
+                "val_check_interval": self.val_every,
+                "log_every_n_steps": self.log_every,
+            },
+            "checkpoint_kwargs": {"save_last": True, "monitor": "val_ssim", "mode": "max"},
         }
 
     def save(self, path: str | Path) -> None:

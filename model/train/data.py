@@ -2,7 +2,7 @@
 
 The official recipe (``make_default_train_dataloader`` with ``transform_variant: distortions``):
 photos of about 512 px, the "distortions" augmentation and a random 256×256 crop
-(:mod:`.augment`), a mask from the training mask sampler (:mod:`.masks`) drawn after the
+(:mod:`.augment`), a mask from the training mask sampler (:mod:`.mask_gen`) drawn after the
 augmentation, and under DDP a ``DistributedSampler`` (epoch permutation ``randperm(n)`` seeded
 with ``seed + epoch``, rank ``r`` taking every ``world_size``-th entry from ``r``).
 
@@ -18,6 +18,7 @@ import logging
 import math
 import multiprocessing
 import random
+import signal
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -186,6 +187,16 @@ def seed_worker(worker_id: int, *, seed: int, rank: int) -> None:
     random.seed(int(state[0]))
 
 
+def init_worker(worker_id: int, *, seed: int, rank: int) -> None:
+    """Start a data-loading process: seeded, and deaf to Ctrl-C.
+
+    A terminal sends Ctrl-C to the whole process group; the main process answers it by
+    finishing the step and saving the run, and needs its workers alive until it shuts them down.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seed_worker(worker_id, seed=seed, rank=rank)
+
+
 def make_train_loader(
     root: str | Path,
     *,
@@ -213,7 +224,7 @@ def make_train_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        worker_init_fn=partial(seed_worker, seed=seed, rank=rank),
+        worker_init_fn=partial(init_worker, seed=seed, rank=rank),
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers > 0 else None,

@@ -1,8 +1,9 @@
 """Run folders in the official layout, and checkpoints that resume a run exactly.
 
 A run folder is what the official ``bin/train.py`` leaves and what the released ``big-lama``
-folder is: ``config.yaml`` plus ``models/last.ckpt`` (written every ``save_every`` steps and at
-the end) and ``models/best.ckpt`` (the best validation SSIM so far). A checkpoint is a
+folder is: ``config.yaml`` plus ``models/last.ckpt`` (written every ``save_every`` steps, at
+the end, and when Ctrl-C stops the run) and ``models/best.ckpt`` (the best validation SSIM so
+far), with ``models/best.json`` beside it saying which step that is and why. A checkpoint is a
 Lightning-style dict whose ``state_dict`` holds ``generator.*``, ``discriminator.*`` and
 ``loss_resnet_pl.*``; beside it: both Adam states, the step, and the best metric. Everything in
 it is a tensor or a plain container, so it loads with ``torch.load(weights_only=True)``.
@@ -10,6 +11,7 @@ it is a tensor or a plain container, so it loads with ``torch.load(weights_only=
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -35,6 +37,33 @@ def last_path(run_dir: str | Path) -> Path:
 
 def best_path(run_dir: str | Path) -> Path:
     return models_dir(run_dir) / "best.ckpt"
+
+
+def best_note_path(run_dir: str | Path) -> Path:
+    return models_dir(run_dir) / "best.json"
+
+
+# Why best.ckpt holds the step it holds; step 0's validation only measures the starting weights
+# (Lightning's sanity check), so a later, lower SSIM can be best: the note says so.
+BEST_RULE = (
+    "the highest validation SSIM (val.csv) of the trained steps so far; step 0's validation "
+    "measures the starting weights as a baseline and is never a candidate"
+)
+
+
+def write_best_note(run_dir: str | Path, step: int, metrics: Mapping[str, float]) -> None:
+    """Write ``models/best.json``: the step ``best.ckpt`` holds, its validation metrics, why."""
+    path = best_note_path(run_dir)
+    note = {
+        "step": step,
+        "metric": "val_ssim",
+        "value": float(metrics["ssim"]),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "why": BEST_RULE,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 @dataclass

@@ -26,16 +26,20 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from lama_model.devices import DeviceError, resolve_device
 from lama_model.net.generator import FFCResNetGenerator
 from lama_model.train import run_state as ckpt
 from lama_model.train.config import TrainConfig
@@ -75,16 +79,16 @@ class DistEnv:
         )
 
 
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """``auto`` → this rank's GPU if there is one, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", env.local_rank)
+def training_device(name: str, env: DistEnv) -> torch.device:
+    """The device this rank trains on: :func:`lama_model.devices.resolve_device`, where a bare
+    ``cuda`` is this rank's GPU (``LOCAL_RANK``), made current so that NCCL uses it."""
+    try:
+        device = resolve_device(name)
+    except DeviceError as exc:
+        raise TrainError(str(exc)) from exc
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError("--device cuda, but PyTorch sees no CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     return device
 
@@ -339,6 +343,95 @@ class TrainStep:
         return means, parts, last_pred
 
 
+class CtrlC:
+    """While active, the first Ctrl-C (SIGINT) asks the loop to stop after the current step, so
+    that the run saves a checkpoint ``--resume`` continues; a second one interrupts at once.
+
+    Only in a single process, on the main thread: under ``torchrun`` the launcher handles Ctrl-C,
+    and ranks stopping on their own would leave the others waiting in an ``all_reduce``.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = signal.default_int_handler
+
+    def __enter__(self) -> CtrlC:
+        previous = signal.getsignal(signal.SIGINT) if self.enabled else None
+        if previous is signal.SIG_IGN:  # started deaf to Ctrl-C (nohup, a background job): stay so
+            self.enabled = False
+        elif self.enabled:
+            self._previous = previous if previous is not None else signal.default_int_handler
+            signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _request(self, signum: int, frame: object) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run between two steps; ``checkpoint`` holds the last finished one."""
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted after step {step}; {checkpoint} holds it")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+class LossWindow:
+    """The loss components summed over the steps since the last ``train.csv`` row, timed."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.tic = time.perf_counter()
+
+    def add(self, logs: dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+        self.steps += 1
+
+    def close(self, images_per_step: int) -> tuple[dict[str, float], float]:
+        """Each component's mean and the images per second; the next window starts now."""
+        means = {k: float(v) / self.steps for k, v in self.sums.items()}
+        elapsed = time.perf_counter() - self.tic
+        images_per_s = self.steps * images_per_step / max(elapsed, 1e-9)
+        self.start()
+        return means, images_per_s
+
+
+@dataclass
+class TrainingRun:
+    """What one ``fit`` works with, set up once: networks, the step, data, logs, progress."""
+
+    nets: Networks
+    step_fn: TrainStep
+    progress: ckpt.Progress
+    batches: Iterator[dict]
+    val_set: list
+    device: torch.device
+    memory_format: torch.memory_format
+    run_log: RunLog | None  # rank 0 only
+    bar: Any  # a tqdm bar on rank 0 unless --no-progress
+    window: LossWindow = field(default_factory=LossWindow)
+
+    def to_device(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {
+            k: batch[k].to(self.device, non_blocking=True).contiguous(
+                memory_format=self.memory_format
+            )
+            for k in ("image", "mask")
+        }
+
+
 class Trainer:
     """Runs one training run described by a :class:`TrainConfig` (``fit``)."""
 
@@ -350,6 +443,29 @@ class Trainer:
         self.progress_bar = progress_bar
         self.env = DistEnv.from_environ()
         self.run_dir = Path(config.run_dir)
+        self.images_per_step = config.batch_size * config.accumulate * self.env.world_size
+
+    def fit(self) -> ckpt.Progress:
+        """Train to ``config.steps``; returns the final progress. Rank 0 writes the run folder.
+
+        Ctrl-C (one process) stops after the current step with ``models/last.ckpt`` saved and
+        raises :class:`TrainingInterrupted`.
+        """
+        device = training_device(self.config.device, self.env)
+        started_group = self._init_distributed(device)
+        try:
+            run = self._set_up(device)
+            with CtrlC(enabled=self.env.world_size == 1) as ctrl_c:
+                finished = self._train(run, ctrl_c)
+            if not finished:
+                self._save_last(run)
+            self._finish(run)
+            if not finished:
+                raise TrainingInterrupted(run.progress.step, ckpt.last_path(self.run_dir))
+            return run.progress
+        finally:
+            if started_group:
+                dist.destroy_process_group()
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -358,6 +474,40 @@ class Trainer:
             return False
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         return True
+
+    def _set_up(self, device: torch.device) -> TrainingRun:
+        config, env = self.config, self.env
+        try:
+            init_state, saved = self._starting_state()
+        except CheckpointError as exc:
+            raise RunInputError(str(exc)) from exc
+        if env.world_size > 1:  # every rank must agree before anything is written
+            dist.barrier()
+        if env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.yaml")
+        # Photos first: a wrong folder fails before any weights are downloaded or built.
+        loader, val_set = self._data(int(saved["global_step"]) if saved is not None else 0)
+        try:
+            nets = build_networks(config, init_state, resume=self.resume)
+        except CheckpointError as exc:
+            raise RunInputError(str(exc)) from exc
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self._place(nets, device, memory_format)
+        step_fn = TrainStep(nets, config, env, device)
+        progress = ckpt.Progress()
+        if saved is not None:
+            step_fn.load_optimizer_states(saved)
+            progress = ckpt.Progress(
+                step=int(saved["global_step"]),
+                best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
+            )
+        return TrainingRun(
+            nets=nets, step_fn=step_fn, progress=progress, batches=_forever(loader),
+            val_set=val_set, device=device, memory_format=memory_format,
+            run_log=RunLog(self.run_dir) if env.is_main else None,
+            bar=self._progress_bar(progress.step),
+        )  # fmt: skip
 
     def _starting_state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict | None]:
         """Weights to start from, and the full checkpoint when resuming."""
@@ -377,35 +527,11 @@ class Trainer:
             return ckpt.split_state(ckpt.read_checkpoint(path)["state_dict"]), None
         return {}, None
 
-    # -- the loop ---------------------------------------------------------------------------
-
-    def fit(self) -> ckpt.Progress:
-        """Train to ``config.steps``; returns the final progress. Rank 0 writes the run folder."""
-        config, env = self.config, self.env
-        device = resolve_device(config.device, env)
-        started_group = self._init_distributed(device)
-        try:
-            return self._fit(device)
-        finally:
-            if started_group:
-                dist.destroy_process_group()
-
-    def _fit(self, device: torch.device) -> ckpt.Progress:
+    def _data(self, start_step: int) -> tuple[Any, list]:
+        """The training loader (continuing at ``start_step``) and rank 0's validation set."""
         from lama_model.train.data import make_train_loader, make_validation_set
 
         config, env = self.config, self.env
-        try:
-            init_state, saved = self._starting_state()
-        except CheckpointError as exc:
-            raise RunInputError(str(exc)) from exc
-        if env.world_size > 1:  # every rank must agree before anything is written
-            dist.barrier()
-        if env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir / "config.yaml")
-
-        # Photos first: a wrong folder fails before any weights are downloaded or built.
-        start_step = int(saved["global_step"]) if saved is not None else 0
         try:
             loader = make_train_loader(
                 config.data,
@@ -431,102 +557,82 @@ class Trainer:
             )
         except (ValueError, OSError) as exc:  # no photos, unreadable folder, bad mask kind
             raise RunInputError(str(exc)) from exc
-        try:
-            nets = build_networks(config, init_state, resume=self.resume)
-        except CheckpointError as exc:
-            raise RunInputError(str(exc)) from exc
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        return loader, val_set
+
+    def _place(
+        self, nets: Networks, device: torch.device, memory_format: torch.memory_format
+    ) -> None:
+        """Move the networks to ``device`` in train mode; ranks start from rank 0's weights."""
         for net in nets.as_dict().values():
             if net is not None:
                 net.to(device=device, memory_format=memory_format).train()
-        if env.world_size > 1:
+        if self.env.world_size > 1:
             for net in nets.as_dict().values():
                 for tensor in [*net.parameters(), *net.buffers()] if net is not None else []:
                     dist.broadcast(tensor.data, src=0)
 
-        step_fn = TrainStep(nets, config, env, device)
-        progress = ckpt.Progress()
-        if saved is not None:
-            step_fn.load_optimizer_states(saved)
-            progress = ckpt.Progress(
-                step=int(saved["global_step"]),
-                best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
-            )
+    # -- the loop ---------------------------------------------------------------------------
 
-        run_log = RunLog(self.run_dir) if env.is_main else None
-        bar = self._progress_bar(progress.step)
-        sums: dict[str, torch.Tensor] = {}
-        logged_steps = 0
-        images_per_step = config.batch_size * config.accumulate * env.world_size
-        tic = time.perf_counter()
-        batches = _forever(loader)
-
-        def to_device(batch: dict) -> dict[str, torch.Tensor]:
-            return {
-                k: batch[k].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                for k in ("image", "mask")
-            }
-
-        if env.is_main and progress.step == 0:
+    def _train(self, run: TrainingRun, ctrl_c: CtrlC) -> bool:
+        """Step to ``config.steps`` (True), or until Ctrl-C asks to stop (False)."""
+        if self.env.is_main and run.progress.step == 0:
             # Before the first step, as Lightning's sanity validation: the run's baseline.
-            self._validate(nets, val_set, device, progress, run_log, step_fn.optimizers, False)
-            nets.generator.train()
-        while progress.step < config.steps:
-            batch = to_device(next(batches))
-            step_logs, parts, last_pred = step_fn(batch)
-            progress.step += 1
-            if not env.is_main:  # rank 0 logs its own share, as Lightning does without sync_dist
-                continue
-            for key, value in step_logs.items():
-                sums[key] = sums.get(key, 0) + value
-            logged_steps += 1
-            if bar is not None:
-                bar.update(1)
-            step = progress.step
-            if step % config.log_every == 0 or step == config.steps:
-                means = {k: float(v) / logged_steps for k, v in sums.items()}
-                elapsed = time.perf_counter() - tic
-                run_log.log_train(
-                    step, means, images=step * images_per_step,
-                    images_per_s=logged_steps * images_per_step / max(elapsed, 1e-9),
-                )  # fmt: skip
-                if bar is not None:
-                    bar.set_postfix(
-                        l1=f"{means.get('gen_l1', 0):.3f}", gen=f"{means['gen_total']:.3f}",
-                        discr=f"{means.get('discr_adv', 0):.3f}",
-                    )  # fmt: skip
-                sums, logged_steps, tic = {}, 0, time.perf_counter()
-            if step % config.preview_every == 0 or step == config.steps:
-                last = parts[-1]
-                grid = preview_grid(last["image"], last["mask"], last_pred)
-                save_preview(self.run_dir / "samples" / f"step_{step:07d}.png", grid)
-            if step % config.val_every == 0 or step == config.steps:
-                self._validate(nets, val_set, device, progress, run_log, step_fn.optimizers)
-            if step % config.save_every == 0 or step == config.steps:
-                ckpt.save_checkpoint(
-                    ckpt.last_path(self.run_dir), nets.as_dict(),
-                    step_fn.optimizers, progress,
-                )  # fmt: skip
-        if bar is not None:
-            bar.close()
-        if run_log is not None:
-            run_log.close()
-        if env.world_size > 1:
-            dist.barrier()
-        return progress
+            self._validate(run, save_best=False)
+            run.nets.generator.train()
+        while run.progress.step < self.config.steps:
+            if ctrl_c.requested:
+                return False
+            step_logs, parts, last_pred = run.step_fn(run.to_device(next(run.batches)))
+            run.progress.step += 1
+            if self.env.is_main:  # rank 0 logs its own share, as Lightning does without sync_dist
+                self._after_step(run, step_logs, parts[-1], last_pred)
+        return True
 
-    def _validate(
-        self, nets, val_set, device, progress, run_log, optimizers, save_best: bool = True
+    def _after_step(
+        self,
+        run: TrainingRun,
+        step_logs: dict[str, torch.Tensor],
+        last: dict[str, torch.Tensor],
+        last_pred: torch.Tensor,
     ) -> None:
-        if not val_set:
+        """Rank 0's periodic work: a ``train.csv`` row, a preview, validation, ``last.ckpt``."""
+        config, step = self.config, run.progress.step
+        run.window.add(step_logs)
+        if run.bar is not None:
+            run.bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            self._log_train(run)
+        if step % config.preview_every == 0 or step == config.steps:
+            grid = preview_grid(last["image"], last["mask"], last_pred)
+            save_preview(self.run_dir / "samples" / f"step_{step:07d}.png", grid)
+        if step % config.val_every == 0 or step == config.steps:
+            self._validate(run)
+        if step % config.save_every == 0 or step == config.steps:
+            self._save_last(run)
+
+    def _log_train(self, run: TrainingRun) -> None:
+        step = run.progress.step
+        means, images_per_s = run.window.close(self.images_per_step)
+        run.run_log.log_train(
+            step, means, images=step * self.images_per_step, images_per_s=images_per_s
+        )
+        if run.bar is not None:
+            run.bar.set_postfix(
+                l1=f"{means.get('gen_l1', 0):.3f}", gen=f"{means['gen_total']:.3f}",
+                discr=f"{means.get('discr_adv', 0):.3f}",
+            )  # fmt: skip
+
+    def _validate(self, run: TrainingRun, save_best: bool = True) -> None:
+        if not run.val_set:
             return
+        progress = run.progress
         dtype = torch.bfloat16 if self.config.precision == "bf16" else None
         metrics = evaluate(
-            nets.generator, val_set, device, autocast_dtype=dtype,
+            run.nets.generator, run.val_set, run.device, autocast_dtype=dtype,
             l1_weight_known=self.config.losses.l1_weight_known,
             l1_weight_missing=self.config.losses.l1_weight_missing,
         )  # fmt: skip
-        run_log.log_val(progress.step, metrics)
+        run.run_log.log_val(progress.step, metrics)
         LOG.info("step %d: validation PSNR %.2f dB, SSIM %.4f", progress.step,
                  metrics["psnr"], metrics["ssim"])  # fmt: skip
         if not save_best:
@@ -534,9 +640,24 @@ class Trainer:
         if metrics["ssim"] > progress.best_val_ssim or not ckpt.best_path(self.run_dir).is_file():
             progress.best_val_ssim = max(progress.best_val_ssim, metrics["ssim"])
             ckpt.save_checkpoint(
-                ckpt.best_path(self.run_dir), nets.as_dict(),
-                optimizers, progress,
+                ckpt.best_path(self.run_dir), run.nets.as_dict(), run.step_fn.optimizers, progress
+            )
+            ckpt.write_best_note(self.run_dir, progress.step, metrics)
+
+    def _save_last(self, run: TrainingRun) -> None:
+        if self.env.is_main:
+            ckpt.save_checkpoint(
+                ckpt.last_path(self.run_dir), run.nets.as_dict(), run.step_fn.optimizers,
+                run.progress,
             )  # fmt: skip
+
+    def _finish(self, run: TrainingRun) -> None:
+        if run.bar is not None:
+            run.bar.close()
+        if run.run_log is not None:
+            run.run_log.close()
+        if self.env.world_size > 1:
+            dist.barrier()
 
     def _progress_bar(self, start: int):
         if not (self.progress_bar and self.env.is_main):

@@ -33,6 +33,21 @@ def names(image, item):
     return [c.get_name() for c in children]  # top to bottom
 
 
+def run_plugin(spec, image, target):
+    """Run plug-in-lama-inpaint non-interactively on ``target`` with the scenario's options."""
+    proc = Gimp.get_pdb().lookup_procedure("plug-in-lama-inpaint")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [target])
+    config.set_property("endpoint", spec["endpoint"])
+    config.set_property("mask-grow", spec.get("mask_grow", 4))
+    config.set_property("feather", spec.get("feather", 4))
+    config.set_property("context-margin", spec.get("margin", 0))
+    config.set_property("refine", spec.get("refine", False))
+    return proc.run(config)
+
+
 def run(spec):
     res = {"name": spec["name"], "spec": spec}
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(spec["image"]))
@@ -64,17 +79,7 @@ def run(spec):
     full = Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height())
     dump(spec["name"], "mask", selection.get(full, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
     layers_before = len(image.get_layers())
-    proc = Gimp.get_pdb().lookup_procedure("plug-in-lama-inpaint")
-    config = proc.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    config.set_property("image", image)
-    config.set_core_object_array("drawables", [target])
-    config.set_property("endpoint", spec["endpoint"])
-    config.set_property("mask-grow", spec.get("mask_grow", 4))
-    config.set_property("feather", spec.get("feather", 4))
-    config.set_property("context-margin", spec.get("margin", 0))
-    config.set_property("refine", spec.get("refine", False))
-    result = proc.run(config)
+    result = run_plugin(spec, image, target)
     res["status"] = result.index(0).value_nick
     if result.length() > 1:
         res["error_value"] = str(result.index(1))
