@@ -139,8 +139,9 @@ def test_gimp_goes_into_every_gimp_3_series_the_user_has_including_flatpak_and_s
     assert not (user_home / ".config" / "GIMP" / "2.10" / "plug-ins").exists()
 
 
-def test_gimp_version_flag_picks_one_series_and_creates_it_if_needed(user_home):
-    _gimp_plugins(user_home, "3.0").parent.mkdir(parents=True)
+def test_gimp_version_flag_picks_one_series(user_home):
+    for series in ("3.0", "3.2"):
+        _gimp_plugins(user_home, series).parent.mkdir(parents=True)
     [done] = plugin_install.install_plugin("gimp", gimp_version="3.2")
     assert done.path == _gimp_plugins(user_home, "3.2") / "lama_inpaint"
     assert not (_gimp_plugins(user_home, "3.0") / "lama_inpaint").exists()
@@ -148,16 +149,36 @@ def test_gimp_version_flag_picks_one_series_and_creates_it_if_needed(user_home):
         plugin_install.install_plugin("gimp", gimp_version="2.10")
 
 
-def test_a_gimp_never_started_is_found_on_path_else_the_newest_series_is_used(user_home, tmp_path):
-    [done] = plugin_install.install_plugin("gimp")
-    assert done.path == _gimp_plugins(user_home, plugin_install.NEWEST_GIMP) / "lama_inpaint"
-    shutil.rmtree(user_home / ".config")
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "gimp-console-3.0").touch()
-    [done] = plugin_install.install_plugin("gimp")
-    assert (
-        done.label == "GIMP 3.0" and done.path == _gimp_plugins(user_home, "3.0") / "lama_inpaint"
-    )
+def test_gimp_version_flag_creates_a_series_only_where_gimp_has_nothing_to_import(user_home):
+    """GIMP imports an older series' settings only on a first start that finds no folder."""
+    [done] = plugin_install.install_plugin("gimp", gimp_version="3.2")  # a fresh user: no loss
+    assert done.path == _gimp_plugins(user_home, "3.2") / "lama_inpaint"
+    shutil.rmtree(user_home / ".config" / "GIMP")
+    for older in ("3.0", "2.10"):
+        (user_home / ".config" / "GIMP" / older).mkdir(parents=True)
+        with pytest.raises(plugin_install.InstallError, match=f"importing your GIMP {older}"):
+            plugin_install.install_plugin("gimp", gimp_version="3.2")
+        assert not (user_home / ".config" / "GIMP" / "3.2").exists()
+        shutil.rmtree(user_home / ".config" / "GIMP")
+    (user_home / ".config" / "GIMP" / "3.2").mkdir(parents=True)  # newer: nothing to import
+    [done] = plugin_install.install_plugin("gimp", gimp_version="3.0")
+    assert done.path == _gimp_plugins(user_home, "3.0") / "lama_inpaint"
+
+
+@pytest.mark.parametrize("before", ["no GIMP folder", "GIMP 2.10 only", "GIMP 3.0 on PATH"])
+def test_without_a_gimp_3_folder_nothing_is_created_and_the_user_is_told_to_start_gimp(
+    user_home, tmp_path, capsys, before
+):
+    if before == "GIMP 2.10 only":
+        (user_home / ".config" / "GIMP" / "2.10").mkdir(parents=True)
+    if before == "GIMP 3.0 on PATH":
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "gimp-console-3.0").touch()
+    folders = sorted(p for p in user_home.rglob("*"))
+    assert main(["install-plugin", "gimp"]) == 1
+    err = capsys.readouterr().err
+    assert "start GIMP once" in err and err.count("\n") == 1
+    assert sorted(p for p in user_home.rglob("*") if "lama-inpaint" not in p.parts) == folders
 
 
 @pytest.mark.parametrize("value", ["", "relative/dir"])
