@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lama_model.choices import BACKENDS, DEVICE_CHOICES, PRECISIONS, STRATEGIES
+from lama_server.commands import exit_codes
 from lama_server.commands.image_files import (
     ImageFileError,
     ImageInfo,
@@ -36,7 +37,7 @@ from lama_server.commands.image_files import (
     probe_image,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.FAILED, exit_codes.USAGE
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_MODEL = "big-lama"
 
@@ -146,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("lama-inpaint: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     except Exception as exc:  # the model failed to run: one line, not a traceback
         from lama_server.commands.serve import one_line
 
