@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import stat
@@ -57,6 +58,35 @@ def test_package_krita_zip_has_the_import_layout(tmp_path):
     assert "lama_inpaint.desktop" in names and "lama_inpaint/__init__.py" in names
     assert "lama_inpaint/lama_client/__init__.py" in names
     assert not any("__pycache__" in n for n in names)
+
+
+def _krita_message_titles() -> set[str]:
+    """The title of every message box the Krita plugin can show."""
+    titles = set()
+    for path in (plugin_install.plugin_source("krita") / "lama_inpaint").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args:
+                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                first = node.args[0]
+                if name in ("PluginError", "_message") and isinstance(first, ast.Constant):
+                    titles.add(first.value)
+    return titles
+
+
+def test_the_krita_manual_the_desktop_file_names_is_installed_and_explains_every_message(tmp_path):
+    [done] = plugin_install.install_plugin("krita", tmp_path)
+    desktop = (tmp_path / "lama_inpaint.desktop").read_text(encoding="utf-8")
+    manual_name = next(
+        line.split("=", 1)[1] for line in desktop.splitlines() if line.startswith("X-Krita-Manual=")
+    )
+    manual = (done.path / manual_name).read_text(encoding="utf-8")
+    titles = _krita_message_titles()
+    assert len(titles) >= 10
+    assert [t for t in sorted(titles) if f"<dt>{t}</dt>" not in manual] == []
+    for topic in ("lama-server", "install-service", "Server endpoint", "Feather", "Refine"):
+        assert topic in manual
+    zipped = zipfile.ZipFile(plugin_install.package_plugin("krita", tmp_path / "k.zip"))
+    assert f"lama_inpaint/{manual_name}" in zipped.namelist()
 
 
 def test_install_gimp_makes_the_script_executable(tmp_path):
