@@ -152,20 +152,20 @@ def _read_png16(path: Path) -> np.ndarray:
     return data.reshape(height, width, planes)
 
 
-def mask_turn(mask: ImageInfo, image: ImageInfo) -> int:
-    """The orientation to apply to the mask's upright pixels so that they fit ``image``.
+def mask_turn(mask: ImageInfo, size: tuple[int, int], orientation: int) -> int:
+    """The orientation to apply to the mask's upright pixels so that they fit the image.
 
-    A mask is taken as drawn on the image as displayed (1). A mask without its own
-    orientation that fits the image's stored frame instead (drawn on the raw pixels of a
+    ``size``: the image's ``(height, width)`` as displayed; ``orientation``: its EXIF
+    orientation. A mask is taken as drawn on the image as displayed (1). A mask without its
+    own orientation that fits the image's stored frame instead (drawn on the raw pixels of a
     rotated photo) gets the image's orientation. Anything else is a size mismatch.
     """
-    if mask.size == image.size:
+    if mask.size == size:
         return 1
-    if mask.orientation == 1 and image.orientation in SWAPS_SIDES and mask.size == image.size[::-1]:
-        return image.orientation
+    if mask.orientation == 1 and orientation in SWAPS_SIDES and mask.size == size[::-1]:
+        return orientation
     raise ImageFileError(
-        f"{mask.path}: mask is {mask.width}×{mask.height} but the image is "
-        f"{image.width}×{image.height}"
+        f"{mask.path}: mask is {mask.width}×{mask.height} but the image is {size[1]}×{size[0]}"
     )
 
 
@@ -176,8 +176,8 @@ def read_mask(path: str | Path, size: tuple[int, int], image_orientation: int = 
     orientation (see :func:`mask_turn`); a mismatch is an error.
     """
     info = probe_image(path)
-    image = ImageInfo(Path(), size[1], size[0], image_orientation, deep=False, alpha=False)
-    pixels = upright(upright(_read_stored(info.path), info.orientation), mask_turn(info, image))
+    turn = mask_turn(info, size, image_orientation)
+    pixels = upright(upright(_read_stored(info.path), info.orientation), turn)
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     channels = pixels.shape[2]

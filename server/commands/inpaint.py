@@ -68,8 +68,7 @@ class CheckedJob:
     """A job whose files were checked before the model loaded."""
 
     job: Job
-    image: ImageInfo
-    mask_turn: int  # orientation that fits the mask's upright pixels to the image
+    image: ImageInfo  # its header: size and orientation as displayed, metadata to keep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,11 +273,11 @@ def check_jobs(jobs: list[Job]) -> list[CheckedJob]:
     for job in jobs:
         try:
             image = probe_image(job.image)
-            turn = mask_turn(probe_image(job.mask), image)
+            mask_turn(probe_image(job.mask), image.size, image.orientation)  # or a mismatch
             check_output(job.output, deep=image.deep, alpha=image.alpha)
         except ImageFileError as exc:
             raise BadInput(str(exc)) from exc
-        checked.append(CheckedJob(job, image, turn))
+        checked.append(CheckedJob(job, image))
     return checked
 
 
