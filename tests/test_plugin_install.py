@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import stat
@@ -57,6 +58,35 @@ def test_package_krita_zip_has_the_import_layout(tmp_path):
     assert "lama_inpaint.desktop" in names and "lama_inpaint/__init__.py" in names
     assert "lama_inpaint/lama_client/__init__.py" in names
     assert not any("__pycache__" in n for n in names)
+
+
+def _krita_message_titles() -> set[str]:
+    """The title of every message box the Krita plugin can show."""
+    titles = set()
+    for path in (plugin_install.plugin_source("krita") / "lama_inpaint").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args:
+                name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                first = node.args[0]
+                if name in ("PluginError", "_message") and isinstance(first, ast.Constant):
+                    titles.add(first.value)
+    return titles
+
+
+def test_the_krita_manual_the_desktop_file_names_is_installed_and_explains_every_message(tmp_path):
+    [done] = plugin_install.install_plugin("krita", tmp_path)
+    desktop = (tmp_path / "lama_inpaint.desktop").read_text(encoding="utf-8")
+    manual_name = next(
+        line.split("=", 1)[1] for line in desktop.splitlines() if line.startswith("X-Krita-Manual=")
+    )
+    manual = (done.path / manual_name).read_text(encoding="utf-8")
+    titles = _krita_message_titles()
+    assert len(titles) >= 10
+    assert [t for t in sorted(titles) if f"<dt>{t}</dt>" not in manual] == []
+    for topic in ("lama-server", "install-service", "Server endpoint", "Feather", "Refine"):
+        assert topic in manual
+    zipped = zipfile.ZipFile(plugin_install.package_plugin("krita", tmp_path / "k.zip"))
+    assert f"lama_inpaint/{manual_name}" in zipped.namelist()
 
 
 def test_install_gimp_makes_the_script_executable(tmp_path):
@@ -139,8 +169,9 @@ def test_gimp_goes_into_every_gimp_3_series_the_user_has_including_flatpak_and_s
     assert not (user_home / ".config" / "GIMP" / "2.10" / "plug-ins").exists()
 
 
-def test_gimp_version_flag_picks_one_series_and_creates_it_if_needed(user_home):
-    _gimp_plugins(user_home, "3.0").parent.mkdir(parents=True)
+def test_gimp_version_flag_picks_one_series(user_home):
+    for series in ("3.0", "3.2"):
+        _gimp_plugins(user_home, series).parent.mkdir(parents=True)
     [done] = plugin_install.install_plugin("gimp", gimp_version="3.2")
     assert done.path == _gimp_plugins(user_home, "3.2") / "lama_inpaint"
     assert not (_gimp_plugins(user_home, "3.0") / "lama_inpaint").exists()
@@ -148,16 +179,36 @@ def test_gimp_version_flag_picks_one_series_and_creates_it_if_needed(user_home):
         plugin_install.install_plugin("gimp", gimp_version="2.10")
 
 
-def test_a_gimp_never_started_is_found_on_path_else_the_newest_series_is_used(user_home, tmp_path):
-    [done] = plugin_install.install_plugin("gimp")
-    assert done.path == _gimp_plugins(user_home, plugin_install.NEWEST_GIMP) / "lama_inpaint"
-    shutil.rmtree(user_home / ".config")
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "gimp-console-3.0").touch()
-    [done] = plugin_install.install_plugin("gimp")
-    assert (
-        done.label == "GIMP 3.0" and done.path == _gimp_plugins(user_home, "3.0") / "lama_inpaint"
-    )
+def test_gimp_version_flag_creates_a_series_only_where_gimp_has_nothing_to_import(user_home):
+    """GIMP imports an older series' settings only on a first start that finds no folder."""
+    [done] = plugin_install.install_plugin("gimp", gimp_version="3.2")  # a fresh user: no loss
+    assert done.path == _gimp_plugins(user_home, "3.2") / "lama_inpaint"
+    shutil.rmtree(user_home / ".config" / "GIMP")
+    for older in ("3.0", "2.10"):
+        (user_home / ".config" / "GIMP" / older).mkdir(parents=True)
+        with pytest.raises(plugin_install.InstallError, match=f"importing your GIMP {older}"):
+            plugin_install.install_plugin("gimp", gimp_version="3.2")
+        assert not (user_home / ".config" / "GIMP" / "3.2").exists()
+        shutil.rmtree(user_home / ".config" / "GIMP")
+    (user_home / ".config" / "GIMP" / "3.2").mkdir(parents=True)  # newer: nothing to import
+    [done] = plugin_install.install_plugin("gimp", gimp_version="3.0")
+    assert done.path == _gimp_plugins(user_home, "3.0") / "lama_inpaint"
+
+
+@pytest.mark.parametrize("before", ["no GIMP folder", "GIMP 2.10 only", "GIMP 3.0 on PATH"])
+def test_without_a_gimp_3_folder_nothing_is_created_and_the_user_is_told_to_start_gimp(
+    user_home, tmp_path, capsys, before
+):
+    if before == "GIMP 2.10 only":
+        (user_home / ".config" / "GIMP" / "2.10").mkdir(parents=True)
+    if before == "GIMP 3.0 on PATH":
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "gimp-console-3.0").touch()
+    folders = sorted(p for p in user_home.rglob("*"))
+    assert main(["install-plugin", "gimp"]) == 1
+    err = capsys.readouterr().err
+    assert "start GIMP once" in err and err.count("\n") == 1
+    assert sorted(p for p in user_home.rglob("*") if "lama-inpaint" not in p.parts) == folders
 
 
 @pytest.mark.parametrize("value", ["", "relative/dir"])

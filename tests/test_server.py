@@ -378,7 +378,7 @@ def test_bad_model_fails_at_start_with_a_message(tmp_path):
          "--token-file", str(tmp_path / "t")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 1 and "not a known model" in proc.stderr
+    assert proc.returncode == 78 and "not a known model" in proc.stderr
 
 
 def test_ping_and_info_commands(running_server):
@@ -483,5 +483,5 @@ def test_onnx_file_without_onnxruntime_backend_is_refused(tmp_path):
          "--token-file", str(tmp_path / "token")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 78
     assert "--backend onnxruntime" in proc.stderr

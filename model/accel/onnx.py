@@ -4,18 +4,15 @@ Both exports take ``(image[1,3,H,W] float 0..1, mask[1,1,H,W] 0/1)`` and return 
 image ``mask · fill + (1 − mask) · image``, the format of the official ``bin/to_jit.py`` (and so of
 the ``big-lama.pt`` other tools distribute). H and W must be multiples of 8.
 
-    lama-inpaint export --format onnx|torchscript MODEL -o FILE [--opset 18] [--size 256]
+Its command line is ``lama-inpaint export`` (:mod:`lama_server.commands.export`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
-import sys
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -138,52 +135,3 @@ def export_torchscript(model: nn.Module, path: str | Path, sample_size: int = 25
     path.parent.mkdir(parents=True, exist_ok=True)
     traced.save(str(path))
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``lama-inpaint export``: returns a process exit code."""
-    parser = argparse.ArgumentParser(
-        prog="lama-inpaint export",
-        description="Export a LaMa model to ONNX or TorchScript: (image, mask) -> image.",
-    )
-    parser.add_argument("model", help="model folder, .ckpt, state_dict .pth or known name")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="file to write")
-    parser.add_argument(
-        "--format",
-        choices=("onnx", "torchscript"),
-        default=None,
-        help="default: from the output suffix (.onnx → onnx, else torchscript)",
-    )
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
-    parser.add_argument(
-        "--size",
-        type=int,
-        default=256,
-        help="side of the sample input used for tracing (multiple of 8)",
-    )
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    fmt = args.format or ("onnx" if args.output.suffix.lower() == ".onnx" else "torchscript")
-    if args.size % 8 or args.size < 16:
-        print("lama-inpaint export: --size must be a multiple of 8, >= 16", file=sys.stderr)
-        return 2
-
-    from lama_model.weights.checkpoint import CheckpointError, load_model
-
-    try:
-        model = load_model(args.model)
-        if fmt == "onnx":
-            out = export_onnx(
-                model, args.output, opset=args.opset, sample_size=args.size, verbose=args.verbose
-            )
-        else:
-            out = export_torchscript(model, args.output, sample_size=args.size)
-    except (CheckpointError, ValueError, OSError) as exc:
-        print(f"lama-inpaint export: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {fmt} model to {out}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - manual use
-    sys.exit(main())

@@ -3,22 +3,41 @@
     lama-inpaint IMAGE MASK -o OUT [--model PATH|NAME] [--device ...] [--strategy ...] [--refine]
     lama-inpaint --input-dir D --output-dir O          (x.png with x_mask*.png, as upstream)
     lama-inpaint IMAGE MASK -o OUT --server tcp://127.0.0.1:5557
+    lama-inpaint export --format onnx|torchscript MODEL -o FILE      (lama_server.commands.export)
 
 Exit codes: 0 done, 1 the work failed (model, server), 2 bad input or usage.
 It lives in ``lama_server`` because it is an application of both the model and the client;
 ``lama_model`` itself never imports the server side.
+
+Every check that needs no model runs before the model loads (inputs readable, sizes that fit,
+outputs writable, no output that would overwrite an input), so a mistake costs a second, not
+a model load and a whole run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from lama_model.choices import BACKENDS, DEVICE_CHOICES, PRECISIONS, STRATEGIES
+from lama_server.commands import exit_codes
+from lama_server.commands.image_files import (
+    ImageFileError,
+    ImageInfo,
+    check_output,
+    mask_turn,
+    probe_image,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.FAILED, exit_codes.USAGE
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 DEFAULT_MODEL = "big-lama"
 
@@ -31,14 +50,29 @@ class Failed(Exception):
     """Reported as one line, exit code 1."""
 
 
-Inpainter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Progress = Callable[[float, str], None]
+Inpainter = Callable[[np.ndarray, np.ndarray, Progress], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image, its mask, and the file the result goes to."""
+
+    image: Path
+    mask: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class CheckedJob:
+    """A job whose files were checked before the model loaded."""
+
+    job: Job
+    image: ImageInfo  # its header: size and orientation as displayed, metadata to keep
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lama_model.devices import DEVICE_CHOICES
-    from lama_model.pipeline.host import STRATEGIES, InpaintOptions
-
-    defaults = InpaintOptions()
+    """The command line; building it (and ``--help``) loads no torch."""
     p = argparse.ArgumentParser(
         prog="lama-inpaint",
         description="Remove objects from photos with LaMa. White in the mask is filled.",
@@ -54,14 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "fp32", "tf32", "fp16", "bf16"),
+        choices=PRECISIONS,
         help="auto: measured once per machine and model: bf16/fp16/tf32 where faster than "
         "fp32 with PSNR >= 40 dB, else fp32 (TF32 off on CUDA)",
     )
     p.add_argument(
         "--backend",
         default="torch",
-        choices=("torch", "onnxruntime"),
+        choices=BACKENDS,
         help="torch (fused fast path) or onnxruntime (exports the model once, or give an .onnx)",
     )
     p.add_argument(
@@ -72,32 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="load a TorchScript model file: it runs the code it holds, so only trusted files",
     )
-    p.add_argument("--strategy", default=defaults.strategy, choices=STRATEGIES)
-    p.add_argument("--mask-grow", type=int, default=defaults.mask_grow, metavar="N")
-    p.add_argument("--feather", type=int, default=defaults.feather, metavar="N")
-    p.add_argument("--resize-limit", type=int, default=defaults.resize_limit, metavar="PX")
+    # None: InpaintOptions' own defaults (one copy of them, in lama_model.pipeline.host).
+    p.add_argument("--strategy", default=None, choices=STRATEGIES)
+    p.add_argument("--mask-grow", type=int, default=None, metavar="N")
+    p.add_argument("--feather", type=int, default=None, metavar="N")
+    p.add_argument("--resize-limit", type=int, default=None, metavar="PX")
     p.add_argument(
         "--refine",
         action="store_true",
         help="high-resolution refinement: sharper fills on large holes, several times slower",
     )
     p.add_argument("--server", metavar="ENDPOINT", help="send the work to a running lama-server")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no line saying what was written"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``lama-inpaint``: returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["export"]:
-        from lama_model.accel.onnx import main as export_main
+        from lama_server.commands.export import main as export_main
 
         return export_main(args_list[1:])
-    parser = build_parser()
-    args = parser.parse_args(args_list)
+    args = build_parser().parse_args(args_list)
+    started = time.monotonic()
     try:
-        jobs = _plan_jobs(args)
+        checked = check_jobs(plan_jobs(args))
+        # One image: decode it now, so an undecodable file is reported before the model loads.
+        first = read_job(checked[0]) if len(checked) == 1 else None
         inpainter = _make_inpainter(args)
-        _run_jobs(jobs, inpainter, quiet=args.quiet or len(jobs) == 1)
+        _run_jobs(checked, inpainter, first, quiet=args.quiet)
     except BadInput as exc:
         print(f"lama-inpaint: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -106,17 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("lama-inpaint: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     except Exception as exc:  # the model failed to run: one line, not a traceback
         from lama_server.commands.serve import one_line
 
         print(f"lama-inpaint: error: the model failed to run: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
+    if not args.quiet:
+        print(_success_line(checked, time.monotonic() - started))
     return EXIT_OK
 
 
-def _plan_jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
-    """(image, mask, output) triples for single-file or folder mode."""
+def plan_jobs(args: argparse.Namespace) -> list[Job]:
+    """The jobs of a single-file or folder run; none writes over one of its inputs."""
     if args.input_dir or args.output_dir:
         if not (args.input_dir and args.output_dir) or args.image or args.output:
             raise BadInput("folder mode takes --input-dir and --output-dir and no file arguments")
@@ -126,21 +168,58 @@ def _plan_jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path]]:
     for path in (args.image, args.mask):
         if not path.is_file():
             raise BadInput(f"{path}: no such file")
-    return [(args.image, args.mask, args.output)]
+    job = Job(args.image, args.mask, args.output)
+    refuse_overwriting_inputs([job], [job.image, job.mask])
+    return [job]
 
 
-def find_folder_jobs(input_dir: Path, output_dir: Path) -> list[tuple[Path, Path, Path]]:
+def _file_key(path: Path) -> tuple[int, int] | None:
+    """The file's identity: the same for every name of it (links, other letter case)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refuse_overwriting_inputs(jobs: list[Job], inputs: list[Path]) -> None:
+    """Refuse any output that names one of ``inputs``, or that two jobs would both write.
+
+    Compared by file identity, so a link, a ``..`` detour or another letter case on a
+    case-insensitive file system is seen through.
+    """
+    keys = {key: path for path in inputs if (key := _file_key(path)) is not None}
+    written: dict[Path, Job] = {}
+    for job in jobs:
+        key = _file_key(job.output)
+        if key in keys:
+            raise BadInput(
+                f"{job.output}: is the input {keys[key]}; writing there would destroy it "
+                "(choose another output)"
+            )
+        name = Path(os.path.normcase(job.output.resolve()))
+        if name in written:
+            raise BadInput(
+                f"{written[name].mask} and {job.mask} would both be written to {job.output}"
+            )
+        written[name] = job
+
+
+def find_folder_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
     """The official layout: ``x.png`` with ``x_mask.png`` (or ``x_mask001.png`` …).
 
     As in the official ``predict.py``, each output is named after its mask (one image may
     have several masks): ``in/sub/x_mask001.jpg`` → ``out/sub/x_mask001.png``. Images that
-    no mask refers to are listed on stderr, not silently skipped.
+    no mask refers to are listed on stderr, not silently skipped. An output folder inside the
+    input folder is not searched for inputs; one that is or holds the input folder is used only
+    if no result would overwrite an input, and then the run says what it adds there.
     """
     if not input_dir.is_dir():
         raise BadInput(f"{input_dir}: no such folder")
+    files = _input_files(input_dir, output_dir)
     jobs = []
     used: set[Path] = set()
-    for mask in sorted(input_dir.rglob("*_mask*.*")):
+    for mask in (p for p in files if "_mask" in p.name):
         stem = mask.name.split("_mask")[0]
         candidates = [p for p in mask.parent.glob(stem + ".*") if "_mask" not in p.name]
         if not candidates:
@@ -148,31 +227,84 @@ def find_folder_jobs(input_dir: Path, output_dir: Path) -> list[tuple[Path, Path
         image = sorted(candidates)[0]
         used.add(image)
         rel = mask.relative_to(input_dir).with_suffix(".png")
-        jobs.append((image, mask, output_dir / rel))
+        jobs.append(Job(image, mask, output_dir / rel))
     if not jobs:
         raise BadInput(f"{input_dir}: no masks named like x_mask.png")
-    unmasked = sorted(
-        p for p in input_dir.rglob("*.*")
-        if p.is_file() and "_mask" not in p.name and p not in used
-        and p.suffix.lower() in IMAGE_SUFFIXES
-    )  # fmt: skip
+    refuse_overwriting_inputs(jobs, files)
+    unmasked = [p for p in files if "_mask" not in p.name and p not in used
+                and p.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
     if unmasked:
         shown = ", ".join(str(p.relative_to(input_dir)) for p in unmasked[:5])
         more = f" and {len(unmasked) - 5} more" if len(unmasked) > 5 else ""
         print(f"lama-inpaint: warning: {len(unmasked)} image(s) without a mask (named like "
               f"x_mask.png) left out: {shown}{more}", file=sys.stderr)  # fmt: skip
+    if _overlaps(input_dir, output_dir):
+        names = ", ".join(str(job.output) for job in jobs[:5])
+        more = f" and {len(jobs) - 5} more" if len(jobs) > 5 else ""
+        print(f"lama-inpaint: note: the output folder is or holds the input folder; no input "
+              f"is overwritten; writing {len(jobs)} file(s): {names}{more}",
+              file=sys.stderr)  # fmt: skip
     return jobs
+
+
+def _input_files(input_dir: Path, output_dir: Path) -> list[Path]:
+    """Every file under ``input_dir``, sorted, minus an output folder nested inside it (a
+    rerun must not take the last run's results for masks)."""
+    inside, root = output_dir.resolve(), input_dir.resolve()
+    skip = inside if root in inside.parents else None
+    return sorted(
+        p for p in input_dir.rglob("*.*")
+        if p.is_file() and not (skip is not None and skip in p.resolve().parents)
+    )  # fmt: skip
+
+
+def _overlaps(input_dir: Path, output_dir: Path) -> bool:
+    """The output folder is the input folder or one of its parents."""
+    outer, inner = output_dir.resolve(), input_dir.resolve()
+    return outer == inner or outer in inner.parents
+
+
+def check_jobs(jobs: list[Job]) -> list[CheckedJob]:
+    """Every check that needs no model: inputs are images, masks fit, outputs can be written.
+
+    Reads file headers only (a second for thousands of files); pixels are decoded later.
+    """
+    checked = []
+    for job in jobs:
+        try:
+            image = probe_image(job.image)
+            mask_turn(probe_image(job.mask), image.size, image.orientation)  # or a mismatch
+            check_output(job.output, deep=image.deep, alpha=image.alpha)
+        except ImageFileError as exc:
+            raise BadInput(str(exc)) from exc
+        checked.append(CheckedJob(job, image))
+    return checked
+
+
+def read_job(checked: CheckedJob) -> tuple[np.ndarray, np.ndarray]:
+    """The job's pixels, upright, and its mask in the same frame."""
+    from lama_server.commands.image_files import read_image, read_mask
+
+    try:
+        image = read_image(checked.job.image)
+        mask = read_mask(checked.job.mask, image.shape[:2], checked.image.orientation)
+    except ImageFileError as exc:
+        raise BadInput(str(exc)) from exc
+    return image, mask
 
 
 def _make_inpainter(args: argparse.Namespace) -> Inpainter:
     from lama_model.pipeline.host import InpaintOptions
 
+    given = {
+        "mask_grow": args.mask_grow,
+        "feather": args.feather,
+        "strategy": args.strategy,
+        "resize_limit": args.resize_limit,
+    }
     try:
         options = InpaintOptions(
-            mask_grow=args.mask_grow,
-            feather=args.feather,
-            strategy=args.strategy,
-            resize_limit=args.resize_limit,
+            **{name: value for name, value in given.items() if value is not None},
             refine=args.refine,
         )
     except ValueError as exc:
@@ -215,8 +347,8 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
         except RefineError as exc:
             raise BadInput(str(exc)) from exc
 
-    def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return inpaint(model, image, mask, options).image
+    def run(image: np.ndarray, mask: np.ndarray, progress: Progress) -> np.ndarray:
+        return inpaint(model, image, mask, options, progress).image
 
     return run
 
@@ -235,7 +367,7 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
     if options.refine:  # only sent when asked: servers before refinement reject the key
         wire_options["refine"] = True
 
-    def run(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def run(image: np.ndarray, mask: np.ndarray, progress: Progress) -> np.ndarray:
         try:
             fmt = format_for_array(image)
         except ValueError as exc:
@@ -243,7 +375,7 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
         h, w = image.shape[:2]
         request = lama_client.ImageData(w, h, fmt, array_to_wire(fmt, image))
         try:
-            reply = conn.inpaint(request, mask.tobytes(), wire_options)
+            reply = conn.inpaint(request, mask.tobytes(), wire_options, progress)
         except lama_client.LamaError as exc:
             raise Failed(f"server {endpoint}: {exc.message}") from exc
         return wire_to_array(reply.format, reply.width, reply.height, reply.data).reshape(
@@ -253,30 +385,66 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
     return run
 
 
-def _run_jobs(jobs: list[tuple[Path, Path, Path]], inpaint_fn: Inpainter, quiet: bool) -> None:
-    from lama_server.commands.image_files import ImageFileError, read_image, read_mask, write_image
+def _run_jobs(
+    checked: list[CheckedJob],
+    inpaint_fn: Inpainter,
+    first: tuple[np.ndarray, np.ndarray] | None,
+    quiet: bool,
+) -> None:
+    """Fill and write each job: a bar over the files in folder mode, over the work itself
+    for one file on a terminal."""
+    from tqdm import tqdm
 
-    bar = None
-    if not quiet:
-        from tqdm import tqdm
+    from lama_server.commands.image_files import write_image
 
-        bar = tqdm(total=len(jobs), unit="image", file=sys.stderr)
-    for image_path, mask_path, out_path in jobs:
+    folder_bar = None if quiet or len(checked) == 1 else tqdm(
+        total=len(checked), unit="image", file=sys.stderr
+    )  # fmt: skip
+    show_work = not quiet and len(checked) == 1 and sys.stderr.isatty()
+    for item in checked:
+        image, mask = first if first is not None else read_job(item)
+        with _work_progress(show_work) as progress:
+            result = inpaint_fn(image, mask, progress)
         try:
-            image = read_image(image_path)
-            mask = read_mask(mask_path, image.shape[:2])
-        except ImageFileError as exc:
-            raise BadInput(str(exc)) from exc
-        result = inpaint_fn(image, mask)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            write_image(out_path, result)
-        except ImageFileError as exc:
-            raise BadInput(str(exc)) from exc
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
+            item.job.output.parent.mkdir(parents=True, exist_ok=True)
+            write_image(item.job.output, result, item.image)
+        except (ImageFileError, OSError) as exc:
+            raise BadInput(f"{item.job.output}: cannot write ({exc})") from exc
+        if folder_bar is not None:
+            folder_bar.update(1)
+    if folder_bar is not None:
+        folder_bar.close()
+
+
+@contextlib.contextmanager
+def _work_progress(shown: bool) -> Iterator[Progress]:
+    """A percentage bar on stderr fed by the pipeline's ``progress(fraction, stage)``."""
+    if not shown:
+        yield lambda _fraction, _stage: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, file=sys.stderr, bar_format="{desc} {bar} {n}%")
+
+    def update(fraction: float, stage: str) -> None:
+        bar.set_description_str(stage, refresh=False)
+        bar.n = round(100 * min(max(fraction, 0.0), 1.0))
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
         bar.close()
+
+
+def _success_line(checked: list[CheckedJob], seconds: float) -> str:
+    """``wrote out.png (W×H) in N s``, or the count and folder of a folder run."""
+    if len(checked) == 1:
+        job, image = checked[0].job, checked[0].image
+        return f"wrote {job.output} ({image.width}×{image.height}) in {seconds:.1f} s"
+    folders = {item.job.output.parent for item in checked}
+    where = f" to {folders.pop()}" if len(folders) == 1 else ""
+    return f"wrote {len(checked)} images{where} in {seconds:.1f} s"
 
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ IGNORED = shutil.ignore_patterns("__pycache__")
 # Written into every plugin folder we install, so a reinstall knows the folder is ours.
 MARKER = ".installed-by-lama-server"
 GIMP_SERIES = re.compile(r"3\.\d+")
-# Where no GIMP 3 is found at all: the stable series a fresh download gives.
-NEWEST_GIMP = "3.2"
+GIMP_ANY_SERIES = re.compile(r"\d+\.\d+")  # 2.10 too: a folder GIMP 3 imports settings from
+START_GIMP_FIRST = (
+    "start GIMP once (it creates its settings folder, importing older settings), "
+    "then run `lama-server install-plugin gimp` again"
+)
 _GIMP_BINARY = re.compile(r"gimp(?:-console)?-(3\.\d+)(?:\.exe)?")
 
 AFTER_INSTALL = {
@@ -156,8 +159,10 @@ def gimp_destinations(
 ) -> list[Destination]:
     """The ``plug-ins`` folders of every GIMP 3.x this user has, or of the one ``version`` names.
 
-    GIMP creates ``GIMP/<series>/`` on its first start, so existing folders say which GIMPs
-    the user runs. With none, a GIMP on PATH says which series; with nothing at all, the newest.
+    GIMP creates ``GIMP/<series>/`` on its first start, importing the settings of an older
+    series only when that folder does not exist yet; so the installer never creates a series
+    folder while an older one is there to import from, and without ``version`` it creates none
+    at all (which GIMP the user will run is theirs to say, by starting it once).
     """
     if version is not None and not GIMP_SERIES.fullmatch(version):
         raise InstallError(f"--gimp-version must look like 3.0 or 3.2, not {version!r}")
@@ -167,15 +172,12 @@ def gimp_destinations(
     roots = gimp_config_roots(platform, env, home)
     found = []
     for build, root in roots:
-        if not root.is_dir():
-            continue
-        series = [p.name for p in root.iterdir() if p.is_dir() and GIMP_SERIES.fullmatch(p.name)]
+        series = [name for name in _series_folders(root) if GIMP_SERIES.fullmatch(name)]
         found += [(s, build, root) for s in sorted(series, key=_series_key)]
     if version is not None:
-        found = [f for f in found if f[0] == version] or [(version, "", roots[0][1])]
+        found = [f for f in found if f[0] == version] or [_new_series(version, roots[0][1])]
     elif not found:
-        series = installed_gimp_series(platform, env) or [NEWEST_GIMP]
-        found = [(s, "", roots[0][1]) for s in series]
+        raise InstallError(f"no GIMP 3 settings folder in {roots[0][1]}: {START_GIMP_FIRST}")
     return [
         Destination(
             f"GIMP {s}" + (f" ({build})" if build else ""),
@@ -184,6 +186,27 @@ def gimp_destinations(
         )
         for s, build, root in found
     ]
+
+
+def _series_folders(root: Path) -> list[str]:
+    """Names of the per-series folders (``2.10``, ``3.0``, …) in a ``GIMP`` folder."""
+    if not root.is_dir():
+        return []
+    return [p.name for p in root.iterdir() if p.is_dir() and GIMP_ANY_SERIES.fullmatch(p.name)]
+
+
+def _new_series(version: str, root: Path) -> tuple[str, str, Path]:
+    """A series folder to create for ``--gimp-version``: only where GIMP has nothing to import."""
+    older = sorted(
+        (s for s in _series_folders(root) if _series_key(s) < _series_key(version)),
+        key=_series_key,
+    )
+    if older:
+        raise InstallError(
+            f"GIMP {version} was never started: creating {root / version} now would stop it "
+            f"importing your GIMP {older[-1]} settings; {START_GIMP_FIRST}"
+        )
+    return version, "", root
 
 
 def gimp_never_started(

@@ -5,6 +5,7 @@ lama-server ping [ENDPOINT] [--token-file F]
 lama-server info [ENDPOINT] [--token-file F]
 lama-server install-plugin krita|gimp [--dest DIR] [--gimp-version 3.N]
 lama-server package-plugin krita -o FILE.zip
+lama-server install-service [--dest FILE | --print] [-- SERVER FLAGS]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from lama_client.client import DEFAULT_ENDPOINT
 from lama_model.choices import BACKENDS, PRECISIONS
 from lama_server import __version__
+from lama_server.commands import exit_codes
 
 log = logging.getLogger("lama_server")
 
@@ -33,7 +35,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="lama-server",
         description="Local LaMa inpainting daemon for the Krita and GIMP plugins.",
         epilog="Other commands: lama-server ping|info [ENDPOINT]; "
-        "lama-server install-plugin krita|gimp; lama-server package-plugin krita -o FILE.zip",
+        "lama-server install-plugin krita|gimp; lama-server package-plugin krita -o FILE.zip; "
+        "lama-server install-service (a systemd user unit)",
     )
     p.add_argument("--model", default="big-lama", help="model folder/file or known name")
     p.add_argument(
@@ -126,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _query(command, args[1:])
     if command in ("install-plugin", "package-plugin"):
         return _plugins(command, args[1:])
+    if command == "install-service":
+        from lama_server.commands import service
+
+        return service.main(args[1:])
     return serve(_serve_parser().parse_args(args))
 
 
@@ -187,8 +194,10 @@ def serve(args: argparse.Namespace) -> int:
         if not args.no_warmup:
             for worker in workers:
                 log.info("warm-up forward on %s took %.2f s", worker.device, worker.warm_up())
-    except (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError,
-            OSError) as exc:  # fmt: skip
+    except (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError) as exc:
+        print(f"lama-server: error: {exc}", file=sys.stderr)
+        return exit_codes.CONFIG  # a restart cannot fix it (the unit says so to systemd)
+    except OSError as exc:
         print(f"lama-server: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a model that fails to run: one line, not a traceback
