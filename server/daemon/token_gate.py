@@ -25,14 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lama_client.client import (
-    LamaError,
-    ZmtpConnection,
-    _command_name,
-    zmtp_frame,
-    zmtp_greeting,
-    zmtp_ready,
-)
+from lama_client.client import ZmtpConnection
+from lama_client.errors import LamaError
+from lama_client.wire import command_name, zmtp_frame, zmtp_greeting, zmtp_ready
 from lama_server.wire import protocol
 from lama_server.wire.protocol import Limits
 
@@ -302,13 +297,13 @@ class TokenGate:
         elif conn.state == "ready-body":
             body = bytes(conn.buf[: conn.need])
             del conn.buf[: conn.need]
-            if _command_name(body) != b"READY":
+            if command_name(body) != b"READY":
                 raise _Closed
             self._expect_header(conn, "header")
         elif conn.state == "command":
             body = bytes(conn.buf[: conn.need])
             del conn.buf[: conn.need]
-            if _command_name(body) == b"PING":
+            if command_name(body) == b"PING":
                 conn.to_client += zmtp_frame(b"\x04PONG" + body[7:], command=True)
             self._expect_header(conn, "header")
         elif conn.state == "prefix":
