@@ -81,7 +81,7 @@ class Limits:
 
 
 @dataclass
-class InpaintOptions:
+class RequestOptions:
     """The ``options`` map of an inpaint request, validated."""
 
     mask_grow: int = 4
@@ -110,7 +110,7 @@ class Request:
     mask_file: FileRef | None = None
     result_view: memoryview | None = None
     nonce: bytes = b""  # ``hello`` only
-    options: InpaintOptions = field(default_factory=InpaintOptions)
+    options: RequestOptions = field(default_factory=RequestOptions)
 
     @property
     def pixels(self) -> int:
@@ -364,12 +364,12 @@ def _pixels(
     return data
 
 
-def _decode_options(options: dict, rid: str) -> InpaintOptions:
+def _decode_options(options: dict, rid: str) -> RequestOptions:
     known = {"mask_grow", "feather", "strategy", "output", "refine"}
     unknown = [str(k)[:20] for k in options if k not in known]
     if unknown:
         raise ProtocolError("bad_request", f"unknown options: {', '.join(unknown)}", rid)
-    result = InpaintOptions()
+    result = RequestOptions()
     for name in ("mask_grow", "feather"):
         if name in options:
             value = options[name]
