@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import msgpack
 import pytest
@@ -320,14 +321,30 @@ def test_reply_timeout_raises_request_timeout_and_the_client_recovers(use_pyzmq)
 
 
 @BOTH
-def test_progress_keeps_a_request_alive_past_the_timeout(use_pyzmq):
+def test_progress_keeps_a_request_alive_past_the_timeout(use_pyzmq, monkeypatch):
     """The timeout bounds silence, not the whole job: a refinement on a CPU runs for many
-    minutes and reports progress all along."""
-    with FakeServer(steps=4, step_delay=0.3) as server:
-        with LamaClient(server.endpoint, TOKEN, timeout=0.6, use_pyzmq=use_pyzmq) as c:
-            start = time.monotonic()
-            out = c.inpaint(rgba(2, 2), b"\xff" * 4)
-            assert time.monotonic() - start > 1.2  # twice the timeout, in steps shorter than it
+    minutes and reports progress all along.
+
+    The client's clock jumps by three quarters of the timeout at each progress message, so
+    the job lasts several timeouts on the client's clock whatever the machine's load, while
+    the real gaps between messages keep a wide margin below the timeout.
+    """
+    timeout = 10.0
+    skipped = [0.0]  # seconds the client's clock is ahead of the real one
+
+    def clock() -> float:
+        return real_monotonic() + skipped[0]
+
+    def on_progress(_fraction: float, _stage: str) -> None:
+        skipped[0] += 0.75 * timeout
+
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(client, "time", SimpleNamespace(monotonic=clock, sleep=time.sleep))
+    with FakeServer(steps=4, step_delay=0.05) as server:
+        with LamaClient(server.endpoint, TOKEN, timeout=timeout, use_pyzmq=use_pyzmq) as c:
+            start = clock()
+            out = c.inpaint(rgba(2, 2), b"\xff" * 4, progress=on_progress)
+            assert clock() - start > 2 * timeout  # in steps shorter than the timeout
     assert out.data == rgba(2, 2).data.translate(INVERT)
 
 
