@@ -1,10 +1,10 @@
-"""Client for lama-server, in one module that needs only the Python standard library.
+"""Client for lama-server: transports, pixel files, :class:`LamaClient`; standard library only.
 
 It runs inside Krita's and GIMP's own Python, where ``pip`` is not available (and GIMP 3.2 on
 Windows cannot even load pyzmq). When ``zmq`` and ``msgpack`` import, it uses them; otherwise it
 speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and encodes msgpack
-itself. ``lama-server install-plugin`` copies this file into each plugin as ``lama_client.py``,
-so it must never import from ``lama_server``.
+itself (:mod:`.wire`). ``lama-server install-plugin`` copies the whole package into each plugin
+as ``lama_client/``, so it must never import from ``lama_server``.
 
 Wire protocol: ``docs/protocol.md`` (version 1.2). Before each request the client sends a
 ``hello`` with a random nonce and checks the server's HMAC of it, keyed by the token: only the
@@ -34,6 +34,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import Cancelled, LamaError, RequestTimeout, ServerUnavailable
+from .wire import (
+    FLAG_COMMAND,
+    FLAG_LONG,
+    FLAG_MORE,
+    HELLO_CONTEXT,
+    MAX_COMMAND_BYTES,
+    MAX_REPLY_BYTES,
+    NONCE_BYTES,
+    PROTOCOL_VERSION,
+    command_name,
+    pack_parts,
+    parse_properties,
+    unpackb,
+    zmtp_frame,
+    zmtp_frame_header,
+    zmtp_greeting,
+    zmtp_ready,
+)
+
 try:  # the real libraries, where the host has them
     import msgpack as _msgpack
     import zmq as _zmq
@@ -41,53 +61,12 @@ except ImportError:  # pragma: no cover - exercised by forcing use_pyzmq=False i
     _zmq = None
     _msgpack = None
 
-PROTOCOL_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
-#: The largest legal message at the protocol's default limits (40 MP of RGBAF32 pixels plus a
-#: mask plus 64 KiB): a frame header announcing more is refused before allocating anything.
-MAX_REPLY_BYTES = 40_000_000 * 17 + 65536
-MAX_COMMAND_BYTES = 65536  # ZMTP commands (READY, PING) are small
 SMALL_SEND_BYTES = 65536  # messages up to this size go out header and body in one send
 _PIXEL_FILE_FLAGS = (
     os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )  # fmt: skip
-HELLO_CONTEXT = b"lama-server hello v1\0"
-NONCE_BYTES = 32
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-class LamaError(Exception):
-    """An error reply from the server, or a failure to reach it."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{message} [{code}]")
-        self.code = code
-        self.message = message
-
-
-class ServerUnavailable(LamaError):
-    """No server answers at the endpoint."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("unavailable", message)
-
-
-class RequestTimeout(LamaError):
-    """The server did not answer in time."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("timeout", message)
-
-
-class Cancelled(LamaError):
-    """The request was cancelled."""
-
-    def __init__(self, message: str = "cancelled") -> None:
-        super().__init__("cancelled", message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,276 +103,6 @@ def read_token(path: str | None = None) -> str | None:
         ) from None
 
 
-# --------------------------------------------------------------------------------------------
-# msgpack (the subset the protocol uses)
-
-
-class MsgpackError(ValueError):
-    """Malformed or unsupported msgpack data."""
-
-
-def packb(obj: Any) -> bytes:
-    """Encode ``obj`` (None, bool, int, float, str, bytes, list/tuple, dict) as msgpack."""
-    return b"".join(pack_parts(obj))
-
-
-#: ``bin`` values at least this long are not copied by :func:`pack_parts`.
-LARGE_BIN_BYTES = 65536
-
-
-def pack_parts(obj: Any) -> list[bytes | memoryview]:
-    """:func:`packb` as pieces whose concatenation is the encoding, without copying large
-    ``bin`` values: their pieces are views of the caller's buffers (a 2048² image is 16 MB,
-    and two copies of it cost ~20 ms), which must not change until the pieces are sent."""
-    parts: list[bytes | memoryview] = []
-    out = bytearray()
-    _pack(obj, out, 0, parts)
-    if out:
-        parts.append(bytes(out))
-    return parts
-
-
-def _pack(obj: Any, out: bytearray, depth: int, parts: list | None = None) -> None:
-    if depth > 64:
-        raise MsgpackError("nesting too deep")
-    if obj is None:
-        out.append(0xC0)
-    elif obj is True:
-        out.append(0xC3)
-    elif obj is False:
-        out.append(0xC2)
-    elif isinstance(obj, int):
-        _pack_int(obj, out)
-    elif isinstance(obj, float):
-        out.append(0xCB)
-        out += struct.pack(">d", obj)
-    elif isinstance(obj, str):
-        data = obj.encode("utf-8")
-        n = len(data)
-        if n < 32:
-            out.append(0xA0 | n)
-        elif n < 0x100:
-            out += bytes((0xD9, n))
-        elif n < 0x10000:
-            out += b"\xda" + struct.pack(">H", n)
-        else:
-            out += b"\xdb" + struct.pack(">I", n)
-        out += data
-    elif isinstance(obj, (bytes, bytearray, memoryview)):
-        data = memoryview(obj).cast("B")
-        n = len(data)
-        if n < 0x100:
-            out += bytes((0xC4, n))
-        elif n < 0x10000:
-            out += b"\xc5" + struct.pack(">H", n)
-        else:
-            out += b"\xc6" + struct.pack(">I", n)
-        if parts is not None and n >= LARGE_BIN_BYTES:
-            parts.append(bytes(out))  # what came before, then the caller's buffer itself
-            parts.append(data)
-            out.clear()
-        else:
-            out += data
-    elif isinstance(obj, (list, tuple)):
-        n = len(obj)
-        if n < 16:
-            out.append(0x90 | n)
-        elif n < 0x10000:
-            out += b"\xdc" + struct.pack(">H", n)
-        else:
-            out += b"\xdd" + struct.pack(">I", n)
-        for item in obj:
-            _pack(item, out, depth + 1, parts)
-    elif isinstance(obj, dict):
-        n = len(obj)
-        if n < 16:
-            out.append(0x80 | n)
-        elif n < 0x10000:
-            out += b"\xde" + struct.pack(">H", n)
-        else:
-            out += b"\xdf" + struct.pack(">I", n)
-        for key, value in obj.items():
-            _pack(key, out, depth + 1, parts)
-            _pack(value, out, depth + 1, parts)
-    else:
-        raise MsgpackError(f"cannot encode {type(obj).__name__}")
-
-
-def _pack_int(n: int, out: bytearray) -> None:
-    if 0 <= n < 0x80:
-        out.append(n)
-    elif -32 <= n < 0:
-        out.append(n & 0xFF)
-    elif 0 <= n < 0x100:
-        out += bytes((0xCC, n))
-    elif 0 <= n < 0x10000:
-        out += b"\xcd" + struct.pack(">H", n)
-    elif 0 <= n < 0x100000000:
-        out += b"\xce" + struct.pack(">I", n)
-    elif 0 <= n < 1 << 64:
-        out += b"\xcf" + struct.pack(">Q", n)
-    elif -0x80 <= n < 0:
-        out += b"\xd0" + struct.pack(">b", n)
-    elif -0x8000 <= n < 0:
-        out += b"\xd1" + struct.pack(">h", n)
-    elif -0x80000000 <= n < 0:
-        out += b"\xd2" + struct.pack(">i", n)
-    elif -(1 << 63) <= n < 0:
-        out += b"\xd3" + struct.pack(">q", n)
-    else:
-        raise MsgpackError(f"integer out of range: {n}")
-
-
-def unpackb(data: bytes, copy_bin: bool = True) -> Any:
-    """Decode one msgpack object that spans all of ``data``.
-
-    ``copy_bin=False`` returns ``bin`` values as read-only ``memoryview`` slices of ``data``
-    (no copy of many-MB pixel fields; ``data`` stays alive while they do).
-    """
-    view = memoryview(data).cast("B")
-    obj, end = _unpack(view, 0, 0, copy_bin)
-    if end != len(view):
-        raise MsgpackError(f"{len(view) - end} bytes of trailing data")
-    return obj
-
-
-_FIXED = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q", 0xD0: ">b", 0xD1: ">h", 0xD2: ">i",
-          0xD3: ">q", 0xCA: ">f", 0xCB: ">d"}  # fmt: skip
-
-
-def _take(view: memoryview, pos: int, n: int) -> memoryview:
-    if n < 0 or pos + n > len(view):
-        raise MsgpackError("truncated data")
-    return view[pos : pos + n]
-
-
-def _unpack(view: memoryview, pos: int, depth: int, copy_bin: bool = True) -> tuple[Any, int]:
-    if depth > 64:
-        raise MsgpackError("nesting too deep")
-    b = _take(view, pos, 1)[0]
-    pos += 1
-    if b <= 0x7F:
-        return b, pos
-    if b >= 0xE0:
-        return b - 0x100, pos
-    if 0xA0 <= b <= 0xBF:
-        return _str(view, pos, b & 0x1F)
-    if 0x90 <= b <= 0x9F:
-        return _array(view, pos, b & 0x0F, depth, copy_bin)
-    if 0x80 <= b <= 0x8F:
-        return _map(view, pos, b & 0x0F, depth, copy_bin)
-    if b == 0xC0:
-        return None, pos
-    if b == 0xC2:
-        return False, pos
-    if b == 0xC3:
-        return True, pos
-    if b in _FIXED:
-        fmt = _FIXED[b]
-        size = struct.calcsize(fmt)
-        return struct.unpack(fmt, _take(view, pos, size))[0], pos + size
-    if b in (0xD9, 0xDA, 0xDB, 0xC4, 0xC5, 0xC6, 0xDC, 0xDD, 0xDE, 0xDF):
-        fmt = {0xD9: ">B", 0xC4: ">B", 0xDA: ">H", 0xC5: ">H", 0xDC: ">H", 0xDE: ">H"}.get(b, ">I")
-        size = struct.calcsize(fmt)
-        n = struct.unpack(fmt, _take(view, pos, size))[0]
-        pos += size
-        if b in (0xD9, 0xDA, 0xDB):
-            return _str(view, pos, n)
-        if b in (0xC4, 0xC5, 0xC6):
-            data = _take(view, pos, n)
-            return (bytes(data) if copy_bin else data.toreadonly()), pos + n
-        if b in (0xDC, 0xDD):
-            return _array(view, pos, n, depth, copy_bin)
-        return _map(view, pos, n, depth, copy_bin)
-    raise MsgpackError(f"unsupported msgpack type byte 0x{b:02x}")
-
-
-def _str(view: memoryview, pos: int, n: int) -> tuple[str, int]:
-    try:
-        return bytes(_take(view, pos, n)).decode("utf-8"), pos + n
-    except UnicodeDecodeError as exc:
-        raise MsgpackError(f"invalid UTF-8 in string: {exc}") from None
-
-
-def _array(view: memoryview, pos: int, n: int, depth: int, copy_bin: bool) -> tuple[list, int]:
-    if n > len(view) - pos:  # every element takes at least a byte: refuse before allocating
-        raise MsgpackError("truncated data")
-    items = []
-    for _ in range(n):
-        item, pos = _unpack(view, pos, depth + 1, copy_bin)
-        items.append(item)
-    return items, pos
-
-
-def _map(view: memoryview, pos: int, n: int, depth: int, copy_bin: bool) -> tuple[dict, int]:
-    if 2 * n > len(view) - pos:
-        raise MsgpackError("truncated data")
-    result = {}
-    for _ in range(n):
-        key, pos = _unpack(view, pos, depth + 1, copy_bin)
-        value, pos = _unpack(view, pos, depth + 1, copy_bin)
-        try:
-            result[key] = value
-        except TypeError:
-            raise MsgpackError(f"unhashable map key of type {type(key).__name__}") from None
-    return result, pos
-
-
-# --------------------------------------------------------------------------------------------
-# ZMTP 3.x over a plain socket (DEALER side, NULL mechanism)
-
-_FLAG_MORE, _FLAG_LONG, _FLAG_COMMAND = 0x01, 0x02, 0x04
-
-
-def zmtp_greeting(as_server: bool = False) -> bytes:
-    """The 64-byte ZMTP 3.0 greeting for the NULL mechanism."""
-    return (
-        b"\xff" + b"\x00" * 8 + b"\x7f" + bytes((3, 0)) + b"NULL".ljust(20, b"\x00")
-        + bytes((1 if as_server else 0,)) + b"\x00" * 31
-    )  # fmt: skip
-
-
-def zmtp_frame_header(size: int, more: bool = False, command: bool = False) -> bytes:
-    """The flags and size bytes that start a ZMTP frame (short or long form)."""
-    flags = (_FLAG_MORE if more else 0) | (_FLAG_COMMAND if command else 0)
-    if size < 256:
-        return bytes((flags, size))
-    return bytes((flags | _FLAG_LONG,)) + struct.pack(">Q", size)
-
-
-def zmtp_frame(body: bytes, more: bool = False, command: bool = False) -> bytes:
-    """Encode one ZMTP frame (short or long form)."""
-    return zmtp_frame_header(len(body), more, command) + body
-
-
-def zmtp_ready(socket_type: str) -> bytes:
-    """A READY command frame with the Socket-Type property and an empty Identity."""
-    body = b"\x05READY"
-    for name, value in ((b"Socket-Type", socket_type.encode("ascii")), (b"Identity", b"")):
-        body += bytes((len(name),)) + name + struct.pack(">I", len(value)) + value
-    return zmtp_frame(body, command=True)
-
-
-def parse_properties(data: bytes) -> dict[str, bytes]:
-    """Metadata properties of a READY command body (after the name)."""
-    props, pos = {}, 0
-    while pos < len(data):
-        n = data[pos]
-        if pos + 1 + n + 4 > len(data):
-            raise ValueError("truncated READY property")
-        name = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
-        pos += 1 + n
-        (size,) = struct.unpack(">I", data[pos : pos + 4])
-        if pos + 4 + size > len(data):
-            raise ValueError("truncated READY property")
-        props[name] = data[pos + 4 : pos + 4 + size]
-        pos += 4 + size
-    return props
-
-
-def _command_name(body: bytes) -> bytes:
-    return body[1 : 1 + body[0]] if body else b""
-
 
 class ZmtpConnection:
     """One ZMTP 3.x DEALER connection (NULL mechanism) over TCP or a Unix socket.
@@ -423,7 +132,7 @@ class ZmtpConnection:
                 )
             self.sock.sendall(ours[11:] + zmtp_ready("DEALER"))
             command, body = self._recv_frame(deadline)
-            name = _command_name(body) if command else b""
+            name = command_name(body) if command else b""
             if name == b"ERROR":
                 reason = body[7 : 7 + body[6]].decode("utf-8", "replace") if len(body) > 6 else ""
                 raise ServerUnavailable(f"{endpoint}: the server refused the connection ({reason})")
@@ -486,7 +195,7 @@ class ZmtpConnection:
                 deadline = time.monotonic() + 60.0
                 command, body = self._recv_frame(deadline)
                 if command:
-                    if _command_name(body) == b"PING":
+                    if command_name(body) == b"PING":
                         # PING = name, 2-byte TTL, context; PONG echoes the context.
                         self.sock.sendall(zmtp_frame(b"\x04PONG" + body[7:], command=True))
                     continue
@@ -501,15 +210,15 @@ class ZmtpConnection:
 
     def _recv_frame(self, deadline: float) -> tuple[bool, bytearray]:
         flags = self._recv_exact(1, deadline)[0]
-        if flags & _FLAG_LONG:
+        if flags & FLAG_LONG:
             (size,) = struct.unpack(">Q", self._recv_exact(8, deadline))
         else:
             size = self._recv_exact(1, deadline)[0]
-        command = bool(flags & _FLAG_COMMAND)
+        command = bool(flags & FLAG_COMMAND)
         if size > (MAX_COMMAND_BYTES if command else MAX_REPLY_BYTES):
             raise LamaError("too_large", f"reply of {size} bytes exceeds the client's limit")
         if not command:  # commands never carry MORE; a command between frames keeps the state
-            self._more = bool(flags & _FLAG_MORE)
+            self._more = bool(flags & FLAG_MORE)
         return command, self._recv_exact(size, deadline)
 
     def _recv_exact(self, n: int, deadline: float) -> bytearray:
@@ -890,27 +599,12 @@ class LamaClient:
             if self.verify_server and self.token:
                 self._check_server_identity(min(self.timeout, 10.0))
                 verified = True
-            pixel_file, reused = (
-                self._pixel_file_for(len(image.data) + len(mask)) if verified else (None, False)
-            )
-            if pixel_file is not None:
-                try:
-                    pixel_file.write(0, image.data)
-                    pixel_file.write(len(image.data), mask)
-                except OSError:  # e.g. the folder's file system is full: send pixels inline
-                    self._drop_pixel_file()
-                    self.pixel_files = False
-                    pixel_file = None
+            pixel_file, reused = self._pixels_into_file(image, mask) if verified else (None, False)
             request = self._inpaint_request(image, mask, options, pixel_file)
             reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
                                verified=verified)  # fmt: skip
         except LamaError as exc:
-            if not self._final_reply:
-                self._transport.close()  # abandoned: the server notices and stops working on it
-            if pixel_file is not None and (exc.code == "no_pixel_file" or not self._final_reply):
-                # The server cannot see the file, or it may still write into it (the request
-                # was abandoned): never reuse it.
-                self._drop_pixel_file()
+            self._after_failure(pixel_file, unseen_file=exc.code == "no_pixel_file")
             if pixel_file is None or exc.code != "no_pixel_file":
                 raise
             if not (reused and retries > 0):
@@ -919,14 +613,42 @@ class LamaClient:
                 self.pixel_files = False
             return self._inpaint(image, mask, options, progress, cancel, retries - 1)
         except BaseException:
-            if not self._final_reply:
-                # Abandoned mid-request (a progress callback raised, Ctrl-C): a new connection
-                # next time, so the server notices and stops, and a new pixel file, because
-                # the server may still write into this one.
-                self._transport.close()
-                if pixel_file is not None:
-                    self._drop_pixel_file()
+            # Abandoned mid-request (a progress callback raised, Ctrl-C).
+            self._after_failure(pixel_file, unseen_file=False)
             raise
+        return self._image_from_reply(reply, image, pixel_file)
+
+    def _pixels_into_file(self, image: ImageData, mask: bytes) -> tuple[_PixelFile | None, bool]:
+        """The pixel file holding the request's pixels (None: send them inline), and whether
+        an earlier request used it."""
+        pixel_file, reused = self._pixel_file_for(len(image.data) + len(mask))
+        if pixel_file is None:
+            return None, False
+        try:
+            pixel_file.write(0, image.data)
+            pixel_file.write(len(image.data), mask)
+        except OSError:  # e.g. the folder's file system is full: send pixels inline
+            self._drop_pixel_file()
+            self.pixel_files = False
+            return None, False
+        return pixel_file, reused
+
+    def _after_failure(self, pixel_file: _PixelFile | None, unseen_file: bool) -> None:
+        """Clean up after a request that failed or was abandoned (``unseen_file``: the server
+        said it cannot see the pixel file)."""
+        if not self._final_reply:
+            # Abandoned: a new connection next time, so the server notices and stops working
+            # on it.
+            self._transport.close()
+        if pixel_file is not None and (unseen_file or not self._final_reply):
+            # The server cannot see the file, or it may still write into it (the request was
+            # abandoned): never reuse it.
+            self._drop_pixel_file()
+
+    def _image_from_reply(
+        self, reply: dict, image: ImageData, pixel_file: _PixelFile | None
+    ) -> ImageData:
+        """The answer of an ``inpaint`` reply, read from the reply or from the pixel file."""
         timing = reply.get("timing")
         self.last_timing = timing if isinstance(timing, dict) else None
         out = reply.get("image")
@@ -1009,6 +731,17 @@ class LamaClient:
         request_id = uuid.uuid4().hex
         message = {"v": PROTOCOL_VERSION, "id": request_id, "token": self.token or "", **request}
         self._transport.send(self._pack(message))
+        return self._final_reply_to(request_id, timeout, progress, cancel)
+
+    def _final_reply_to(
+        self,
+        request_id: str,
+        timeout: float,
+        progress: Callable[[float, str], None] | None,
+        cancel: threading.Event | None,
+    ) -> dict:
+        """Wait for the request's final reply, passing progress on and sending a cancel when
+        ``cancel`` is set; the timeout counts from the last sign of life."""
         deadline = time.monotonic() + timeout
         cancel_sent_at: float | None = None
         while True:
@@ -1025,15 +758,9 @@ class LamaClient:
                 raise RequestTimeout(f"{self.endpoint}: no word from the server in {timeout:g} s")
             # Poll in short slices while a cancel may come, so it is seen promptly.
             wait = deadline - now if cancel is None else min(deadline - now, 0.1)
-            raw = self._transport.recv(wait)
-            if raw is None:
+            reply = self._reply_to(request_id, self._transport.recv(wait))
+            if reply is None:
                 continue
-            try:
-                reply = self._unpack(raw)
-            except Exception as exc:
-                raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
-            if not isinstance(reply, dict) or reply.get("id") not in (request_id, None):
-                continue  # a stale reply to an earlier, abandoned request (or our cancel's ack)
             if "ok" not in reply:
                 # The server is working on it (or it waits in the queue, which the server
                 # confirms every 0.5 s): the timeout counts from the last such sign of life.
@@ -1044,17 +771,19 @@ class LamaClient:
             # The server is done with this request (and its files); a reply without our id
             # (the server could not read the request) proves nothing about that.
             self._final_reply = reply.get("id") == request_id
-            if reply["ok"] is True:
-                if cancel_sent_at is not None:
-                    raise Cancelled()  # finished just as the user cancelled: drop the result
-                return reply
-            error = reply.get("error")
-            error = error if isinstance(error, dict) else {}
-            code = str(error.get("code", "internal"))
-            text = str(error.get("message", "server error"))
-            if code == "cancelled":
-                raise Cancelled(text)
-            raise LamaError(code, text)
+            return _result(reply, cancelled=cancel_sent_at is not None)
+
+    def _reply_to(self, request_id: str, raw: bytes | None) -> dict | None:
+        """The decoded reply if it is one to ``request_id`` (or to no readable id), else None."""
+        if raw is None:
+            return None
+        try:
+            reply = self._unpack(raw)
+        except Exception as exc:
+            raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
+        if not isinstance(reply, dict) or reply.get("id") not in (request_id, None):
+            return None  # a stale reply to an earlier, abandoned request (or our cancel's ack)
+        return reply
 
     def _check_server_identity(self, timeout: float) -> None:
         """``hello``: the server must answer HMAC(token, nonce) before it gets anything else."""
@@ -1109,3 +838,18 @@ class LamaClient:
             self._transport.send(self._pack(message))
         except LamaError:
             pass
+
+
+def _result(reply: dict, cancelled: bool) -> dict:
+    """A final reply: returned if it is a success, raised as a :class:`LamaError` if not."""
+    if reply["ok"] is True:
+        if cancelled:
+            raise Cancelled()  # finished just as the user cancelled: drop the result
+        return reply
+    error = reply.get("error")
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code", "internal"))
+    text = str(error.get("message", "server error"))
+    if code == "cancelled":
+        raise Cancelled(text)
+    raise LamaError(code, text)

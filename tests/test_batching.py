@@ -22,12 +22,11 @@ from lama_model.factory import load_for_inference
 from lama_model.pipeline.host import InpaintOptions, inpaint
 from lama_server.daemon.scheduler import Job, Scheduler
 from lama_server.daemon.worker import Worker
-from lama_server.wire.protocol import InpaintOptions as WireOptions
-from lama_server.wire.protocol import Request
+from lama_server.wire.protocol import Request, RequestOptions
 
 
 def _job(rid: str, w: int = 64, h: int = 64, strategy: str = "auto", **extra) -> Job:
-    options = WireOptions(strategy=strategy)
+    options = RequestOptions(strategy=strategy)
     if extra:
         options = SimpleNamespace(**{**options.__dict__, **extra})
     return Job(Request("inpaint", rid, "t", width=w, height=h, options=options), [rid.encode()])
@@ -176,8 +175,8 @@ def test_patched_reply_is_the_same_message_as_encoding_the_whole_result(fmt):
 
     from lama_model.geometry import Box
     from lama_model.pipeline.device import RegionResult
-    from lama_server.daemon.worker import _ok_reply
     from lama_server.wire.pixel_formats import FORMATS, wire_to_array
+    from lama_server.wire.replies import ok_reply
 
     spec = FORMATS[fmt]
     w, h = 37, 23
@@ -190,10 +189,10 @@ def test_patched_reply_is_the_same_message_as_encoding_the_whole_result(fmt):
     alpha = np.ones((box.height, box.width), np.float32)
     region = RegionResult(image, box, patch, alpha)
     request = Request("inpaint", "r1", "t", width=w, height=h, format=fmt,
-                      image_data=memoryview(data), options=WireOptions())  # fmt: skip
-    patched = _ok_reply(request, region, 1.0, 2.0)
+                      image_data=memoryview(data), options=RequestOptions())  # fmt: skip
+    patched = ok_reply(request, region, 1.0, 2.0)
     assert isinstance(patched, bytearray)
-    whole = _ok_reply(request, region.full(), 1.0, 2.0)
+    whole = ok_reply(request, region.full(), 1.0, 2.0)
     assert msgpack.unpackb(bytes(patched), raw=False) == msgpack.unpackb(whole, raw=False)
 
 

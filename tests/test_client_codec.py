@@ -11,7 +11,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lama_client import client
+from lama_client import client, wire
 
 scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
@@ -29,29 +29,29 @@ values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(values)
 def test_our_encoding_decodes_with_real_msgpack(value):
-    assert msgpack.unpackb(client.packb(value), raw=False, strict_map_key=False) == value
+    assert msgpack.unpackb(wire.packb(value), raw=False, strict_map_key=False) == value
 
 
 @settings(max_examples=300, deadline=None)
 @given(values)
 def test_real_msgpack_encoding_decodes_with_ours(value):
-    assert client.unpackb(msgpack.packb(value, use_bin_type=True)) == value
+    assert wire.unpackb(msgpack.packb(value, use_bin_type=True)) == value
 
 
 @given(st.floats(width=32, allow_nan=False))
 def test_float32_from_real_msgpack(value):
     packed = msgpack.packb(value, use_single_float=True)
-    assert client.unpackb(packed) == value
+    assert wire.unpackb(packed) == value
 
 
 def test_nan_round_trips():
-    assert math.isnan(client.unpackb(msgpack.packb(float("nan"))))
+    assert math.isnan(wire.unpackb(msgpack.packb(float("nan"))))
 
 
 def test_large_containers_and_strings_use_wide_headers():
     value = {"k": ["x" * 70000, b"y" * 70000, list(range(70000))], **{str(i): i for i in range(20)}}
-    assert msgpack.unpackb(client.packb(value), raw=False) == value
-    assert client.unpackb(msgpack.packb(value, use_bin_type=True)) == value
+    assert msgpack.unpackb(wire.packb(value), raw=False) == value
+    assert wire.unpackb(msgpack.packb(value, use_bin_type=True)) == value
 
 
 def test_pieces_are_the_encoding_and_large_bins_are_not_copied():
@@ -59,8 +59,8 @@ def test_pieces_are_the_encoding_and_large_bins_are_not_copied():
     small = b"s" * 100
     value = {"v": 1, "image": {"w": 3, "data": image}, "mask": memoryview(b"m" * 70_000),
              "small": small, "list": [image, 5]}  # fmt: skip
-    parts = client.pack_parts(value)
-    assert b"".join(parts) == msgpack.packb(value, use_bin_type=True) == client.packb(value)
+    parts = wire.pack_parts(value)
+    assert b"".join(parts) == msgpack.packb(value, use_bin_type=True) == wire.packb(value)
     large = [p for p in parts if isinstance(p, memoryview)]
     assert len(large) == 3 and large[0].obj is image and large[2].obj is image
     image[0] = 9  # the pieces are views: they show the caller's buffer as it is when sent
@@ -73,21 +73,21 @@ def test_pieces_are_the_encoding_and_large_bins_are_not_copied():
      b"\xa2\xff\xfe", b"\x81\x90\x01", b"\x01\x02", b"\x91" * 100 + b"\x01"],
 )  # fmt: skip
 def test_malformed_input_is_a_clear_error(data):
-    with pytest.raises(client.MsgpackError):
-        client.unpackb(data)
+    with pytest.raises(wire.MsgpackError):
+        wire.unpackb(data)
 
 
 @given(st.binary(max_size=64))
 def test_random_bytes_never_crash_the_decoder(data):
     try:
-        client.unpackb(data)
-    except client.MsgpackError:
+        wire.unpackb(data)
+    except wire.MsgpackError:
         pass
 
 
 def test_unsupported_type_is_refused():
-    with pytest.raises(client.MsgpackError, match="cannot encode"):
-        client.packb({"x": object()})
+    with pytest.raises(wire.MsgpackError, match="cannot encode"):
+        wire.packb({"x": object()})
 
 
 class RouterEcho:
@@ -146,9 +146,9 @@ def test_several_replies_to_one_request_arrive_in_order():
 
 
 def test_greeting_and_frame_layout():
-    greeting = client.zmtp_greeting()
+    greeting = wire.zmtp_greeting()
     assert len(greeting) == 64 and greeting[0] == 0xFF and greeting[9] == 0x7F
     assert greeting[10] == 3 and greeting[12:16] == b"NULL"
-    assert client.zmtp_frame(b"ab") == b"\x00\x02ab"
-    assert client.zmtp_frame(b"x" * 300)[:9] == b"\x02" + (300).to_bytes(8, "big")
-    assert client.zmtp_frame(b"", more=True, command=True) == b"\x05\x00"
+    assert wire.zmtp_frame(b"ab") == b"\x00\x02ab"
+    assert wire.zmtp_frame(b"x" * 300)[:9] == b"\x02" + (300).to_bytes(8, "big")
+    assert wire.zmtp_frame(b"", more=True, command=True) == b"\x05\x00"

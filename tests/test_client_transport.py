@@ -14,12 +14,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import msgpack
 import pytest
 import zmq
 
-from lama_client import client
+from lama_client import client, wire
 from lama_client.client import (
     Cancelled,
     ImageData,
@@ -320,14 +321,30 @@ def test_reply_timeout_raises_request_timeout_and_the_client_recovers(use_pyzmq)
 
 
 @BOTH
-def test_progress_keeps_a_request_alive_past_the_timeout(use_pyzmq):
+def test_progress_keeps_a_request_alive_past_the_timeout(use_pyzmq, monkeypatch):
     """The timeout bounds silence, not the whole job: a refinement on a CPU runs for many
-    minutes and reports progress all along."""
-    with FakeServer(steps=4, step_delay=0.3) as server:
-        with LamaClient(server.endpoint, TOKEN, timeout=0.6, use_pyzmq=use_pyzmq) as c:
-            start = time.monotonic()
-            out = c.inpaint(rgba(2, 2), b"\xff" * 4)
-            assert time.monotonic() - start > 1.2  # twice the timeout, in steps shorter than it
+    minutes and reports progress all along.
+
+    The client's clock jumps by three quarters of the timeout at each progress message, so
+    the job lasts several timeouts on the client's clock whatever the machine's load, while
+    the real gaps between messages keep a wide margin below the timeout.
+    """
+    timeout = 10.0
+    skipped = [0.0]  # seconds the client's clock is ahead of the real one
+
+    def clock() -> float:
+        return real_monotonic() + skipped[0]
+
+    def on_progress(_fraction: float, _stage: str) -> None:
+        skipped[0] += 0.75 * timeout
+
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(client, "time", SimpleNamespace(monotonic=clock, sleep=time.sleep))
+    with FakeServer(steps=4, step_delay=0.05) as server:
+        with LamaClient(server.endpoint, TOKEN, timeout=timeout, use_pyzmq=use_pyzmq) as c:
+            start = clock()
+            out = c.inpaint(rgba(2, 2), b"\xff" * 4, progress=on_progress)
+            assert clock() - start > 2 * timeout  # in steps shorter than the timeout
     assert out.data == rgba(2, 2).data.translate(INVERT)
 
 
@@ -528,11 +545,11 @@ def test_handshake_ping_pong_and_multipart_against_a_raw_zmtp_peer():
         result["greeting"] = greet_like_libzmq(conn)
         flags, ready = read_frame(conn)
         result["ready"] = (flags, ready)
-        conn.sendall(client.zmtp_ready("ROUTER"))
+        conn.sendall(wire.zmtp_ready("ROUTER"))
         result["request"] = read_frame(conn)
         # ZMTP 3.1 heartbeat: PING with TTL 0x0102 and a context to echo back.
-        conn.sendall(client.zmtp_frame(b"\x04PING\x01\x02ctx", command=True))
-        conn.sendall(client.zmtp_frame(b"head-", more=True) + client.zmtp_frame(b"t" * 300))
+        conn.sendall(wire.zmtp_frame(b"\x04PING\x01\x02ctx", command=True))
+        conn.sendall(wire.zmtp_frame(b"head-", more=True) + wire.zmtp_frame(b"t" * 300))
         result["pong"] = read_frame(conn)
 
     peer = RawPeer(script)
@@ -548,7 +565,7 @@ def test_handshake_ping_pong_and_multipart_against_a_raw_zmtp_peer():
     assert greeting[12:32] == b"NULL".ljust(20, b"\x00") and greeting[32] == 0  # as-server 0
     flags, ready = result["ready"]
     assert flags == 0x04 and ready.startswith(b"\x05READY")
-    props = client.parse_properties(ready[6:])
+    props = wire.parse_properties(ready[6:])
     assert props == {"Socket-Type": b"DEALER", "Identity": b""}
     assert result["request"] == (0, b"request")
     assert result["pong"] == (0x04, b"\x04PONGctx")
@@ -559,7 +576,7 @@ def test_handshake_error_command_is_reported():
         greet_like_libzmq(conn)
         read_frame(conn)
         reason = b"Invalid socket type"
-        conn.sendall(client.zmtp_frame(b"\x05ERROR" + bytes((len(reason),)) + reason, command=True))
+        conn.sendall(wire.zmtp_frame(b"\x05ERROR" + bytes((len(reason),)) + reason, command=True))
 
     peer = RawPeer(script)
     with pytest.raises(ServerUnavailable, match="Invalid socket type"):
@@ -625,11 +642,11 @@ def test_stdlib_client_refuses_a_frame_header_beyond_the_protocol_limit():
             conn, _ = listener.accept()
             with conn:
                 recv_exact(conn, 11)
-                conn.sendall(client.zmtp_greeting(as_server=True))
+                conn.sendall(wire.zmtp_greeting(as_server=True))
                 recv_exact(conn, 64 - 11)
-                conn.sendall(client.zmtp_ready("ROUTER"))
+                conn.sendall(wire.zmtp_ready("ROUTER"))
                 time.sleep(0.2)
-                conn.sendall(client.zmtp_frame_header(1 << 30))
+                conn.sendall(wire.zmtp_frame_header(1 << 30))
                 time.sleep(2)
 
         thread = threading.Thread(target=serve, daemon=True)

@@ -18,7 +18,7 @@ import pytest
 import torch
 import zmq
 
-from lama_client import client
+from lama_client import client, wire
 from lama_client.client import ImageData, LamaClient, LamaError
 from lama_model.weights import checkpoint
 from lama_model.weights.checkpoint import CheckpointError, load_model
@@ -290,7 +290,7 @@ def test_server_answers_hello_with_the_hmac_of_the_nonce(running_server):
         reply, _ = _final_reply(sock)
     finally:
         sock.close()
-    expected = hmac.new(running_server.token.encode(), client.HELLO_CONTEXT + nonce, "sha256")
+    expected = hmac.new(running_server.token.encode(), wire.HELLO_CONTEXT + nonce, "sha256")
     assert reply["ok"] is True and reply["proof"] == expected.digest()
     assert reply["protocol"] == 1 and reply["protocol_minor"] >= 1
 
@@ -414,7 +414,7 @@ def test_token_file_that_is_not_utf8_is_a_one_line_error(tmp_path, tiny_model_di
 
 
 def test_client_frame_limit_is_the_protocols_message_limit():
-    assert client.MAX_REPLY_BYTES == Limits().max_message_bytes
+    assert wire.MAX_REPLY_BYTES == Limits().max_message_bytes
 
 
 def test_ping_without_server_key_says_the_key_is_missing(server_factory, capsys):

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 
 import pytest
 from conftest import REPO
 
-_spec = importlib.util.spec_from_file_location(
-    "lama_krita_core", REPO / "plugins" / "krita" / "lama_inpaint" / "core.py"
-)
+import lama_client
+
+# Installed, core.py sits in the plug-in package beside the bundled lama_client; the package's
+# __init__ needs Krita, so the test builds that package around core.py and the real client.
+_PLUGIN = REPO / "plugins" / "krita" / "lama_inpaint"
+_package = types.ModuleType("lama_krita_plugin")
+_package.__path__ = [str(_PLUGIN)]
+_package.lama_client = lama_client
+sys.modules["lama_krita_plugin"] = _package
+sys.modules["lama_krita_plugin.lama_client"] = lama_client
+_spec = importlib.util.spec_from_file_location("lama_krita_plugin.core", _PLUGIN / "core.py")
 core = importlib.util.module_from_spec(_spec)
-sys.modules["lama_krita_core"] = core
+sys.modules["lama_krita_plugin.core"] = core
 _spec.loader.exec_module(core)
 
 

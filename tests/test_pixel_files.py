@@ -351,7 +351,7 @@ def test_server_replaces_a_deleted_pixel_folder(tmp_path, monkeypatch):
     from lama_server.wire.protocol import Limits
 
     monkeypatch.setattr("lama_server.wire.pixel_files.default_parent", lambda: str(tmp_path))
-    server = Server([object()], ServerConfig("tcp://127.0.0.1:*", "token", Limits()))
+    server = Server(ServerConfig("tcp://127.0.0.1:*", "token", Limits()))
     try:
         server.pixel_folder = PixelFolder(str(tmp_path))
         gone = server.pixel_folder.path
@@ -359,8 +359,7 @@ def test_server_replaces_a_deleted_pixel_folder(tmp_path, monkeypatch):
         server._sweep_pixel_folder()
         assert server.pixel_folder.intact() and server.pixel_folder.path != gone
     finally:
-        server.pixel_folder.remove()
-        server._ctx.term()
+        server.close()
 
 
 def test_sweep_removes_only_files_left_for_an_hour(folder):

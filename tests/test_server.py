@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -327,10 +329,10 @@ def wait_for_log(server, text: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_sigterm_finishes_the_request_in_flight_then_exits_0(server_factory):
-    """Each step waits for the one before (no fixed sleeps), so load cannot reorder them."""
-    server = server_factory("--no-warmup", "--precision", "fp32")
-    size = 1024  # a few seconds of work, so the job is still running after the signal
+def _start_a_long_request(server) -> tuple[threading.Thread, dict]:
+    """A request of a few seconds of work, running on ``server`` when this returns; the
+    thread leaves its ``reply`` or ``error`` in the dict."""
+    size = 1024
     rgba = np.zeros((size, size, 4), np.uint8)
     mask = np.full((size, size), 255, np.uint8)
     result: dict = {}
@@ -341,13 +343,24 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(server_factory):
             try:
                 result["reply"] = c.inpaint(ImageData(size, size, "RGBA8", rgba.tobytes()),
                                             mask.tobytes(), {"strategy": "original"},
-                                            progress=lambda _f, _s: started.set())  # fmt: skip
+                                            progress=on_progress)  # fmt: skip
             except LamaError as exc:
                 result["error"] = exc
+
+    def on_progress(_fraction: float, stage: str) -> None:
+        if stage != "queued":  # a worker has it: a stop now lets it finish
+            started.set()
 
     thread = threading.Thread(target=run)
     thread.start()
     assert started.wait(120), "the request never started"
+    return thread, result
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(server_factory):
+    """Each step waits for the one before (no fixed sleeps), so load cannot reorder them."""
+    server = server_factory("--no-warmup", "--precision", "fp32")
+    thread, result = _start_a_long_request(server)
     server.proc.send_signal(signal.SIGTERM)
     wait_for_log(server, "received SIGTERM")
     late = raw_call(server.endpoint, request(server, **_inpaint_fields()), timeout=60)
@@ -355,6 +368,38 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(server_factory):
     assert server.proc.wait(120) == 0
     assert "reply" in result, result.get("error")
     assert late["error"]["code"] == "shutting_down"
+
+
+@BOTH
+def test_ping_while_draining_says_the_server_is_shutting_down(server_factory, use_pyzmq):
+    server = server_factory("--no-warmup", "--precision", "fp32")
+    thread, result = _start_a_long_request(server)
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for_log(server, "stopping: finishing the request in flight")
+    with LamaClient(server.endpoint, server.token, use_pyzmq=use_pyzmq) as c:
+        with pytest.raises(LamaError) as info:
+            c.ping()
+    assert info.value.code == "shutting_down" and "shutting down" in info.value.message
+    thread.join(180)
+    assert server.proc.wait(120) == 0 and "reply" in result, result.get("error")
+
+
+def test_a_second_server_on_a_busy_port_fails_before_loading_the_model(
+    running_server, tmp_path, tiny_model_dir
+):
+    """At once, and saying what probably holds the port and how to check."""
+    cmd = [sys.executable, "-m", "lama_server.commands.serve", "--model", str(tiny_model_dir),
+           "--device", "cpu", "--listen", running_server.endpoint,
+           "--token-file", str(tmp_path / "token")]  # fmt: skip
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1
+    error = second.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"lama-server: error: cannot serve on {running_server.endpoint}")
+    assert "a lama-server is probably running there already" in error
+    assert f"lama-server ping {running_server.endpoint}" in error
+    assert "loading model" not in second.stderr and "ready on" not in second.stdout
+    with LamaClient(running_server.endpoint, running_server.token) as c:
+        assert c.ping()["pong"]  # the first server is untouched
 
 
 def test_non_loopback_listen_needs_allow_remote(tmp_path, tiny_model_dir):

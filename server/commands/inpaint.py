@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lama-inpaint: interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED
     except Exception as exc:  # the model failed to run: one line, not a traceback
-        from lama_server.commands.serve import one_line
+        from lama_model.errors import one_line
 
         print(f"lama-inpaint: error: the model failed to run: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED

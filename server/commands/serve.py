@@ -11,6 +11,7 @@ lama-server install-service [--dest FILE | --print] [-- SERVER FLAGS]
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -18,19 +19,22 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lama_client.client import DEFAULT_ENDPOINT
 from lama_model.choices import BACKENDS, PRECISIONS
+from lama_model.errors import one_line
 from lama_server import __version__
 from lama_server.commands import exit_codes
+
+if TYPE_CHECKING:  # imported where used: `lama-server --help` must not load torch
+    from lama_server.daemon.router import ServerConfig
+    from lama_server.daemon.worker import Worker
 
 log = logging.getLogger("lama_server")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
-    from lama_server.wire.protocol import Limits
-
-    limits = Limits()
     p = argparse.ArgumentParser(
         prog="lama-server",
         description="Local LaMa inpainting daemon for the Krita and GIMP plugins.",
@@ -38,88 +42,77 @@ def _serve_parser() -> argparse.ArgumentParser:
         "lama-server install-plugin krita|gimp; lama-server package-plugin krita -o FILE.zip; "
         "lama-server install-service (a systemd user unit)",
     )
+    _add_model_arguments(p)
+    _add_serving_arguments(p)
+    p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--version", action="version", version=f"lama-server {__version__}")
+    return p
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Which model runs where, and how."""
     p.add_argument("--model", default="big-lama", help="model folder/file or known name")
     p.add_argument(
-        "--device",
-        default="auto",
-        metavar="DEVICE[,DEVICE...]",
+        "--device", default="auto", metavar="DEVICE[,DEVICE...]",
         help="auto, cpu, cuda, cuda:N, mps; several (cuda:0,cuda:1 or cuda:all) run one worker "
         "with its own model per device behind the one endpoint",
     )
     p.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        metavar="N",
+        "--batch", type=int, default=None, metavar="N",
         help="run up to N concurrent same-size requests in one forward (default 8 on CUDA, "
         "1 elsewhere)",
     )
     p.add_argument(
-        "--batch-wait-ms",
-        type=float,
-        default=2.0,
-        metavar="MS",
+        "--batch-wait-ms", type=float, default=2.0, metavar="MS",
         help="how long a request waits for others to batch with (default 2)",
     )
     p.add_argument(
-        "--listen",
-        default=DEFAULT_ENDPOINT,
-        metavar="ENDPOINT",
-        help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; ipc:// works)",
-    )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
+        "--precision", default="auto", choices=PRECISIONS,
         help="auto: measured once per machine and model: bf16/fp16/tf32 where faster than "
         "fp32 with PSNR >= 40 dB, else fp32 (TF32 off on CUDA)",
     )
     p.add_argument(
-        "--backend",
-        default="torch",
-        choices=BACKENDS,
+        "--backend", default="torch", choices=BACKENDS,
         help="torch (fused fast path) or onnxruntime (exports the model once, or give an .onnx)",
     )
     p.add_argument(
-        "--compile",
-        action="store_true",
+        "--compile", action="store_true",
         help="torch.compile the model (CUDA: per size bucket in the background, serving "
         "uncompiled meanwhile; kernels cached in the user cache)",
     )
     p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=limits.max_pixels,
-        metavar="N",
+        "--allow-torchscript", action="store_true",
+        help="load a TorchScript model file: it runs the code it holds, so only trusted files",
+    )  # fmt: skip
+
+
+def _add_serving_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the server listens, for whom, and how much it accepts."""
+    from lama_server.wire.protocol import Limits
+
+    limits = Limits()
+    p.add_argument(
+        "--listen", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+        help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT}; ipc:// works)",
+    )
+    p.add_argument(
+        "--max-pixels", type=int, default=limits.max_pixels, metavar="N",
         help="largest window accepted, in pixels",
     )
     p.add_argument(
-        "--queue",
-        type=int,
-        default=limits.queue,
-        metavar="N",
+        "--queue", type=int, default=limits.queue, metavar="N",
         help="requests waiting beyond the running one; more get 'busy'",
-    )
-    p.add_argument(
-        "--allow-torchscript",
-        action="store_true",
-        help="load a TorchScript model file: it runs the code it holds, so only trusted files",
     )
     p.add_argument("--token-file", type=Path, help="token file (default: per-user config folder)")
     p.add_argument(
-        "--allow-remote",
-        action="store_true",
+        "--allow-remote", action="store_true",
         help="allow a non-loopback --listen address (then CURVE encryption is on)",
     )
     p.add_argument(
-        "--no-pixel-files",
-        action="store_true",
+        "--no-pixel-files", action="store_true",
         help="local clients send pixels inside messages instead of through shared files",
-    )
-    p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--version", action="version", version=f"lama-server {__version__}")
-    return p  # fmt: skip
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,83 +130,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Load the model, warm it up, serve until SIGINT/SIGTERM; 0 on a clean stop."""
+    """Take the endpoint, load the model, warm it up, serve until SIGINT/SIGTERM; 0 on a clean
+    stop. The endpoint comes first: a busy one fails in a moment, not after the model loaded."""
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s lama-server %(levelname)s %(message)s"
     )
-    from lama_model.accel.precision import PrecisionError
-    from lama_model.devices import DeviceError, resolve_devices
-    from lama_model.factory import BackendError, load_for_inference
-    from lama_model.weights.checkpoint import CheckpointError
-    from lama_model.weights.downloads import WeightsError
-    from lama_server.daemon.auth import (
-        is_loopback_endpoint,
-        load_or_create_curve_keys,
-        load_or_create_token,
-    )
-    from lama_server.daemon.router import Server, ServerConfig
-    from lama_server.daemon.worker import Worker
-    from lama_server.wire.protocol import Limits
+    problem = _argument_problem(args)
+    if problem:
+        print(f"lama-server: error: {problem}", file=sys.stderr)
+        return 2
+    from lama_server.daemon.router import Server
 
-    remote = not is_loopback_endpoint(args.listen)
-    if remote and not args.allow_remote:
-        print(f"lama-server: error: {args.listen} is not a loopback address; anyone on the "
-              "network could use it. Pass --allow-remote to serve remotely (CURVE-encrypted).",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if args.batch is not None and not 1 <= args.batch <= 64:
-        print("lama-server: error: --batch must be in 1..64", file=sys.stderr)
-        return 2
-    if args.max_pixels < 64 * 64 or args.queue < 1:
-        print("lama-server: error: --max-pixels must be >= 4096 and --queue >= 1", file=sys.stderr)
-        return 2
     try:
-        token, token_path = load_or_create_token(args.token_file)
-        devices = resolve_devices(args.device)
-        workers = []
-        locks: dict[str, threading.Lock] = {}  # one per GPU that several workers share
-        gpu_keys = [_gpu_key(d) for d in devices]
-        for device in devices:  # one model per device, each served by its own worker
-            log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
-            model = load_for_inference(
-                args.model, device, args.precision, backend=args.backend, compile=args.compile,
-                allow_torchscript=args.allow_torchscript,
-            )  # fmt: skip
-            path = inference_path(model, args.precision)
-            precision = getattr(model, "precision", "fp32")
-            log.info("inference path on %s: %s", device, path)
-            batch = args.batch or (8 if device.type == "cuda" else 1)
-            wait = args.batch_wait_ms / 1000
-            lock = None
-            if device.type == "cuda" and gpu_keys.count(_gpu_key(device)) > 1:
-                lock = locks.setdefault(_gpu_key(device), threading.Lock())
-            workers.append(
-                Worker(model, model.name, precision, backend=args.backend, path=path,
-                       max_batch=batch, batch_wait=wait, device_lock=lock)
-            )  # fmt: skip
-        if not args.no_warmup:
-            for worker in workers:
-                log.info("warm-up forward on %s took %.2f s", worker.device, worker.warm_up())
-    except (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError) as exc:
-        print(f"lama-server: error: {exc}", file=sys.stderr)
-        return exit_codes.CONFIG  # a restart cannot fix it (the unit says so to systemd)
+        config, token_path = _server_config(args)
     except OSError as exc:
         print(f"lama-server: error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # a model that fails to run: one line, not a traceback
-        log.debug("start-up failed", exc_info=True)
-        print(f"lama-server: error: the model failed to run: {one_line(exc)}", file=sys.stderr)
+    server = Server(config)
+    try:
+        server.bind()
+    except OSError as exc:  # zmq.ZMQError is an OSError too
+        print(f"lama-server: error: {_bind_failure(args.listen, exc)}", file=sys.stderr)
         return 1
-    device = ",".join(str(d) for d in devices)
-    curve_secret = None
-    if remote:
-        public, curve_secret = load_or_create_curve_keys(token_path.parent)
-        log.info("remote serving: clients need the server public key %s", public.decode())
-    limits = Limits(max_pixels=args.max_pixels, queue=args.queue)
-    config = ServerConfig(
-        args.listen, token, limits, curve_secret, pixel_files=not args.no_pixel_files
-    )
-    server = Server(workers, config)
+    try:
+        workers, devices = _start_workers(args)
+    except Exception as exc:
+        server.close()
+        message, code = _start_failure(exc)
+        print(f"lama-server: error: {message}", file=sys.stderr)
+        return code
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
@@ -223,16 +168,114 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     def ready(endpoint: str) -> None:
-        print(f"lama-server ready on {endpoint} (model {model.name}, {device}, {path}; "
-              f"token file {token_path})", flush=True)  # fmt: skip
+        print(f"lama-server ready on {endpoint} (model {workers[-1].model_name}, {devices}, "
+              f"{workers[-1].path}; token file {token_path})", flush=True)  # fmt: skip
 
     try:
-        server.serve(on_ready=ready)
-    except Exception as exc:  # e.g. the address is in use
+        server.serve(workers, on_ready=ready)
+    except Exception as exc:
         print(f"lama-server: error: cannot serve on {args.listen}: {exc}", file=sys.stderr)
         return 1
     log.info("stopped")
     return 0
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, in one line, or None."""
+    from lama_server.daemon.auth import is_loopback_endpoint
+
+    if not is_loopback_endpoint(args.listen) and not args.allow_remote:
+        return (f"{args.listen} is not a loopback address; anyone on the network could use it. "
+                "Pass --allow-remote to serve remotely (CURVE-encrypted).")  # fmt: skip
+    if args.batch is not None and not 1 <= args.batch <= 64:
+        return "--batch must be in 1..64"
+    if args.max_pixels < 64 * 64 or args.queue < 1:
+        return "--max-pixels must be >= 4096 and --queue >= 1"
+    return None
+
+
+def _server_config(args: argparse.Namespace) -> tuple[ServerConfig, Path]:
+    """The server's configuration (the token made if there is none, and for remote serving the
+    CURVE keys), and the token file's path."""
+    from lama_server.daemon.auth import (
+        is_loopback_endpoint,
+        load_or_create_curve_keys,
+        load_or_create_token,
+    )
+    from lama_server.daemon.router import ServerConfig
+    from lama_server.wire.protocol import Limits
+
+    token, token_path = load_or_create_token(args.token_file)
+    curve_secret = None
+    if not is_loopback_endpoint(args.listen):
+        public, curve_secret = load_or_create_curve_keys(token_path.parent)
+        log.info("remote serving: clients need the server public key %s", public.decode())
+    limits = Limits(max_pixels=args.max_pixels, queue=args.queue)
+    config = ServerConfig(
+        args.listen, token, limits, curve_secret, pixel_files=not args.no_pixel_files
+    )
+    return config, token_path
+
+
+def _bind_failure(endpoint: str, exc: OSError) -> str:
+    """Why the endpoint cannot be had, in one line; when it is taken, what probably took it."""
+    if exc.errno != errno.EADDRINUSE:
+        return f"cannot serve on {endpoint}: {exc}"
+    return (f"cannot serve on {endpoint}: {exc.strerror or exc}; a lama-server is probably "
+            f"running there already (check with: lama-server ping {endpoint}), or pass "
+            "--listen with another address")  # fmt: skip
+
+
+def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
+    """Load one model per device, each behind its own worker, and warm them up; the workers
+    and the devices as ``--device`` named them."""
+    from lama_model.devices import resolve_devices
+    from lama_model.factory import load_for_inference
+    from lama_server.daemon.worker import Worker
+
+    devices = resolve_devices(args.device)
+    workers = []
+    locks: dict[str, threading.Lock] = {}  # one per GPU that several workers share
+    gpu_keys = [_gpu_key(d) for d in devices]
+    for device in devices:
+        log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
+        model = load_for_inference(
+            args.model, device, args.precision, backend=args.backend, compile=args.compile,
+            allow_torchscript=args.allow_torchscript,
+        )  # fmt: skip
+        path = inference_path(model, args.precision)
+        precision = getattr(model, "precision", "fp32")
+        log.info("inference path on %s: %s", device, path)
+        batch = args.batch or (8 if device.type == "cuda" else 1)
+        lock = None
+        if device.type == "cuda" and gpu_keys.count(_gpu_key(device)) > 1:
+            lock = locks.setdefault(_gpu_key(device), threading.Lock())
+        workers.append(
+            Worker(model, model.name, precision, backend=args.backend, path=path,
+                   max_batch=batch, batch_wait=args.batch_wait_ms / 1000, device_lock=lock)
+        )  # fmt: skip
+    if not args.no_warmup:
+        for worker in workers:
+            log.info("warm-up forward on %s took %.2f s", worker.device, worker.warm_up())
+    return workers, ",".join(str(d) for d in devices)
+
+
+def _start_failure(exc: Exception) -> tuple[str, int]:
+    """Why the model did not start, in one line (a model that fails to run: no traceback), and
+    the exit code: a configuration error (missing model, bad device or precision) exits with
+    ``exit_codes.CONFIG`` so that systemd does not restart what a restart cannot fix."""
+    from lama_model.accel.precision import PrecisionError
+    from lama_model.devices import DeviceError
+    from lama_model.factory import BackendError
+    from lama_model.weights.checkpoint import CheckpointError
+    from lama_model.weights.downloads import WeightsError
+
+    if isinstance(exc, (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError)):
+        return str(exc), exit_codes.CONFIG
+    if isinstance(exc, OSError):
+        return str(exc), exit_codes.FAILED
+    log.debug("start-up failed", exc_info=exc)
+    return f"the model failed to run: {one_line(exc)}", exit_codes.FAILED
 
 
 def inference_path(model: object, asked: str) -> str:
@@ -242,12 +285,6 @@ def inference_path(model: object, asked: str) -> str:
     if asked == "auto" and choice is not None and choice.reason:
         return f"{path} ({choice.reason})"
     return path
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:300]
 
 
 def _gpu_key(device) -> str:

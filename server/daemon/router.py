@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -37,11 +38,13 @@ from lama_server import __version__
 from lama_server.daemon.auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
 from lama_server.daemon.scheduler import Job, Scheduler
 from lama_server.daemon.token_gate import TokenGate, can_gate
-from lama_server.daemon.worker import Worker
 from lama_server.wire import protocol
 from lama_server.wire.pixel_files import PixelFileError, PixelFolder
 from lama_server.wire.pixel_formats import FORMATS
 from lama_server.wire.protocol import Limits, ProtocolError
+
+if TYPE_CHECKING:  # not at run time: the worker imports torch, and binding must not wait for it
+    from lama_server.daemon.worker import Worker
 
 log = logging.getLogger("lama_server")
 _OUTBOX = "inproc://lama-outbox"
@@ -79,26 +82,40 @@ class ServerConfig:
 
 
 class Server:
-    """Serve ``worker`` at ``config.endpoint`` until :meth:`stop` is called."""
+    """Serve workers at ``config.endpoint``: :meth:`bind`, then :meth:`serve` until :meth:`stop`.
 
-    def __init__(self, worker: Worker | Sequence[Worker], config: ServerConfig) -> None:
-        self.workers = [worker] if isinstance(worker, Worker) else list(worker)
-        if not self.workers:
-            raise ValueError("a server needs at least one worker")
-        self.worker = self.workers[0]  # the one whose model/path info reports
+    Binding comes first and on its own so that ``lama-server`` learns that the address is
+    taken in a moment, before it spends a minute loading and warming a model.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.workers: list[Worker] = []
         self.scheduler = Scheduler(config.limits.queue)
         self._stop = threading.Event()
+        self._draining = False  # stopping: finishing the work in flight, refusing new work
         self._ctx = zmq.Context()
+        self._router: zmq.Socket | None = None
+        self._gate: TokenGate | None = None
+        self._private_dir: str | None = None
         self.bound_endpoint: str | None = None
         self.pixel_folder: PixelFolder | None = None
+
+    @property
+    def worker(self) -> Worker:
+        """The worker whose model and path ``info`` reports."""
+        return self.workers[0]
 
     def stop(self) -> None:
         """Ask the server to finish the request in flight and exit (signal-safe)."""
         self._stop.set()
 
-    def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
-        """Run the socket loop in the calling thread until stopped."""
+    def bind(self) -> str:
+        """Take the endpoint (``zmq.ZMQError`` or ``OSError`` if it is taken); returns it.
+
+        Loopback clients already reach the ROUTER through the token gate from here on: their
+        requests wait in the socket until :meth:`serve` runs.
+        """
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 2000)
         router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)
@@ -108,121 +125,157 @@ class Server:
         if self.config.curve_secret_key:
             router.setsockopt(zmq.CURVE_SERVER, 1)
             router.setsockopt(zmq.CURVE_SECRETKEY, self.config.curve_secret_key)
+        self._router = router
         public = self.config.endpoint
-        if public.startswith("ipc://"):
-            prepare_ipc_endpoint(public)  # refuses to take over a live server's socket
-        gate, private_dir = None, None
         try:
+            if public.startswith("ipc://"):
+                prepare_ipc_endpoint(public)  # refuses to take over a live server's socket
             if self.config.curve_secret_key is None and can_gate(public):
-                # Clients reach the ROUTER only through the token gate (gate.py); the ROUTER
-                # itself listens on a socket in a folder only this user can enter.
-                private_dir = tempfile.mkdtemp(prefix="lama-server-")
-                router.bind(f"ipc://{private_dir}/router.sock")
-                gate = TokenGate(
-                    public,
-                    router.getsockopt_string(zmq.LAST_ENDPOINT),
-                    lambda token: token_matches(self.config.token, token),
-                    self.config.limits,
-                )
-                self.bound_endpoint = gate.bound_endpoint
-                if self.config.pixel_files:
-                    self.pixel_folder = _new_pixel_folder(self.config.limits)
+                self._bind_behind_gate(router, public)
             else:
                 router.bind(public)
                 self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         except (zmq.ZMQError, OSError):
-            router.close(0)
-            self._ctx.term()
-            if private_dir:
-                shutil.rmtree(private_dir, ignore_errors=True)
-            if self.pixel_folder is not None:
-                self.pixel_folder.remove()
+            self.close()
             raise
         if public.startswith("ipc://"):
             secure_ipc_socket(self.bound_endpoint)
-        if gate is not None:
-            gate.start()
+        if self._gate is not None:
+            self._gate.start()
+        return self.bound_endpoint
+
+    def _bind_behind_gate(self, router: zmq.Socket, public: str) -> None:
+        # Clients reach the ROUTER only through the token gate (token_gate.py); the ROUTER
+        # itself listens on a socket in a folder only this user can enter.
+        self._private_dir = tempfile.mkdtemp(prefix="lama-server-")
+        router.bind(f"ipc://{self._private_dir}/router.sock")
+        self._gate = TokenGate(
+            public,
+            router.getsockopt_string(zmq.LAST_ENDPOINT),
+            lambda token: token_matches(self.config.token, token),
+            self.config.limits,
+        )
+        self.bound_endpoint = self._gate.bound_endpoint
+        if self.config.pixel_files:
+            self.pixel_folder = _new_pixel_folder(self.config.limits)
+
+    def serve(
+        self, workers: Sequence[Worker], on_ready: Callable[[str], None] | None = None
+    ) -> None:
+        """Run the workers and the socket loop in the calling thread until stopped; binds
+        first unless :meth:`bind` did already."""
+        if not workers:
+            raise ValueError("a server needs at least one worker")
+        self.workers = list(workers)
+        if self._router is None:
+            self.bind()
         outbox = self._ctx.socket(zmq.PULL)
         outbox.bind(_OUTBOX)
-        worker_threads = [
+        threads = self._start_workers()
+        try:
+            if on_ready:
+                on_ready(self.bound_endpoint)
+            self._loop(self._router, outbox, threads)
+            self._forward_replies(self._router, outbox)  # what the workers left
+        finally:
+            self._stop.set()  # whatever ended the loop, the workers stop too
+            if not self._draining:  # an error ended the loop: nobody will collect queued work
+                self.scheduler.close()
+            for thread in threads:
+                thread.join(timeout=5)
+            outbox.close(linger=0)
+            self.close()
+
+    def _start_workers(self) -> list[threading.Thread]:
+        threads = [
             threading.Thread(
                 target=self._worker_loop, args=(w,), name=f"lama-worker-{i}", daemon=True
             )
             for i, w in enumerate(self.workers)
         ]
-        for thread in worker_threads:
+        for thread in threads:
             thread.start()
+        return threads
+
+    def _loop(
+        self, router: zmq.Socket, outbox: zmq.Socket, threads: list[threading.Thread]
+    ) -> None:
+        """The broker's main loop: hand each event to the function that deals with it."""
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(outbox, zmq.POLLIN)
-        if on_ready:
-            on_ready(self.bound_endpoint)
-        shutting_down = False
         next_probe = time.monotonic() + PROBE_INTERVAL
         next_sweep = time.monotonic() + SWEEP_INTERVAL
-        try:
-            while True:
-                if self._stop.is_set() and not shutting_down:
-                    shutting_down = True
-                    log.info("stopping: finishing the request in flight, refusing new ones")
-                    for job in self.scheduler.close():
-                        refusal = protocol.error_reply(
-                            "shutting_down", "the server is shutting down", job.request.id
-                        )
-                        self._reply(router, job.envelope, refusal)
-                if (
-                    shutting_down
-                    and not self.scheduler.busy
-                    and not any(t.is_alive() for t in worker_threads)
-                ):
-                    break
-                events = dict(poller.poll(100))
-                if outbox in events:
-                    while True:
-                        try:
-                            frames = outbox.recv_multipart(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._send(router, frames)
-                if router in events:
-                    for _ in range(64):  # bounded burst, then serve the outbox again
-                        try:
-                            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._handle(router, frames, shutting_down)
-                        del frames  # drop the frame (and its memory) before the next one
-                if time.monotonic() >= next_probe:
-                    next_probe = time.monotonic() + PROBE_INTERVAL
-                    self._probe_waiting_clients(router)
-                if self.pixel_folder is not None and time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_INTERVAL
-                    self._sweep_pixel_folder()
-            # Flush what the worker left in the outbox.
-            while True:
-                try:
-                    self._send(router, outbox.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
-        finally:
-            self._stop.set()  # whatever ended the loop, the workers stop too
-            if not shutting_down:  # an error ended the loop: nobody will collect queued work
-                self.scheduler.close()
-            for thread in worker_threads:
-                thread.join(timeout=5)
-            router.close(linger=2000)
-            outbox.close(linger=0)
+        while True:
+            if self._stop.is_set() and not self._draining:
+                self._start_draining(router)
+            if self._draining and self._drained(threads):
+                return
+            events = dict(poller.poll(100))
+            if outbox in events:
+                self._forward_replies(router, outbox)
+            if router in events:
+                self._read_requests(router)
+            if time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + PROBE_INTERVAL
+                self._probe_waiting_clients(router)
+            if self.pixel_folder is not None and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_INTERVAL
+                self._sweep_pixel_folder()
+
+    def _start_draining(self, router: zmq.Socket) -> None:
+        """Stop asked: refuse what waits in the queue; the request in flight finishes."""
+        self._draining = True
+        log.info("stopping: finishing the request in flight, refusing new ones")
+        for job in self.scheduler.close():
+            refusal = protocol.error_reply(
+                "shutting_down", "the server is shutting down", job.request.id
+            )
+            self._reply(router, job.envelope, refusal)
+
+    def _drained(self, threads: list[threading.Thread]) -> bool:
+        return not self.scheduler.busy and not any(t.is_alive() for t in threads)
+
+    def _forward_replies(self, router: zmq.Socket, outbox: zmq.Socket) -> None:
+        """Send the clients what the workers pushed (progress and final replies)."""
+        while True:
+            try:
+                frames = outbox.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._send(router, frames)
+
+    def _read_requests(self, router: zmq.Socket) -> None:
+        """Handle a bounded burst of requests, so the outbox is served again soon."""
+        for _ in range(64):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle(router, frames)
+            del frames  # drop the frame (and its memory) before the next one
+
+    def close(self) -> None:
+        """Release the sockets, the gate, the private folder and the pixel folder
+        (idempotent; :meth:`serve` ends with it, a server that never served needs it)."""
+        if self._router is not None:
+            self._router.close(linger=2000)
+            self._router = None
+        if not self._ctx.closed:
             self._ctx.term()  # flushes the last replies into the gate's upstream sockets
-            if gate is not None:
-                gate.stop()
-            if private_dir:
-                shutil.rmtree(private_dir, ignore_errors=True)
-            if self.pixel_folder is not None:
-                self.pixel_folder.remove()
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
+        if self._private_dir:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+        if self.pixel_folder is not None:
+            self.pixel_folder.remove()
+            self.pixel_folder = None
 
     # ----------------------------------------------------------------------------------------
 
-    def _handle(self, router: zmq.Socket, frames: list[zmq.Frame], shutting_down: bool) -> None:
+    def _handle(self, router: zmq.Socket, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
             return  # no payload: nothing to answer
         envelope = [frames[0].bytes]  # the routing id of the client's connection
@@ -247,14 +300,13 @@ class Server:
                     hello["pixel_dir"] = str(self.pixel_folder.path)
                 self._reply(router, envelope, protocol.encode(hello))
             elif request.op == "ping":
-                pong = {"id": request.id, "ok": True, "pong": True, "version": __version__}
-                self._reply(router, envelope, protocol.encode(pong))
+                self._pong(router, envelope, request.id)
             elif request.op == "info":
                 self._reply(router, envelope, protocol.encode(
                     {"id": request.id, "ok": True, "info": self.info()}))  # fmt: skip
             elif request.op == "cancel":
                 self._cancel(router, envelope, request)
-            elif shutting_down:
+            elif self._draining:
                 raise ProtocolError("shutting_down", "the server is shutting down", request.id)
             else:
                 self._map_pixel_files(request)
@@ -280,6 +332,14 @@ class Server:
         except Exception:  # the server survives whatever a message does
             log.exception("unexpected error handling a message")
             self._reply(router, envelope, protocol.error_reply("internal", "internal error", None))
+
+    def _pong(self, router: zmq.Socket, envelope: list[bytes], request_id: str) -> None:
+        """``pong`` while serving; ``shutting_down`` while draining, so that a client (or
+        ``lama-server ping``) does not take a server that is about to exit for a ready one."""
+        if self._draining:
+            raise ProtocolError("shutting_down", "the server is shutting down", request_id)
+        pong = {"id": request_id, "ok": True, "pong": True, "version": __version__}
+        self._reply(router, envelope, protocol.encode(pong))
 
     def _sweep_pixel_folder(self) -> None:
         """Remove files idle for an hour; replace the folder if someone deleted it."""

@@ -25,10 +25,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lama_client.client import (
-    LamaError,
-    ZmtpConnection,
-    _command_name,
+from lama_client.client import ZmtpConnection
+from lama_client.errors import LamaError
+from lama_client.wire import (
+    FLAG_COMMAND,
+    FLAG_LONG,
+    FLAG_MORE,
+    MAX_COMMAND_BYTES,
+    command_name,
     zmtp_frame,
     zmtp_greeting,
     zmtp_ready,
@@ -40,13 +44,11 @@ log = logging.getLogger("lama_server")
 
 CHUNK = 1 << 20  # bytes moved per read while streaming an accepted message
 MAX_PENDING = 4 << 20  # stop reading a side while this much waits to be written to the other
-MAX_COMMAND = 65536
 MAX_CONNECTIONS = 512
 HANDSHAKE_IDLE_S = 30.0  # a peer that never sends an accepted message is dropped after this
 #: Bytes per second the gate reads, over all connections, to throw refused messages away: an
 #: unauthenticated sender gets CPU time for no more than this, and waits (TCP) for the rest.
 DISCARD_RATE = 256 << 20
-_MORE, _LONG, _COMMAND = 0x01, 0x02, 0x04
 _BUFFERED = ("greeting", "ready-header", "ready-body", "header", "command", "prefix")
 
 
@@ -270,64 +272,74 @@ class TokenGate:
     def _step(self, conn: _Conn) -> None:
         """Act on a complete piece of ``conn.buf`` (``need`` bytes) in the current state."""
         if conn.state == "greeting":
-            greeting = bytes(conn.buf[:64])
-            del conn.buf[:64]
-            if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
-                raise _Closed
-            if greeting[12:32].rstrip(b"\x00") != b"NULL":
-                raise _Closed
-            conn.to_client += zmtp_ready("ROUTER")
-            self._expect_header(conn, "ready-header")
+            self._on_greeting(conn)
         elif conn.state in ("ready-header", "header"):
-            flags = conn.buf[0]
-            if flags & _LONG and conn.need == 2:
-                conn.need = 9  # the long form: an 8-byte size follows the flags
-                return
-            size = struct.unpack(">Q", bytes(conn.buf[1:9]))[0] if flags & _LONG else conn.buf[1]
-            conn.header = bytes(conn.buf[: conn.need])
-            del conn.buf[: conn.need]
-            conn.flags, conn.size = flags, size
-            if conn.state == "ready-header" or flags & _COMMAND:
-                if not flags & _COMMAND or size > MAX_COMMAND:
-                    raise _Closed
-                conn.state = "ready-body" if conn.state == "ready-header" else "command"
-                conn.need = size
-                return
-            if size > self.limits.max_message_bytes:
-                raise _Closed  # what libzmq's MAXMSGSIZE does
-            if conn.passing or conn.dropping:
-                self._stream(conn, forward=conn.passing, prefix=b"")
-                return
-            conn.state, conn.need = "prefix", min(size, protocol.SMALL_MESSAGE_BYTES)
+            self._on_frame_header(conn)
         elif conn.state == "ready-body":
-            body = bytes(conn.buf[: conn.need])
-            del conn.buf[: conn.need]
-            if _command_name(body) != b"READY":
+            if command_name(self._take(conn)) != b"READY":
                 raise _Closed
             self._expect_header(conn, "header")
         elif conn.state == "command":
-            body = bytes(conn.buf[: conn.need])
-            del conn.buf[: conn.need]
-            if _command_name(body) == b"PING":
+            body = self._take(conn)
+            if command_name(body) == b"PING":
                 conn.to_client += zmtp_frame(b"\x04PONG" + body[7:], command=True)
             self._expect_header(conn, "header")
         elif conn.state == "prefix":
-            prefix = bytes(conn.buf[: conn.need])
-            del conn.buf[: conn.need]
-            if conn.flags & _MORE:  # later frames would pass unchecked: refuse the message
-                refusal = protocol.ProtocolError(
-                    "bad_request", "a request is one frame; this message has several"
-                )
-            else:
-                refusal = protocol.screen(prefix, conn.size, self.authorized, self.limits)
-            if refusal is None:
-                self._connect_upstream(conn)
-                conn.trusted = True
-            else:
-                conn.to_client += zmtp_frame(
-                    protocol.error_reply(refusal.code, refusal.message, refusal.request_id)
-                )
-            self._stream(conn, forward=refusal is None, prefix=prefix)
+            self._on_prefix(conn, self._take(conn))
+
+    @staticmethod
+    def _take(conn: _Conn) -> bytes:
+        """The ``need`` bytes the current state waited for, taken off the buffer."""
+        piece = bytes(conn.buf[: conn.need])
+        del conn.buf[: conn.need]
+        return piece
+
+    def _on_greeting(self, conn: _Conn) -> None:
+        greeting = self._take(conn)
+        if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
+            raise _Closed
+        if greeting[12:32].rstrip(b"\x00") != b"NULL":
+            raise _Closed
+        conn.to_client += zmtp_ready("ROUTER")
+        self._expect_header(conn, "ready-header")
+
+    def _on_frame_header(self, conn: _Conn) -> None:
+        flags = conn.buf[0]
+        if flags & FLAG_LONG and conn.need == 2:
+            conn.need = 9  # the long form: an 8-byte size follows the flags
+            return
+        size = struct.unpack(">Q", bytes(conn.buf[1:9]))[0] if flags & FLAG_LONG else conn.buf[1]
+        conn.header = self._take(conn)
+        conn.flags, conn.size = flags, size
+        if conn.state == "ready-header" or flags & FLAG_COMMAND:
+            if not flags & FLAG_COMMAND or size > MAX_COMMAND_BYTES:
+                raise _Closed
+            conn.state = "ready-body" if conn.state == "ready-header" else "command"
+            conn.need = size
+            return
+        if size > self.limits.max_message_bytes:
+            raise _Closed  # what libzmq's MAXMSGSIZE does
+        if conn.passing or conn.dropping:
+            self._stream(conn, forward=conn.passing, prefix=b"")
+            return
+        conn.state, conn.need = "prefix", min(size, protocol.SMALL_MESSAGE_BYTES)
+
+    def _on_prefix(self, conn: _Conn, prefix: bytes) -> None:
+        """A message's first bytes: let it through to the server, or refuse it here."""
+        if conn.flags & FLAG_MORE:  # later frames would pass unchecked: refuse the message
+            refusal = protocol.ProtocolError(
+                "bad_request", "a request is one frame; this message has several"
+            )
+        else:
+            refusal = protocol.screen(prefix, conn.size, self.authorized, self.limits)
+        if refusal is None:
+            self._connect_upstream(conn)
+            conn.trusted = True
+        else:
+            conn.to_client += zmtp_frame(
+                protocol.error_reply(refusal.code, refusal.message, refusal.request_id)
+            )
+        self._stream(conn, forward=refusal is None, prefix=prefix)
 
     def _expect_header(self, conn: _Conn, state: str) -> None:
         conn.state, conn.need = state, 2
@@ -336,7 +348,7 @@ class TokenGate:
         """Pass (or drop) the rest of the current frame; ``prefix`` was already read."""
         if forward:
             conn.to_up += conn.header + prefix
-        more = bool(conn.flags & _MORE)
+        more = bool(conn.flags & FLAG_MORE)
         conn.passing, conn.dropping = (forward and more), (not forward and more)
         conn.remaining = conn.size - len(prefix)
         # Bytes already buffered past the prefix belong to this frame (or the next one).

@@ -1,10 +1,11 @@
-"""The worker: owns the model and the device, turns a job into reply bytes.
+"""The worker: owns the model and the device, turns a job into a reply.
 
 It runs in its own thread (one per device), takes jobs from the
 :class:`~lama_server.daemon.scheduler.Scheduler`, and hands every message (progress and the final
-reply) to ``emit``, which forwards it to the socket thread: only that thread touches the
-ROUTER socket. Requests whose whole image is one window of the same size may arrive as a
-batch (:meth:`Worker.batch_key`) and run in one forward; refinement never batches.
+reply, whose bytes :mod:`~lama_server.wire.replies` builds) to ``emit``, which forwards it to the
+socket thread: only that thread touches the ROUTER socket. Requests whose whole image is one
+window of the same size may arrive as a batch (:meth:`Worker.batch_key`) and run in one
+forward; refinement never batches.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from lama_model.pipeline.host import InpaintOptions, RegionResult, inpaint_regio
 from lama_model.pipeline.refine import RefineError, refinable_generator
 from lama_server.daemon.scheduler import Job
 from lama_server.wire import protocol
-from lama_server.wire.pixel_formats import _CANONICAL, FORMATS, array_to_wire, wire_to_array
+from lama_server.wire.pixel_formats import wire_to_array
 from lama_server.wire.protocol import Request
+from lama_server.wire.replies import ok_reply
 
 log = logging.getLogger("lama_server")
 
@@ -136,7 +138,7 @@ class Worker:
                 return protocol.error_reply("bad_request", self.refine_error, req.id)
             image, mask, options = _decode(req)
             result = self._inpaint_with_oom_fallback(image, mask, options, progress)
-            reply = _ok_reply(req, result, queue_ms, _ms(started))
+            reply = ok_reply(req, result, queue_ms, _ms(started))
         except JobCancelled:
             log.info("inpaint %s cancelled after %.0f ms", req.id, _ms(started))
             return protocol.error_reply("cancelled", "the request was cancelled", req.id)
@@ -202,7 +204,7 @@ class Worker:
             req = jobs[i].request
             try:
                 result = self.runner.finish_region(p)
-                replies[i] = _ok_reply(req, result, queue_ms[i], _ms(started))
+                replies[i] = ok_reply(req, result, queue_ms[i], _ms(started))
             except Exception:
                 log.exception("inpaint %s failed", req.id)
                 replies[i] = protocol.error_reply(
@@ -293,99 +295,12 @@ def _decode(req: Request) -> tuple[np.ndarray, np.ndarray, InpaintOptions]:
     return image, mask, options
 
 
-def _ok_reply(req: Request, result, queue_ms: float, model_ms: float) -> bytes | bytearray:
-    timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
-              "total_ms": round(queue_ms + model_ms, 1)}  # fmt: skip
-    fmt = FORMATS[req.format]
-    patchable = req.options.output == "composite" and fmt.dtype.kind != "f"
-    if req.result_view is not None:  # a pixel file: the answer goes back where the image was
-        if isinstance(result, RegionResult) and patchable:
-            _patch_region(req.result_view, req, result)  # the file holds the request's pixels
-        else:
-            req.result_view[:] = _wire_pixels(req, result)
-        ref = req.image_file
-        image_reply = {"w": req.width, "h": req.height, "format": req.format,
-                       "file": {"name": ref.name, "offset": ref.offset}}  # fmt: skip
-        return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
-    if isinstance(result, RegionResult) and patchable:
-        return _patched_reply(req, result, timing)
-    image_reply = {"w": req.width, "h": req.height, "format": req.format,
-                   "data": _wire_pixels(req, result)}  # fmt: skip
-    return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
-
-
-def _wire_pixels(req: Request, result) -> bytes:
-    """The whole answer in the request's format."""
-    if isinstance(result, RegionResult):
-        result = result.full()
-    out = (
-        layer_pixels(result.image, result.alpha, req.format)
-        if req.options.output == "layer"
-        else result.image
-    )
-    return array_to_wire(req.format, out)
-
-
-def _patched_reply(req: Request, result: RegionResult, timing: dict) -> bytearray:
-    """The ok reply built in one buffer: the request's pixels copied once, the region patched.
-
-    Decodes to the same message as ``protocol.encode`` of the whole image (the pixels are
-    the message's last field, so the encoding is the head of the message, a ``bin 32``
-    header, the pixels) but without the full-image copies of compositing into a copy,
-    ``tobytes`` and packing.
-    Integer formats only (float documents get NaN cleaned on the way in, so their untouched
-    pixels differ from the request's bytes).
-    """
-    image_reply = {"w": req.width, "h": req.height, "format": req.format, "data": b""}
-    head = protocol.encode({"id": req.id, "ok": True, "timing": timing, "image": image_reply})
-    empty_bin = b"\xc4\x00"
-    assert head.endswith(empty_bin), "the pixels must be the last field of the reply"
-    head = head[: -len(empty_bin)]
-    size = len(req.image_data)
-    buf = bytearray(len(head) + 5 + size)
-    buf[: len(head)] = head
-    buf[len(head) : len(head) + 5] = b"\xc6" + size.to_bytes(4, "big")
-    pixels = memoryview(buf)[len(head) + 5 :]
-    pixels[:] = req.image_data
-    _patch_region(pixels, req, result)
-    return buf
-
-
-def _patch_region(pixels: memoryview, req: Request, result: RegionResult) -> None:
-    """Write the filled region into ``pixels``, which hold the request's image."""
-    if result.box is None or result.pixels is None:
-        return
-    fmt = FORMATS[req.format]
-    wire = np.frombuffer(pixels, dtype=fmt.dtype).reshape(req.height, req.width, -1)
-    canonical = _CANONICAL[fmt.order]
-    region = result.pixels
-    if fmt.order != canonical:
-        region = region[:, :, [canonical.index(c) for c in fmt.order]]
-    wire[result.box.slices] = region
-
-
 def _refine_error(model: torch.nn.Module) -> str | None:
     try:
         refinable_generator(model)
     except RefineError as exc:
         return str(exc)
     return None
-
-
-def layer_pixels(result: np.ndarray, alpha: np.ndarray, fmt_name: str) -> np.ndarray:
-    """Only the filled pixels: colour from the result, alpha = weight × source alpha."""
-    fmt = FORMATS[fmt_name]
-    full = 1.0 if fmt.dtype.kind == "f" else float(np.iinfo(fmt.dtype).max)
-    layer = result.copy()
-    a_index = result.shape[2] - 1  # alpha is last in canonical order (RGBA / YA)
-    source_alpha = result[:, :, a_index].astype(np.float32)
-    new_alpha = alpha * source_alpha
-    if fmt.dtype.kind == "f":
-        layer[:, :, a_index] = new_alpha
-    else:
-        layer[:, :, a_index] = np.clip(np.rint(new_alpha), 0, full).astype(result.dtype)
-    layer[alpha == 0] = 0
-    return layer
 
 
 def _ms(since: float) -> float:

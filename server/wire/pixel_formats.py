@@ -52,7 +52,7 @@ FORMATS: dict[str, PixelFormat] = {
 }
 
 # Where each memory-order channel goes in canonical (R, G, B, A) / (Y) order.
-_CANONICAL = {"RGBA": "RGBA", "BGRA": "RGBA", "RGB": "RGB", "Y": "Y", "YA": "YA"}
+CANONICAL_ORDER = {"RGBA": "RGBA", "BGRA": "RGBA", "RGB": "RGB", "Y": "Y", "YA": "YA"}
 
 
 def wire_to_array(fmt_name: str, width: int, height: int, data: bytes) -> np.ndarray:
@@ -62,7 +62,7 @@ def wire_to_array(fmt_name: str, width: int, height: int, data: bytes) -> np.nda
     """
     fmt = FORMATS[fmt_name]
     arr = np.frombuffer(data, dtype=fmt.dtype).reshape(height, width, fmt.channels)
-    canonical = _CANONICAL[fmt.order]
+    canonical = CANONICAL_ORDER[fmt.order]
     if fmt.order != canonical:
         arr = arr[:, :, [fmt.order.index(c) for c in canonical]]
     # Native byte order (a no-op on little-endian machines); otherwise no copy: the model only
@@ -77,7 +77,7 @@ def wire_to_array(fmt_name: str, width: int, height: int, data: bytes) -> np.nda
 def array_to_wire(fmt_name: str, arr: np.ndarray) -> bytes:
     """Canonical-order array → wire bytes in ``fmt_name``'s layout."""
     fmt = FORMATS[fmt_name]
-    canonical = _CANONICAL[fmt.order]
+    canonical = CANONICAL_ORDER[fmt.order]
     if fmt.order != canonical:
         arr = arr[:, :, [canonical.index(c) for c in fmt.order]]
     return np.ascontiguousarray(arr, dtype=fmt.dtype).tobytes()

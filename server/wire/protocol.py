@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from lama_client.client import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, _unpack
+from lama_client.wire import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, unpack_from
 from lama_model.choices import STRATEGIES
 from lama_server.wire.pixel_files import FileRef
 from lama_server.wire.pixel_formats import FORMATS
@@ -81,7 +81,7 @@ class Limits:
 
 
 @dataclass
-class InpaintOptions:
+class RequestOptions:
     """The ``options`` map of an inpaint request, validated."""
 
     mask_grow: int = 4
@@ -110,7 +110,7 @@ class Request:
     mask_file: FileRef | None = None
     result_view: memoryview | None = None
     nonce: bytes = b""  # ``hello`` only
-    options: InpaintOptions = field(default_factory=InpaintOptions)
+    options: RequestOptions = field(default_factory=RequestOptions)
 
     @property
     def pixels(self) -> int:
@@ -188,7 +188,7 @@ def _leading_envelope(view: memoryview) -> _Envelope:
 
 def _unpack_whole(view: memoryview) -> dict:
     try:
-        msg, end = _unpack(view, 0, 0, False)
+        msg, end = unpack_from(view, 0, 0, False)
         if end != len(view):
             raise MsgpackError(f"{len(view) - end} bytes of trailing data")
     except (MsgpackError, ValueError, IndexError) as exc:
@@ -226,10 +226,10 @@ def _leading_scalars(view: memoryview) -> dict[str, Any]:
         for _ in range(min(count, 64)):
             if not 0xA0 <= view[pos] <= 0xBF:  # keys of interest are short strings
                 break
-            key, value_pos = _unpack(view, pos, 1)
+            key, value_pos = unpack_from(view, pos, 1)
             if not _is_small_scalar(view[value_pos]):
                 break
-            value, pos = _unpack(view, value_pos, 1)
+            value, pos = unpack_from(view, value_pos, 1)
             head.setdefault(key, value)
     except (MsgpackError, ValueError, IndexError) as exc:
         raise ProtocolError(
@@ -364,12 +364,12 @@ def _pixels(
     return data
 
 
-def _decode_options(options: dict, rid: str) -> InpaintOptions:
+def _decode_options(options: dict, rid: str) -> RequestOptions:
     known = {"mask_grow", "feather", "strategy", "output", "refine"}
     unknown = [str(k)[:20] for k in options if k not in known]
     if unknown:
         raise ProtocolError("bad_request", f"unknown options: {', '.join(unknown)}", rid)
-    result = InpaintOptions()
+    result = RequestOptions()
     for name in ("mask_grow", "feather"):
         if name in options:
             value = options[name]

@@ -5,7 +5,8 @@ Sends the selected drawable's pixels around the selection, plus the selection ma
 running ``lama-server`` and adds the filled pixels as a new layer "LaMa: removed" directly above
 the drawable, in one undo group. Non-interactive runs (scripts, batch mode) take the options as
 arguments. Runs in GIMP's own Python: standard library and GObject introspection only; the
-client (``lama_client.py``) is bundled beside this file by ``lama-server install-plugin gimp``.
+client (the ``lama_client/`` package, with the rules both plug-ins share in its ``host_kit``)
+is bundled beside this file by ``lama-server install-plugin gimp``.
 """
 
 import os
@@ -22,7 +23,6 @@ import lama_client  # noqa: E402
 
 PROCEDURE = "plug-in-lama-inpaint"
 LAYER_NAME = "LaMa: removed"
-MIN_AUTO_MARGIN = 128
 REFINE_TIMEOUT_S = 3600.0  # refinement may run for many minutes on a CPU server
 
 
@@ -36,16 +36,6 @@ def babl_format(precision):
     return "R'G'B'A float", "RGBAF32"  # u32, half, float, double: float keeps them best
 
 
-def context_window(sel, limits, margin):
-    """Selection box (x0, y0, x1, y1) grown by the margin, clamped to ``limits``."""
-    x0, y0, x1, y1 = sel
-    if margin <= 0:
-        margin = max(MIN_AUTO_MARGIN, max(x1 - x0, y1 - y0) // 2)
-    lx0, ly0, lx1, ly1 = limits
-    return (max(lx0, x0 - margin), max(ly0, y0 - margin),
-            min(lx1, x1 + margin), min(ly1, y1 + margin))
-
-
 class Failure(Exception):
     """A message for the user, and the PDB status to return."""
 
@@ -53,21 +43,6 @@ class Failure(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-
-
-def explain(error):
-    code = getattr(error, "code", "")
-    message = getattr(error, "message", str(error))
-    if code == "unavailable":
-        return ("LaMa server is not running: " + message.split(". Start it with")[0]
-                + ". Start it in a terminal with: lama-server")
-    if code == "timeout":
-        return "LaMa server timed out: " + message + ". It may be busy; try again."
-    if code == "busy":
-        return "LaMa server is busy with other requests; try again shortly."
-    if code == "unauthorized":
-        return "LaMa server refused the request: " + message
-    return "LaMa inpainting failed: " + message + " [" + (code or type(error).__name__) + "]"
 
 
 class LamaInpaint(Gimp.PlugIn):
@@ -149,8 +124,8 @@ class LamaInpaint(Gimp.PlugIn):
             limits = (0, 0, image.get_width(), image.get_height())
         else:
             limits = (ox, oy, ox + drawable.get_width(), oy + drawable.get_height())
-        x0, y0, x1, y1 = context_window((sx0, sy0, sx1, sy1), limits,
-                                        config.get_property("context-margin"))
+        margin = config.get_property("context-margin")
+        x0, y0, x1, y1 = lama_client.host_kit.context_window((sx0, sy0, sx1, sy1), limits, margin)
         if x1 <= x0 or y1 <= y0:
             raise Failure("The selection does not overlap the selected layer.",
                           Gimp.PDBStatusType.CALLING_ERROR)
@@ -175,7 +150,7 @@ class LamaInpaint(Gimp.PlugIn):
                 reply = client.inpaint(lama_client.ImageData(w, h, wire, pixels), mask, options,
                                        progress=lambda f, _s: Gimp.progress_update(f))
         except lama_client.LamaError as exc:
-            raise Failure(explain(exc)) from None
+            raise Failure(lama_client.host_kit.explain(exc, "GIMP").one_line()) from None
         finally:
             Gimp.progress_end()
         self.add_layer(image, drawable, babl, reply.data, x0, y0, w, h)

@@ -3,15 +3,18 @@
 Works on duck-typed document/node objects with Krita's API names (``selection()``,
 ``pixelData()``, ``createNode()``…), so tests drive it with fake host objects and Krita drives
 it with the real ones. No Qt, no numpy, no third-party imports: this runs in Krita's Python.
+The rules GIMP's plug-in shares (the context window, the words for an error) live in the
+bundled client's :mod:`host_kit`; this module adapts them to Krita's rectangles and boxes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import lama_client  # bundled beside this module by `lama-server install-plugin krita`
+
 LAYER_NAME = "LaMa: removed"
 SETTINGS_GROUP = "lama_inpaint"
-MIN_AUTO_MARGIN = 128
 REFINE_TIMEOUT_S = 3600.0  # a refinement may run for many minutes on a CPU server
 
 # Krita stores 8- and 16-bit integer RGBA as BGRA in memory, floats as RGBA.
@@ -93,14 +96,15 @@ class Settings:
 
 
 def context_window(selection: Rect, bounds: Rect, margin: int = 0) -> Rect:
-    """The selection's box grown by the context margin, clamped to ``bounds``."""
-    if margin <= 0:
-        margin = max(MIN_AUTO_MARGIN, max(selection.w, selection.h) // 2)
-    x0 = max(bounds.x, selection.x - margin)
-    y0 = max(bounds.y, selection.y - margin)
-    x1 = min(bounds.x + bounds.w, selection.x + selection.w + margin)
-    y1 = min(bounds.y + bounds.h, selection.y + selection.h + margin)
+    """The selection's box grown by the context margin, clamped to ``bounds``
+    (:func:`host_kit.context_window`, in Krita's x, y, width, height)."""
+    x0, y0, x1, y1 = lama_client.host_kit.context_window(_corners(selection), _corners(bounds),
+                                                         margin)  # fmt: skip
     return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def _corners(rect: Rect) -> tuple[int, int, int, int]:
+    return rect.x, rect.y, rect.x + rect.w, rect.y + rect.h
 
 
 def wire_format(color_model: str, color_depth: str) -> str:
@@ -175,29 +179,7 @@ def apply_result(doc, node, job: Job, data: bytes):
     return layer
 
 
-def explain(error: Exception, lama_server_path: str | None = None) -> PluginError:
+def explain(error: Exception) -> PluginError:
     """A message box for a client error."""
-    code = getattr(error, "code", "")
-    message = getattr(error, "message", str(error))
-    if code == "unavailable":
-        message = message.split(". Start it with")[0].rstrip(".") + "."
-        how = (
-            "Start it in a terminal with:\n\n    lama-server\n\n"
-            "(once: pip install lama-inpaint; see the plugin's manual)."
-        )
-        return PluginError("LaMa server is not running", f"{message}\n\n{how}")
-    if code == "timeout":
-        return PluginError(
-            "LaMa server timed out",
-            f"{message}\nThe server may be busy or the selection very large; try again.",
-        )
-    if code == "busy":
-        return PluginError("LaMa server is busy", "Other requests are waiting. Try again shortly.")
-    if code == "unauthorized":
-        return PluginError(
-            "LaMa server refused the request",
-            f"{message}\nThe token file of the server and of Krita's user must be the same.",
-        )
-    if code == "too_large":
-        return PluginError("Selection too large", f"{message}\nSelect a smaller area.")
-    return PluginError("LaMa inpainting failed", f"{message} [{code or type(error).__name__}]")
+    explanation = lama_client.host_kit.explain(error, "Krita")
+    return PluginError(explanation.title, explanation.text)

@@ -13,7 +13,7 @@ import threading
 
 from krita import Extension, Krita
 
-from . import core
+from . import core, lama_client  # lama_client: bundled by `lama-server install-plugin krita`
 from .qt_compat import (
     BOX_CANCEL,
     BOX_OK,
@@ -32,11 +32,6 @@ from .qt_compat import (
     QSpinBox,
     QTimer,
 )
-
-try:  # bundled by `lama-server install-plugin krita`
-    from . import lama_client
-except ImportError:  # pragma: no cover - a checkout without the bundled client
-    lama_client = None
 
 ACTION_ID = "lama_remove_object"
 SETTINGS_ACTION_ID = "lama_inpaint_settings"
@@ -137,12 +132,6 @@ class LamaExtension(Extension):
     def remove_object(self) -> None:
         if self._active is not None:
             self._message("Already running", "An object removal is still in progress.")
-            return
-        if lama_client is None:
-            self._message(
-                "Plugin not installed completely",
-                "lama_client.py is missing: install with `lama-server install-plugin krita`.",
-            )
             return
         k = Krita.instance()
         doc = k.activeDocument()
