@@ -63,12 +63,17 @@ def test_package_krita_zip_has_the_import_layout(tmp_path):
 def _krita_message_titles() -> set[str]:
     """The title of every message box the Krita plugin can show."""
     titles = set()
-    for path in (plugin_install.plugin_source("krita") / "lama_inpaint").glob("*.py"):
+    # The plug-in's own messages, and the server errors explained by the bundled client.
+    sources = [*(plugin_install.plugin_source("krita") / "lama_inpaint").glob("*.py"),
+               plugin_install.CLIENT_SOURCE / "host_kit.py"]  # fmt: skip
+    for path in sources:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and node.args:
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
                 first = node.args[0]
-                if name in ("PluginError", "_message") and isinstance(first, ast.Constant):
+                if name in ("PluginError", "_message", "Explanation") and isinstance(
+                    first, ast.Constant
+                ):
                     titles.add(first.value)
     return titles
 
