@@ -35,8 +35,8 @@ Inpainter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lama_model.devices import DEVICE_CHOICES
-    from lama_model.pipeline.host import STRATEGIES, InpaintOptions
+    from lama_model.choices import DEVICE_CHOICES, STRATEGIES
+    from lama_model.pipeline import InpaintOptions
 
     defaults = InpaintOptions()
     p = argparse.ArgumentParser(
@@ -165,7 +165,7 @@ def find_folder_jobs(input_dir: Path, output_dir: Path) -> list[tuple[Path, Path
 
 
 def _make_inpainter(args: argparse.Namespace) -> Inpainter:
-    from lama_model.pipeline.host import InpaintOptions
+    from lama_model.pipeline import InpaintOptions
 
     try:
         options = InpaintOptions(
@@ -193,7 +193,7 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     from lama_model.accel.precision import PrecisionError
     from lama_model.devices import DeviceError, resolve_device
     from lama_model.factory import BackendError, load_for_inference
-    from lama_model.pipeline.host import inpaint
+    from lama_model.pipeline import inpaint
     from lama_model.weights.checkpoint import CheckpointError
     from lama_model.weights.downloads import WeightsError
 
@@ -208,7 +208,8 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     except (CheckpointError, DeviceError, WeightsError) as exc:
         raise Failed(str(exc)) from exc
     if options.refine:
-        from lama_model.pipeline.refine import RefineError, refinable_generator
+        from lama_model.pipeline import RefineError
+        from lama_model.pipeline.refine import refinable_generator
 
         try:
             refinable_generator(model)

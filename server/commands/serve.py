@@ -173,7 +173,7 @@ def serve(args: argparse.Namespace) -> int:
                 allow_torchscript=args.allow_torchscript,
             )  # fmt: skip
             path = inference_path(model, args.precision)
-            precision = getattr(model, "precision", "fp32")
+            precision = model.precision
             log.info("inference path on %s: %s", device, path)
             batch = args.batch or (8 if device.type == "cuda" else 1)
             wait = args.batch_wait_ms / 1000
@@ -228,8 +228,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def inference_path(model: object, asked: str) -> str:
     """The path in words with why ``auto`` chose it, e.g. ``fp32+fused (bf16 was 0.95x)``."""
-    path = getattr(model, "description", asked)
-    choice = getattr(model, "choice", None)
+    path = model.description
+    choice = model.choice
     if asked == "auto" and choice is not None and choice.reason:
         return f"{path} ({choice.reason})"
     return path
