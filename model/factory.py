@@ -21,15 +21,12 @@ import torch
 from lama_model.accel.onnx import OnnxRuntimeModel
 from lama_model.accel.optimize import optimize
 from lama_model.choices import BACKENDS
+from lama_model.errors import BackendError
 from lama_model.interface import ServedModel
 from lama_model.weights.checkpoint import load_model
 from lama_model.weights.downloads import cache_dir
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(ValueError):
-    """The requested backend cannot run here (missing package, wrong model kind)."""
 
 
 def load_for_inference(

@@ -26,6 +26,14 @@ def pixel_scale(dtype: np.dtype) -> float:
     return PIXEL_SCALES.get(np.dtype(dtype), 1.0)
 
 
+def colour_channels(channels: int) -> int:
+    """How many of an image's ``channels`` are colour: 3 for RGB(A), 1 for grey(+alpha).
+
+    The rest (alpha) is never touched by the fill.
+    """
+    return 3 if channels >= 3 else 1
+
+
 def pad_amount(size: int, multiple: int) -> int:
     """Pixels to add to a side of ``size`` so the generator can take it.
 

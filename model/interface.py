@@ -81,6 +81,25 @@ class ServedModel(Protocol):
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
 
+class ServedWrapper(nn.Module):
+    """Base of a served model that runs another one (``inner``) differently: where it
+    computes, whether it is TorchScript and its eager generator are the inner model's."""
+
+    inner: ServedModel
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    @property
+    def scripted(self) -> bool:
+        return self.inner.scripted
+
+    @property
+    def refine_generator(self) -> nn.Module | None:
+        return self.inner.refine_generator
+
+
 def keep_source(wrapper: nn.Module, generator: nn.Module) -> None:
     """Remember the eager ``generator`` a fast wrapper (e.g. the fused model) was built from.
 
@@ -95,4 +114,11 @@ def kept_source(wrapper: nn.Module) -> nn.Module | None:
     return wrapper.__dict__.get(REFINE_SOURCE)
 
 
-__all__ = ["CompileProgress", "PrecisionChoice", "ServedModel", "keep_source", "kept_source"]
+__all__ = [
+    "CompileProgress",
+    "PrecisionChoice",
+    "ServedModel",
+    "ServedWrapper",
+    "keep_source",
+    "kept_source",
+]

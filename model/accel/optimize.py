@@ -55,7 +55,7 @@ from lama_model.accel.precision import (
 )
 from lama_model.choices import BACKENDS
 from lama_model.geometry import bucket_size, pad_symmetric
-from lama_model.interface import CompileProgress, ServedModel, keep_source
+from lama_model.interface import CompileProgress, ServedModel, ServedWrapper, keep_source
 from lama_model.weights.checkpoint import LamaModel
 
 
@@ -98,7 +98,7 @@ def fused_model(
     return fused
 
 
-class OptimizedModel(nn.Module):
+class OptimizedModel(ServedWrapper):
     """A served ``LamaModel`` with speed options; the output matches it within the precision's
     error.
 
@@ -179,18 +179,6 @@ class OptimizedModel(nn.Module):
         self._run = CudaGraphs(run) if cuda_graphs else run
 
     compiler: CompileProgress | None = None  # compiled in the caller's thread, if at all
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    @property
-    def scripted(self) -> bool:
-        return self.inner.scripted
-
-    @property
-    def refine_generator(self) -> nn.Module | None:
-        return self.inner.refine_generator
 
     @property
     def input_device(self) -> torch.device:

@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from lama_model.choices import PRECISIONS
-from lama_model.errors import first_line
-from lama_model.interface import PrecisionChoice, ServedModel
+from lama_model.errors import PrecisionError, first_line
+from lama_model.interface import PrecisionChoice, ServedModel, ServedWrapper
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ PROBE_ENV = "LAMA_PRECISION_PROBE"
 
 # name -> run  ->  name -> seconds (one figure, or every round's figure)
 Timer = Callable[[Mapping[str, Callable[[], object]]], Mapping[str, "float | list[float]"]]
-
-
-class PrecisionError(ValueError):
-    """The requested precision cannot run on this device or model."""
 
 
 @contextlib.contextmanager
@@ -75,7 +71,7 @@ def float32_math(device: torch.device, allow_tf32: bool = False) -> Iterator[Non
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
-class AutocastModel(nn.Module):
+class AutocastModel(ServedWrapper):
     """Runs a served model's forward under autocast; same contract as the wrapped model."""
 
     def __init__(self, model: ServedModel, dtype: torch.dtype) -> None:
@@ -84,18 +80,6 @@ class AutocastModel(nn.Module):
         self.dtype = dtype
         self.name = model.name
         self.size_multiple = model.size_multiple
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    @property
-    def scripted(self) -> bool:
-        return self.inner.scripted
-
-    @property
-    def refine_generator(self) -> nn.Module | None:
-        return self.inner.refine_generator
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype):

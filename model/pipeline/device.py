@@ -32,6 +32,7 @@ from lama_model.geometry import (
     Box,
     blend_weights_tensor,
     bounding_box,
+    colour_channels,
     exact_divide,
     pad_amount,
     pad_symmetric,
@@ -339,9 +340,9 @@ def composite_tensor(
     a = alpha[:, :, None]
     blended = a * fill.permute(1, 2, 0) + (1.0 - a) * base
     channels = src.shape[2]
-    if channels < 3:  # greyscale in, greyscale out
+    colour = colour_channels(channels)
+    if colour == 1:  # greyscale in, greyscale out
         blended = blended.mean(dim=2, keepdim=True)
-    colour = 3 if channels >= 3 else 1
     scale = pixel_scale(dtype)
     if np.dtype(dtype) == np.float32:
         converted = blended
@@ -360,7 +361,7 @@ def composite_tensor(
 
 def _float_rgb(pixels: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
     """``(h, w, C)`` uploaded pixels → ``(h, w, 3)`` float32 RGB in [0, 1]."""
-    colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1]
+    colour = pixels[:, :, : colour_channels(pixels.shape[2])]
     if np.dtype(dtype) == np.uint16:
         values = colour.to(torch.int32) & 0xFFFF
     else:

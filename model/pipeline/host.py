@@ -21,7 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lama_model.geometry import blend_weights, bounding_box, pad_amount, pixel_scale
+from lama_model.geometry import (
+    blend_weights,
+    bounding_box,
+    colour_channels,
+    pad_amount,
+    pixel_scale,
+)
 from lama_model.interface import ServedModel
 from lama_model.pipeline.options import (
     InpaintOptions,
@@ -139,7 +145,7 @@ def _forward_padded(
 
 
 def _to_float_rgb(pixels: np.ndarray) -> np.ndarray:
-    colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1]
+    colour = pixels[:, :, : colour_channels(pixels.shape[2])]
     rgb = colour.astype(np.float32) / np.float32(pixel_scale(pixels.dtype))
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
@@ -151,9 +157,9 @@ def _composite(src: np.ndarray, fill: np.ndarray, alpha: np.ndarray) -> np.ndarr
     base = _to_float_rgb(src)
     a = alpha[:, :, None]
     blended = a * fill + (1.0 - a) * base
-    if src.shape[2] < 3:  # greyscale in, greyscale out
+    colour = colour_channels(src.shape[2])
+    if colour == 1:  # greyscale in, greyscale out
         blended = blended.mean(axis=2, keepdims=True)
-    colour_channels = 3 if src.shape[2] >= 3 else 1
     scale = pixel_scale(src.dtype)
     if src.dtype == np.float32:
         converted = blended.astype(np.float32)
@@ -161,5 +167,5 @@ def _composite(src: np.ndarray, fill: np.ndarray, alpha: np.ndarray) -> np.ndarr
         converted = np.clip(np.rint(blended * scale), 0, scale).astype(src.dtype)
     out = src.copy()
     touched = alpha > 0
-    out[:, :, :colour_channels][touched] = converted[touched]
+    out[:, :, :colour][touched] = converted[touched]
     return out

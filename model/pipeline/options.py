@@ -14,13 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from lama_model.choices import REFINE_PRECISIONS, STRATEGIES
+from lama_model.errors import RefineError
 from lama_model.geometry import Box, merge_overlapping, region_boxes
 
 ProgressFn = Callable[[float, str], None]
-
-
-class RefineError(ValueError):
-    """Refinement cannot run with this model or these options (one-line message)."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lama_model.interface import ServedModel
 from lama_model.net.ffc import FFCResnetBlock
 from lama_model.net.generator import FFCResNetGenerator
 from lama_model.pipeline.options import ProgressFn, RefineError, RefineOptions
@@ -70,6 +71,11 @@ def refinable_generator(model: nn.Module) -> FFCResNetGenerator:
     """
     if isinstance(model, FFCResNetGenerator):
         return model
+    if not isinstance(model, ServedModel):  # e.g. a test's stand-in: nothing to refine with
+        raise RefineError(
+            f"refinement needs the eager PyTorch generator (it runs a backward pass); the "
+            f"{type(model).__name__} model cannot"
+        )
     if model.scripted:
         raise RefineError(
             "refinement needs the eager PyTorch generator (it runs a backward pass); "

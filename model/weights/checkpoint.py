@@ -28,14 +28,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lama_model.errors import first_line
+from lama_model.errors import CheckpointError, first_line
 from lama_model.interface import CompileProgress, PrecisionChoice, kept_source
 from lama_model.net.generator import FFCRatios, FFCResNetGenerator, LamaConfig
 from lama_model.weights.official_config import ConfigError, load_generator_kwargs
-
-
-class CheckpointError(ValueError):
-    """A model file that cannot be used, with the reason in the message."""
 
 
 class LamaModel(nn.Module):
