@@ -251,8 +251,8 @@ def _mask(h: int, w: int, small: bool = False) -> np.ndarray:
 
 
 def part_inpaint(args, served, device, rows) -> None:
+    from lama_model.pipeline import InpaintOptions, inpaint
     from lama_model.pipeline.device import DeviceInpainter
-    from lama_model.pipeline.host import InpaintOptions, inpaint
 
     cases = [(f"{s}²", s, s, InpaintOptions(strategy="original")) for s in args.sizes]
     if args.photo:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from lama_model.net.generator import build_generator
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, inpaint
 from lama_model.weights.checkpoint import LamaModel
 
 

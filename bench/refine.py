@@ -27,7 +27,8 @@ import torch
 
 from lama_model.accel.precision import psnr
 from lama_model.net.generator import build_generator
-from lama_model.pipeline.refine import RefineOptions, pyramid_sizes, refine
+from lama_model.pipeline import RefineOptions
+from lama_model.pipeline.refine import pyramid_sizes, refine
 from lama_model.weights.checkpoint import LamaModel
 
 GIB = 1024**3

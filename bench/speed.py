@@ -94,7 +94,8 @@ def build_path(name: str, device: str, onnx_file: str | None):
     """The model for one path name; returns (model, description)."""
     import torch
 
-    from lama_model.accel.optimize import FastModel, OnnxRuntimeModel
+    from lama_model.accel.onnx import OnnxRuntimeModel
+    from lama_model.accel.optimize import OptimizedModel
 
     if name == "onnxruntime":
         assert onnx_file
@@ -111,18 +112,18 @@ def build_path(name: str, device: str, onnx_file: str | None):
         chosen = optimize(ref, device, cache=False)
         return chosen, f"--precision auto -> {chosen.description} ({chosen.choice.reason})"
     if name == "fused":
-        fast = FastModel(ref, fuse=True)
+        fast = OptimizedModel(ref, fuse=True)
         kernels = "Winograd F(4,3) blocks" if device == "cpu" else "cuDNN"
         return fast, f"fp32 fused (BN folded, conv+add+ReLU, {kernels})"
     if name == "bf16_fused":
-        fast = FastModel(ref, precision="bf16", fuse=True)
+        fast = OptimizedModel(ref, precision="bf16", fuse=True)
         return fast, "bf16 fused, native (weights cast once, FFTs + output layer float32)"
     if name == "fused_bf16_graphs":
-        return FastModel(ref, precision="bf16", fuse=True, bucket=64, cuda_graphs=True), (
+        return OptimizedModel(ref, precision="bf16", fuse=True, bucket=64, cuda_graphs=True), (
             "bf16 fused CUDA graphs/64"
         )
     if name == "channels_last":
-        return FastModel(ref, channels_last=True), "fp32 channels_last"
+        return OptimizedModel(ref, channels_last=True), "fp32 channels_last"
     if name == "jit_freeze":
         image, mask = sample(64)
         with torch.no_grad():
@@ -135,15 +136,16 @@ def build_path(name: str, device: str, onnx_file: str | None):
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold weights, prepack oneDNN convs
-        return FastModel(ref, compile=True), "fp32 torch.compile(inductor, freezing)"
+        return OptimizedModel(ref, compile=True), "fp32 torch.compile(inductor, freezing)"
     if name == "compile_bf16":
-        return FastModel(ref, precision="bf16", channels_last=True, compile=True, bucket=64), (
+        return OptimizedModel(ref, precision="bf16", channels_last=True, compile=True, bucket=64), (
             "bf16 channels_last compile/64"
         )
     if name in ("fp16", "bf16"):
-        return FastModel(ref, precision=name, channels_last=device == "cuda"), f"{name} autocast"
+        model = OptimizedModel(ref, precision=name, channels_last=device == "cuda")
+        return model, f"{name} autocast"
     if name == "bf16_graphs":
-        return FastModel(
+        return OptimizedModel(
             ref, precision="bf16", channels_last=True, bucket=64, cuda_graphs=True
         ), "bf16 channels_last CUDA graphs/64"
     raise SystemExit(f"unknown path {name!r}")

@@ -6,10 +6,7 @@ import torch
 from torch import nn
 
 from lama_model.choices import DEVICE_CHOICES
-
-
-class DeviceError(RuntimeError):
-    """The requested device is not available on this machine."""
+from lama_model.errors import DeviceError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

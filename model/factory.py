@@ -17,17 +17,16 @@ import logging
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from lama_model.accel.optimize import BACKENDS, OnnxRuntimeModel, optimize
+from lama_model.accel.onnx import OnnxRuntimeModel
+from lama_model.accel.optimize import optimize
+from lama_model.choices import BACKENDS
+from lama_model.errors import BackendError
+from lama_model.interface import ServedModel
 from lama_model.weights.checkpoint import load_model
 from lama_model.weights.downloads import cache_dir
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(ValueError):
-    """The requested backend cannot run here (missing package, wrong model kind)."""
 
 
 def load_for_inference(
@@ -37,11 +36,12 @@ def load_for_inference(
     backend: str = "torch",
     compile: bool = False,
     allow_torchscript: bool = False,
-) -> nn.Module:
+) -> ServedModel:
     """Load ``source`` on ``device`` and wrap it for the fastest path the flags allow.
 
-    The result has the ``LamaModel`` interface plus ``.description`` (e.g. ``fp32+fused``,
-    ``onnxruntime:cpu``). Raises :class:`BackendError` for an impossible combination, and
+    The result is a :class:`~lama_model.interface.ServedModel`; its ``description`` names
+    the path (e.g. ``fp32+fused``, ``onnxruntime:cpu``). Raises :class:`BackendError` for an
+    impossible combination, and
     :class:`~lama_model.weights.checkpoint.CheckpointError` /
     :class:`~lama_model.weights.downloads.WeightsError` as :func:`load_model` does
     (``allow_torchscript`` is passed to it).

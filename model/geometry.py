@@ -10,12 +10,62 @@ pixels are copied bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # torch is imported where the tensor rules run: --help and the plan stay light
+    import torch
 
 HOLE_THRESHOLD = 127  # mask values above this are holes; 1..127 are soft selection edges
+PIXEL_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # float32: 1.0
+
+
+def pixel_scale(dtype: np.dtype) -> float:
+    """The value of a full-intensity pixel in ``dtype``: 255, 65535, or 1.0 for float32."""
+    return PIXEL_SCALES.get(np.dtype(dtype), 1.0)
+
+
+def colour_channels(channels: int) -> int:
+    """How many of an image's ``channels`` are colour: 3 for RGB(A), 1 for grey(+alpha).
+
+    The rest (alpha) is never touched by the fill.
+    """
+    return 3 if channels >= 3 else 1
+
+
+def pad_amount(size: int, multiple: int) -> int:
+    """Pixels to add to a side of ``size`` so the generator can take it.
+
+    Up to a multiple of ``multiple``, and to at least twice it: reflect padding inside the
+    network needs at least 2×2 at the bottleneck, so tiny windows are mirrored up to twice
+    the size multiple (the official code crashes there).
+    """
+    return max((-size) % multiple, 2 * multiple - size)
+
+
+def bucket_size(size: int, bucket: int) -> int:
+    """``size`` rounded up to a multiple of ``bucket``."""
+    return -(-size // bucket) * bucket
+
+
+def pad_symmetric(t: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
+    """Pad ``(B, C, H, W)`` at the bottom/right with NumPy's ``symmetric`` mode.
+
+    The edge pixel is repeated, as in the inpainting pipeline's own padding; pads longer
+    than the image mirror again, so any size works.
+    """
+    import torch
+
+    while bottom > 0:
+        step = min(bottom, t.shape[-2])
+        t = torch.cat([t, t[..., -step:, :].flip(-2)], dim=-2)
+        bottom -= step
+    while right > 0:
+        step = min(right, t.shape[-1])
+        t = torch.cat([t, t[..., -step:].flip(-1)], dim=-1)
+        right -= step
+    return t
 
 
 @dataclass(frozen=True)
@@ -88,27 +138,39 @@ def bounding_box(mask: np.ndarray) -> Box | None:
     return Box(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 
+CROSS = ((0.0, 1.0, 0.0), (1.0, 1.0, 1.0), (0.0, 1.0, 0.0))  # alternates with 3×3 squares
+
+
 def ring_distance(core: np.ndarray, radius: int) -> np.ndarray:
     """Approximate distance (in pixels, up to ``radius``) from the ``core`` region.
 
     0 on the core, k on the k-th ring reached by alternating 3×3 square and cross dilations
     (an octagon, close to a disc), ``radius + 1`` beyond. Done in torch so it is fast.
     """
-    dist = np.full(core.shape, radius + 1, dtype=np.int32)
+    import torch
+
+    return ring_distance_tensor(torch.from_numpy(np.ascontiguousarray(core)), radius).numpy()
+
+
+def ring_distance_tensor(core: torch.Tensor, radius: int) -> torch.Tensor:
+    """:func:`ring_distance` on a ``(h, w)`` bool tensor on any device (int32)."""
+    import torch
+    import torch.nn.functional as F
+
+    dist = torch.full(core.shape, radius + 1, dtype=torch.int32, device=core.device)
     dist[core] = 0
-    if radius <= 0 or not core.any():
+    if radius <= 0:
         return dist
-    cur = torch.from_numpy(core.astype(np.float32))[None, None]
-    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
-    reached = core.copy()
+    cur = core.float()[None, None]
+    cross = torch.tensor(CROSS, device=core.device)[None, None]
+    reached = core
     for step in range(1, radius + 1):
         if step % 2:
             grown = F.max_pool2d(cur, 3, stride=1, padding=1)
         else:
             grown = (F.conv2d(cur, cross, padding=1) > 0).float()
-        new = grown[0, 0].numpy() > 0
-        ring = new & ~reached
-        dist[ring] = step
+        new = grown[0, 0] > 0
+        dist = torch.where(new & ~reached, step, dist)
         reached = new
         cur = grown
     return dist
@@ -132,6 +194,42 @@ def blend_weights(mask: np.ndarray, mask_grow: int, feather: int) -> tuple[np.nd
     alpha = np.maximum(alpha, np.where(mask > 0, soft, 0.0)).astype(np.float32)
     hole = (dist <= radius) | (mask > 0)
     return hole, alpha
+
+
+def blend_weights_tensor(
+    mask: torch.Tensor, mask_grow: int, feather: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`blend_weights` on a ``(h, w)`` uint8 tensor: ``(hole, alpha)``, same values.
+
+    The ramp is computed in float64 and rounded to float32, as NumPy does.
+    """
+    import torch
+
+    core = mask > HOLE_THRESHOLD
+    radius = mask_grow + feather
+    dist = ring_distance_tensor(core, radius)
+    alpha = (dist <= mask_grow).float()
+    if feather > 0:
+        ramp = (dist > mask_grow) & (dist <= radius)
+        values = (1.0 - exact_divide(dist.double() - mask_grow, feather + 1)).float()
+        alpha = torch.where(ramp, values, alpha)
+    soft = exact_divide(mask.float(), 255.0)
+    alpha = torch.maximum(alpha, torch.where(mask > 0, soft, 0.0))
+    hole = (dist <= radius) | (mask > 0)
+    return hole, alpha
+
+
+def exact_divide(t: torch.Tensor, divisor: float) -> torch.Tensor:
+    """``t / divisor`` correctly rounded, as NumPy divides.
+
+    CUDA kernels turn division by a Python scalar into multiplication by its reciprocal,
+    one ulp off now and then (60/255 came out 0.23529413 instead of 0.23529412 on an H200);
+    a divisor tensor on the device keeps the IEEE division (made by a fill kernel, so no
+    host-to-device copy and no synchronisation).
+    """
+    import torch
+
+    return t / torch.full((), divisor, dtype=t.dtype, device=t.device)
 
 
 def region_boxes(hole: np.ndarray, cell: int = 32) -> list[Box]:

@@ -19,7 +19,7 @@ import torch
 from lama_client.client import ImageData, LamaClient
 from lama_model.devices import DeviceError, resolve_devices
 from lama_model.factory import load_for_inference
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.daemon.scheduler import Job, Scheduler
 from lama_server.daemon.worker import Worker
 from lama_server.wire.protocol import Request, RequestOptions
@@ -174,7 +174,7 @@ def test_patched_reply_is_the_same_message_as_encoding_the_whole_result(fmt):
     import msgpack
 
     from lama_model.geometry import Box
-    from lama_model.pipeline.device import RegionResult
+    from lama_model.pipeline import RegionResult
     from lama_server.wire.pixel_formats import FORMATS, wire_to_array
     from lama_server.wire.replies import ok_reply
 

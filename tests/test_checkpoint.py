@@ -132,11 +132,24 @@ def test_empty_file(tmp_path):
         load_model(tmp_path / "empty.ckpt")
 
 
-def test_truncated_checkpoint(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("keep", [2, 10, 30, 10_000, 0.5, -1], ids=lambda k: f"keep-{k}")
+def test_a_truncated_checkpoint_says_truncated_or_corrupt_in_one_line(
+    tmp_path, tiny_model_dir, keep
+):
+    """Cut anywhere (10 000 bytes gave "[Errno 22] Invalid argument", most other cuts
+    PyTorch's paragraph about its zip reader), alone or inside an official folder."""
     data = (tiny_model_dir / "models/best.ckpt").read_bytes()
-    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
-        load_model(tmp_path / "cut.ckpt")
+    cut = data[: int(len(data) * keep) if isinstance(keep, float) else keep]
+    (tmp_path / "cut.ckpt").write_bytes(cut)
+    folder = tmp_path / "folder"
+    (folder / "models").mkdir(parents=True)
+    (folder / "config.yaml").write_bytes((tiny_model_dir / "config.yaml").read_bytes())
+    (folder / "models" / "best.ckpt").write_bytes(cut)
+    for source, file in ((tmp_path / "cut.ckpt", tmp_path / "cut.ckpt"),
+                         (folder, folder / "models" / "best.ckpt")):  # fmt: skip
+        with pytest.raises(CheckpointError) as info:
+            load_model(source)
+        assert str(info.value) == f"truncated or corrupt: {file}"
 
 
 def test_text_file_is_not_a_checkpoint(tmp_path):

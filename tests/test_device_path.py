@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lama_model.geometry import blend_weights
-from lama_model.pipeline.device import (
-    DeviceInpainter,
-    PinnedStaging,
-    blend_weights_tensor,
-    forward_batch,
-    pad_symmetric,
-)
-from lama_model.pipeline.host import OFFICIAL, InpaintOptions, inpaint
+from lama_model.geometry import blend_weights, blend_weights_tensor, pad_symmetric
+from lama_model.pipeline import OFFICIAL, InpaintOptions, inpaint
+from lama_model.pipeline.device import DeviceInpainter, PinnedStaging, forward_batch
 
 
 def _photo(rng, h, w, channels, dtype):

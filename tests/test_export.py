@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_model.accel.onnx import export_onnx, export_torchscript
-from lama_model.accel.optimize import OnnxRuntimeModel, optimize
-from lama_model.pipeline.host import OFFICIAL, inpaint
+from lama_model.accel.onnx import OnnxRuntimeModel, export_onnx, export_torchscript
+from lama_model.accel.optimize import optimize
+from lama_model.pipeline import OFFICIAL, inpaint
 from lama_model.weights.checkpoint import LamaModel, load_model
 from lama_server.commands.export import main
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_model.accel.optimize import FastModel, bucket_size, optimize, pad_symmetric
+from lama_model.accel.optimize import OptimizedModel, optimize
 from lama_model.accel.precision import MIN_PSNR_DB, AutocastModel, PrecisionError
+from lama_model.geometry import bucket_size, pad_symmetric
 from lama_model.net.generator import build_generator
-from lama_model.pipeline.host import OFFICIAL, inpaint
+from lama_model.pipeline import OFFICIAL, inpaint
 from lama_model.weights.checkpoint import LamaModel, load_model
 
 
@@ -54,7 +55,7 @@ FAST_PATHS = {
 @pytest.mark.parametrize("path", sorted(FAST_PATHS))
 def test_golden_cases_within_one_level(golden_dir: Path, case: str, path: str) -> None:
     image, mask, expected = load_case(golden_dir / case)
-    fast = FastModel(load_model(golden_dir / "tiny-lama"), **FAST_PATHS[path])
+    fast = OptimizedModel(load_model(golden_dir / "tiny-lama"), **FAST_PATHS[path])
     got = inpaint(fast, image, mask, OFFICIAL).image
     hole = mask > 127
     assert np.abs(got - expected).max() <= 1 / 255
@@ -67,7 +68,7 @@ def test_bucket_padding_changes_nothing_when_size_fits(tiny: LamaModel) -> None:
     image = torch.rand(1, 3, 128, 64, generator=gen)
     mask = (torch.rand(1, 1, 128, 64, generator=gen) > 0.5).float()
     with torch.inference_mode():
-        assert torch.equal(FastModel(tiny, bucket=64)(image, mask), tiny(image, mask))
+        assert torch.equal(OptimizedModel(tiny, bucket=64)(image, mask), tiny(image, mask))
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +96,9 @@ def test_big_lama_shape_fast_paths(big_random: LamaModel, path: str) -> None:
     if options.get("channels_last"):
         import copy
 
-        fast = FastModel(copy.deepcopy(big_random), **options)
+        fast = OptimizedModel(copy.deepcopy(big_random), **options)
     else:
-        fast = FastModel(big_random, **options)
+        fast = OptimizedModel(big_random, **options)
     with torch.inference_mode():
         expected = big_random(image, mask)
         got = fast(image, mask)
@@ -113,7 +114,7 @@ def test_bf16_autocast_runs_on_any_cpu(tiny: LamaModel) -> None:
     image = torch.rand(1, 3, 64, 64, generator=gen)
     mask = (torch.rand(1, 1, 64, 64, generator=gen) > 0.5).float()
     with torch.inference_mode():
-        got = FastModel(tiny, precision="bf16")(image, mask)
+        got = OptimizedModel(tiny, precision="bf16")(image, mask)
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
 
 
@@ -122,7 +123,7 @@ def test_native_bf16_fused_model_casts_weights_once_and_stays_close(tiny: LamaMo
     gen = torch.Generator().manual_seed(6)
     image = torch.rand(1, 3, 64, 64, generator=gen)
     mask = (torch.rand(1, 1, 64, 64, generator=gen) > 0.5).float()
-    fast = FastModel(tiny, precision="bf16", fuse=True)
+    fast = OptimizedModel(tiny, precision="bf16", fuse=True)
     with torch.inference_mode():
         expected, got = tiny(image, mask), fast(image, mask)
     assert fast.description == "bf16+fused"
@@ -143,7 +144,7 @@ def test_fourier_transforms_stay_float32_in_bf16(tiny: LamaModel, fuse: bool) ->
         seen.append(x.dtype)
         return original(x, *args, **kwargs)
 
-    fast = FastModel(tiny, precision="bf16", fuse=fuse)
+    fast = OptimizedModel(tiny, precision="bf16", fuse=fuse)
     torch.fft.rfftn = spy
     try:
         with torch.inference_mode():
@@ -165,11 +166,11 @@ def test_optimize_on_cpu_keeps_interface(tiny: LamaModel, golden_dir: Path) -> N
 
 def test_gpu_only_options_are_refused_on_cpu(tiny: LamaModel) -> None:
     with pytest.raises(PrecisionError):
-        FastModel(tiny, precision="fp16")
+        OptimizedModel(tiny, precision="fp16")
     with pytest.raises(ValueError, match="CUDA"):
-        FastModel(tiny, cuda_graphs=True)
+        OptimizedModel(tiny, cuda_graphs=True)
     with pytest.raises(ValueError, match="bucket"):
-        FastModel(tiny, bucket=60)
+        OptimizedModel(tiny, bucket=60)
     with pytest.raises(ValueError, match="backend"):
         optimize(tiny, "cpu", backend="tensorrt")
 

@@ -20,7 +20,7 @@ from conftest import REPO, host_missing, start_server
 from hosts.real_hosts import GIMP_HOSTS
 
 from lama_model.factory import load_for_inference
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.wire.pixel_formats import array_to_wire, wire_to_array
 from lama_server.wire.replies import layer_pixels
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lama_model.pipeline.host import OFFICIAL, InpaintOptions, inpaint
+from lama_model.pipeline import OFFICIAL, InpaintOptions, inpaint
 from lama_model.weights.checkpoint import load_model
 
 

@@ -22,7 +22,7 @@ from conftest import REPO, host_missing, start_server
 from hosts.real_hosts import KRITA_HOSTS, free_display
 
 from lama_model.factory import load_for_inference
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.commands.plugins import enable_in_kritarc
 from lama_server.wire.pixel_formats import array_to_wire, wire_to_array
 from lama_server.wire.replies import layer_pixels

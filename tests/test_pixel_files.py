@@ -16,7 +16,7 @@ from test_server import BOTH, raw_call, sample
 
 from lama_client import client as client_module
 from lama_client.client import ImageData, LamaClient, RequestTimeout, ZmtpConnection
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.wire import pixel_files
 from lama_server.wire.pixel_files import (
     STALE_AFTER_S,

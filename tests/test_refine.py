@@ -15,10 +15,8 @@ from PIL import Image
 from lama_model.accel.optimize import optimize
 from lama_model.accel.precision import psnr
 from lama_model.net.generator import build_generator
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, RefineError, RefineOptions, inpaint
 from lama_model.pipeline.refine import (
-    RefineError,
-    RefineOptions,
     ellipse_footprint,
     loss_mask,
     pyramid_sizes,
@@ -32,6 +30,22 @@ from lama_server.commands import inpaint as inpaint_cli
 
 # A few iterations on small windows: two pyramid levels, fast with the tiny model.
 QUICK = RefineOptions(n_iters=3, min_side=48)
+
+
+# The official run was recorded on another CPU. float32 sums taken in another order (with or
+# without FMA, 8 AVX2 lanes or 16 AVX-512 ones, oneDNN's per-ISA kernels) differ in their last
+# bits, and 15 Adam steps on the features carry that into the fill: 1.6e-5 at most (mean 6e-8)
+# on an AVX2-only CPU, against the 1e-5 the recording CPU met. The bound on the worst pixel
+# is 1e-4, still 50x below the refined-vs-unrefined gap of the fixture (5e-3); the mean must
+# stay at round-off level (a real error, such as a missing or extra Adam step, moves the
+# mean by about the unrefined gap's mean, 3e-4).
+REFINED_MAX_ERROR = 1e-4
+REFINED_MEAN_ERROR = 1e-6
+
+
+def _assert_official_refinement(got: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(got, expected, atol=REFINED_MAX_ERROR, rtol=0)
+    assert np.abs(got - expected).mean() < REFINED_MEAN_ERROR
 
 
 def _fixture_inputs(refine_fixtures_dir):
@@ -58,7 +72,7 @@ def test_refinement_matches_the_official_run(refine_fixtures_dir, official_run):
     (r0, r1), (c0, c1) = values["crop_rows"], values["crop_cols"]
     out = result.image[0].permute(1, 2, 0).numpy()
     expected = np.load(refine_fixtures_dir / "expected_crop.npy")
-    np.testing.assert_allclose(out[r0:r1, c0:c1], expected, atol=1e-5, rtol=0)
+    _assert_official_refinement(out[r0:r1, c0:c1], expected)
     # The fixture separates refined from unrefined by far more than the tolerance.
     unrefined = np.load(refine_fixtures_dir / "unrefined_crop.npy")
     assert np.abs(out[r0:r1, c0:c1] - unrefined).max() > 1e-3
@@ -84,7 +98,7 @@ def test_inpaint_pipeline_with_refine_is_the_official_refinement(
     values = json.loads((refine_fixtures_dir / "values.json").read_text())
     (r0, r1), (c0, c1) = values["crop_rows"], values["crop_cols"]
     expected = np.load(refine_fixtures_dir / "expected_crop.npy")
-    np.testing.assert_allclose(result[r0:r1, c0:c1], expected, atol=1e-5, rtol=0)
+    _assert_official_refinement(result[r0:r1, c0:c1], expected)
     np.testing.assert_array_equal(result[~hole], pixels[~hole])
 
 

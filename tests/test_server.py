@@ -25,7 +25,7 @@ from lama_client.client import (
     RequestTimeout,
     ServerUnavailable,
 )
-from lama_model.pipeline.host import InpaintOptions, inpaint
+from lama_model.pipeline import InpaintOptions, inpaint
 from lama_model.weights.checkpoint import load_model
 from lama_server.wire.pixel_formats import FORMATS, array_to_wire, wire_to_array
 

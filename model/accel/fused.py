@@ -400,7 +400,7 @@ class FusedBottleneck(nn.Module):
             state = x
             for block in self.blocks:
                 state = block(state)
-            return _Concat()(state)
+            return FusedConcat()(state)
         x_l, x_g = x
         assert x_l is not None and x_g is not None
         if not _plain_cpu_float32(x_l):
@@ -465,7 +465,7 @@ class FusedGenerator(nn.Module):
         return state.contiguous()  # type: ignore[union-attr]
 
 
-class _Head(nn.Module):
+class FusedHead(nn.Module):
     """The first FFC layer takes a plain tensor (all-local input)."""
 
     def __init__(self, pad: int, layer: FFC_BN_ACT) -> None:
@@ -477,7 +477,9 @@ class _Head(nn.Module):
         return self.ffc((reflect_pad(x, self.pad), None))
 
 
-class _Concat(nn.Module):
+class FusedConcat(nn.Module):
+    """The local and global halves joined into one tensor, before the decoder."""
+
     def forward(self, x: Pair | torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
             return x  # the bottleneck already concatenated
@@ -487,7 +489,7 @@ class _Concat(nn.Module):
         return torch.cat((x_l, x_g), dim=1)
 
 
-class _Tail(nn.Module):
+class FusedTail(nn.Module):
     """Reflect pad → conv → output activation."""
 
     def __init__(self, pad: int, conv: nn.Conv2d, activation: nn.Module | None) -> None:
@@ -523,49 +525,75 @@ def fuse_generator(
         raise ValueError("the Winograd blocks are float32 only")
     if reduced:
         winograd = False
-    layers = list(generator.model)
-    stages: list[nn.Module] = []
-    i = 0
-
-    def take(kind: type[nn.Module]) -> nn.Module:
-        nonlocal i
-        if i >= len(layers) or not isinstance(layers[i], kind):
-            found = type(layers[i]).__name__ if i < len(layers) else "the end"
-            raise ValueError(f"cannot fuse: expected {kind.__name__} at layer {i}, found {found}")
-        i += 1
-        return layers[i - 1]
-
-    with torch.no_grad():
-        pad = take(nn.ReflectionPad2d).padding[0]
-        stages.append(_Head(pad, take(FFC_BN_ACT)))
-        while isinstance(layers[i], FFC_BN_ACT):
-            stages.append(FusedFFC(take(FFC_BN_ACT)))
-        blocks = []
-        while isinstance(layers[i], FFCResnetBlock):
-            blocks.append(take(FFCResnetBlock))
-        if blocks:
-            if winograd is None:
-                winograd = module_device(generator).type == "cpu"
-            winograd = winograd and all(winograd_eligible(b) for b in blocks)
-            stages.append(FusedBottleneck(blocks, winograd))
-        take(ConcatTupleLayer)
-        stages.append(_Concat())
-        while isinstance(layers[i], nn.ConvTranspose2d):
-            conv = take(nn.ConvTranspose2d)
-            bn = take(nn.BatchNorm2d)
-            take(nn.ReLU)
-            stages.append(FusedConvTranspose(conv, bn))
-        pad = take(nn.ReflectionPad2d).padding[0]
-        conv = take(nn.Conv2d)
-        activation = layers[i] if i < len(layers) else None
-        if activation is not None and not isinstance(activation, nn.Sigmoid | nn.Tanh):
-            raise ValueError(f"cannot fuse: unexpected {type(activation).__name__} at the end")
-        stages.append(_Tail(pad, conv, activation))
     device = module_device(generator)
+    if winograd is None:
+        winograd = device.type == "cpu"
+    with torch.no_grad():
+        stages = _fused_stages(_LayerReader(list(generator.model)), winograd)
     if reduced:
         for stage in stages[:-1]:  # the output layer stays float32
             stage.to(dtype)
     return FusedGenerator(stages, generator.size_multiple, dtype).to(device)
 
 
-__all__ = ["FoldedConv", "FusedGenerator", "bn_scale_shift", "fuse_generator", "reflect_pad"]
+class _LayerReader:
+    """The generator's layers, taken in order; a layer of another kind than expected is an
+    error (the rewrite knows the LaMa generator's sequence only)."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        self.layers = layers
+        self.index = 0
+
+    def next_is(self, kind: type[nn.Module]) -> bool:
+        return self.index < len(self.layers) and isinstance(self.layers[self.index], kind)
+
+    def take(self, kind: type[nn.Module]) -> nn.Module:
+        if not self.next_is(kind):
+            i = self.index
+            found = type(self.layers[i]).__name__ if i < len(self.layers) else "the end"
+            raise ValueError(f"cannot fuse: expected {kind.__name__} at layer {i}, found {found}")
+        self.index += 1
+        return self.layers[self.index - 1]
+
+    def rest(self) -> nn.Module | None:
+        return self.layers[self.index] if self.index < len(self.layers) else None
+
+
+def _fused_stages(layers: _LayerReader, winograd: bool) -> list[nn.Module]:
+    """The fused stages of a LaMa generator: head, downsamplings, the residual blocks as one
+    bottleneck, concatenation, upsamplings, tail."""
+    pad = layers.take(nn.ReflectionPad2d).padding[0]
+    stages: list[nn.Module] = [FusedHead(pad, layers.take(FFC_BN_ACT))]
+    while layers.next_is(FFC_BN_ACT):
+        stages.append(FusedFFC(layers.take(FFC_BN_ACT)))
+    blocks = []
+    while layers.next_is(FFCResnetBlock):
+        blocks.append(layers.take(FFCResnetBlock))
+    if blocks:
+        winograd = winograd and all(winograd_eligible(b) for b in blocks)
+        stages.append(FusedBottleneck(blocks, winograd))
+    layers.take(ConcatTupleLayer)
+    stages.append(FusedConcat())
+    while layers.next_is(nn.ConvTranspose2d):
+        conv = layers.take(nn.ConvTranspose2d)
+        bn = layers.take(nn.BatchNorm2d)
+        layers.take(nn.ReLU)
+        stages.append(FusedConvTranspose(conv, bn))
+    pad = layers.take(nn.ReflectionPad2d).padding[0]
+    conv = layers.take(nn.Conv2d)
+    activation = layers.rest()
+    if activation is not None and not isinstance(activation, nn.Sigmoid | nn.Tanh):
+        raise ValueError(f"cannot fuse: unexpected {type(activation).__name__} at the end")
+    stages.append(FusedTail(pad, conv, activation))
+    return stages
+
+
+__all__ = [
+    "FoldedConv",
+    "FusedGenerator",
+    "FusedHead",
+    "FusedTail",
+    "bn_scale_shift",
+    "fuse_generator",
+    "reflect_pad",
+]

@@ -1,7 +1,7 @@
 """The fused generator laid out for GPU tensor cores, with optional background compilation.
 
 Built from :func:`lama_model.accel.fused.fuse_generator` (BatchNorms folded) and changed where the
-H200 profile of the autocast path (``FastModel(bf16, fuse, cuda_graphs)``) showed time going:
+H200 profile of the autocast path (``OptimizedModel(bf16, fuse, cuda_graphs)``) showed time going:
 
 - **weights cast once**: the whole fused generator is converted to bf16 (or fp16) at build
   time; autocast re-cast every weight on every call (part of the 26 % of GPU time spent in
@@ -18,8 +18,8 @@ H200 profile of the autocast path (``FastModel(bf16, fuse, cuda_graphs)``) showe
   ready. Inductor's artefacts persist in the user cache (``<cache>/inductor``) so a restart
   compiles from cache.
 
-The result keeps the :class:`~lama_model.weights.checkpoint.LamaModel` interface plus
-``.description``/``.precision``, like :class:`~lama_model.accel.optimize.FastModel`.
+The result is a :class:`~lama_model.interface.ServedModel`, like
+:class:`~lama_model.accel.optimize.OptimizedModel`.
 """
 
 from __future__ import annotations
@@ -33,17 +33,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lama_model.accel.cuda_graphs import CudaGraphs
 from lama_model.accel.fused import (
     FoldedConv,
     FusedFourierUnit,
     FusedGenerator,
-    _Head,
-    _Tail,
+    FusedHead,
+    FusedTail,
     fuse_generator,
 )
-from lama_model.accel.optimize import _CudaGraphs
+from lama_model.accel.precision import MIN_PSNR_DB, quality_guard
 from lama_model.devices import module_device
-from lama_model.pipeline.refine import keep_source
+from lama_model.geometry import bucket_size, pad_symmetric
+from lama_model.interface import PrecisionChoice, keep_source, kept_source
+from lama_model.weights.checkpoint import LamaModel
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,7 @@ class TapSumTail(nn.Module):
     work of a fraction of a millisecond. Same function (float32 accumulation of the taps).
     """
 
-    def __init__(self, tail: _Tail, out_channels: int) -> None:
+    def __init__(self, tail: FusedTail, out_channels: int) -> None:
         super().__init__()
         weight = tail.conv.weight.detach()[:out_channels].float()  # (O, C, k, k)
         o, c, k, _ = weight.shape
@@ -175,7 +178,7 @@ class HardwareGenerator(nn.Module):
         if channels_last_fft:
             _use_channels_last_fft(fused)
         head, last = fused.stages[0], fused.stages[-1]
-        if not isinstance(head, _Head) or not isinstance(last, _Tail):
+        if not isinstance(head, FusedHead) or not isinstance(last, FusedTail):
             raise ValueError("expected a fused LaMa generator (head ... tail)")
         if tail not in TAILS:
             raise ValueError(f"tail must be one of {', '.join(TAILS)}, not {tail!r}")
@@ -306,7 +309,8 @@ def inductor_cache_dir() -> Path:
 
 
 class GpuFusedModel(nn.Module):
-    """``LamaModel`` interface over :class:`HardwareGenerator` for a GPU (works on CPU too).
+    """:class:`HardwareGenerator` as a :class:`~lama_model.interface.ServedModel` for a GPU
+    (works on CPU too).
 
     Inputs are padded (symmetric, like the pipeline's own padding) to a multiple of
     ``bucket`` so that a handful of graphs / compiled kernels cover all sizes; the output is
@@ -315,7 +319,7 @@ class GpuFusedModel(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: LamaModel,
         precision: str = "bf16",
         bucket: int | None = 64,
         cuda_graphs: bool | None = None,
@@ -326,7 +330,7 @@ class GpuFusedModel(nn.Module):
         tail: str = "conv",
     ) -> None:
         super().__init__()
-        generator = getattr(model, "generator", None)
+        generator = model.generator
         if generator is None:
             raise ValueError("needs an eager LaMa model (not TorchScript)")
         device = module_device(generator)
@@ -335,8 +339,8 @@ class GpuFusedModel(nn.Module):
         self.net = hardware_generator(generator, precision, channels_last_fft, tail)
         keep_source(self, generator)  # refinement runs the eager generator's backward
         self.tail = tail
-        self.name = getattr(model, "name", "model")
-        self.size_multiple = int(getattr(model, "size_multiple", 8))
+        self.name = model.name
+        self.size_multiple = int(model.size_multiple)
         self.precision = precision
         self.bucket = bucket
         self.cuda_graphs = device.type == "cuda" if cuda_graphs is None else cuda_graphs
@@ -344,19 +348,30 @@ class GpuFusedModel(nn.Module):
             raise ValueError("CUDA graphs need a CUDA device")
         self._device = device
         self._eager: Forward = (
-            _CudaGraphs(self._core, MAX_GRAPHS) if self.cuda_graphs else self._core
+            CudaGraphs(self._core, MAX_GRAPHS) if self.cuda_graphs else self._core
         )
         self.compiler: BackgroundCompiler | None = None
-        self._compiled_graphs: _CudaGraphs | None = None
+        self._compiled_graphs: CudaGraphs | None = None
         if compile:
             if compile_backend == "inductor":
                 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(inductor_cache_dir()))
             self.compiler = BackgroundCompiler(self._core, compile_mode, compile_backend)
         self.compile_mode = compile_mode if compile else None
 
+    scripted = False
+    choice: PrecisionChoice | None = None
+
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @property
+    def input_device(self) -> torch.device:
+        return self._device
+
+    @property
+    def refine_generator(self) -> nn.Module | None:
+        return kept_source(self)
 
     @property
     def description(self) -> str:
@@ -376,8 +391,6 @@ class GpuFusedModel(nn.Module):
         return self.net(x).float()
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from lama_model.accel.optimize import bucket_size, pad_symmetric
-
         host = image.device
         image, mask = image.to(self._device), mask.to(self._device)
         height, width = image.shape[-2:]
@@ -401,7 +414,7 @@ class GpuFusedModel(nn.Module):
         if not self.cuda_graphs:
             return compiled
         if self._compiled_graphs is None:
-            self._compiled_graphs = _CudaGraphs(compiled, MAX_GRAPHS)
+            self._compiled_graphs = CudaGraphs(compiled, MAX_GRAPHS)
         return self._compiled_graphs
 
 
@@ -415,16 +428,16 @@ __all__ = [
 ]
 
 
-def gpu_model(model: nn.Module, precision: str = "auto", compile: bool = False) -> nn.Module | None:
+def gpu_model(
+    model: LamaModel, precision: str = "auto", compile: bool = False
+) -> GpuFusedModel | None:
     """:class:`GpuFusedModel` for a CUDA ``model`` if it passes the quality guard, else None.
 
     ``auto`` picks bf16 (fp16 where bf16 is missing); ``fp32`` returns None (the float32
     paths of ``accel.optimize.optimize`` serve that). An explicit reduced precision is
     used as asked.
     """
-    from lama_model.accel.precision import MIN_PSNR_DB, quality_guard
-
-    if precision == "fp32" or getattr(model, "generator", None) is None:
+    if precision == "fp32" or model.generator is None:
         return None
     auto = precision == "auto"
     if auto:

@@ -1,4 +1,5 @@
-"""Export a LaMa model to ONNX (dynamic size, Fourier transforms as ONNX ``DFT``) or TorchScript.
+"""Export a LaMa model to ONNX (dynamic size, Fourier transforms as ONNX ``DFT``) or TorchScript,
+and serve an ONNX file with ONNX Runtime (:class:`OnnxRuntimeModel`).
 
 Both exports take ``(image[1,3,H,W] float 0..1, mask[1,1,H,W] 0/1)`` and return the composited
 image ``mask · fill + (1 − mask) · image``, the format of the official ``bin/to_jit.py`` (and so of
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 
 from lama_model.devices import module_device
+from lama_model.interface import CompileProgress, PrecisionChoice, ServedModel
+from lama_model.net.generator import FFCResNetGenerator
 
 DEFAULT_OPSET = 18  # DFT exists from 17; 18 is what torch.onnx's dynamo exporter targets best
 MIN_OPSET = 17
@@ -37,26 +40,24 @@ class CompositeGenerator(nn.Module):
         return mask * fill + (1 - mask) * image
 
 
-def exportable(model: nn.Module) -> tuple[nn.Module, int]:
+def exportable(model: ServedModel | FFCResNetGenerator) -> tuple[nn.Module, int]:
     """The eager module to export and its size multiple.
 
-    Accepts a :class:`~lama_model.weights.checkpoint.LamaModel`, one of the fast wrappers (anything
-    with ``.inner``) or a bare ``FFCResNetGenerator``.
+    Accepts a :class:`~lama_model.interface.ServedModel` with an eager generator (a
+    :class:`~lama_model.weights.checkpoint.LamaModel`, the optimized model...) or a bare
+    ``FFCResNetGenerator``.
     """
-    seen = 0
-    while hasattr(model, "inner") and seen < 8:  # unwrap AutocastModel / FastModel
-        model = model.inner
-        seen += 1
-    multiple = int(getattr(model, "size_multiple", 8))
-    if getattr(model, "scripted", False):
+    if isinstance(model, FFCResNetGenerator):
+        return CompositeGenerator(model).eval(), model.size_multiple
+    if model.scripted:
         raise ValueError(
             "this model is a TorchScript file; export needs the eager model "
             "(an official folder, a .ckpt or a state_dict)"
         )
-    generator = getattr(model, "generator", None) or model
-    if not hasattr(generator, "config"):
+    generator = model.refine_generator
+    if not isinstance(generator, FFCResNetGenerator):
         raise ValueError(f"cannot export {type(model).__name__}: no LaMa generator inside")
-    return CompositeGenerator(generator).eval(), multiple
+    return CompositeGenerator(generator).eval(), int(model.size_multiple)
 
 
 def _sample(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,3 +136,84 @@ def export_torchscript(model: nn.Module, path: str | Path, sample_size: int = 25
     path.parent.mkdir(parents=True, exist_ok=True)
     traced.save(str(path))
     return path
+
+
+class OnnxRuntimeModel(nn.Module):
+    """ONNX Runtime session as a :class:`~lama_model.interface.ServedModel` (file from
+    :func:`export_onnx`): float32, no refinement (no backward pass through a session)."""
+
+    precision = "fp32"
+    scripted = False
+    choice: PrecisionChoice | None = None
+    compiler: CompileProgress | None = None
+    refine_generator: nn.Module | None = None
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        size_multiple: int = 8,
+    ) -> None:
+        super().__init__()
+        import onnxruntime as ort  # optional dependency: only this backend needs it
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        self.providers = self.session.get_providers()
+        self.name = name or Path(path).stem
+        self.size_multiple = size_multiple
+
+    @property
+    def device(self) -> torch.device:
+        # Inputs are handed over as NumPy arrays; ORT moves them itself.
+        return torch.device("cpu")
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.device
+
+    @property
+    def description(self) -> str:
+        return "onnxruntime:" + self.providers[0].replace("ExecutionProvider", "").lower()
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        feeds = {
+            "image": image.detach().float().cpu().contiguous().numpy(),
+            "mask": mask.detach().float().cpu().contiguous().numpy(),
+        }
+        (out,) = self.session.run(["output"], feeds)
+        return torch.from_numpy(out).to(image.device)
+
+
+
+def onnx_runtime_model(
+    model: ServedModel, device: torch.device, onnx_path: str | Path | None
+) -> OnnxRuntimeModel:
+    """``model`` exported to ``onnx_path`` (once; a temporary file when None) and served by
+    ONNX Runtime on ``device``."""
+    if onnx_path is None or not Path(onnx_path).is_file():
+        if onnx_path is None:
+            import tempfile
+
+            onnx_path = Path(tempfile.mkdtemp(prefix="lama-onnx-")) / "model.onnx"
+        onnx_path = Path(onnx_path)
+        # Written beside and renamed: an interrupted export never leaves a broken file.
+        partial = onnx_path.with_name(onnx_path.name + ".partial")
+        export_onnx(model.cpu(), partial)
+        partial.replace(onnx_path)
+        model.to(device)
+    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
+    return OnnxRuntimeModel(
+        onnx_path,
+        name=model.name,
+        providers=providers + ["CPUExecutionProvider"],
+        size_multiple=int(model.size_multiple),
+    )

@@ -1,16 +1,16 @@
-"""Fast inference wrappers with the :class:`~lama_model.weights.checkpoint.LamaModel` interface.
+"""The optimized model: the same generator, run faster (a served model, see
+:class:`~lama_model.interface.ServedModel`).
 
-``forward(image[B,3,H,W], mask[B,1,H,W]) → image``, attributes ``.device``, ``.name``,
-``.size_multiple``. Building blocks:
+Building blocks:
 
-- :class:`FastModel`: the fused rewrite (:mod:`lama_model.accel.fused`), in float32 or natively in
-  bf16/fp16, or autocast around an unfused model (the Fourier transforms stay float32
+- :class:`OptimizedModel`: the fused rewrite (:mod:`lama_model.accel.fused`), in float32 or
+  natively in bf16/fp16, or autocast around an unfused model (the Fourier transforms stay float32
   either way); TF32 off on CUDA for ``fp32``; channels-last weights; optional
   ``torch.compile`` on inputs padded to size buckets (compilation reused across sizes);
   optional CUDA graphs per bucket; pinned host buffers when inputs arrive on the CPU for a
   CUDA model.
-- :class:`OnnxRuntimeModel`: an ONNX Runtime session on a file from
-  :func:`lama_model.accel.onnx.export_onnx`.
+- :class:`~lama_model.accel.onnx.OnnxRuntimeModel` (``backend="onnxruntime"``): an ONNX
+  Runtime session on a file from :func:`lama_model.accel.onnx.export_onnx`.
 - :func:`optimize`: builds the configuration for a device; with ``precision="auto"`` it
   measures the candidates (:func:`lama_model.accel.precision.choose_precision`) and caches the
   decision.
@@ -28,17 +28,16 @@ keeps it when it measures so.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import os
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lama_model.accel.cuda_graphs import CudaGraphs
 from lama_model.accel.fused import FusedGenerator, fuse_generator
+from lama_model.accel.onnx import onnx_runtime_model
 from lama_model.accel.precision import (
     DTYPES,
     PRECISIONS,
@@ -55,32 +54,9 @@ from lama_model.accel.precision import (
     probe_from_env,
 )
 from lama_model.choices import BACKENDS
-from lama_model.pipeline.refine import keep_source
+from lama_model.geometry import bucket_size, pad_symmetric
+from lama_model.interface import CompileProgress, ServedModel, ServedWrapper, keep_source
 from lama_model.weights.checkpoint import LamaModel
-
-MAX_CUDA_GRAPHS = 4  # each graph keeps its activations alive; a few sizes cover a session
-
-
-def pad_symmetric(t: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
-    """Pad ``(B, C, H, W)`` at the bottom/right with NumPy's ``symmetric`` mode.
-
-    The edge pixel is repeated, as in the inpainting pipeline's own padding; pads longer
-    than the image mirror again, so any size works.
-    """
-    while bottom > 0:
-        step = min(bottom, t.shape[-2])
-        t = torch.cat([t, t[..., -step:, :].flip(-2)], dim=-2)
-        bottom -= step
-    while right > 0:
-        step = min(right, t.shape[-1])
-        t = torch.cat([t, t[..., -step:].flip(-1)], dim=-1)
-        right -= step
-    return t
-
-
-def bucket_size(size: int, bucket: int) -> int:
-    """``size`` rounded up to a multiple of ``bucket``."""
-    return -(-size // bucket) * bucket
 
 
 def cpu_supports_bf16() -> bool:
@@ -100,7 +76,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def fused_model(
-    model: nn.Module, winograd: bool | None = None, dtype: torch.dtype = torch.float32
+    model: LamaModel, winograd: bool | None = None, dtype: torch.dtype = torch.float32
 ) -> LamaModel:
     """A :class:`LamaModel` running :func:`~lama_model.accel.fused.fuse_generator`'s rewrite.
 
@@ -108,71 +84,23 @@ def fused_model(
     float32, Winograd on for a CPU model). The source model is left as it was. Raises
     ``ValueError`` for a TorchScript model (its graph is not ours to rewrite).
     """
-    generator = getattr(model, "generator", None)
+    generator = model.generator
     if isinstance(generator, FusedGenerator):
         return model  # type: ignore[return-value]
     if generator is None:
         raise ValueError("only an eager generator can be fused, not a TorchScript model")
     fused = LamaModel(
         fuse_generator(generator, winograd=winograd, dtype=dtype),
-        name=getattr(model, "name", "model"),
-        size_multiple=int(getattr(model, "size_multiple", 8)),
+        name=model.name,
+        size_multiple=int(model.size_multiple),
     )
     keep_source(fused, generator)  # refinement needs the unfused generator's backward
     return fused
 
 
-class _CudaGraphs:
-    """CUDA graph per input shape and dtype (LRU of ``limit``): static buffers in, replay,
-    copy out. CUDA only; :mod:`~lama_model.accel.gpu_model` uses it too."""
-
-    def __init__(
-        self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], limit: int = MAX_CUDA_GRAPHS
-    ) -> None:
-        self.fn = fn
-        self.limit = limit
-        self.graphs: OrderedDict[tuple, tuple] = OrderedDict()
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if image.shape[0] > 1:
-            # Batches (the server's dynamic batching) hide their launches; a graph per batch
-            # size would evict the per-size graphs and re-capture over and over.
-            return self.fn(image, mask)
-        key = (*image.shape, *mask.shape, image.dtype)
-        entry = self.graphs.get(key)
-        if entry is None:
-            entry = self._capture(image, mask)
-            self.graphs[key] = entry
-            if len(self.graphs) > self.limit:
-                self.graphs.popitem(last=False)
-        else:
-            self.graphs.move_to_end(key)
-        graph, static_image, static_mask, static_out = entry
-        static_image.copy_(image)
-        static_mask.copy_(mask)
-        graph.replay()
-        return static_out.clone()
-
-    def _capture(self, image: torch.Tensor, mask: torch.Tensor) -> tuple:
-        static_image, static_mask = image.clone(), mask.clone()
-        # Warm-up on a side stream, as CUDA graph capture requires (cuDNN picks algorithms),
-        # on the inputs' device (a worker on cuda:1 need not have it as the current device).
-        device = image.device
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self.fn(static_image, static_mask)
-        torch.cuda.current_stream(device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: other workers' threads (other GPUs, or the same one) keep running.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_out = self.fn(static_image, static_mask)
-        return graph, static_image, static_mask, static_out
-
-
-class FastModel(nn.Module):
-    """``LamaModel`` with speed options; the output matches it within the precision's error.
+class OptimizedModel(ServedWrapper):
+    """A served ``LamaModel`` with speed options; the output matches it within the precision's
+    error.
 
     - ``precision``: ``fp32`` (TF32 off on CUDA), ``tf32`` (CUDA), ``fp16`` (GPU) or
       ``bf16``: autocast, or with ``fuse`` on a CPU a native reduced-precision model (weights
@@ -209,7 +137,7 @@ class FastModel(nn.Module):
             raise PrecisionError("fp16 needs a GPU; on CPU use fp32 or bf16")
         if precision == "tf32" and device.type != "cuda":
             raise PrecisionError("tf32 is a CUDA (Ampere or later) mode; elsewhere use fp32")
-        if precision in DTYPES and getattr(model, "scripted", False):
+        if precision in DTYPES and model.scripted:
             raise PrecisionError(
                 f"a TorchScript model runs in float32 only (its Fourier units fail under "
                 f"{precision}); use --precision fp32, or load the checkpoint or official "
@@ -217,7 +145,7 @@ class FastModel(nn.Module):
             )
         if cuda_graphs and device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        multiple = int(getattr(model, "size_multiple", 8))
+        multiple = int(model.size_multiple)
         if bucket is not None and (bucket <= 0 or bucket % multiple):
             raise ValueError(f"bucket must be a positive multiple of {multiple}, not {bucket}")
         reduced = DTYPES.get(precision)
@@ -236,7 +164,7 @@ class FastModel(nn.Module):
         autocast = reduced is not None and not (fuse and native)
         self.inner = AutocastModel(model, reduced) if autocast else model  # type: ignore[arg-type]
         self.choice: PrecisionChoice | None = None  # set by optimize(): why this precision
-        self.name = getattr(model, "name", "model")
+        self.name = model.name
         self.size_multiple = multiple
         self.precision = precision
         self.channels_last = channels_last
@@ -248,11 +176,9 @@ class FastModel(nn.Module):
         if compile:
             # dynamic=False: one specialised graph per bucket, which is what buckets are for.
             run = torch.compile(run, dynamic=False if bucket else None)
-        self._run = _CudaGraphs(run) if cuda_graphs else run
+        self._run = CudaGraphs(run) if cuda_graphs else run
 
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
+    compiler: CompileProgress | None = None  # compiled in the caller's thread, if at all
 
     @property
     def input_device(self) -> torch.device:
@@ -300,52 +226,8 @@ class FastModel(nn.Module):
         return out.contiguous()
 
 
-class OnnxRuntimeModel(nn.Module):
-    """ONNX Runtime session behind the ``LamaModel`` interface (file from ``export_onnx``)."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        name: str | None = None,
-        providers: list[str] | None = None,
-        threads: int | None = None,
-        size_multiple: int = 8,
-    ) -> None:
-        super().__init__()
-        import onnxruntime as ort  # optional dependency: only this backend needs it
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        available = ort.get_available_providers()
-        wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=chosen)
-        self.providers = self.session.get_providers()
-        self.name = name or Path(path).stem
-        self.size_multiple = size_multiple
-
-    @property
-    def device(self) -> torch.device:
-        # Inputs are handed over as NumPy arrays; ORT moves them itself.
-        return torch.device("cpu")
-
-    @property
-    def description(self) -> str:
-        return "onnxruntime:" + self.providers[0].replace("ExecutionProvider", "").lower()
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        feeds = {
-            "image": image.detach().float().cpu().contiguous().numpy(),
-            "mask": mask.detach().float().cpu().contiguous().numpy(),
-        }
-        (out,) = self.session.run(["output"], feeds)
-        return torch.from_numpy(out).to(image.device)
-
-
 def optimize(
-    model: nn.Module,
+    model: LamaModel,
     device: str | torch.device | None = None,
     precision: str = "auto",
     compile: bool = False,
@@ -357,7 +239,7 @@ def optimize(
     cache: ChoiceCache | None = None,
     candidates: list[str] | None = None,
     timer: Timer | None = None,
-) -> nn.Module:
+) -> ServedModel:
     """Return the fastest wrapper of ``model`` for ``device`` that passes the quality guard.
 
     ``fuse`` (default: on for an eager generator) runs :func:`fused_model`'s rewrite, which
@@ -380,8 +262,33 @@ def optimize(
     device = torch.device(device) if device is not None else model.device
     model = model.to(device).eval()
     if backend == "onnxruntime":
-        return _onnxruntime(model, device, onnx_path)
-    scripted = bool(getattr(model, "scripted", False))
+        return onnx_runtime_model(model, device, onnx_path)
+    build = _builder(model, device, compile, bucket, fuse)
+    if precision != "auto":
+        return _with_choice(build(precision), PrecisionChoice(precision, "asked"))
+    probe = probe_from_env()
+    if probe is not None:
+        candidates, timer = probe if candidates is None else (candidates, probe[1])
+    if candidates is None:
+        candidates = auto_candidates(device)
+    if model.scripted:
+        # Autocast around a scripted Fourier unit fails (bf16/fp16 reach torch.complex).
+        candidates = [c for c in candidates if c not in DTYPES]
+    if not candidates:
+        why = "TorchScript: float32 only" if model.scripted else _no_candidates_reason(device)
+        return _with_choice(build("fp32"), PrecisionChoice("fp32", why))
+    # The window must be one a request really has: on a GPU, 256² is launch-bound and
+    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200)
+    # and holds a third of the memory. 1024² costs about half a second of timing on a GPU.
+    size = guard_size or (128 if device.type == "cpu" else 1024)
+    return _measured(build, model, candidates, size, timer, cache)
+
+
+def _builder(
+    model: LamaModel, device: torch.device, compile: bool, bucket: int | None, fuse: bool | None
+) -> functools.partial[OptimizedModel]:
+    """``build(precision)``: the optimized model of ``model`` with the device's options."""
+    scripted = model.scripted
     if scripted:
         compile = False  # TorchScript modules cannot be recompiled by dynamo here
     if fuse is None:
@@ -391,7 +298,7 @@ def optimize(
     on_gpu = device.type == "cuda"
     if on_gpu and bucket is None:
         bucket = 64
-    build = functools.partial(
+    return functools.partial(
         _build,
         model,
         fuse=fuse,
@@ -400,51 +307,42 @@ def optimize(
         bucket=bucket if (compile or on_gpu) else None,
         cuda_graphs=on_gpu and not compile and not scripted,
     )
-    if precision != "auto":
-        chosen = build(precision)
-        chosen.choice = PrecisionChoice(precision, "asked")
-        return chosen
-    probe = probe_from_env()
-    if probe is not None:
-        candidates, timer = probe if candidates is None else (candidates, probe[1])
-    if candidates is None:
-        candidates = auto_candidates(device)
-    if scripted:
-        # Autocast around a scripted Fourier unit fails (bf16/fp16 reach torch.complex).
-        candidates = [c for c in candidates if c not in DTYPES]
-    if not candidates:
-        chosen = build("fp32")
-        why = "TorchScript: float32 only" if scripted else _no_candidates_reason(device)
-        chosen.choice = PrecisionChoice("fp32", why)
-        return chosen
+
+
+def _measured(
+    build: functools.partial[OptimizedModel],
+    model: LamaModel,
+    candidates: list[str],
+    size: int,
+    timer: Timer | None,
+    cache: ChoiceCache | None,
+) -> OptimizedModel:
+    """``auto``: the cached decision for this machine and model, else a measured one."""
+    device = model.device
     store = ChoiceCache() if cache is None else cache
-    # The window must be one a request really has: on a GPU, 256² is launch-bound and
-    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200)
-    # and holds a third of the memory. 1024² costs about half a second of timing on a GPU.
-    size = guard_size or (128 if device.type == "cpu" else 1024)
     key = "|".join([
         machine_id(device), model_fingerprint(model), chosen_options(build.keywords),
         ",".join(candidates), os.environ.get(PROBE_ENV, ""), f"window {size}",
     ])  # fmt: skip
     cached = store.get(key) if store else None
     if cached is not None and cached.precision in ("fp32", *candidates):
-        chosen = build(cached.precision)
-        chosen.choice = PrecisionChoice(cached.precision, cached.reason + "; cached")
-        return chosen
-    chosen, choice = choose_precision(
-        build, model, candidates, size, **({"timer": timer} if timer else {})
-    )
-    measured = timer is None  # real timings (not a test's or the probe's answer)
-    busy = _cpu_busy() if measured and device.type == "cpu" else None
-    if busy and choice.settled:
-        # A steadily loaded CPU gives steady but distorted ratios: use them, do not keep them.
-        choice = dataclasses.replace(
-            choice, reason=f"{choice.reason}; {busy}: measured again next start", settled=False
+        return _with_choice(
+            build(cached.precision), PrecisionChoice(cached.precision, cached.reason + "; cached")
         )
-    chosen.choice = choice
+    measured = timer is None  # real timings (not a test's or the probe's answer)
+    # A steadily loaded CPU gives steady but distorted ratios: used, never kept.
+    busy = _cpu_busy() if measured and device.type == "cpu" else None
+    chosen, choice = choose_precision(
+        build, model, candidates, size, **({"timer": timer} if timer else {}), busy=busy
+    )
     if store and choice.settled:
         store.put(key, choice)
-    return chosen
+    return _with_choice(chosen, choice)
+
+
+def _with_choice(model: OptimizedModel, choice: PrecisionChoice) -> OptimizedModel:
+    model.choice = choice
+    return model
 
 
 def _cpu_busy() -> str | None:
@@ -479,7 +377,7 @@ def _no_candidates_reason(device: torch.device) -> str:
     return f"no reduced precision on {device.type}"
 
 
-def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
+def _build(model: nn.Module, precision: str, **options: object) -> OptimizedModel:
     if precision == "fp32" and not options.get("compile"):
         # float32 carries the official-output contract: no padding to size buckets (the
         # Fourier units would see a larger frame, up to ~0.8 of a level on the golden cases),
@@ -487,40 +385,14 @@ def _build(model: nn.Module, precision: str, **options: object) -> FastModel:
         options = dict(options, bucket=None, cuda_graphs=False)
     if options.get("channels_last") and not options.get("fuse"):
         model = copy.deepcopy(model)  # keep the caller's model (the guard's reference) intact
-    return FastModel(model, precision=precision, **options)  # type: ignore[arg-type]
-
-
-def _onnxruntime(model: nn.Module, device: torch.device, onnx_path: str | Path | None) -> nn.Module:
-    from lama_model.accel.onnx import export_onnx
-
-    if onnx_path is None or not Path(onnx_path).is_file():
-        if onnx_path is None:
-            import tempfile
-
-            onnx_path = Path(tempfile.mkdtemp(prefix="lama-onnx-")) / "model.onnx"
-        onnx_path = Path(onnx_path)
-        # Written beside and renamed: an interrupted export never leaves a broken file.
-        partial = onnx_path.with_name(onnx_path.name + ".partial")
-        export_onnx(model.cpu(), partial)
-        partial.replace(onnx_path)
-        model.to(device)
-    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
-    return OnnxRuntimeModel(
-        onnx_path,
-        name=getattr(model, "name", None),
-        providers=providers + ["CPUExecutionProvider"],
-        size_multiple=int(getattr(model, "size_multiple", 8)),
-    )
+    return OptimizedModel(model, precision=precision, **options)  # type: ignore[arg-type]
 
 
 __all__ = [
     "BACKENDS",
-    "FastModel",
-    "OnnxRuntimeModel",
-    "bucket_size",
+    "OptimizedModel",
     "auto_candidates",
     "cpu_supports_bf16",
     "fused_model",
     "optimize",
-    "pad_symmetric",
 ]

@@ -29,27 +29,25 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lama_model.choices import PRECISIONS
+from lama_model.errors import PrecisionError, first_line
+from lama_model.interface import PrecisionChoice, ServedModel, ServedWrapper
 
 log = logging.getLogger(__name__)
 
 MIN_PSNR_DB = 40.0
+MEASURE_AGAIN = ": measured again next start"  # ends the reason of a choice not cached
 SPEED_MARGIN = 1.10  # kept only if >= 10 % faster: interleaved timings vary less than that
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 PROBE_ENV = "LAMA_PRECISION_PROBE"
 
 # name -> run  ->  name -> seconds (one figure, or every round's figure)
 Timer = Callable[[Mapping[str, Callable[[], object]]], Mapping[str, "float | list[float]"]]
-
-
-class PrecisionError(ValueError):
-    """The requested precision cannot run on this device or model."""
 
 
 @contextlib.contextmanager
@@ -73,19 +71,15 @@ def float32_math(device: torch.device, allow_tf32: bool = False) -> Iterator[Non
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
-class AutocastModel(nn.Module):
-    """Runs a model's forward under autocast; same interface as the wrapped model."""
+class AutocastModel(ServedWrapper):
+    """Runs a served model's forward under autocast; same contract as the wrapped model."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, model: ServedModel, dtype: torch.dtype) -> None:
         super().__init__()
         self.inner = model
         self.dtype = dtype
-        self.name = getattr(model, "name", "model")
-        self.size_multiple = getattr(model, "size_multiple", 8)
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
+        self.name = model.name
+        self.size_multiple = model.size_multiple
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype):
@@ -154,18 +148,6 @@ def timing_noise(times: Mapping[str, float | list[float]]) -> float:
     return noise
 
 
-@dataclass(frozen=True)
-class PrecisionChoice:
-    """What ``auto`` chose and why, e.g. ``fp32`` because ``bf16 was 0.95x``.
-
-    ``settled``: the timings were steady enough to keep the decision for later starts.
-    """
-
-    precision: str
-    reason: str
-    settled: bool = True
-
-
 class ChoiceCache:
     """Decisions of ``auto`` in a small JSON file (default: the user's model cache)."""
 
@@ -226,9 +208,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: ServedModel) -> str:
     """A cheap identity of the weights: shapes and a few values of every tensor."""
-    digest = hashlib.sha256(str(getattr(model, "name", "")).encode())
+    digest = hashlib.sha256(str(model.name).encode())
     for name, tensor in model.state_dict().items():
         head = tensor.detach().flatten()[:8].float().cpu().tolist()
         digest.update(f"{name}{tuple(tensor.shape)}{head}".encode())
@@ -268,6 +250,7 @@ def choose_precision(
     size: int,
     timer: Timer = time_interleaved,
     margin: float = SPEED_MARGIN,
+    busy: str | None = None,
 ) -> tuple[nn.Module, PrecisionChoice]:
     """Measure the ``candidates`` against ``build("fp32")``; return the model to use.
 
@@ -277,50 +260,84 @@ def choose_precision(
     reason in the returned :class:`PrecisionChoice`. Among the rest, the fastest wins.
 
     The fastest round of each counts. When rounds of the same run differ by more than the
-    margin (a loaded machine), a candidate must beat float32 by that spread too, and the
-    choice is marked unsettled (not to be cached): a busy machine errs towards float32.
+    margin (a loaded machine), the timings cannot tell a candidate from noise: float32 is
+    kept whatever they say, so the same command does not flip between precisions from one
+    start to the next. ``busy`` (e.g. ``load 4.0 on 2 CPUs``): steady timings on a loaded
+    machine, used but distorted. Either way the choice is marked unsettled (not cached).
     """
     baseline = build("fp32")
-    image, mask = guard_input(size, reference.device)
     notes: list[str] = []
+    kept = _guarded_candidates(build, reference, candidates, size, notes)
+    if not kept:
+        return baseline, _choice("fp32", notes, [busy] if busy else [])
+    image, mask = guard_input(size, reference.device)
+    fp32_run = _runner(baseline, image, mask)
+    fp32_run()  # warm, as the candidates are from the guard: the first call is slow
+    runs = {name: _runner(model, image, mask) for name, (model, _) in kept.items()}
+    times = timer({"fp32": fp32_run, **runs})
+    noise = timing_noise(times)
+    fastest = _fastest(kept, times, max(margin, 1 + noise), notes)
+    unsettled = [busy] if busy else []
+    if noise > margin - 1:
+        overruled = ", so fp32 kept" if fastest is not None else ""
+        unsettled.insert(0, f"timings varied {noise:.0%}{overruled}")
+        fastest = None
+    if fastest is not None:
+        return kept[fastest][0], _choice(fastest, notes, unsettled)
+    return baseline, _choice("fp32", notes, unsettled)
+
+
+def _choice(precision: str, notes: list[str], unsettled: list[str]) -> PrecisionChoice:
+    """The choice with its reason; ``unsettled``: why it is measured again next start."""
+    if not unsettled:
+        return PrecisionChoice(precision, "; ".join(notes))
+    why = "; ".join(unsettled) + MEASURE_AGAIN
+    return PrecisionChoice(precision, "; ".join([*notes, why]), settled=False)
+
+
+def _guarded_candidates(
+    build: Callable[[str], nn.Module],
+    reference: nn.Module,
+    candidates: Sequence[str],
+    size: int,
+    notes: list[str],
+) -> dict[str, tuple[nn.Module, float]]:
+    """The candidates that build, run and pass the quality guard, with their PSNR; why each
+    other one was dropped goes to ``notes``."""
     kept: dict[str, tuple[nn.Module, float]] = {}
-    scores: dict[str, float] = {}
     for name in candidates:
         try:
             model = build(name)
-            scores[name] = quality_guard(reference, model, size)
+            score = quality_guard(reference, model, size)
         except (RuntimeError, PrecisionError, ValueError) as exc:
-            notes.append(f"{name} failed: {_first_line(exc)}")
+            notes.append(f"{name} failed: {first_line(exc)[:100]}")
             continue
-        if scores[name] < MIN_PSNR_DB:  # not worth timing
-            notes.append(f"{name} {scores[name]:.0f} dB < {MIN_PSNR_DB:.0f}")
+        if score < MIN_PSNR_DB:  # not worth timing
+            notes.append(f"{name} {score:.0f} dB < {MIN_PSNR_DB:.0f}")
             continue
-        kept[name] = (model, scores[name])
-    if kept:
-        fp32_run = _runner(baseline, image, mask)
-        fp32_run()  # warm, as the candidates are from the guard: the first call is slow
-        runs = {name: _runner(model, image, mask) for name, (model, _) in kept.items()}
-        times = timer({"fp32": fp32_run, **runs})
-        seconds = {name: min(t) if isinstance(t, list) else t for name, t in times.items()}
-        noise = timing_noise(times)
-        settled = noise <= margin - 1
-        needed = max(margin, 1 + noise)
-        fastest: tuple[float, str] | None = None
-        for name, (_, score) in kept.items():
-            speed = seconds["fp32"] / seconds[name]
-            if speed < needed:
-                notes.append(f"{name} was {speed:.2f}x")
-            else:
-                notes.append(f"{name} {speed:.2f}x, {score:.0f} dB")
-                if fastest is None or speed > fastest[0]:
-                    fastest = (speed, name)
-        if not settled:
-            notes.append(f"timings varied {noise:.0%}: measured again next start")
-        if fastest is not None:
-            name = fastest[1]
-            return kept[name][0], PrecisionChoice(name, "; ".join(notes), settled)
-        return baseline, PrecisionChoice("fp32", "; ".join(notes), settled)
-    return baseline, PrecisionChoice("fp32", "; ".join(notes))
+        kept[name] = (model, score)
+    return kept
+
+
+def _fastest(
+    kept: Mapping[str, tuple[nn.Module, float]],
+    times: Mapping[str, float | list[float]],
+    needed: float,
+    notes: list[str],
+) -> str | None:
+    """The fastest candidate at least ``needed`` times as fast as fp32 (None: none is); each
+    candidate's speed goes to ``notes``."""
+    seconds = {name: min(t) if isinstance(t, list) else t for name, t in times.items()}
+    fastest: tuple[float, str] | None = None
+    for name, (_, score) in kept.items():
+        speed = seconds["fp32"] / seconds[name]
+        if speed < needed:
+            notes.append(f"{name} was {speed:.2f}x")
+        else:
+            notes.append(f"{name} {speed:.2f}x, {score:.0f} dB")
+            if fastest is None or speed > fastest[0]:
+                fastest = (speed, name)
+    return None if fastest is None else fastest[1]
 
 
 def _runner(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> Callable[[], object]:
@@ -334,13 +351,9 @@ def _runner(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> Callab
     return run
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:100]
-
-
 __all__ = [
     "DTYPES",
+    "MEASURE_AGAIN",
     "MIN_PSNR_DB",
     "PRECISIONS",
     "PROBE_ENV",

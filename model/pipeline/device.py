@@ -1,6 +1,6 @@
 """The inpainting request path as tensor ops on the model's device.
 
-:func:`lama_model.pipeline.host.inpaint` does its pre- and post-processing in NumPy on the host,
+:mod:`lama_model.pipeline.host` does its pre- and post-processing in NumPy on the host,
 which is right for a CPU model but, on a GPU, costs more than the model itself (mask growing,
 feathering, float conversion, compositing and several host↔device copies per window). Here
 the same steps run on the model's device:
@@ -28,24 +28,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lama_model.accel.optimize import pad_symmetric
-from lama_model.geometry import HOLE_THRESHOLD, Box, bounding_box
-from lama_model.pipeline.host import (
+from lama_model.geometry import (
+    Box,
+    blend_weights_tensor,
+    bounding_box,
+    colour_channels,
+    exact_divide,
+    pad_amount,
+    pad_symmetric,
+    pixel_scale,
+)
+from lama_model.interface import ServedModel
+from lama_model.pipeline.options import (
     InpaintOptions,
     InpaintResult,
     ProgressFn,
     RegionResult,
-    _as_hwc,
-    _as_mask,
-    _plan,
+    active_box,
+    as_hwc,
+    as_mask,
+    plan_windows,
+    resolved_strategy,
 )
-
-_CROSS = ((0.0, 1.0, 0.0), (1.0, 1.0, 1.0), (0.0, 1.0, 0.0))
-
-
-def compute_device(model: torch.nn.Module) -> torch.device:
-    """Where ``model`` computes (not where it takes its inputs)."""
-    return torch.device(getattr(model, "device", "cpu"))
 
 
 class PinnedStaging:
@@ -132,16 +136,16 @@ class Prepared:
 
 
 class DeviceInpainter:
-    """:func:`~lama_model.pipeline.host.inpaint` with the pixel work on ``model``'s device.
+    """:func:`~lama_model.pipeline.inpaint` with the pixel work on ``model``'s device.
 
     Owns the pinned staging buffers, so keep one per model (one per worker thread) and call
     it for every request. Not thread-safe.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | None = None) -> None:
+    def __init__(self, model: ServedModel, device: torch.device | None = None) -> None:
         self.model = model
-        self.device = device or compute_device(model)
-        self.multiple = int(getattr(model, "size_multiple", 8))
+        self.device = device or torch.device(model.device)  # where it computes
+        self.multiple = int(model.size_multiple)
         self.staging = PinnedStaging() if self.device.type == "cuda" else None
 
     def __call__(
@@ -181,27 +185,23 @@ class DeviceInpainter:
         options: InpaintOptions = InpaintOptions(),  # noqa: B008 - frozen dataclass
     ) -> Prepared:
         """Validate, upload, compute the hole and blend weights, cut the padded windows."""
-        pixels = _as_hwc(image)
-        mask8 = _as_mask(mask, pixels.shape[:2])
+        pixels = as_hwc(image)
+        mask8 = as_mask(mask, pixels.shape[:2])
         prepared = Prepared(image, pixels.dtype, pixels.shape[2], None)
         bbox = bounding_box(mask8)
         if bbox is None:
             return prepared
         h, w = mask8.shape
-        radius = options.mask_grow + options.feather
-        active = bbox.grow(radius + 1, radius + 1, h, w)
+        active = active_box(bbox, options, h, w)
         mask_d = self._upload("mask", mask8[active.slices])
         hole_a, alpha_a = blend_weights_tensor(mask_d, options.mask_grow, options.feather)
-        strategy = options.strategy
-        if strategy == "auto":
-            strategy = "original" if max(h, w) <= options.resize_limit else "crop"
-        if strategy == "crop":
+        if resolved_strategy(options, h, w) == "crop":
             # The plan needs the hole's shape on the host: a small bool download.
             hole_full = np.zeros((h, w), dtype=bool)
             hole_full[active.slices] = hole_a.cpu().numpy()
-            plan = _plan(hole_full, active, options, h, w)
+            plan = plan_windows(hole_full, active, options, h, w)
         else:
-            plan = _plan(np.zeros((0, 0), bool), active, options, h, w)
+            plan = plan_windows(np.zeros((0, 0), bool), active, options, h, w)
         region = active
         for box, _ in plan:
             region = region.union(box)
@@ -263,9 +263,7 @@ class DeviceInpainter:
             # A pixel is a hole at the small size if any of its source pixels is one.
             hole_f = (F.adaptive_max_pool2d(hole_f, (sh, sw)) > 0).float()
             h, w = sh, sw
-        m = self.multiple
-        ph = max((-h) % m, 2 * m - h)
-        pw = max((-w) % m, 2 * m - w)
+        ph, pw = pad_amount(h, self.multiple), pad_amount(w, self.multiple)
         img = pad_symmetric(img, ph, pw).contiguous()
         hole_f = pad_symmetric(hole_f, ph, pw).contiguous()
         return Window(box, scale, img, hole_f, (h, w))
@@ -309,7 +307,7 @@ class DeviceInpainter:
         )
 
 
-def forward_batch(model: torch.nn.Module, windows: list[Window]) -> None:
+def forward_batch(model: ServedModel, windows: list[Window]) -> None:
     """Run windows of one shape in a single forward (dynamic batching in the server)."""
     if not windows:
         return
@@ -327,49 +325,7 @@ def forward_batch(model: torch.nn.Module, windows: list[Window]) -> None:
         window.prediction = out[i]
 
 
-# --- tensor versions of lama_model.geometry / inpaint helpers ------------------------------
-
-
-def ring_distance_tensor(core: torch.Tensor, radius: int) -> torch.Tensor:
-    """``geometry.ring_distance`` on a ``(h, w)`` bool tensor (int32, same values)."""
-    dist = torch.full(core.shape, radius + 1, dtype=torch.int32, device=core.device)
-    dist[core] = 0
-    if radius <= 0:
-        return dist
-    cur = core.float()[None, None]
-    cross = torch.tensor(_CROSS, device=core.device)[None, None]
-    reached = core
-    for step in range(1, radius + 1):
-        if step % 2:
-            grown = F.max_pool2d(cur, 3, stride=1, padding=1)
-        else:
-            grown = (F.conv2d(cur, cross, padding=1) > 0).float()
-        new = grown[0, 0] > 0
-        dist = torch.where(new & ~reached, step, dist)
-        reached = new
-        cur = grown
-    return dist
-
-
-def blend_weights_tensor(
-    mask: torch.Tensor, mask_grow: int, feather: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`lama_model.geometry.blend_weights` on a ``(h, w)`` uint8 tensor: ``(hole, alpha)``.
-
-    Same values: the ramp is computed in float64 and rounded to float32 as NumPy does.
-    """
-    core = mask > HOLE_THRESHOLD
-    radius = mask_grow + feather
-    dist = ring_distance_tensor(core, radius)
-    alpha = (dist <= mask_grow).float()
-    if feather > 0:
-        ramp = (dist > mask_grow) & (dist <= radius)
-        values = (1.0 - _divide(dist.double() - mask_grow, feather + 1)).float()
-        alpha = torch.where(ramp, values, alpha)
-    soft = _divide(mask.float(), 255.0)
-    alpha = torch.maximum(alpha, torch.where(mask > 0, soft, 0.0))
-    hole = (dist <= radius) | (mask > 0)
-    return hole, alpha
+# --- tensor versions of the NumPy executor's pixel conversions ------------------------------
 
 
 def composite_tensor(
@@ -384,10 +340,10 @@ def composite_tensor(
     a = alpha[:, :, None]
     blended = a * fill.permute(1, 2, 0) + (1.0 - a) * base
     channels = src.shape[2]
-    if channels < 3:  # greyscale in, greyscale out
+    colour = colour_channels(channels)
+    if colour == 1:  # greyscale in, greyscale out
         blended = blended.mean(dim=2, keepdim=True)
-    colour = 3 if channels >= 3 else 1
-    scale = _scale(dtype)
+    scale = pixel_scale(dtype)
     if np.dtype(dtype) == np.float32:
         converted = blended
     else:
@@ -405,32 +361,17 @@ def composite_tensor(
 
 def _float_rgb(pixels: torch.Tensor, dtype: np.dtype) -> torch.Tensor:
     """``(h, w, C)`` uploaded pixels → ``(h, w, 3)`` float32 RGB in [0, 1]."""
-    colour = pixels[:, :, :3] if pixels.shape[2] >= 3 else pixels[:, :, :1]
+    colour = pixels[:, :, : colour_channels(pixels.shape[2])]
     if np.dtype(dtype) == np.uint16:
         values = colour.to(torch.int32) & 0xFFFF
     else:
         values = colour
     rgb = values.float()
     if np.dtype(dtype) != np.float32:
-        rgb = _divide(rgb, _scale(dtype))
+        rgb = exact_divide(rgb, pixel_scale(dtype))
     if rgb.shape[2] == 1:
         rgb = rgb.expand(-1, -1, 3)
     return rgb
-
-
-def _divide(t: torch.Tensor, divisor: float) -> torch.Tensor:
-    """``t / divisor`` correctly rounded, as NumPy divides.
-
-    CUDA kernels turn division by a Python scalar into multiplication by its reciprocal,
-    one ulp off now and then (60/255 came out 0.23529413 instead of 0.23529412 on an H200);
-    a divisor tensor on the device keeps the IEEE division (made by a fill kernel, so no
-    host-to-device copy and no synchronisation).
-    """
-    return t / torch.full((), divisor, dtype=t.dtype, device=t.device)
-
-
-def _scale(dtype: np.dtype) -> float:
-    return {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
 
 
 def _wire_dtype(dtype: np.dtype) -> np.dtype:

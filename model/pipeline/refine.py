@@ -38,56 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lama_model.choices import REFINE_PRECISIONS
+from lama_model.interface import ServedModel
 from lama_model.net.ffc import FFCResnetBlock
 from lama_model.net.generator import FFCResNetGenerator
+from lama_model.pipeline.options import ProgressFn, RefineError, RefineOptions
 
 EPS = 1e-8  # the official threshold for "any hole" / "fully hole"
 EROSION_SIZE = 15  # the official loss mask is eroded with a 15×15 ellipse
-PRECISIONS = REFINE_PRECISIONS
-ProgressFn = Callable[[float, str], None]
-
-
-class RefineError(ValueError):
-    """Refinement cannot run with this model or these options (one-line message)."""
-
-
-@dataclass(frozen=True)
-class RefineOptions:
-    """How to refine; the defaults are the official refiner configuration.
-
-    - ``n_iters``: forwards per refined scale (``n_iters - 1`` Adam steps);
-    - ``lr``: Adam's learning rate on the features;
-    - ``min_side``, ``max_scales``: the number of pyramid levels (see :func:`pyramid_sizes`);
-    - ``px_budget``: larger inputs are refined downsized to this many pixels;
-    - ``modulo``: each level is reflect-padded to a multiple of this;
-    - ``precision``: ``auto`` = bf16 autocast on CUDA when supported, else float32;
-    - ``checkpoint``: recompute the residual blocks in the backward pass (memory);
-    - ``channels_last``: run the convolutions on NHWC activations (weights untouched; may be
-      faster with tensor cores: measure with ``bench/refine.py --channels-last``).
-    """
-
-    n_iters: int = 15
-    lr: float = 0.002
-    min_side: int = 512
-    max_scales: int = 3
-    px_budget: int = 1_800_000
-    modulo: int = 8
-    precision: str = "auto"
-    checkpoint: bool = True
-    channels_last: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("n_iters", "min_side", "max_scales", "px_budget", "modulo"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RefineError(f"refine {name} must be a positive integer, not {value!r}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise RefineError(f"refine lr must be a positive number, not {self.lr!r}")
-        if self.precision not in PRECISIONS:
-            raise RefineError(
-                f"refine precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
 
 
 @dataclass
@@ -105,49 +62,32 @@ class RefineResult:
 
 # --- finding the generator ------------------------------------------------------------------
 
-_SOURCE_ATTR = "refine_source"
-
-
-def keep_source(wrapper: nn.Module, generator: FFCResNetGenerator) -> None:
-    """Remember the eager ``generator`` a fast wrapper (e.g. the fused model) was built from.
-
-    Stored as a plain attribute, not a submodule: its weights must not be saved, moved or
-    counted twice with the wrapper's.
-    """
-    wrapper.__dict__[_SOURCE_ATTR] = generator
-
 
 def refinable_generator(model: nn.Module) -> FFCResNetGenerator:
-    """The eager generator inside ``model`` (a generator, ``LamaModel`` or fast wrapper).
+    """The eager generator behind ``model`` (a generator or a served model).
 
     Raises :class:`RefineError` for models that cannot run a backward pass through the
     generator's parts: TorchScript, ONNX Runtime, a fused model without its source.
     """
-    node: object = model
-    for _ in range(16):  # wrappers nest a few levels deep at most
-        if isinstance(node, FFCResNetGenerator):
-            return node
-        source = getattr(node, _SOURCE_ATTR, None)
-        if source is not None:
-            node = source
-            continue
-        if getattr(node, "scripted", False):
-            raise RefineError(
-                "refinement needs the eager PyTorch generator (it runs a backward pass); "
-                "a TorchScript model cannot: load the checkpoint folder or .ckpt instead"
-            )
-        # FastModel, AutocastModel: .inner; LamaModel: .net; the server's lock wrapper
-        # forwards attribute reads to its model.
-        inner = getattr(node, "inner", None)
-        if inner is None:
-            inner = getattr(node, "net", None)
-        if not isinstance(inner, nn.Module):
-            break
-        node = inner
-    kind = getattr(model, "description", type(model).__name__)
+    if isinstance(model, FFCResNetGenerator):
+        return model
+    if not isinstance(model, ServedModel):  # e.g. a test's stand-in: nothing to refine with
+        raise RefineError(
+            f"refinement needs the eager PyTorch generator (it runs a backward pass); the "
+            f"{type(model).__name__} model cannot"
+        )
+    if model.scripted:
+        raise RefineError(
+            "refinement needs the eager PyTorch generator (it runs a backward pass); "
+            "a TorchScript model cannot: load the checkpoint folder or .ckpt instead"
+        )
+    generator = model.refine_generator
+    if isinstance(generator, FFCResNetGenerator):
+        return generator
     raise RefineError(
-        f"refinement needs the eager PyTorch generator (it runs a backward pass); the {kind} "
-        "model cannot: use the torch backend with a checkpoint (not ONNX or TorchScript)"
+        f"refinement needs the eager PyTorch generator (it runs a backward pass); the "
+        f"{model.description} model cannot: use the torch backend with a checkpoint (not ONNX "
+        "or TorchScript)"
     )
 
 
@@ -280,13 +220,7 @@ def refine(
     between iterations (cancellation). Raises :class:`RefineError` for a model that cannot.
     """
     generator = refinable_generator(model)
-    if generator.training:
-        raise RefineError("refinement needs the generator in eval mode (BatchNorm statistics)")
-    if image.dim() != 4 or image.shape[:2] != (1, 3) or mask.shape != (1, 1, *image.shape[2:]):
-        raise RefineError(
-            f"refine takes image (1, 3, H, W) and mask (1, 1, H, W), not {tuple(image.shape)} "
-            f"and {tuple(mask.shape)}"
-        )
+    _check_inputs(generator, image, mask)
     report = progress or (lambda _f, _s: None)
     if not bool((mask > 0).any()):  # nothing to fill: the input, untouched
         report(1.0, "refine")
@@ -300,7 +234,6 @@ def refine(
     with torch.inference_mode(False):  # inputs made under inference_mode cannot join autograd
         image = _plain_tensor(image.detach().to(device=device, dtype=torch.float32))
         mask = _plain_tensor(mask.detach().to(device=device, dtype=torch.float32))
-    front, blocks, tail = split_generator(generator)
     total = 1 + (len(sizes) - 1) * options.n_iters
     done = 0
 
@@ -309,28 +242,81 @@ def refine(
         done += 1
         report(done / total, "refine")
 
+    parts = _Parts(*split_generator(generator), options, dtype, step)
     result = RefineResult(image=image, sizes=sizes)
+    reference = _refine_pyramid(image, mask, sizes, parts, result.losses)
+    if reference.shape[-2:] != (full_h, full_w):
+        reference = _upsize_into(image, mask, reference)
+    result.image = reference
+    return result
+
+
+def _check_inputs(generator: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> None:
+    if generator.training:
+        raise RefineError("refinement needs the generator in eval mode (BatchNorm statistics)")
+    if image.dim() != 4 or image.shape[:2] != (1, 3) or mask.shape != (1, 1, *image.shape[2:]):
+        raise RefineError(
+            f"refine takes image (1, 3, H, W) and mask (1, 1, H, W), not {tuple(image.shape)} "
+            f"and {tuple(mask.shape)}"
+        )
+
+
+@dataclass
+class _Parts:
+    """The generator split where the refinement optimises, and how to run its rear."""
+
+    front: nn.Module
+    blocks: list[nn.Module]
+    tail: nn.Module
+    options: RefineOptions
+    dtype: torch.dtype | None  # autocast, or None for float32
+    step: Callable[[], None]  # after every forward: progress and cancellation
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=self.dtype)
+
+    def rear(self, features: tuple, grad: bool) -> torch.Tensor:
+        """The residual blocks and the decoder on ``features``, float32 out."""
+        device_type = next(f for f in features if torch.is_tensor(f)).device.type
+        with torch.set_grad_enabled(grad), self.autocast(device_type):
+            x = features
+            for block in self.blocks:
+                if grad and self.options.checkpoint:  # recomputed in backward: one block's graph
+                    x = checkpoint(block, x, use_reentrant=False)
+                else:
+                    x = block(x)
+            return self.tail(x).float()
+
+
+def _refine_pyramid(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    sizes: list[tuple[int, int]],
+    parts: _Parts,
+    losses: list[list[float]],
+) -> torch.Tensor:
+    """The finest level's fill, each level refined against the coarser one's; the losses of
+    every refined level are appended to ``losses``."""
+    modulo = parts.options.modulo
     with torch.inference_mode(False), torch.enable_grad():
         levels = _pyramid(image, mask, sizes)
         reference: torch.Tensor | None = None
         while levels:
             level_image, level_mask = levels.pop()  # coarsest first; each dropped after use
             h, w = level_image.shape[-2:]
-            padded_image = pad_to_multiple(level_image, options.modulo)
-            padded_mask = (pad_to_multiple(level_mask, options.modulo) >= EPS).float()
+            padded_image = pad_to_multiple(level_image, modulo)
+            padded_mask = (pad_to_multiple(level_mask, modulo) >= EPS).float()
             del level_image, level_mask
-            filled, losses = _refine_level(
-                padded_image, padded_mask, reference, (h, w), front, blocks, tail, options,
-                dtype, step,
-            )  # fmt: skip
+            filled, level_losses = _refine_level(
+                padded_image, padded_mask, reference, (h, w), parts
+            )
             if reference is not None:
-                result.losses.append(losses)
+                losses.append(level_losses)
             reference = filled[:, :, :h, :w]
     assert reference is not None
-    if reference.shape[-2:] != (full_h, full_w):
-        reference = _upsize_into(image, mask, reference)
-    result.image = reference
-    return result
+    return reference
 
 
 def _pyramid(
@@ -355,58 +341,49 @@ def _refine_level(
     mask: torch.Tensor,
     reference: torch.Tensor | None,
     size: tuple[int, int],
-    front: nn.Module,
-    blocks: list[nn.Module],
-    tail: nn.Module,
-    options: RefineOptions,
-    dtype: torch.dtype | None,
-    step: Callable[[], None],
+    parts: _Parts,
 ) -> tuple[torch.Tensor, list[float]]:
     """One pyramid level (padded image and 0/1 mask): the filled image and the losses."""
-    h, w = size
-    device_type = image.device.type
-    autocast = (
-        torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    )
     inputs = torch.cat([image * (1 - mask), mask], dim=1)
-    if options.channels_last:  # convolutions keep the layout of their input
+    if parts.options.channels_last:  # convolutions keep the layout of their input
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), autocast:
-        features = front(inputs)
+    with torch.no_grad(), parts.autocast(image.device.type):
+        features = parts.front(inputs)
     del inputs
     # The optimised variables: float32 leaves even under autocast (Adam's state stays exact).
     features = tuple(
         f.detach().float().requires_grad_(reference is not None) if torch.is_tensor(f) else f
         for f in features
     )
-
-    def rear(grad: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(grad), autocast:
-            x = features
-            for block in blocks:
-                if grad and options.checkpoint:  # recomputed in backward: one block's graph
-                    x = checkpoint(block, x, use_reentrant=False)
-                else:
-                    x = block(x)
-            return tail(x).float()
-
-    losses: list[float] = []
     if reference is None:  # the coarsest level: one plain forward, nothing to agree with
         with torch.no_grad():
-            pred = rear(grad=False)
-        step()
-        return _composite(pred, image, mask), losses
+            pred = parts.rear(features, grad=False)
+        parts.step()
+        return _composite(pred, image, mask), []
+    return _optimise_features(features, image, mask, reference.detach(), size, parts)
 
+
+def _optimise_features(
+    features: tuple,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    reference: torch.Tensor,
+    size: tuple[int, int],
+    parts: _Parts,
+) -> tuple[torch.Tensor, list[float]]:
+    """Adam on the front's features against :func:`_l1_loss`; the last forward's fill."""
+    h, w = size
     params = [f for f in features if torch.is_tensor(f)]
-    optimizer = torch.optim.Adam(params, lr=options.lr)
+    optimizer = torch.optim.Adam(params, lr=parts.options.lr)
     known = (mask < EPS).float()
     n_known = 3 * int(known.sum().item())
     target = loss_mask(mask[:, :, :h, :w])
     n_target = 3 * int(target.sum().item())
-    reference = reference.detach()
-    for i in range(options.n_iters):
-        last = i == options.n_iters - 1
-        pred = rear(grad=not last)
+    losses: list[float] = []
+    n_iters = parts.options.n_iters
+    for i in range(n_iters):
+        last = i == n_iters - 1
+        pred = parts.rear(features, grad=not last)
         with torch.set_grad_enabled(not last):
             loss = _l1_loss(pred, image, known, n_known, reference, target, n_target, size)
         losses.append(float(loss.detach()))
@@ -417,7 +394,7 @@ def _refine_level(
                 param.grad = grad
             optimizer.step()
             del loss, pred
-        step()
+        parts.step()
     return _composite(pred.detach(), image, mask), losses
 
 
@@ -496,13 +473,10 @@ def refine_window(
 
 
 __all__ = [
-    "RefineError",
-    "RefineOptions",
     "RefineResult",
     "blur",
     "ellipse_footprint",
     "erode",
-    "keep_source",
     "loss_mask",
     "pyramid_sizes",
     "pyrdown",

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lama_model.weights.checkpoint import CheckpointError, _read_pickle, state_mismatches
+from lama_model.weights.checkpoint import CheckpointError, read_checkpoint_file, state_mismatches
 
 FORMAT_VERSION = 1
 PREFIXES = ("generator", "discriminator", "loss_resnet_pl")
@@ -127,7 +127,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    obj = _read_pickle(path)
+    obj = read_checkpoint_file(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), Mapping):
         raise CheckpointError(f"{path}: not a LaMa training checkpoint (no state_dict)")
     return obj

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import struct
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,21 +28,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lama_model.errors import CheckpointError, first_line
+from lama_model.interface import CompileProgress, PrecisionChoice, kept_source
 from lama_model.net.generator import FFCRatios, FFCResNetGenerator, LamaConfig
 from lama_model.weights.official_config import ConfigError, load_generator_kwargs
 
 
-class CheckpointError(ValueError):
-    """A model file that cannot be used, with the reason in the message."""
-
-
 class LamaModel(nn.Module):
-    """Uniform inpainting network: ``forward(image, mask) → image``.
+    """Uniform inpainting network: ``forward(image, mask) → image``; a
+    :class:`~lama_model.interface.ServedModel` in float32.
 
     ``image`` is ``(B, 3, H, W)`` float in [0, 1], ``mask`` ``(B, 1, H, W)`` with 1 = hole;
     H and W must be multiples of :attr:`size_multiple`. The output may or may not already be
     composited (TorchScript exports composite); callers composite again, which is idempotent.
     """
+
+    precision = "fp32"
+    choice: PrecisionChoice | None = None
+    compiler: CompileProgress | None = None
 
     def __init__(self, net: nn.Module, name: str, scripted: bool = False, size_multiple: int = 8):
         super().__init__()
@@ -59,9 +63,27 @@ class LamaModel(nn.Module):
         return torch.device("cpu")
 
     @property
+    def input_device(self) -> torch.device:
+        return self.device
+
+    @property
+    def description(self) -> str:
+        return "torchscript" if self.scripted else "fp32"
+
+    @property
     def generator(self) -> FFCResNetGenerator | None:
         """The eager generator, or None for a TorchScript model."""
         return None if self.scripted else self.net  # type: ignore[return-value]
+
+    @property
+    def refine_generator(self) -> nn.Module | None:
+        """The eager generator (the fused model's source, kept by ``keep_source``)."""
+        if self.scripted:
+            return None
+        source = kept_source(self)
+        if source is not None:
+            return source
+        return self.net if isinstance(self.net, FFCResNetGenerator) else None
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.scripted:
@@ -120,7 +142,7 @@ def _load_path(path: Path, allow_torchscript: bool = False) -> LamaModel:
             )
         return _load_torchscript(path)
     config_path = _sibling_config(path)
-    state = extract_generator_state(_read_pickle(path), path)
+    state = extract_generator_state(read_checkpoint_file(path), path)
     config = _config_from_file(config_path) if config_path else infer_config(state, path)
     return LamaModel(build_strict(config, state, path), name=path.stem)
 
@@ -135,7 +157,7 @@ def _load_folder(folder: Path, allow_torchscript: bool = False) -> LamaModel:
         raise CheckpointError(
             f"{folder}: not a LaMa model folder (expected config.yaml and models/best.ckpt)"
         )
-    state = extract_generator_state(_read_pickle(ckpt), ckpt)
+    state = extract_generator_state(read_checkpoint_file(ckpt), ckpt)
     config = _config_from_file(config_path) if config_path.is_file() else infer_config(state, ckpt)
     return LamaModel(build_strict(config, state, ckpt), name=folder.name)
 
@@ -187,11 +209,16 @@ def _load_torchscript(path: Path) -> LamaModel:
     try:
         net = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError subclasses of many kinds here
-        raise CheckpointError(f"{path}: damaged TorchScript file ({_first_line(exc)})") from exc
+        raise CheckpointError(f"{path}: damaged TorchScript file ({first_line(exc)})") from exc
     return LamaModel(net.eval(), name=path.stem, scripted=True)
 
 
-def _read_pickle(path: Path) -> object:
+def read_checkpoint_file(path: Path) -> object:
+    """The tensors of a ``torch.save`` file, read with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` with one line: empty, not a checkpoint, truncated or
+    corrupt (never PyTorch's paragraph about its zip reader), or holding more than tensors.
+    """
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     with path.open("rb") as f:
@@ -200,25 +227,27 @@ def _read_pickle(path: Path) -> object:
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)"
         )
+    if head == b"PK" and not zipfile.is_zipfile(path):
+        # A torch.save zip ends with its directory: a cut file has none, and PyTorch would
+        # answer with a multi-line paragraph or "[Errno 22] Invalid argument".
+        raise CheckpointError(f"truncated or corrupt: {path}")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "truncated" in str(exc):  # a cut pickle, not a hostile one
+            raise CheckpointError(f"truncated or corrupt: {path}") from exc
         found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(exc))
         detail = f" ({found.group(1)})" if found else ""
         raise CheckpointError(
             f"{path}: refused to load: it holds more than tensors{detail}; weights are "
             "loaded with weights_only=True, never as arbitrary pickled objects"
         ) from exc
+    except (RuntimeError, OSError, EOFError, struct.error) as exc:  # the zip reader, a cut pickle
+        raise CheckpointError(f"truncated or corrupt: {path}") from exc
     except Exception as exc:  # the unpickler raises IndexError, KeyError… on garbage
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or another format?): "
-            f"{_first_line(exc)}"
+            f"{path}: not a readable PyTorch checkpoint (another format?): {first_line(exc)}"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 _GEN_KEY = re.compile(r"^model\.\d+\.")

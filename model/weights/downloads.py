@@ -18,9 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class WeightsError(RuntimeError):
-    """A model cannot be fetched or fails its checksum."""
+from lama_model.errors import WeightsError
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,7 @@ def read_job(checked: CheckedJob) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _make_inpainter(args: argparse.Namespace) -> Inpainter:
-    from lama_model.pipeline.host import InpaintOptions
+    from lama_model.pipeline import InpaintOptions
 
     given = {
         "mask_grow": args.mask_grow,
@@ -325,7 +325,7 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     from lama_model.accel.precision import PrecisionError
     from lama_model.devices import DeviceError, resolve_device
     from lama_model.factory import BackendError, load_for_inference
-    from lama_model.pipeline.host import inpaint
+    from lama_model.pipeline import inpaint
     from lama_model.weights.checkpoint import CheckpointError
     from lama_model.weights.downloads import WeightsError
 
@@ -340,7 +340,8 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     except (CheckpointError, DeviceError, WeightsError) as exc:
         raise Failed(str(exc)) from exc
     if options.refine:
-        from lama_model.pipeline.refine import RefineError, refinable_generator
+        from lama_model.pipeline import RefineError
+        from lama_model.pipeline.refine import refinable_generator
 
         try:
             refinable_generator(model)

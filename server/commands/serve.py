@@ -23,11 +23,19 @@ from typing import TYPE_CHECKING
 
 from lama_client.client import DEFAULT_ENDPOINT
 from lama_model.choices import BACKENDS, PRECISIONS
-from lama_model.errors import one_line
+from lama_model.errors import (
+    BackendError,
+    CheckpointError,
+    DeviceError,
+    PrecisionError,
+    WeightsError,
+    one_line,
+)
 from lama_server import __version__
 from lama_server.commands import exit_codes
 
 if TYPE_CHECKING:  # imported where used: `lama-server --help` must not load torch
+    from lama_model.interface import ServedModel
     from lama_server.daemon.router import ServerConfig
     from lama_server.daemon.worker import Worker
 
@@ -244,7 +252,7 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
             allow_torchscript=args.allow_torchscript,
         )  # fmt: skip
         path = inference_path(model, args.precision)
-        precision = getattr(model, "precision", "fp32")
+        precision = model.precision
         log.info("inference path on %s: %s", device, path)
         batch = args.batch or (8 if device.type == "cuda" else 1)
         lock = None
@@ -264,12 +272,6 @@ def _start_failure(exc: Exception) -> tuple[str, int]:
     """Why the model did not start, in one line (a model that fails to run: no traceback), and
     the exit code: a configuration error (missing model, bad device or precision) exits with
     ``exit_codes.CONFIG`` so that systemd does not restart what a restart cannot fix."""
-    from lama_model.accel.precision import PrecisionError
-    from lama_model.devices import DeviceError
-    from lama_model.factory import BackendError
-    from lama_model.weights.checkpoint import CheckpointError
-    from lama_model.weights.downloads import WeightsError
-
     if isinstance(exc, (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError)):
         return str(exc), exit_codes.CONFIG
     if isinstance(exc, OSError):
@@ -278,10 +280,10 @@ def _start_failure(exc: Exception) -> tuple[str, int]:
     return f"the model failed to run: {one_line(exc)}", exit_codes.FAILED
 
 
-def inference_path(model: object, asked: str) -> str:
+def inference_path(model: ServedModel, asked: str) -> str:
     """The path in words with why ``auto`` chose it, e.g. ``fp32+fused (bf16 was 0.95x)``."""
-    path = getattr(model, "description", asked)
-    choice = getattr(model, "choice", None)
+    path = model.description
+    choice = model.choice
     if asked == "auto" and choice is not None and choice.reason:
         return f"{path} ({choice.reason})"
     return path

@@ -19,9 +19,15 @@ from collections.abc import Callable, Hashable, Iterator
 import numpy as np
 import torch
 
+from lama_model.pipeline import (
+    InpaintOptions,
+    RefineError,
+    RegionResult,
+    inpaint_region,
+    resolved_strategy,
+)
 from lama_model.pipeline.device import DeviceInpainter, Prepared, forward_batch
-from lama_model.pipeline.host import InpaintOptions, RegionResult, inpaint_region
-from lama_model.pipeline.refine import RefineError, refinable_generator
+from lama_model.pipeline.refine import refinable_generator
 from lama_server.daemon.scheduler import Job
 from lama_server.wire import protocol
 from lama_server.wire.pixel_formats import wire_to_array
@@ -76,13 +82,13 @@ class Worker:
 
     @property
     def device(self) -> torch.device:
-        return getattr(self.model, "device", torch.device("cpu"))
+        return self.model.device
 
     def load_info(self) -> dict:
         """This worker's line in ``info``'s ``devices``."""
         line = {"device": str(self.device), "path": self.path, "max_batch": self.max_batch,
                 **self.load.as_dict()}  # fmt: skip
-        compiler = getattr(self.model, "compiler", None)
+        compiler = self.model.compiler
         if compiler is not None:  # background compilation (lama_model.accel.gpu_model)
             line["compile"] = {"ready": compiler.ready_shapes, "pending": compiler.pending_shapes}
         return line
@@ -94,12 +100,12 @@ class Worker:
         to the resize limit) batch, keyed by size; refinement (issue 13) never does.
         """
         opts = request.options
-        if self.max_batch <= 1 or getattr(opts, "refine", False):
+        if self.max_batch <= 1 or opts.refine:
             return None
-        whole = opts.strategy == "original" or (
-            opts.strategy == "auto"
-            and max(request.width, request.height) <= InpaintOptions().resize_limit
+        strategy = resolved_strategy(
+            InpaintOptions(strategy=opts.strategy), request.height, request.width
         )
+        whole = strategy == "original"
         return (request.width, request.height) if whole else None
 
     def run_batch(self, jobs: list[Job], emit: Emit) -> list[bytes]:
