@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lama_model.choices import BACKENDS, DEVICE_CHOICES, PRECISIONS, STRATEGIES
+from lama_model.pipeline.options import ProgressFn
 from lama_server.commands import exit_codes
 from lama_server.commands.image_files import (
     ImageFileError,
@@ -50,8 +51,7 @@ class Failed(Exception):
     """Reported as one line, exit code 1."""
 
 
-Progress = Callable[[float, str], None]
-Inpainter = Callable[[np.ndarray, np.ndarray, Progress], np.ndarray]
+Inpainter = Callable[[np.ndarray, np.ndarray, ProgressFn], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -348,7 +348,7 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
         except RefineError as exc:
             raise BadInput(str(exc)) from exc
 
-    def run(image: np.ndarray, mask: np.ndarray, progress: Progress) -> np.ndarray:
+    def run(image: np.ndarray, mask: np.ndarray, progress: ProgressFn) -> np.ndarray:
         return inpaint(model, image, mask, options, progress).image
 
     return run
@@ -368,7 +368,7 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
     if options.refine:  # only sent when asked: servers before refinement reject the key
         wire_options["refine"] = True
 
-    def run(image: np.ndarray, mask: np.ndarray, progress: Progress) -> np.ndarray:
+    def run(image: np.ndarray, mask: np.ndarray, progress: ProgressFn) -> np.ndarray:
         try:
             fmt = format_for_array(image)
         except ValueError as exc:
@@ -418,7 +418,7 @@ def _run_jobs(
 
 
 @contextlib.contextmanager
-def _work_progress(shown: bool) -> Iterator[Progress]:
+def _work_progress(shown: bool) -> Iterator[ProgressFn]:
     """A percentage bar on stderr fed by the pipeline's ``progress(fraction, stage)``."""
     if not shown:
         yield lambda _fraction, _stage: None
