@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lama_model.pipeline.host import InpaintResult, RegionResult
+from lama_model.pipeline.options import InpaintResult, RegionResult
 from lama_server.wire import protocol
 from lama_server.wire.pixel_formats import CANONICAL_ORDER, FORMATS, array_to_wire
 from lama_server.wire.protocol import Request
