@@ -8,6 +8,7 @@ the same layers.
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,19 @@ def test_every_function_fits_on_a_screen():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines")
     assert not long, "\n".join(long)
+
+
+@pytest.mark.parametrize("module", sorted(SOURCES))
+def test_every_module_imports(module):
+    """A name moved by a refactor fails here, not in the one code path that imports it late."""
+    importlib.import_module(module)
+
+
+def test_every_imported_name_exists():
+    """Imports inside functions included: they run only on the path that needs them."""
+    missing = []
+    for module, imports in GRAPH.items():
+        for target, names in imports:
+            loaded = importlib.import_module(target)
+            missing += [f"{module}: {target}.{n}" for n in names if not hasattr(loaded, n)]
+    assert not missing, "\n".join(missing)
