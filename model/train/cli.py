@@ -53,10 +53,12 @@ examples:
   use the result:
       lama-inpaint photo.jpg mask.png -o out.png --model runs/mine
 
-A run folder holds config.yaml, models/last.ckpt, models/best.ckpt (best validation SSIM;
-models/best.json says which step it is and why), train.csv, val.csv, samples/ (preview grids:
-masked input | output | inpainted | target) and tb/ (TensorBoard, if installed).
-`lama-inpaint --model` and `lama-server --model` take it as is.
+A run folder holds config.yaml, models/last.ckpt, models/best.ckpt (best validation
+ssim_fid100_f1, the official monitor, once `lama-train eval` has installed the FID network;
+else best validation SSIM; models/best.json says which step it is and why), train.csv, val.csv,
+samples/ (preview grids: masked input | output | inpainted | target) and tb/ (TensorBoard, if
+installed). `lama-inpaint --model` and `lama-server --model` take it as is (best.ckpt, or
+last.ckpt before the first validation).
 """
 
 
