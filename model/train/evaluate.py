@@ -148,3 +148,57 @@ def write_json(results: dict[str, dict[str, float]], path: Path, **about: object
         for name, row in results.items()
     }
     path.write_text(json.dumps({**about, "results": clean}, indent=2) + "\n")
+
+
+def evaluation_samples(photos: Path, masks: str, size: int = 256, seed: int = 0) -> list[dict]:
+    """Every photo under ``photos``, scaled to ``size`` and centre-cropped, with its mask.
+
+    ``masks``: a mask kind of :mod:`lama_model.train.mask_gen` (``thin``, ``medium``, ``thick``:
+    the official evaluation settings; ``large``: the training mix), drawn from
+    ``RandomState(seed)``, or a folder of ``size``×``size`` PNG masks (white = hole), given to
+    the photos in sorted order (and again from the first when there are fewer masks).
+    Raises ValueError (one line) for no photos, no masks or a mask of another size.
+    """
+    from PIL import Image
+
+    from lama_model.train.data import find_photos, make_validation_set
+    from lama_model.train.mask_gen import MASK_KINDS
+
+    folder = Path(masks).expanduser()
+    if masks not in MASK_KINDS and not folder.is_dir():
+        raise ValueError(f"--masks {masks}: neither {', '.join(MASK_KINDS)} nor a folder")
+    count = len(find_photos(photos))
+    kind = masks if masks in MASK_KINDS else "large"
+    samples = make_validation_set(photos, size=size, count=max(count, 1), seed=seed, mask_kind=kind)
+    if masks in MASK_KINDS:
+        return samples
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise ValueError(f"{folder}: no PNG masks in this folder")
+    for i, sample in enumerate(samples):
+        path = files[i % len(files)]
+        with Image.open(path) as img:
+            if img.size != (size, size):
+                raise ValueError(
+                    f"{path}: the mask is {img.size[0]}×{img.size[1]}, the photos are evaluated "
+                    f"at {size}×{size} (--size)"
+                )
+            hole = np.asarray(img.convert("L")) > 127
+        sample["mask"] = torch.from_numpy(hole[None].astype(np.float32))
+    return samples
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module, samples: list[dict], networks: EvaluationNetworks, batch_size: int = 8
+) -> dict[str, dict[str, float]]:
+    """Inpaint every sample with ``model`` (``forward(image, mask)``) and judge the results."""
+    evaluation = Evaluation(networks)
+    device = next(networks.lpips.parameters()).device
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        image = torch.stack([s["image"] for s in chunk]).to(device)
+        mask = torch.stack([s["mask"] for s in chunk]).to(device)
+        predicted = model(image, mask).float().clamp(0, 1)
+        evaluation.add(mask * predicted + (1 - mask) * image, image, mask)
+    return evaluation.results()
