@@ -1,9 +1,10 @@
-"""``lama-train``: train or fine-tune LaMa on a folder of photos, and write mask sets.
+"""``lama-train``: train or fine-tune LaMa on a folder of photos, judge it, write mask sets.
 
     lama-train fit PHOTOS/ --out runs/NAME [--init big-lama] [--steps N] ...
     lama-train fit --resume --out runs/NAME [--steps N]
     torchrun --nproc-per-node 8 --no-python lama-train fit PHOTOS/ --out runs/NAME ...
     lama-train masks --kind large --size 256 -n 100 OUT/
+    lama-train eval MODEL HELD_OUT/ [--masks thin|medium|thick|FOLDER] [--json OUT]
 
 Exit codes: 0 done, 1 the run failed, 2 bad input (one line on stderr, no traceback), 130
 interrupted (Ctrl-C; ``fit`` first saves a checkpoint that ``--resume`` continues).
@@ -63,10 +64,10 @@ last.ckpt before the first validation).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lama-train`` command line: ``fit`` and ``masks``."""
+    """The ``lama-train`` command line: ``fit``, ``masks`` and ``eval``."""
     parser = argparse.ArgumentParser(
         prog="lama-train",
-        description="Train or fine-tune LaMa on your own photos, or write mask sets.\n"
+        description="Train or fine-tune LaMa on your own photos, judge it, or write mask sets.\n"
         + __doc__.split("\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
