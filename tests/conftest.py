@@ -359,3 +359,32 @@ def tiny_model(tiny_model_dir):
     from lama_model.weights.checkpoint import load_model
 
     return load_model(tiny_model_dir)
+
+
+EVAL_GOLDEN = REPO / "tests" / "golden" / "eval"  # made by tests/golden_tools/make_eval_golden.py
+
+
+@pytest.fixture(scope="session")
+def eval_golden():
+    """The official evaluator's numbers on fixed inputs with seeded networks (in the repo).
+
+    ``inputs`` (image, inpainted, mask arrays), ``official`` (per-image LPIPS, SSIM, Inception
+    features), ``table`` (``"metric/bin" -> {"mean", "std"}``) and ``tools``, the script that
+    made them (its ``seeded_networks()`` builds our networks with the same weights).
+    """
+    import importlib.util
+    import json
+    import types
+
+    import numpy as np
+
+    path = REPO / "tests" / "golden_tools" / "make_eval_golden.py"
+    spec = importlib.util.spec_from_file_location("make_eval_golden", path)
+    tools = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tools)
+    return types.SimpleNamespace(
+        inputs=dict(np.load(EVAL_GOLDEN / "inputs.npz")),
+        official=dict(np.load(EVAL_GOLDEN / "official.npz")),
+        table=json.loads((EVAL_GOLDEN / "official.json").read_text()),
+        tools=tools,
+    )

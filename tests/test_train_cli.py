@@ -112,7 +112,7 @@ def test_training_from_scratch_fetches_the_perceptual_encoder_once(
     source.parent.mkdir()
     torch.save(DilatedResNet50().state_dict(), source)
     entry = weights.KNOWN_MODELS["ade20k-resnet50dilated"]
-    assert entry.url.startswith("http://sceneparsing.csail.mit.edu/")
+    assert entry.url.startswith("https://sceneparsing.csail.mit.edu/")
     monkeypatch.setitem(
         weights.KNOWN_MODELS, entry.name, dataclasses.replace(entry, url=source.as_uri())
     )

@@ -287,3 +287,53 @@ def test_ctrl_c_saves_a_run_that_resume_continues(train_photos, tmp_path):
 def _train_rows(run: Path) -> int:
     path = run / "train.csv"
     return max(0, len(path.read_text().splitlines()) - 1) if path.is_file() else 0
+
+
+def test_best_is_chosen_by_the_official_monitor_when_fid_can_be_computed(
+    train_photos, tmp_path, monkeypatch, eval_golden
+):
+    """With the evaluation networks installed (seeded stand-ins here), best.ckpt is the step
+    with the highest ssim_fid100_f1, and best.json gives that value, its parts and the rule."""
+    import json
+
+    from lama_model.train import trainer
+    from lama_model.train.metrics import ssim_fid100_f1
+
+    monkeypatch.setattr(trainer, "installed_networks", eval_golden.tools.seeded_networks)
+    fit(train_photos, tmp_path / "run", "--steps", "3", "--val-every", "1")
+    note = json.loads((tmp_path / "run" / "models" / "best.json").read_text())
+    with (tmp_path / "run" / "val.csv").open() as f:
+        rows = {int(r["step"]): float(r["ssim_fid100_f1"]) for r in csv.DictReader(f)}
+    assert note["metric"] == "val_ssim_fid100_f1" and "official" in note["why"]
+    best_step = max((s for s in rows if s > 0), key=lambda s: rows[s])  # step 0: a baseline
+    assert note["step"] == best_step == read_ckpt(tmp_path / "run" / "models" / "best.ckpt")["global_step"]
+    parts = note["metrics"]
+    assert note["value"] == pytest.approx(ssim_fid100_f1(parts["evaluator_ssim"], parts["fid"]))
+    assert note["value"] == pytest.approx(rows[best_step], rel=1e-5)
+
+
+def test_best_is_chosen_by_ssim_and_says_why_without_the_fid_network(tiny_run):
+    import json
+
+    note = json.loads((tiny_run / "models" / "best.json").read_text())
+    assert note["metric"] == "val_ssim"
+    assert "FID could not be computed" in note["why"] and "lama-train eval" in note["why"]
+
+
+def test_a_run_folder_without_best_serves_last_with_a_one_line_note(tiny_run, tmp_path, caplog):
+    """A run stopped before its first validation has only models/last.ckpt: --model RUN serves
+    it and says so in one line, instead of "not a LaMa model folder"."""
+    import logging
+    import shutil
+
+    run = tmp_path / "stopped"
+    shutil.copytree(tiny_run, run)
+    (run / "models" / "best.ckpt").unlink()
+    (run / "models" / "best.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        model = load_model(run)
+    last = read_ckpt(run / "models" / "last.ckpt")["state_dict"]
+    for key, value in model.generator.state_dict().items():
+        assert torch.equal(value, last[f"generator.{key}"]), key
+    notes = [r.getMessage() for r in caplog.records if "last.ckpt" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0] and "no models/best.ckpt" in notes[0]

@@ -2,8 +2,9 @@
 
 A run folder is what the official ``bin/train.py`` leaves and what the released ``big-lama``
 folder is: ``config.yaml`` plus ``models/last.ckpt`` (written every ``save_every`` steps, at
-the end, and when Ctrl-C stops the run) and ``models/best.ckpt`` (the best validation SSIM so
-far), with ``models/best.json`` beside it saying which step that is and why. A checkpoint is a
+the end, and when Ctrl-C stops the run) and ``models/best.ckpt`` (the best validation
+``ssim_fid100_f1`` so far, the official monitor, or SSIM where FID cannot be computed), with
+``models/best.json`` beside it saying which step that is and why. A checkpoint is a
 Lightning-style dict whose ``state_dict`` holds ``generator.*``, ``discriminator.*`` and
 ``loss_resnet_pl.*``; beside it: both Adam states, the step, and the best metric. Everything in
 it is a tensor or a plain container, so it loads with ``torch.load(weights_only=True)``.
@@ -49,17 +50,37 @@ BEST_RULE = (
     "the highest validation SSIM (val.csv) of the trained steps so far; step 0's validation "
     "measures the starting weights as a baseline and is never a candidate"
 )
+#: The official monitor (``val_ssim_fid100_f1_total_mean``, mode max); needs the FID network.
+MONITOR_F1 = "val_ssim_fid100_f1"
+MONITOR_SSIM = "val_ssim"
+BEST_RULE_F1 = (
+    "the highest validation ssim_fid100_f1 (val.csv) of the trained steps so far, the official "
+    "LaMa monitor: 2·SSIM·r/(SSIM + r + 0.001) with r = max(0, 100 − FID)/100, SSIM and FID as "
+    "the official evaluator computes them on the validation images; step 0's validation "
+    "measures the starting weights as a baseline and is never a candidate"
+)
+#: Why SSIM alone chose, when it did.
+NO_FID = (
+    "; FID could not be computed, so SSIM alone chose (SSIM favours blur): the evaluation "
+    "networks are not installed (`lama-train eval` downloads them once)"
+)
 
 
-def write_best_note(run_dir: str | Path, step: int, metrics: Mapping[str, float]) -> None:
-    """Write ``models/best.json``: the step ``best.ckpt`` holds, its validation metrics, why."""
+def write_best_note(
+    run_dir: str | Path, step: int, metrics: Mapping[str, float], metric: str = MONITOR_SSIM
+) -> None:
+    """Write ``models/best.json``: the step ``best.ckpt`` holds, its validation metrics, why.
+
+    ``metric`` is :data:`MONITOR_F1` (``metrics`` has ``ssim_fid100_f1``) or
+    :data:`MONITOR_SSIM`."""
     path = best_note_path(run_dir)
+    official = metric == MONITOR_F1
     note = {
         "step": step,
-        "metric": "val_ssim",
-        "value": float(metrics["ssim"]),
+        "metric": metric,
+        "value": float(metrics["ssim_fid100_f1" if official else "ssim"]),
         "metrics": {k: float(v) for k, v in metrics.items()},
-        "why": BEST_RULE,
+        "why": BEST_RULE_F1 if official else BEST_RULE + NO_FID,
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
@@ -72,6 +93,9 @@ class Progress:
 
     step: int = 0
     best_val_ssim: float = -math.inf
+    #: the monitored value of best.ckpt and its name (MONITOR_F1 or MONITOR_SSIM)
+    best_score: float = -math.inf
+    best_metric: str = MONITOR_SSIM
 
 
 def build_state_dict(modules: Mapping[str, nn.Module | None]) -> dict[str, torch.Tensor]:
@@ -102,6 +126,8 @@ def save_checkpoint(
         "lama_train": {
             "format": FORMAT_VERSION,
             "best_val_ssim": progress.best_val_ssim,
+            "best_score": progress.best_score,
+            "best_metric": progress.best_metric,
         },
     }
     tmp = path.with_name(path.name + ".tmp")

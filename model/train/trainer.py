@@ -43,6 +43,7 @@ from lama_model.devices import DeviceError, resolve_device
 from lama_model.net.generator import FFCResNetGenerator
 from lama_model.train import run_state as ckpt
 from lama_model.train.config import TrainConfig
+from lama_model.train.evaluate import TOTAL, Evaluation, EvaluationNetworks, installed_networks
 from lama_model.train.logs import RunLog, preview_grid, save_preview
 from lama_model.train.validate import evaluate
 from lama_model.weights.checkpoint import CheckpointError
@@ -444,6 +445,7 @@ class Trainer:
         self.env = DistEnv.from_environ()
         self.run_dir = Path(config.run_dir)
         self.images_per_step = config.batch_size * config.accumulate * self.env.world_size
+        self.judges: EvaluationNetworks | None = None  # set up by fit where installed
 
     def fit(self) -> ckpt.Progress:
         """Train to ``config.steps``; returns the final progress. Rank 0 writes the run folder.
@@ -498,10 +500,14 @@ class Trainer:
         progress = ckpt.Progress()
         if saved is not None:
             step_fn.load_optimizer_states(saved)
+            about = saved.get("lama_train", {})
             progress = ckpt.Progress(
                 step=int(saved["global_step"]),
-                best_val_ssim=float(saved.get("lama_train", {}).get("best_val_ssim", -math.inf)),
+                best_val_ssim=float(about.get("best_val_ssim", -math.inf)),
+                best_score=float(about.get("best_score", about.get("best_val_ssim", -math.inf))),
+                best_metric=str(about.get("best_metric", ckpt.MONITOR_SSIM)),
             )
+        self.judges = self._judges(device) if env.is_main and val_set else None
         return TrainingRun(
             nets=nets, step_fn=step_fn, progress=progress, batches=_forever(loader),
             val_set=val_set, device=device, memory_format=memory_format,
@@ -622,27 +628,55 @@ class Trainer:
                 discr=f"{means.get('discr_adv', 0):.3f}",
             )  # fmt: skip
 
+    def _judges(self, device: torch.device) -> EvaluationNetworks | None:
+        """The official evaluator's networks, for best.ckpt by ssim_fid100_f1, if installed."""
+        from lama_model.weights.downloads import WeightsError
+
+        try:
+            networks = installed_networks()
+        except WeightsError as exc:
+            raise RunInputError(str(exc)) from exc
+        if networks is None:
+            LOG.warning("best.ckpt is chosen by validation SSIM alone: the FID network is not "
+                        "installed (`lama-train eval` downloads it once)")  # fmt: skip
+            return None
+        return networks.to(device)
+
     def _validate(self, run: TrainingRun, save_best: bool = True) -> None:
         if not run.val_set:
             return
         progress = run.progress
         dtype = torch.bfloat16 if self.config.precision == "bf16" else None
+        judge = Evaluation(self.judges) if self.judges is not None else None
         metrics = evaluate(
             run.nets.generator, run.val_set, run.device, autocast_dtype=dtype,
             l1_weight_known=self.config.losses.l1_weight_known,
-            l1_weight_missing=self.config.losses.l1_weight_missing,
+            l1_weight_missing=self.config.losses.l1_weight_missing, judge=judge,
         )  # fmt: skip
+        if judge is not None:  # the official evaluator's SSIM (zero-padded) is what it combines
+            total = judge.results()[TOTAL]
+            metrics.update({k: total[k] for k in ("lpips", "fid", "ssim_fid100_f1")})
+            metrics["evaluator_ssim"] = total["ssim"]
         run.run_log.log_val(progress.step, metrics)
         LOG.info("step %d: validation PSNR %.2f dB, SSIM %.4f", progress.step,
                  metrics["psnr"], metrics["ssim"])  # fmt: skip
-        if not save_best:
-            return
-        if metrics["ssim"] > progress.best_val_ssim or not ckpt.best_path(self.run_dir).is_file():
+        if save_best:
+            self._keep_best(run, metrics)
+
+    def _keep_best(self, run: TrainingRun, metrics: dict[str, float]) -> None:
+        """best.ckpt by the official monitor where FID is known, else by SSIM."""
+        progress = run.progress
+        metric = ckpt.MONITOR_F1 if "ssim_fid100_f1" in metrics else ckpt.MONITOR_SSIM
+        score = metrics["ssim_fid100_f1" if metric == ckpt.MONITOR_F1 else "ssim"]
+        # a value of another monitor (the networks were installed since) is no yardstick
+        best = progress.best_score if progress.best_metric == metric else -math.inf
+        if score > best or not ckpt.best_path(self.run_dir).is_file():
             progress.best_val_ssim = max(progress.best_val_ssim, metrics["ssim"])
+            progress.best_score, progress.best_metric = score, metric
             ckpt.save_checkpoint(
                 ckpt.best_path(self.run_dir), run.nets.as_dict(), run.step_fn.optimizers, progress
             )
-            ckpt.write_best_note(self.run_dir, progress.step, metrics)
+            ckpt.write_best_note(self.run_dir, progress.step, metrics, metric)
 
     def _save_last(self, run: TrainingRun) -> None:
         if self.env.is_main:

@@ -11,6 +11,7 @@ data range 1, valid-region mean per image, averaged over channels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,12 @@ def ssim(
     return ssim_map.flatten(1).mean(1)
 
 
+class Judge(Protocol):
+    """Also scores the inpainted images (:class:`lama_model.train.evaluate.Evaluation` does)."""
+
+    def add(self, inpainted: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> None: ...
+
+
 @torch.no_grad()
 def evaluate(
     generator: nn.Module,
@@ -65,11 +72,13 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     l1_weight_known: float = 10.0,
     l1_weight_missing: float = 0.0,
+    judge: Judge | None = None,
 ) -> dict[str, float]:
     """Mean PSNR and SSIM of the inpainted images over ``samples``.
 
     ``samples`` are dicts with ``image`` (3×H×W) and ``mask`` (1×H×W, 1 = hole). The generator
-    is put in eval mode for the pass and returned to the mode it was in.
+    is put in eval mode for the pass and returned to the mode it was in. ``judge``, if given,
+    is handed every batch of inpainted images too (for LPIPS and FID).
     """
     was_training = generator.training
     generator.eval()
@@ -93,6 +102,8 @@ def evaluate(
             inpainted = mask * predicted + (1 - mask) * image
             psnrs.append(psnr(inpainted, image))
             ssims.append(ssim(inpainted, image))
+            if judge is not None:
+                judge.add(inpainted, image, mask)
     finally:
         generator.train(was_training)
     return {

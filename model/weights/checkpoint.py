@@ -18,6 +18,7 @@ against sane limits before a generator is built, so a tiny file cannot make us a
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import struct
@@ -150,6 +151,12 @@ def _load_path(path: Path, allow_torchscript: bool = False) -> LamaModel:
 def _load_folder(folder: Path, allow_torchscript: bool = False) -> LamaModel:
     config_path = folder / "config.yaml"
     ckpt = folder / "models" / "best.ckpt"
+    if not ckpt.is_file() and (folder / "models" / "last.ckpt").is_file():
+        # a lama-train run stopped before its first validation has no best.ckpt yet
+        ckpt = folder / "models" / "last.ckpt"
+        logging.getLogger(__name__).warning(
+            "%s: no models/best.ckpt yet (no validation has run): serving models/last.ckpt", folder
+        )
     if not ckpt.is_file():
         candidates = sorted(folder.glob("*.pt")) + sorted(folder.glob("*.ckpt"))
         if len(candidates) == 1:

@@ -64,10 +64,12 @@ KNOWN_MODELS: dict[str, KnownModel] = {
     # For training only (lama-train): the encoder of the CSAIL ADE20k scene-parsing model that
     # the ResNetPL perceptual loss runs. No checksum is published and this project could not
     # download it to pin one (TODO: pin the SHA-256 once fetched from the official location);
-    # until then the SHA-256 of the download is recorded beside the file for the user to audit.
+    # until then the SHA-256 of the first download is recorded beside the file, and a file that
+    # no longer matches it is refused (see _check_recorded). The site serves https as well as
+    # the http that the official scripts name.
     "ade20k-resnet50dilated": KnownModel(
         name="ade20k-resnet50dilated",
-        url="http://sceneparsing.csail.mit.edu/model/pytorch/"
+        url="https://sceneparsing.csail.mit.edu/model/pytorch/"
         "ade20k-resnet50dilated-ppm_deepsup/encoder_epoch_20.pth",
         filename="ade20k-resnet50dilated-encoder_epoch_20.pth",
         digest=None,
@@ -75,6 +77,43 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         description="ADE20k ResNet-50-dilated encoder for the ResNetPL training loss (lama-train)",
         local_hint="pass lama-train --resnet-pl PATH to a copy of encoder_epoch_20.pth",
         kind="training",
+    ),
+    # For evaluation only (lama-train eval, best.ckpt's FID): the networks of the official
+    # evaluator's LPIPS and FID. torchvision's and pytorch-fid's file names carry the first
+    # 8 hex digits of their SHA-256; the full digests are pinned here.
+    "lpips-vgg16": KnownModel(
+        name="lpips-vgg16",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        filename="vgg16-397923af.pth",
+        digest="sha256:397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        size_hint="about 530 MB",
+        description="torchvision's ImageNet VGG-16, the network of LPIPS (lama-train eval)",
+        local_hint="set LAMA_CACHE_DIR to a folder that holds vgg16-397923af.pth",
+        kind="evaluation",
+    ),
+    "lpips-vgg-lin": KnownModel(
+        name="lpips-vgg-lin",
+        # the file at a fixed commit of PerceptualSimilarity (the same bytes as LaMa's
+        # models/lpips_models/vgg.pth)
+        url="https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/"
+        "082bb24f84c091ea94de2867d34c4544f68e0963/lpips/weights/v0.1/vgg.pth",
+        filename="lpips-v0.1-vgg.pth",
+        digest="sha256:a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+        size_hint="7 KB",
+        description="LPIPS v0.1 linear layers for VGG-16 (lama-train eval)",
+        local_hint="set LAMA_CACHE_DIR to a folder that holds lpips-v0.1-vgg.pth",
+        kind="evaluation",
+    ),
+    "fid-inception": KnownModel(
+        name="fid-inception",
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+        "pt_inception-2015-12-05-6726825d.pth",
+        filename="pt_inception-2015-12-05-6726825d.pth",
+        digest="sha256:6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+        size_hint="about 92 MB",
+        description="pytorch-fid's port of the FID Inception V3 (lama-train eval)",
+        local_hint="set LAMA_CACHE_DIR to a folder that holds pt_inception-2015-12-05-6726825d.pth",
+        kind="evaluation",
     ),
 }
 
@@ -192,7 +231,13 @@ def verify_digest(path: Path, digest: str | None) -> None:
 
 
 def _check_recorded(entry: KnownModel, target: Path) -> None:
-    if target.is_file():
+    if not target.is_file():
+        return
+    recorded = Path(f"{target}.source-sha256")
+    if entry.digest is None and recorded.is_file():
+        # no published digest: the file must still be the one that was downloaded
+        verify_digest(target, "sha256:" + recorded.read_text().strip())
+    else:
         verify_digest(target, entry.digest)
 
 
