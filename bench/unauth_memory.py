@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import socket
 import statistics
@@ -295,12 +296,22 @@ def _unread(endpoint: str, until: float) -> list[threading.Thread]:
 ATTACKS = {"flood": _flood, "idle": _idle, "nontoken": _nontoken, "unread": _unread}
 
 
-def _one_attack(name: str, pid: int, endpoint: str, pinger, seconds: float) -> dict:
-    """Run one attack while pinging and sampling the server's RSS."""
-    until = time.monotonic() + seconds
+def _run_attack(name: str, endpoint: str, until: float) -> None:
     threads = ATTACKS[name](endpoint, until)
     for t in threads:
         t.start()
+    for t in threads:
+        t.join()
+
+
+def _one_attack(name: str, pid: int, endpoint: str, pinger, seconds: float) -> dict:
+    """Run one attack (in its own process: its threads must not take the pinger's GIL) while
+    pinging and sampling the server's RSS."""
+    until = time.monotonic() + seconds
+    attacker = multiprocessing.get_context("fork").Process(
+        target=_run_attack, args=(name, endpoint, until)
+    )
+    attacker.start()
     peak, latencies, lost = rss_kib(pid), [], 0
     time.sleep(0.2)  # let the attack get going
     while time.monotonic() < until:
@@ -312,8 +323,7 @@ def _one_attack(name: str, pid: int, endpoint: str, pinger, seconds: float) -> d
             lost += 1
         peak = max(peak, rss_kib(pid))
         time.sleep(0.02)
-    for t in threads:
-        t.join(30)
+    attacker.join(30)
     ms = latencies or [float("nan")]
     return {"attack": name, "pings": len(latencies), "lost": lost,
             "median_ms": round(statistics.median(ms), 2), "max_ms": round(max(ms), 2),
