@@ -1,6 +1,15 @@
 """What unauthenticated peers cost lama-server: memory, and latency for a legitimate client.
 
     python bench/unauth_memory.py [--senders 16] [--size-mb 600] [--rounds 1] [--json out.json]
+    python bench/unauth_memory.py --attacks flood idle nontoken unread [--attack-s 10] [--ipc]
+
+``--attacks`` runs the attacks of issue 21 instead, one after the other against one server,
+each for ``--attack-s`` seconds while an authenticated client pings every 20 ms, and prints one
+table: the pings' median and max (goal: median <= 10 ms, max <= 100 ms; every ping answered)
+and the server's peak RSS. ``flood``: 4 sockets sending 64 KiB messages with a wrong token as
+fast as the gate takes them; ``idle``: 600 connections that never send a byte; ``nontoken``:
+4 sockets sending messages without a token that fail for another reason (wrong ``v``, not
+msgpack, an array); ``unread``: one socket sending tiny wrong-token pings and never reading.
 
 Starts a real lama-server (tiny fixture model, loopback) and measures its idle RSS. Then
 ``--senders`` pyzmq DEALERs each send ``--rounds`` ``--size-mb`` inpaint messages with a wrong
@@ -12,16 +21,19 @@ two round trips (``hello`` then ``ping``).
 
 libzmq receives every message whole (it allocates the announced size when the frame header
 arrives) before the application sees it, so on a bare ROUTER N peers sending at once hold N
-messages in memory. lama-server's token gate (``server/gate.py``) reads only the first 64 KiB
-of each message on loopback endpoints and discards refused ones piecewise; this script shows
-what that leaves.
+messages in memory. lama-server's token gate (``server/daemon/token_gate.py``) reads only
+the first 64 KiB of each message on loopback endpoints, finds the token with a bounded scan and
+discards refused ones piecewise; this script shows what that leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
+import socket
+import statistics
 import sys
 import tempfile
 import threading
@@ -94,8 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet-s", type=float, default=5.0, help="pings before the attack")
     p.add_argument("--model", type=Path, default=TINY)
     p.add_argument("--json", type=Path)
+    p.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS))
+    p.add_argument("--attack-s", type=float, default=10.0)
+    p.add_argument("--ipc", action="store_true", help="attack an ipc:// server, not TCP")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    if args.attacks:
+        return attack_table(args)
     from lama_client.client import LamaClient
 
     size = int(args.size_mb * 1e6)
@@ -191,6 +208,163 @@ def _result(args: argparse.Namespace, size: int, idle: int, hwm: int, quiet: lis
     }  # fmt: skip
     result["ping_goal_met"] = bool(latencies) and latencies[-1] < 50
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# The attacks of issue 21
+
+
+def _zmtp(endpoint: str):
+    from lama_client.client import ZmtpConnection
+
+    return ZmtpConnection(endpoint, 2.0)
+
+
+def _send_until(endpoint: str, messages: list[bytes], until: float) -> None:
+    """Send ``messages`` round and round as fast as the gate takes them; reconnect when it
+    hangs up (it closes a connection after a few answers without the token)."""
+    while time.monotonic() < until:
+        try:
+            conn = _zmtp(endpoint)
+        except Exception:
+            time.sleep(0.01)
+            continue
+        try:
+            while time.monotonic() < until:
+                for message in messages:
+                    conn.send(message)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+def _flood(endpoint: str, until: float) -> list[threading.Thread]:
+    head = {"v": 1, "id": "intruder", "op": "ping", "token": "not-the-token"}
+    message = msgpack.packb({**head, "pad": bytes(65536 - 100)}, use_bin_type=True)
+    return [threading.Thread(target=_send_until, args=(endpoint, [message], until))
+            for _ in range(4)]  # fmt: skip
+
+
+def _nontoken(endpoint: str, until: float) -> list[threading.Thread]:
+    messages = [msgpack.packb({"v": 2, "id": "a", "op": "ping"}), b"\xc1 not msgpack" * 100,
+                msgpack.packb(list(range(1000))), msgpack.packb({"v": 1, "op": 7})]  # fmt: skip
+    return [threading.Thread(target=_send_until, args=(endpoint, messages, until))
+            for _ in range(4)]  # fmt: skip
+
+
+def _raw_socket(endpoint: str) -> socket.socket:
+    if endpoint.startswith("ipc://"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(endpoint[len("ipc://") :])
+        return sock
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    return socket.create_connection((host.strip("[]"), int(port)))
+
+
+def _idle(endpoint: str, until: float) -> list[threading.Thread]:
+    def hold() -> None:
+        socks = [_raw_socket(endpoint) for _ in range(600)]
+        time.sleep(max(until - time.monotonic(), 0))
+        for sock in socks:
+            sock.close()
+
+    return [threading.Thread(target=hold)]
+
+
+def _unread(endpoint: str, until: float) -> list[threading.Thread]:
+    from lama_client.wire import zmtp_frame, zmtp_greeting, zmtp_ready
+
+    ping = zmtp_frame(msgpack.packb({"v": 1, "id": "p", "op": "ping", "token": "wrong"}))
+
+    def send_never_read() -> None:
+        while time.monotonic() < until:
+            sock = _raw_socket(endpoint)
+            sock.settimeout(0.5)
+            try:
+                sock.sendall(zmtp_greeting() + zmtp_ready("DEALER"))
+                while time.monotonic() < until:
+                    sock.sendall(ping * 64)
+            except OSError:
+                pass  # the gate stopped reading (timeout) or hung up: again
+            finally:
+                sock.close()
+
+    return [threading.Thread(target=send_never_read)]
+
+
+ATTACKS = {"flood": _flood, "idle": _idle, "nontoken": _nontoken, "unread": _unread}
+
+
+def _run_attack(name: str, endpoint: str, until: float) -> None:
+    threads = ATTACKS[name](endpoint, until)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _one_attack(name: str, pid: int, endpoint: str, pinger, seconds: float) -> dict:
+    """Run one attack (in its own process: its threads must not take the pinger's GIL) while
+    pinging and sampling the server's RSS."""
+    until = time.monotonic() + seconds
+    attacker = multiprocessing.get_context("fork").Process(
+        target=_run_attack, args=(name, endpoint, until)
+    )
+    attacker.start()
+    peak, latencies, lost = rss_kib(pid), [], 0
+    time.sleep(0.2)  # let the attack get going
+    while time.monotonic() < until:
+        t0 = time.perf_counter()
+        try:
+            pinger.ping()
+            latencies.append((time.perf_counter() - t0) * 1000)
+        except Exception:
+            lost += 1
+        peak = max(peak, rss_kib(pid))
+        time.sleep(0.02)
+    attacker.join(30)
+    ms = latencies or [float("nan")]
+    return {"attack": name, "pings": len(latencies), "lost": lost,
+            "median_ms": round(statistics.median(ms), 2), "max_ms": round(max(ms), 2),
+            "peak_rss_mib": round(peak / 1024, 1)}  # fmt: skip
+
+
+def attack_table(args: argparse.Namespace) -> int:
+    """The attacks of issue 21 against one server, as one table (and JSON with --json)."""
+    from lama_client.client import LamaClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        listen = ["--listen", f"ipc://{tmp}/run/lama.sock"] if args.ipc else []
+        proc, endpoint, token, _ = start_server(
+            Path(tmp), args.model, "--device", "cpu", "--no-warmup", "--log-level", "warning",
+            *listen, timeout=120,
+        )  # fmt: skip
+        try:
+            pinger = LamaClient(endpoint, token, use_pyzmq=False, connect_timeout=5.0)
+            quiet = _quiet_pings(pinger, 2.0)
+            rows = [{"attack": "none", "pings": len(quiet), "lost": 0,
+                     "median_ms": round(statistics.median(quiet), 2),
+                     "max_ms": round(max(quiet), 2),
+                     "peak_rss_mib": round(rss_kib(proc.pid) / 1024, 1)}]  # fmt: skip
+            for name in args.attacks:
+                rows.append(_one_attack(name, proc.pid, endpoint, pinger, args.attack_s))
+            pinger.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    header = ("attack", "pings", "lost", "median ms", "max ms", "peak RSS MiB")
+    print(f"{header[0]:10} {header[1]:>6} {header[2]:>5} {header[3]:>10} {header[4]:>8} "
+          f"{header[5]:>13}")  # fmt: skip
+    for r in rows:
+        print(f"{r['attack']:10} {r['pings']:6} {r['lost']:5} {r['median_ms']:10} "
+              f"{r['max_ms']:8} {r['peak_rss_mib']:13}")  # fmt: skip
+    goal = all(r["lost"] == 0 and r["median_ms"] <= 10 and r["max_ms"] <= 100 for r in rows)
+    verdict = "met" if goal else "NOT met"
+    print(f"goal (every ping answered, median <= 10 ms, max <= 100 ms): {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

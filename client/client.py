@@ -6,9 +6,11 @@ speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and enc
 itself (:mod:`.wire`). ``lama-server install-plugin`` copies the whole package into each plugin
 as ``lama_client/``, so it must never import from ``lama_server``.
 
-Wire protocol: ``docs/protocol.md`` (version 1.2). Before each request the client sends a
-``hello`` with a random nonce and checks the server's HMAC of it, keyed by the token: only the
-real lama-server knows the token, so neither the token nor pixels go to an impostor.
+Wire protocol: ``docs/protocol.md`` (version 1.3). Before each request the client sends a
+``hello`` with a random nonce and checks the server's HMAC, keyed by the token, of both sides'
+nonces and the endpoint it dialled: only the real lama-server knows the token, and only one
+listening at that endpoint can make that proof, so neither the token nor pixels go to an
+impostor or a relay. Until the proof checks out, no frame larger than 64 KiB is read.
 
 Pixel files (1.2): a server on this machine names its pixel folder in the ``hello`` reply; the
 client then writes large images into a file there and sends only the file's name, and the
@@ -18,9 +20,9 @@ is out of sight (a sandboxed host) or the server cannot use the file, pixels go 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import io
+import ipaddress
 import os
 import secrets
 import select
@@ -39,12 +41,13 @@ from .wire import (
     FLAG_COMMAND,
     FLAG_LONG,
     FLAG_MORE,
-    HELLO_CONTEXT,
     MAX_COMMAND_BYTES,
     MAX_REPLY_BYTES,
     NONCE_BYTES,
     PROTOCOL_VERSION,
+    UNVERIFIED_FRAME_BYTES,
     command_name,
+    hello_proof,
     pack_parts,
     parse_properties,
     unpackb,
@@ -102,6 +105,24 @@ def read_token(path: str | None = None) -> str | None:
             f"token file {token_path} is not UTF-8 text; delete it and restart lama-server",
         ) from None
 
+
+def canonical_endpoint(endpoint: str) -> str:
+    """The one spelling of an endpoint that both ends put into the ``hello`` proof:
+    ``tcp://ADDRESS:PORT`` with a numeric address (``localhost`` and ``*`` are 127.0.0.1, IPv6
+    compressed in brackets), ``ipc://`` with the socket's real path."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        return "ipc://" + (path if path.startswith("@") else os.path.realpath(path))
+    if not endpoint.startswith("tcp://"):
+        return endpoint
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    host = host.strip("[]")
+    host = "127.0.0.1" if host in ("", "*", "localhost") else host
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass  # a host name: compared as written
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 class ZmtpConnection:
@@ -179,10 +200,12 @@ class ZmtpConnection:
             return True
         return False
 
-    def recv(self, timeout: float) -> bytes | None:
+    def recv(self, timeout: float, limit: int = MAX_REPLY_BYTES) -> bytes | None:
         """Receive one message (frames joined), or None if none starts within ``timeout``.
 
-        Heartbeat PINGs are answered with PONG; other commands are skipped.
+        A message announced larger than ``limit`` bytes is a :class:`LamaError` before
+        anything is allocated. Heartbeat PINGs are answered with PONG; other commands are
+        skipped.
         """
         until = time.monotonic() + max(timeout, 0)
         try:
@@ -193,7 +216,7 @@ class ZmtpConnection:
                     return None
                 # Once a frame starts it is read whole (a generous bound against a stalled peer).
                 deadline = time.monotonic() + 60.0
-                command, body = self._recv_frame(deadline)
+                command, body = self._recv_frame(deadline, limit)
                 if command:
                     if command_name(body) == b"PING":
                         # PING = name, 2-byte TTL, context; PONG echoes the context.
@@ -201,21 +224,29 @@ class ZmtpConnection:
                     continue
                 parts = [body]
                 while self._more:
-                    command, body = self._recv_frame(deadline)
+                    command, body = self._recv_frame(deadline, limit - sum(map(len, parts)))
                     if not command:
                         parts.append(body)
                 return parts[0] if len(parts) == 1 else b"".join(parts)
         except OSError as exc:
             raise ServerUnavailable(f"{self.endpoint}: connection lost ({exc})") from exc
 
-    def _recv_frame(self, deadline: float) -> tuple[bool, bytearray]:
+    def _recv_frame(
+        self, deadline: float, limit: int = MAX_REPLY_BYTES
+    ) -> tuple[bool, bytearray]:
         flags = self._recv_exact(1, deadline)[0]
         if flags & FLAG_LONG:
             (size,) = struct.unpack(">Q", self._recv_exact(8, deadline))
         else:
             size = self._recv_exact(1, deadline)[0]
         command = bool(flags & FLAG_COMMAND)
-        if size > (MAX_COMMAND_BYTES if command else MAX_REPLY_BYTES):
+        if size > (MAX_COMMAND_BYTES if command else limit):
+            if limit < MAX_REPLY_BYTES:
+                raise LamaError(
+                    "unverified",
+                    f"{self.endpoint}: a frame of {size} bytes before the server proved it "
+                    f"knows your token (at most {limit} read): not your lama-server",
+                )
             raise LamaError("too_large", f"reply of {size} bytes exceeds the client's limit")
         if not command:  # commands never carry MORE; a command between frames keeps the state
             self._more = bool(flags & FLAG_MORE)
@@ -321,6 +352,7 @@ class _StdlibTransport:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.conn: ZmtpConnection | None = None
+        self.encrypted = False  # NULL mechanism only
 
     def send(self, payload: bytes | list[bytes | memoryview]) -> None:
         if self.conn is not None and self.conn.is_dead():
@@ -344,11 +376,11 @@ class _StdlibTransport:
             self.close()
             raise ServerUnavailable(f"{self.endpoint}: cannot send the request ({exc})") from exc
 
-    def recv(self, timeout: float) -> bytes | None:
+    def recv(self, timeout: float, limit: int = MAX_REPLY_BYTES) -> bytes | None:
         if self.conn is None:
             raise ServerUnavailable(f"{self.endpoint}: not connected")
         try:
-            return self.conn.recv(timeout)
+            return self.conn.recv(timeout, limit)
         except LamaError:
             self.close()  # the stream is broken or out of step: never reuse it
             raise
@@ -368,6 +400,7 @@ class _PyzmqTransport:
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.server_key = server_key.encode() if isinstance(server_key, str) else server_key
+        self.encrypted = bool(self.server_key)  # CURVE: the server's key is proven already
         self.ctx = _zmq.Context.instance()
         self.sock = None
 
@@ -378,6 +411,7 @@ class _PyzmqTransport:
         sock.setsockopt(_zmq.RECONNECT_IVL, 100)
         sock.setsockopt(_zmq.RECONNECT_IVL_MAX, 1000)
         sock.setsockopt(_zmq.IPV6, 1)  # else libzmq cannot reach tcp://[::1]:port
+        sock.setsockopt(_zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
         if self.server_key:
             public, secret = _zmq.curve_keypair()  # an ephemeral client identity
             sock.curve_serverkey = self.server_key
@@ -411,16 +445,24 @@ class _PyzmqTransport:
             )
         raise ServerUnavailable(f"no lama-server at {self.endpoint}. Start it with: lama-server")
 
-    def recv(self, timeout: float) -> bytes | None:
+    def recv(self, timeout: float, limit: int = MAX_REPLY_BYTES) -> bytes | None:
+        """As :meth:`ZmtpConnection.recv`; libzmq bounds a message by ``MAXMSGSIZE``, set to
+        the protocol's largest, and commits memory as bytes arrive, so ``limit`` is checked
+        on what came (a message over it is refused)."""
         if self.sock is None:
             raise ServerUnavailable(f"{self.endpoint}: not connected")
         try:
             if not self.sock.poll(int(timeout * 1000), _zmq.POLLIN):
                 return None
-            return b"".join(self.sock.recv_multipart(_zmq.NOBLOCK, copy=True))
+            message = b"".join(self.sock.recv_multipart(_zmq.NOBLOCK, copy=True))
         except _zmq.ZMQError as exc:
             self.close()
             raise ServerUnavailable(f"{self.endpoint}: connection lost ({exc})") from exc
+        if len(message) > limit:
+            self.close()
+            raise LamaError("unverified", f"{self.endpoint}: a reply of {len(message)} bytes "
+                            "before the server proved it knows your token")  # fmt: skip
+        return message
 
     def close(self) -> None:
         if self.sock is not None:
@@ -786,24 +828,10 @@ class LamaClient:
         return reply
 
     def _check_server_identity(self, timeout: float) -> None:
-        """``hello``: the server must answer HMAC(token, nonce) before it gets anything else."""
+        """``hello``: the server must prove it knows the token, on this connection, before it
+        gets anything else; until then no frame over 64 KiB is read."""
         nonce = os.urandom(NONCE_BYTES)
-        hello_id = uuid.uuid4().hex
-        self._transport.send(self._pack({"v": PROTOCOL_VERSION, "id": hello_id, "op": "hello",
-                                         "nonce": nonce}))  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            raw = self._transport.recv(remaining) if remaining > 0 else None
-            if raw is None:
-                self._transport.close()
-                raise RequestTimeout(f"{self.endpoint}: no answer to hello in {timeout:g} s")
-            try:
-                reply = self._unpack(raw)
-            except Exception as exc:
-                raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
-            if isinstance(reply, dict) and reply.get("id") == hello_id and "ok" in reply:
-                break
+        reply = self._hello_reply(nonce, timeout)
         self._pixel_dir = None
         if reply["ok"] is not True:
             error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
@@ -815,21 +843,61 @@ class LamaClient:
                     "lama-server older than protocol 1.1?); update it. Nothing was sent",
                 )
             raise LamaError(str(error.get("code", "internal")), str(error.get("message", "")))
-        expected = hmac.new(self.token.encode("utf-8"), HELLO_CONTEXT + nonce, hashlib.sha256)
-        proof = reply.get("proof")
-        if not isinstance(proof, (bytes, bytearray)) or not hmac.compare_digest(
-            bytes(proof), expected.digest()
-        ):
-            self._transport.close()
-            raise LamaError(
-                "unauthorized",
-                f"the server at {self.endpoint} did not prove that it knows your token: your "
-                f"token ({default_token_path()} or $LAMA_TOKEN) differs from its token file, "
-                "or it is not your lama-server. Nothing was sent to it",
-            )
+        self._check_proof(reply, nonce)
         folder = reply.get("pixel_dir")
         if isinstance(folder, str) and os.path.isabs(folder) and os.path.isdir(folder):
             self._pixel_dir = folder
+
+    def _hello_reply(self, nonce: bytes, timeout: float) -> dict:
+        """Send a ``hello`` (version 2: bound to the connection) and wait for its answer."""
+        hello_id = uuid.uuid4().hex
+        self._transport.send(self._pack({"v": PROTOCOL_VERSION, "id": hello_id, "op": "hello",
+                                         "nonce": nonce, "hello": 2}))  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                raw = None
+                if remaining > 0:
+                    raw = self._transport.recv(remaining, UNVERIFIED_FRAME_BYTES)
+            except LamaError:
+                self._transport.close()
+                raise
+            if raw is None:
+                self._transport.close()
+                raise RequestTimeout(f"{self.endpoint}: no answer to hello in {timeout:g} s")
+            try:
+                reply = self._unpack(raw)
+            except Exception as exc:
+                raise LamaError("bad_reply", f"unreadable reply from the server: {exc}") from None
+            if isinstance(reply, dict) and reply.get("id") == hello_id and "ok" in reply:
+                return reply
+
+    def _check_proof(self, reply: dict, nonce: bytes) -> None:
+        """The proof must be HMAC(token) of both nonces and the endpoint this client dialled
+        (a CURVE connection is bound to the server's key already: its own endpoint counts)."""
+        server_nonce, endpoint = reply.get("server_nonce"), reply.get("endpoint")
+        if not isinstance(server_nonce, bytes) or not isinstance(endpoint, str):
+            self._transport.close()
+            raise LamaError(
+                "unverified",
+                f"the server at {self.endpoint} speaks protocol 1.2 or older (its hello is not "
+                "bound to the connection); update lama-server. Nothing was sent",
+            )
+        dialled = endpoint if self._transport.encrypted else canonical_endpoint(self.endpoint)
+        expected = hello_proof(self.token, nonce, server_nonce, dialled)
+        proof = reply.get("proof")
+        if not isinstance(proof, (bytes, bytearray)) or not hmac.compare_digest(
+            bytes(proof), expected
+        ):
+            self._transport.close()
+            relayed = " (it answered for " + endpoint + ": a relay?)" if endpoint != dialled else ""
+            raise LamaError(
+                "unauthorized",
+                f"the server at {self.endpoint} did not prove that it knows your token{relayed}: "
+                f"your token ({default_token_path()} or $LAMA_TOKEN) differs from its token "
+                "file, or it is not your lama-server. Nothing was sent to it",
+            )
 
     def _send_cancel(self, target: str) -> None:
         message = {"v": PROTOCOL_VERSION, "id": uuid.uuid4().hex, "token": self.token or "",

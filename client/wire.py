@@ -7,6 +7,8 @@ Standard library only: it travels inside the plug-ins.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from typing import Any
 
@@ -15,9 +17,25 @@ PROTOCOL_VERSION = 1
 #: mask plus 64 KiB): a frame header announcing more is refused before allocating anything.
 MAX_REPLY_BYTES = 40_000_000 * 17 + 65536
 MAX_COMMAND_BYTES = 65536  # ZMTP commands (READY, PING) are small
-#: What the server's ``hello`` proof is an HMAC of (with the nonce), and the nonce's size.
+#: What the server's ``hello`` proof is an HMAC of (with the nonces), and a nonce's size.
+#: v1 (protocol 1.1/1.2) covers the client's nonce only; v2 (1.3) binds the proof to the
+#: connection: both nonces and the endpoint the client dialled, so a relay cannot pass it on.
 HELLO_CONTEXT = b"lama-server hello v1\0"
+HELLO_CONTEXT_V2 = b"lama-server hello v2\0"
 NONCE_BYTES = 32
+#: The most a client reads of any frame before the server has proven it knows the token: a
+#: program squatting on the port cannot make the host allocate what a frame header announces.
+UNVERIFIED_FRAME_BYTES = 65536
+
+
+def hello_proof(token: str, nonce: bytes, server_nonce: bytes = b"", endpoint: str = "") -> bytes:
+    """HMAC-SHA256 keyed by the token: over the client's nonce (v1), or, given the server's
+    nonce, over both nonces and the endpoint (v2). One rule for the server and the client."""
+    if server_nonce:
+        message = HELLO_CONTEXT_V2 + bytes(nonce) + bytes(server_nonce) + endpoint.encode()
+    else:
+        message = HELLO_CONTEXT + bytes(nonce)
+    return hmac.new(token.encode("utf-8"), message, hashlib.sha256).digest()
 
 # --------------------------------------------------------------------------------------------
 # msgpack (the subset the protocol uses)

@@ -6,8 +6,7 @@ Every test that makes sense for both transports runs twice: the built-in ZMTP cl
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import os
 import socket
 import struct
 import threading
@@ -127,8 +126,10 @@ class FakeServer:
         if req.get("op") == "hello" and self.proof != "none":
             self.hellos += 1
             key = TOKEN if self.proof == "right" else "a guess"
-            proof = hmac.new(key.encode(), client.HELLO_CONTEXT + req["nonce"], hashlib.sha256)
-            return self._reply(ident, id=rid, ok=True, proof=proof.digest(), protocol=1)
+            ours, endpoint = os.urandom(32), client.canonical_endpoint(self.endpoint)
+            proof = wire.hello_proof(key, req["nonce"], ours, endpoint)
+            return self._reply(ident, id=rid, ok=True, proof=proof, protocol=1,
+                               server_nonce=ours, endpoint=endpoint)  # fmt: skip
         self.requests.append(req)
         if req.get("op") == "hello":
             return self._fail(ident, rid, "unknown_op", "unknown op 'hello'")

@@ -16,6 +16,8 @@ import os
 import secrets
 import socket
 import stat
+import struct
+import sys
 from pathlib import Path
 
 from lama_client.client import default_token_path
@@ -104,17 +106,27 @@ def load_or_create_curve_keys(folder: Path) -> tuple[bytes, bytes]:
 
 
 def prepare_ipc_endpoint(endpoint: str) -> None:
-    """Make ``ipc://PATH`` safe to bind: never take over a live server's socket.
+    """Make ``ipc://PATH`` safe to bind: only in a private folder, never over a live server.
 
-    libzmq unlinks whatever is at PATH when it binds, so a second server would silently
-    hijack the first one's clients. Refuse when something answers there; remove only a stale
-    socket file; create a missing folder with mode 0700 (only this user can reach it).
+    The socket's folder must be one only this user can enter: created here with mode 0700 when
+    missing, refused (``OSError`` with what to do) when it exists and others may enter it, so
+    nobody can connect in the moment between bind and chmod, or replace the socket. Linux's
+    abstract sockets (``ipc://@name``) are open to every user: refused. libzmq unlinks
+    whatever is at PATH when it binds, so a second server would silently hijack the first
+    one's clients: refuse when something answers there; remove only a stale socket file.
     """
     path = Path(endpoint[len("ipc://") :])
-    if str(path).startswith("@") or not hasattr(socket, "AF_UNIX"):
-        return  # Linux abstract namespace: the kernel refuses a second bind itself
+    if str(path).startswith("@"):
+        raise OSError(
+            errno.EINVAL,
+            f"{endpoint}: an abstract socket is open to every user; use a path in a private "
+            "folder, e.g. ipc://$XDG_RUNTIME_DIR/lama/lama.sock",
+        )
+    if not hasattr(socket, "AF_UNIX"):
+        return
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
+    _require_private_folder(path.parent, endpoint)
     if not (path.exists() or path.is_symlink()):
         return
     if not stat.S_ISSOCK(path.lstat().st_mode):
@@ -137,14 +149,65 @@ def prepare_ipc_endpoint(endpoint: str) -> None:
     )
 
 
+def _require_private_folder(folder: Path, endpoint: str) -> None:
+    info = folder.lstat()
+    owner = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != owner or info.st_mode & 0o077:
+        raise OSError(
+            errno.EPERM,
+            f"{endpoint}: the folder {folder} is not private to this user (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); put the socket in a folder lama-server creates, "
+            "e.g. ipc://$XDG_RUNTIME_DIR/lama/lama.sock",
+        )
+
+
 def secure_ipc_socket(endpoint: str) -> None:
-    """Only this user may connect to the bound socket; warn if its folder is shared."""
+    """Only this user may connect to the bound socket (its folder is private already)."""
     path = Path(endpoint[len("ipc://") :])
-    if str(path).startswith("@") or not path.exists():
-        return
-    os.chmod(path, 0o600)  # connecting to a Unix socket needs write permission on it
-    if path.parent.stat().st_mode & 0o022:
-        log.warning(
-            "%s is in a folder other users can write to; they could replace the socket. "
-            "Prefer a private folder such as $XDG_RUNTIME_DIR", path,
-        )  # fmt: skip
+    if path.exists():
+        os.chmod(path, 0o600)  # connecting to a Unix socket needs write permission on it
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The user id of the process at the other end of an accepted local connection, where
+    the system says (Linux: ``SO_PEERCRED`` for Unix sockets, the kernel's socket table for
+    loopback TCP); None elsewhere, or when the peer is already gone."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if sock.family == socket.AF_UNIX:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            return struct.unpack("3i", creds)[1]
+        return _tcp_peer_uid(sock.getpeername(), sock.getsockname(), sock.family)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tcp_peer_uid(peer: tuple, ours: tuple, family: int) -> int | None:
+    """The peer's socket is a line of /proc/net/tcp (or tcp6) whose local address is the
+    peer's and whose remote one is ours; its eighth column is the owner's uid."""
+    if family == socket.AF_INET:
+        tables = (("/proc/net/tcp", _hex_v4), ("/proc/net/tcp6", _hex_v4_mapped))
+    else:
+        tables = (("/proc/net/tcp6", _hex_v6),)
+    for table, hexed in tables:
+        needle = f"{hexed(peer[0])}:{peer[1]:04X} {hexed(ours[0])}:{ours[1]:04X} "
+        with open(table, encoding="ascii") as f:
+            text = f.read()
+        at = text.find(needle)
+        if at >= 0:
+            return int(text[at : text.find("\n", at)].split()[6])
+    return None
+
+
+def _hex_v4(address: str) -> str:
+    return f"{struct.unpack('=I', socket.inet_aton(address))[0]:08X}"
+
+
+def _hex_v6(address: str) -> str:
+    words = struct.unpack("=4I", socket.inet_pton(socket.AF_INET6, address.split("%")[0]))
+    return "".join(f"{w:08X}" for w in words)
+
+
+def _hex_v4_mapped(address: str) -> str:
+    return _hex_v6(f"::ffff:{address}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -34,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from lama_client.client import canonical_endpoint
+from lama_client.wire import NONCE_BYTES, hello_proof
 from lama_server import __version__
 from lama_server.daemon.auth import prepare_ipc_endpoint, secure_ipc_socket, token_matches
 from lama_server.daemon.scheduler import Job, Scheduler
@@ -154,6 +157,7 @@ class Server:
             router.getsockopt_string(zmq.LAST_ENDPOINT),
             lambda token: token_matches(self.config.token, token),
             self.config.limits,
+            self._answer_hello,
         )
         self.bound_endpoint = self._gate.bound_endpoint
         if self.config.pixel_files:
@@ -291,14 +295,7 @@ class Server:
                 lambda token: token_matches(self.config.token, token),
             )
             if request.op == "hello":
-                hello = {
-                    "id": request.id, "ok": True, "version": __version__,
-                    "protocol": protocol.VERSION, "protocol_minor": protocol.MINOR_VERSION,
-                    "proof": protocol.hello_proof(self.config.token, request.nonce),
-                }  # fmt: skip
-                if self.pixel_folder is not None:
-                    hello["pixel_dir"] = str(self.pixel_folder.path)
-                self._reply(router, envelope, protocol.encode(hello))
+                self._reply(router, envelope, self._hello_reply(request))
             elif request.op == "ping":
                 self._pong(router, envelope, request.id)
             elif request.op == "info":
@@ -332,6 +329,34 @@ class Server:
         except Exception:  # the server survives whatever a message does
             log.exception("unexpected error handling a message")
             self._reply(router, envelope, protocol.error_reply("internal", "internal error", None))
+
+    def _answer_hello(self, frame: memoryview) -> bytes:
+        """The reply to a ``hello`` the token gate answers itself (its thread calls this)."""
+        try:
+            return self._hello_reply(protocol.decode(frame, self.config.limits))
+        except ProtocolError as exc:
+            return protocol.error_reply(exc.code, exc.message, exc.request_id)
+
+    def _hello_reply(self, request: protocol.Request) -> bytes:
+        """Prove that this server knows the token: HMAC of the client's nonce (v1), or (v2) of
+        both nonces and this server's endpoint, which binds the proof to the connection: a
+        relay on another endpoint cannot pass it on."""
+        hello = {
+            "id": request.id, "ok": True, "version": __version__,
+            "protocol": protocol.VERSION, "protocol_minor": protocol.MINOR_VERSION,
+        }  # fmt: skip
+        if request.hello_version >= 2:
+            server_nonce = os.urandom(NONCE_BYTES)
+            endpoint = canonical_endpoint(self.bound_endpoint or self.config.endpoint)
+            proof = hello_proof(self.config.token, request.nonce, server_nonce, endpoint)
+            hello.update(server_nonce=server_nonce, endpoint=endpoint)
+        else:
+            proof = hello_proof(self.config.token, request.nonce)
+        hello["proof"] = proof
+        folder = self.pixel_folder  # read once: the socket thread may replace it
+        if folder is not None:
+            hello["pixel_dir"] = str(folder.path)
+        return protocol.encode(hello)
 
     def _pong(self, router: zmq.Socket, envelope: list[bytes], request_id: str) -> None:
         """``pong`` while serving; ``shutting_down`` while draining, so that a client (or

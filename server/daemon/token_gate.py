@@ -1,14 +1,24 @@
-"""The token gate: bytes from a peer without the token never reach libzmq.
+"""The token gate: messages from a peer without the token never reach libzmq.
 
 libzmq receives every message whole (it allocates what a frame header announces and fills it)
 before the application can look at it, so the ROUTER cannot refuse an unauthenticated 600 MB
 message before holding 600 MB. The gate sits in front of it on loopback endpoints: it accepts
 the clients' connections itself, speaks ZMTP 3 (NULL mechanism, as a ROUTER peer) to them, reads
-only the first 64 KiB of each message, and checks the token there (:func:`protocol.screen`).
-A message that passes is streamed to the real ROUTER, bound on a private ``ipc://`` socket in a
-0700 folder, over one upstream connection per client; one that fails gets its error reply and
-the rest of it is read and thrown away in 64 KiB pieces. Reading from a client pauses while its
-upstream is busy (TCP back-pressure), so each connection holds a few MB at most.
+only the first 64 KiB of each message, and checks the token there with a bounded scan
+(:func:`protocol.screen`), never a decode. It answers ``hello`` itself (no token needed) and
+refuses everything else without a valid token; only a message with a valid token opens the
+client's upstream connection to the real ROUTER (bound on a private ``ipc://`` socket in a
+0700 folder) and makes the connection *trusted*. A refused message's rest is read and thrown
+away in 1 MiB pieces at a bounded rate. Reading from a client pauses while its upstream is busy
+(TCP back-pressure), so each connection holds a few MB at most; one without the token holds its
+64 KiB prefix and a few hundred bytes of answers.
+
+Who may hold a slot (:data:`MAX_CONNECTIONS`): trusted connections are never pushed out. A
+connection must show the token within :data:`AUTH_DEADLINE_S` (:data:`OWN_AUTH_DEADLINE_S` for
+the server's own user), gets at most :data:`UNTRUSTED_ANSWERS` answers before that, and is
+closed after them. On Linux the peer's user is known (:func:`auth.peer_uid`): another user holds
+at most :data:`OTHER_USER_CONNECTIONS` waiting connections and never pushes out one of the
+server's user; when the gate is full, the oldest waiting connection gives way to a new one.
 
 Replies flow back unchanged. When a client disconnects its upstream connection is closed too,
 so the ROUTER sees the client leave. CURVE (remote) endpoints are served by libzmq directly.
@@ -17,6 +27,7 @@ so the ROUTER sees the client leave. CURVE (remote) endpoints are served by libz
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -37,15 +48,27 @@ from lama_client.wire import (
     zmtp_greeting,
     zmtp_ready,
 )
+from lama_server.daemon.auth import peer_uid
 from lama_server.wire import protocol
-from lama_server.wire.protocol import Limits
+from lama_server.wire.protocol import Limits, ProtocolError
 
 log = logging.getLogger("lama_server")
 
 CHUNK = 1 << 20  # bytes moved per read while streaming an accepted message
 MAX_PENDING = 4 << 20  # stop reading a side while this much waits to be written to the other
 MAX_CONNECTIONS = 512
-HANDSHAKE_IDLE_S = 30.0  # a peer that never sends an accepted message is dropped after this
+#: Seconds from connecting to the first message with a valid token: other users and peers the
+#: system does not identify; the server's own user (a client connects, sends hello, then its
+#: request at once: these are generous).
+AUTH_DEADLINE_S = 3.0
+OWN_AUTH_DEADLINE_S = 30.0
+OTHER_USER_CONNECTIONS = 16  # waiting (not yet trusted) connections per other user
+#: Answers (hello, refusals) a connection gets before it shows the token; it is closed after
+#: the last. A client needs one (its hello); the rest is slack for clients that probe.
+UNTRUSTED_ANSWERS = 8
+#: A connection without the token is not read while this much waits to be written to it: a
+#: peer that sends and never reads gets no growing queue.
+UNTRUSTED_QUEUE_BYTES = 4096
 #: Bytes per second the gate reads, over all connections, to throw refused messages away: an
 #: unauthenticated sender gets CPU time for no more than this, and waits (TCP) for the rest.
 DISCARD_RATE = 256 << 20
@@ -55,8 +78,12 @@ _BUFFERED = ("greeting", "ready-header", "ready-body", "header", "command", "pre
 class _Conn:
     """One client connection and, once it sent an accepted message, its upstream."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, uid: int | None, own: bool) -> None:
         self.sock = sock
+        self.uid = uid  # the peer's user id where the system says (Linux), else None
+        self.own = own  # the peer runs as the server's user
+        self.opened = time.monotonic()
+        self.answers = 0  # answers the gate gave it before it showed the token
         self.up: ZmtpConnection | None = None
         self.state = "greeting"  # greeting, ready, header, command, prefix, body, discard
         self.buf = bytearray()
@@ -69,21 +96,31 @@ class _Conn:
         self.dropping = False  # the message being read continues one that was refused
         self.to_client = bytearray()
         self.to_up = bytearray()
-        self.trusted = False
-        self.closing = False  # the upstream closed: close once to_client is written
-        self.last_active = time.monotonic()
+        self.trusted = False  # it sent a message with a valid token
+        self.closing = False  # read no more: close once to_client is written
 
 
 class TokenGate:
-    """Accept ZMTP clients on ``endpoint``; forward messages with a valid token upstream."""
+    """Accept ZMTP clients on ``endpoint``; forward messages with a valid token upstream.
+
+    ``answer_hello(frame)`` is the reply to a ``hello`` (a frame of at most
+    :data:`protocol.HELLO_MAX_BYTES`) from a connection that has not shown the token yet.
+    """
 
     def __init__(
-        self, endpoint: str, upstream: str, authorized: Callable[[str], bool], limits: Limits
+        self,
+        endpoint: str,
+        upstream: str,
+        authorized: Callable[[str], bool],
+        limits: Limits,
+        answer_hello: Callable[[memoryview], bytes],
     ) -> None:
         self.endpoint = endpoint
         self.upstream = upstream
         self.authorized = authorized
         self.limits = limits
+        self.answer_hello = answer_hello
+        self.own_uid = os.geteuid() if hasattr(os, "geteuid") else None
         self.listener = _listen(endpoint)
         self.listener.setblocking(False)
         self.bound_endpoint = _endpoint_of(endpoint, self.listener)
@@ -117,7 +154,7 @@ class TokenGate:
         next_prune = time.monotonic() + 1.0
         try:
             while not self._done():
-                for key, events in self._sel.select(0.05):
+                for key, events in _trusted_first(self._sel.select(0.05)):
                     if key.fileobj is self.listener:
                         self._accept()
                         continue
@@ -168,21 +205,44 @@ class TokenGate:
             sock, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
             return
-        if len(self._conns) >= MAX_CONNECTIONS:
+        except OSError:  # out of file descriptors: make room for the next try
+            self._make_room(own=True)
+            return
+        uid = peer_uid(sock)
+        own = uid is not None and uid == self.own_uid
+        if not self._admit(uid, own):
             sock.close()
             return
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(sock)
+        conn = _Conn(sock, uid, own)
         conn.to_client += zmtp_greeting()
         self._conns[sock] = conn
         self._sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
 
+    def _admit(self, uid: int | None, own: bool) -> bool:
+        """Whether a new connection gets a slot (pushing out a waiting one when full)."""
+        if uid is not None and not own:
+            waiting = sum(1 for c in self._conns.values() if c.uid == uid and not c.trusted)
+            if waiting >= OTHER_USER_CONNECTIONS:
+                return False
+        return len(self._conns) < MAX_CONNECTIONS or self._make_room(own)
+
+    def _make_room(self, own: bool) -> bool:
+        """Close the oldest connection still waiting to show the token, another user's (or an
+        unidentified peer's) first; only the server's own user may push out its own."""
+        waiting = [c for c in self._conns.values() if not c.trusted and (own or not c.own)]
+        if not waiting:
+            return False
+        self._close(min(waiting, key=lambda c: (c.own, c.opened)))
+        return True
+
     def _prune(self) -> None:
         now = time.monotonic()
         for conn in list(self._conns.values()):
-            if not conn.trusted and now - conn.last_active > HANDSHAKE_IDLE_S:
+            deadline = OWN_AUTH_DEADLINE_S if conn.own else AUTH_DEADLINE_S
+            if not conn.trusted and now - conn.opened > deadline:
                 self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
@@ -206,7 +266,8 @@ class TokenGate:
             return
         events = selectors.EVENT_WRITE if conn.to_client else 0
         throttled = conn.state == "discard" and self._discard_budget < 1
-        if len(conn.to_up) < MAX_PENDING and not conn.closing and not throttled:
+        unread = len(conn.to_client) >= (MAX_PENDING if conn.trusted else UNTRUSTED_QUEUE_BYTES)
+        if len(conn.to_up) < MAX_PENDING and not conn.closing and not throttled and not unread:
             events |= selectors.EVENT_READ
         self._interest(conn.sock, events, conn)
         if conn.up is not None:
@@ -252,7 +313,6 @@ class TokenGate:
             count = conn.sock.recv_into(self._scratch, min(conn.remaining, CHUNK))
             if not count:
                 raise _Closed
-            conn.last_active = time.monotonic()
             conn.remaining -= count
             _forward(conn.up.sock, conn.to_up, self._scratch, count)
             if conn.remaining == 0:
@@ -261,7 +321,6 @@ class TokenGate:
         data = conn.sock.recv(max(conn.need - len(conn.buf), 1))
         if not data:
             raise _Closed
-        conn.last_active = time.monotonic()
         conn.buf += data
         self._pump(conn)
 
@@ -325,21 +384,38 @@ class TokenGate:
         conn.state, conn.need = "prefix", min(size, protocol.SMALL_MESSAGE_BYTES)
 
     def _on_prefix(self, conn: _Conn, prefix: bytes) -> None:
-        """A message's first bytes: let it through to the server, or refuse it here."""
-        if conn.flags & FLAG_MORE:  # later frames would pass unchecked: refuse the message
-            refusal = protocol.ProtocolError(
-                "bad_request", "a request is one frame; this message has several"
-            )
+        """A message's first bytes: let it through to the server, answer it, or refuse it."""
+        try:
+            if conn.flags & FLAG_MORE:  # later frames would pass unchecked: refuse the message
+                raise ProtocolError(
+                    "bad_request", "a request is one frame; this message has several"
+                )
+            op = protocol.screen(prefix, conn.size, self.authorized)
+        except ProtocolError as exc:
+            self._answer(conn, protocol.error_reply(exc.code, exc.message, exc.request_id))
         else:
-            refusal = protocol.screen(prefix, conn.size, self.authorized, self.limits)
-        if refusal is None:
-            self._connect_upstream(conn)
-            conn.trusted = True
-        else:
-            conn.to_client += zmtp_frame(
-                protocol.error_reply(refusal.code, refusal.message, refusal.request_id)
-            )
-        self._stream(conn, forward=refusal is None, prefix=prefix)
+            if op != "hello" or conn.up is not None:  # a valid token (or a trusted hello)
+                self._connect_upstream(conn)
+                conn.trusted = True
+                self._stream(conn, forward=True, prefix=prefix)
+                return
+            self._answer(conn, self.answer_hello(memoryview(prefix)))
+        if conn.closing:
+            conn.state = "closed"  # nothing more is read from it
+            return
+        self._stream(conn, forward=False, prefix=prefix)
+
+    def _answer(self, conn: _Conn, payload: bytes) -> None:
+        """A reply from the gate itself. A connection without the token gets a few, while it
+        reads them, and is closed after the last."""
+        if conn.trusted:
+            conn.to_client += zmtp_frame(payload)
+            return
+        conn.answers += 1
+        if len(conn.to_client) < UNTRUSTED_QUEUE_BYTES:
+            conn.to_client += zmtp_frame(payload)
+        if conn.answers >= UNTRUSTED_ANSWERS:
+            conn.closing = True
 
     def _expect_header(self, conn: _Conn, state: str) -> None:
         conn.state, conn.need = state, 2
@@ -388,6 +464,11 @@ class TokenGate:
             conn.up, conn.closing = None, True
             return
         _forward(conn.sock, conn.to_client, self._scratch, count)
+
+
+def _trusted_first(ready: list) -> list:
+    """Events of trusted connections first: hostile peers never delay a client's reply."""
+    return sorted(ready, key=lambda item: not (item[0].data is not None and item[0].data.trusted))
 
 
 class _Closed(Exception):

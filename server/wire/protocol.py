@@ -11,8 +11,6 @@ as zero-copy views of the received frame, never copied.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,19 +18,25 @@ from typing import Any
 
 import msgpack
 
-from lama_client.wire import HELLO_CONTEXT, NONCE_BYTES, MsgpackError, unpack_from
+from lama_client.wire import NONCE_BYTES, MsgpackError, unpack_from
 from lama_model.choices import STRATEGIES
 from lama_server.wire.pixel_files import FileRef
 from lama_server.wire.pixel_formats import FORMATS
 
 VERSION = 1
 #: Minor revision: 1 added ``hello`` (the server proves it knows the token); 2 added pixel
-#: files (``pixel_dir`` in the hello reply, ``file`` instead of ``data`` for local clients).
-MINOR_VERSION = 2
+#: files (``pixel_dir`` in the hello reply, ``file`` instead of ``data`` for local clients);
+#: 3 binds the hello proof to the connection (``hello: 2``: both nonces and the endpoint).
+MINOR_VERSION = 3
 OPS = ("ping", "info", "inpaint", "cancel", "hello")
 #: Messages up to this size are decoded whole before the token check; larger ones must carry
 #: ``v``, ``id``, ``op`` and ``token`` before any pixel data (every client does).
 SMALL_MESSAGE_BYTES = 65536
+#: The gate looks for a small message's envelope (``v``, ``id``, ``op``, ``token``) among at
+#: most this many msgpack objects (keys, values and what they hold): a refusal costs a
+#: bounded scan, whatever the message's shape, never a decode.
+SCAN_OBJECTS = 256
+HELLO_MAX_BYTES = 1024  # a hello is tiny; the gate answers it before any token is seen
 OUTPUTS = ("composite", "layer")
 ERROR_CODES = (
     "bad_request",
@@ -110,6 +114,7 @@ class Request:
     mask_file: FileRef | None = None
     result_view: memoryview | None = None
     nonce: bytes = b""  # ``hello`` only
+    hello_version: int = 1  # ``hello`` only: 2 binds the proof to the connection (1.3)
     options: RequestOptions = field(default_factory=RequestOptions)
 
     @property
@@ -145,29 +150,116 @@ def decode(
 
 
 def screen(
-    prefix: bytes | memoryview, size: int, authorized: Callable[[str], bool], limits: Limits
-) -> ProtocolError | None:
+    prefix: bytes | memoryview, size: int, authorized: Callable[[str], bool]
+) -> str:
     """The gate's check of a ``size``-byte message from its first bytes (``prefix``).
 
-    Returns None to let it through: a small message (whole in ``prefix``) unless its token is
-    wrong — other faults are the server's to answer; a large one only with ``v``, ``id``,
-    ``op`` and a valid ``token`` leading the map. Otherwise the error to answer with.
+    Returns the message's op when it may pass: ``hello`` (the gate answers it, no token
+    needed) or any op with a valid token (the server answers the rest). Raises the
+    :class:`ProtocolError` to answer with otherwise, in the documented order (msgpack, map,
+    version, id, op, token). Costs a bounded scan: a small message's fields are looked for
+    among :data:`SCAN_OBJECTS` objects, a large one's must lead its map.
     """
     view = memoryview(prefix).cast("B")
-    try:
-        if size <= SMALL_MESSAGE_BYTES:
-            decode(view, limits, authorized)
-            return None
-        envelope = _leading_envelope(view)
-        if envelope.op == "hello" or not authorized(envelope.token):
+    if size > SMALL_MESSAGE_BYTES:
+        fields = _leading_scalars(view)
+        _leading_envelope(view)  # a large message without its envelope up front: refused
+    else:
+        fields = _envelope_fields(view, complete=len(view) == size)
+    if fields.get("op") == "hello":
+        envelope = _check_envelope(fields)
+        if size > HELLO_MAX_BYTES:
             raise ProtocolError(
-                "unauthorized",
-                "missing or wrong token (the client reads it from the server's token file)",
-                envelope.id,
+                "bad_request", f"a hello is at most {HELLO_MAX_BYTES} bytes", envelope.id
             )
-        return None
-    except ProtocolError as exc:
-        return exc if exc.code == "unauthorized" or size > SMALL_MESSAGE_BYTES else None
+        return "hello"
+    token = fields.get("token")
+    if isinstance(token, str) and authorized(token):
+        return str(fields.get("op"))
+    raise _unauthorized(_check_envelope(fields).id)
+
+
+def _envelope_fields(view: memoryview, complete: bool) -> dict[str, Any]:
+    """A small message's top-level scalar fields, skipping over every other value without
+    decoding it, within :data:`SCAN_OBJECTS` objects (later duplicates win, as in a decode)."""
+    budget = [SCAN_OBJECTS]
+    fields: dict[str, Any] = {}
+    try:
+        count, pos = _map_header(view)
+        for _ in range(count):
+            if not 0xA0 <= view[pos] <= 0xDB or 0xC0 <= view[pos] <= 0xD8:
+                raise ProtocolError("bad_request", "map keys must be strings")
+            key, pos = unpack_from(view, pos, 1)
+            if _is_small_scalar(view[pos]):
+                _spend(budget, 2)
+                fields[key], pos = unpack_from(view, pos, 1)
+            else:
+                pos = skip_object(view, pos, budget)
+            _spend(budget, 1)  # the key
+        if complete and pos != len(view):
+            raise MsgpackError(f"{len(view) - pos} bytes of trailing data")
+    except (MsgpackError, ValueError, IndexError) as exc:
+        raise ProtocolError(
+            "bad_request", f"not a msgpack message ({type(exc).__name__})"
+        ) from None
+    return fields
+
+
+def _map_header(view: memoryview) -> tuple[int, int]:
+    """(entries, where the first key starts) of the map ``view`` starts with."""
+    b = view[0] if len(view) else -1
+    if 0x80 <= b <= 0x8F:
+        return b & 0x0F, 1
+    if b in (0xDE, 0xDF) and len(view) >= 5:
+        return int.from_bytes(view[1:3] if b == 0xDE else view[1:5], "big"), 3 if b == 0xDE else 5
+    raise ProtocolError("bad_request", "a request must be a msgpack map")
+
+
+#: Bytes after the type byte of fixed-size msgpack values, and of the length of sized ones.
+_FIXED_BYTES = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4,
+                0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17}  # fmt: skip
+_LENGTH_BYTES = {0xC4: 1, 0xD9: 1, 0xC5: 2, 0xDA: 2, 0xC6: 4, 0xDB: 4, 0xC7: 1, 0xC8: 2, 0xC9: 4}
+_COUNT_BYTES = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (bytes, items per count)
+
+
+def _spend(budget: list[int], objects: int) -> None:
+    budget[0] -= objects
+    if budget[0] < 0:
+        raise ProtocolError(
+            "unauthorized", f"no token among the message's first {SCAN_OBJECTS} msgpack objects"
+        )
+
+
+def skip_object(view: memoryview, pos: int, budget: list[int]) -> int:
+    """Where the msgpack object at ``pos`` ends, without decoding it; each object it holds
+    costs one of ``budget[0]`` (ProtocolError when spent): O(objects), never O(bytes)."""
+    pending = 1
+    while pending:
+        pending -= 1
+        _spend(budget, 1)
+        b = view[pos]
+        pos += 1
+        if 0xA0 <= b <= 0xBF:
+            pos += b & 0x1F
+        elif 0x90 <= b <= 0x9F:
+            pending += b & 0x0F
+        elif 0x80 <= b <= 0x8F:
+            pending += 2 * (b & 0x0F)
+        elif b in _FIXED_BYTES:
+            pos += _FIXED_BYTES[b]
+        elif b in _LENGTH_BYTES:
+            width = _LENGTH_BYTES[b]
+            extra = 1 if b >= 0xC7 and b <= 0xC9 else 0  # ext: a type byte after the length
+            pos += width + extra + int.from_bytes(view[pos : pos + width], "big")
+        elif b in _COUNT_BYTES:
+            width, per = _COUNT_BYTES[b]
+            pending += per * int.from_bytes(view[pos : pos + width], "big")
+            pos += width
+        elif b == 0xC1:
+            raise MsgpackError("unused type byte 0xc1")
+        if pos > len(view):
+            raise MsgpackError("truncated data")
+    return pos
 
 
 def _leading_envelope(view: memoryview) -> _Envelope:
@@ -251,13 +343,17 @@ class _Envelope:
     token: str
 
 
+def _unauthorized(request_id: str | None) -> ProtocolError:
+    return ProtocolError(
+        "unauthorized",
+        "missing or wrong token (the client reads it from the server's token file)",
+        request_id,
+    )
+
+
 def _authorize(envelope: _Envelope, authorized: Callable[[str], bool]) -> None:
     if envelope.op != "hello" and not authorized(envelope.token):
-        raise ProtocolError(
-            "unauthorized",
-            "missing or wrong token (the client reads it from the server's token file)",
-            envelope.id,
-        )
+        raise _unauthorized(envelope.id)
 
 
 def _check_envelope(msg: dict) -> _Envelope:
@@ -289,6 +385,10 @@ def _decode_op(msg: dict, envelope: _Envelope, limits: Limits) -> Request:
         if not isinstance(nonce, (bytes, memoryview)) or len(nonce) != NONCE_BYTES:
             raise ProtocolError("bad_request", f"'nonce' must be {NONCE_BYTES} bytes (bin)", rid)
         request.nonce = bytes(nonce)
+        version = msg.get("hello", 1)
+        if version not in (1, 2) or isinstance(version, bool):
+            raise ProtocolError("bad_request", "'hello' must be 1 or 2", rid)
+        request.hello_version = version
     elif op == "cancel":
         target = msg.get("target")
         if not isinstance(target, str) or not 0 < len(target) <= MAX_ID_LENGTH:
@@ -423,12 +523,3 @@ def error_reply(code: str, message: str, request_id: str | None) -> bytes:
 
 def progress_reply(request_id: str, fraction: float, stage: str) -> bytes:
     return encode({"id": request_id, "progress": round(float(fraction), 4), "stage": stage})
-
-
-def hello_proof(token: str, nonce: bytes) -> bytes:
-    """The server's answer to a ``hello``: HMAC-SHA256 keyed by the token over the nonce.
-
-    Only a holder of the token can compute it, so a client that checks it knows it talks to
-    its own lama-server before it sends the token or any pixels.
-    """
-    return hmac.new(token.encode("utf-8"), HELLO_CONTEXT + bytes(nonce), hashlib.sha256).digest()
