@@ -236,6 +236,23 @@ def test_a_peer_that_sends_wrong_tokens_and_never_reads_is_closed_with_a_bounded
     sock.close()
 
 
+def test_a_peer_whose_messages_are_refused_is_read_more_slowly_with_each_refusal(rig):
+    """The gate stops reading a refused sender for a while (doubling), so a flood of wrong
+    tokens waits on full socket buffers instead of taking the CPU authenticated clients need."""
+    conn = ZmtpConnection(rig.endpoint, 5.0)
+    answered = []
+    for _ in range(6):  # sent back to back; each answer waits for the pause before it
+        conn.send(_wrong_token_message(200))
+    for _ in range(6):
+        assert _final(conn)["error"]["code"] == "unauthorized"
+        answered.append(time.monotonic())
+    gaps = [b - a for a, b in zip(answered, answered[1:], strict=False)]
+    pauses = [token_gate.REFUSAL_PAUSE_S * 2**i for i in range(5)]  # after refusals 1 to 5
+    assert all(gap >= pause * 0.9 for gap, pause in zip(gaps, pauses, strict=True)), (gaps, pauses)
+    assert rig.arrived() == 0
+    conn.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peer uid: Linux")
 def test_another_users_connections_are_capped_and_never_crowd_out_the_servers_user(rig):

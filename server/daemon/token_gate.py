@@ -69,6 +69,11 @@ UNTRUSTED_ANSWERS = 8
 #: A connection without the token is not read while this much waits to be written to it: a
 #: peer that sends and never reads gets no growing queue.
 UNTRUSTED_QUEUE_BYTES = 4096
+#: A connection without the token is not read for this long after a refusal, doubling with
+#: each further one (at most about 2.5 s over its UNTRUSTED_ANSWERS): a program that sends
+#: refused messages as fast as it can then waits on full socket buffers instead of taking the
+#: CPU that the gate and the server need for the clients that hold the token.
+REFUSAL_PAUSE_S = 0.01
 #: Bytes per second the gate reads, over all connections, to throw refused messages away: an
 #: unauthenticated sender gets CPU time for no more than this, and waits (TCP) for the rest.
 DISCARD_RATE = 256 << 20
@@ -84,6 +89,8 @@ class _Conn:
         self.own = own  # the peer runs as the server's user
         self.opened = time.monotonic()
         self.answers = 0  # answers the gate gave it before it showed the token
+        self.refusals = 0  # of those, refusals (a hello answer is not one)
+        self.quiet_until = 0.0  # not read before this time (monotonic): see REFUSAL_PAUSE_S
         self.up: ZmtpConnection | None = None
         self.state = "greeting"  # greeting, ready, header, command, prefix, body, discard
         self.buf = bytearray()
@@ -131,6 +138,7 @@ class TokenGate:
         self._discard_budget = float(CHUNK)
         self._refilled = time.monotonic()
         self._scratch = bytearray(CHUNK)
+        self._paused: set[_Conn] = set()  # connections not read until their quiet_until
 
     def start(self) -> None:
         self._thread.start()
@@ -177,6 +185,7 @@ class TokenGate:
                         log.exception("gate: unexpected error; closing that connection")
                         self._close(conn)
                 self._refill_discard_budget()
+                self._wake_paused()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + 1.0
                     self._prune()
@@ -199,6 +208,18 @@ class TokenGate:
             for conn in list(self._conns.values()):
                 if conn.state == "discard":
                     self._update_interest(conn)
+
+    def _pause(self, conn: _Conn) -> None:
+        """Read nothing more from ``conn`` for a while: it just had a message refused."""
+        conn.refusals += 1
+        conn.quiet_until = time.monotonic() + REFUSAL_PAUSE_S * 2 ** (conn.refusals - 1)
+        self._paused.add(conn)
+
+    def _wake_paused(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c in self._paused if now >= c.quiet_until]:
+            self._paused.discard(conn)
+            self._update_interest(conn)
 
     def _accept(self) -> None:
         try:
@@ -246,6 +267,7 @@ class TokenGate:
                 self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
+        self._paused.discard(conn)
         if self._conns.pop(conn.sock, None) is None:
             return
         for sock in (conn.sock, conn.up.sock if conn.up else None):
@@ -267,7 +289,9 @@ class TokenGate:
         events = selectors.EVENT_WRITE if conn.to_client else 0
         throttled = conn.state == "discard" and self._discard_budget < 1
         unread = len(conn.to_client) >= (MAX_PENDING if conn.trusted else UNTRUSTED_QUEUE_BYTES)
-        if len(conn.to_up) < MAX_PENDING and not conn.closing and not throttled and not unread:
+        quiet = conn in self._paused
+        blocked = conn.closing or throttled or unread or quiet
+        if len(conn.to_up) < MAX_PENDING and not blocked:
             events |= selectors.EVENT_READ
         self._interest(conn.sock, events, conn)
         if conn.up is not None:
@@ -393,6 +417,8 @@ class TokenGate:
             op = protocol.screen(prefix, conn.size, self.authorized)
         except ProtocolError as exc:
             self._answer(conn, protocol.error_reply(exc.code, exc.message, exc.request_id))
+            if not conn.trusted:
+                self._pause(conn)
         else:
             if op != "hello" or conn.up is not None:  # a valid token (or a trusted hello)
                 self._connect_upstream(conn)
