@@ -168,33 +168,44 @@ def secure_ipc_socket(endpoint: str) -> None:
         os.chmod(path, 0o600)  # connecting to a Unix socket needs write permission on it
 
 
-def peer_uid(sock: socket.socket) -> int | None:
+def peer_uid(sock: socket.socket, tables: dict[str, str] | None = None) -> int | None:
     """The user id of the process at the other end of an accepted local connection, where
     the system says (Linux: ``SO_PEERCRED`` for Unix sockets, the kernel's socket table for
-    loopback TCP); None elsewhere, or when the peer is already gone."""
+    loopback TCP); None elsewhere, or when the peer is already gone.
+
+    ``tables``: socket tables read earlier, reused while they hold the connection (a burst
+    of accepts then reads the kernel's table once, not once per connection); updated here.
+    """
     if not sys.platform.startswith("linux"):
         return None
     try:
         if sock.family == socket.AF_UNIX:
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             return struct.unpack("3i", creds)[1]
-        return _tcp_peer_uid(sock.getpeername(), sock.getsockname(), sock.family)
+        return _tcp_peer_uid(sock.getpeername(), sock.getsockname(), sock.family, tables)
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _tcp_peer_uid(peer: tuple, ours: tuple, family: int) -> int | None:
+def _tcp_peer_uid(
+    peer: tuple, ours: tuple, family: int, tables: dict[str, str] | None
+) -> int | None:
     """The peer's socket is a line of /proc/net/tcp (or tcp6) whose local address is the
     peer's and whose remote one is ours; its eighth column is the owner's uid."""
     if family == socket.AF_INET:
-        tables = (("/proc/net/tcp", _hex_v4), ("/proc/net/tcp6", _hex_v4_mapped))
+        sources = (("/proc/net/tcp", _hex_v4), ("/proc/net/tcp6", _hex_v4_mapped))
     else:
-        tables = (("/proc/net/tcp6", _hex_v6),)
-    for table, hexed in tables:
+        sources = (("/proc/net/tcp6", _hex_v6),)
+    for table, hexed in sources:
         needle = f"{hexed(peer[0])}:{peer[1]:04X} {hexed(ours[0])}:{ours[1]:04X} "
-        with open(table, encoding="ascii") as f:
-            text = f.read()
+        text = tables.get(table, "") if tables is not None else ""
         at = text.find(needle)
+        if at < 0:  # not read yet, or read before this connection existed
+            with open(table, encoding="ascii") as f:
+                text = f.read()
+            if tables is not None:
+                tables[table] = text
+            at = text.find(needle)
         if at >= 0:
             return int(text[at : text.find("\n", at)].split()[6])
     return None

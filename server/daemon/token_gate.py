@@ -74,6 +74,9 @@ UNTRUSTED_QUEUE_BYTES = 4096
 #: refused messages as fast as it can then waits on full socket buffers instead of taking the
 #: CPU that the gate and the server need for the clients that hold the token.
 REFUSAL_PAUSE_S = 0.01
+#: Connections accepted per turn of the loop: a burst empties the backlog quickly, and the
+#: connections already open still get their turn between batches.
+ACCEPT_BATCH = 64
 #: Bytes per second the gate reads, over all connections, to throw refused messages away: an
 #: unauthenticated sender gets CPU time for no more than this, and waits (TCP) for the rest.
 DISCARD_RATE = 256 << 20
@@ -164,7 +167,7 @@ class TokenGate:
             while not self._done():
                 for key, events in _trusted_first(self._sel.select(0.05)):
                     if key.fileobj is self.listener:
-                        self._accept()
+                        self._accept_pending()
                         continue
                     conn = key.data
                     try:
@@ -221,19 +224,27 @@ class TokenGate:
             self._paused.discard(conn)
             self._update_interest(conn)
 
-    def _accept(self) -> None:
+    def _accept_pending(self) -> None:
+        """Accept what waits in the backlog, a bounded batch per turn of the loop."""
+        tables: dict[str, str] = {}  # the kernel's socket tables, read once for the batch
+        for _ in range(ACCEPT_BATCH):
+            if not self._accept(tables):
+                return
+
+    def _accept(self, tables: dict[str, str]) -> bool:
+        """Accept one connection; False when none was waiting."""
         try:
             sock, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:  # out of file descriptors: make room for the next try
             self._make_room(own=True)
-            return
-        uid = peer_uid(sock)
+            return False
+        uid = peer_uid(sock, tables)
         own = uid is not None and uid == self.own_uid
         if not self._admit(uid, own):
             sock.close()
-            return
+            return True
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -241,6 +252,7 @@ class TokenGate:
         conn.to_client += zmtp_greeting()
         self._conns[sock] = conn
         self._sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        return True
 
     def _admit(self, uid: int | None, own: bool) -> bool:
         """Whether a new connection gets a slot (pushing out a waiting one when full)."""
@@ -541,7 +553,10 @@ def _listen(endpoint: str) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0 if port == "*" else int(port)))
-    sock.listen(128)
+    # The system's largest backlog: a burst of connections (a program opening hundreds) must
+    # not leave a client that holds the token refused at connect (ipc:// fails at once when
+    # the backlog is full) before the gate has had a turn to accept and sort them.
+    sock.listen(socket.SOMAXCONN)
     return sock
 
 
