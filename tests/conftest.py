@@ -414,4 +414,4 @@ def segment_golden() -> dict:
     per prompt name of ``make_segment_golden.PROMPTS``, its embeddings, logits and IoU."""
     import torch
 
-    return torch.load(SEGMENT_GOLDEN / "golden.pt", weights_only=False)
+    return torch.load(SEGMENT_GOLDEN / "golden.pt", weights_only=True)
