@@ -128,3 +128,11 @@ def test_missing_or_foreign_file_is_checkpoint_error(tmp_path, tiny_segmenter_pa
     with pytest.raises(CheckpointError, match="not a mobile-sam checkpoint") as info:
         load_segmenter(str(foreign), "cpu")
     assert "\n" not in str(info.value)
+
+
+def test_unreadable_configuration_beside_a_file_is_checkpoint_error(tmp_path, tiny_segmenter_path):
+    copy = tmp_path / "tiny.pt"
+    copy.write_bytes(tiny_segmenter_path.read_bytes())
+    (tmp_path / "tiny.pt.json").write_text('{"embed_dims": [8, 16], "no_such_field": 1}')
+    with pytest.raises(CheckpointError, match="not a segmenter configuration"):
+        load_segmenter(str(copy), "cpu")

@@ -8,7 +8,7 @@ taken for the MobileSAM release (TinyViT-5M), the only one the official format k
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lama_model.errors import CheckpointError
@@ -43,7 +43,6 @@ class SegmenterConfig:
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
-    extra: dict = field(default_factory=dict)  # room for notes; ignored by the builder
 
     @property
     def embedding_size(self) -> int:

@@ -1,8 +1,8 @@
 """TinyViT, MobileSAM's image encoder: convolutions first, then windowed attention, then a
 neck to the decoder's width (the official ``tiny_vit_sam.py`` written as plain modules).
 
-Measured before choosing it (random weights, 1024² input, ``torch.set_num_threads(2)`` on a
-machine shared with other jobs, so rough): see ``bench/segment.py`` and the README.
+Why this encoder and what it costs: see ``lama_model.segment``'s docstring and
+``bench/segment.py``.
 """
 
 from __future__ import annotations
