@@ -52,6 +52,7 @@ class Settings:
     margin: int = 0  # 0 = automatic: max(128 px, half the selection's size)
     visible: bool = False  # read the visible image instead of the active layer
     refine: bool = False  # high-resolution refinement on the server: sharper, slower
+    select_first: bool = False  # Remove object: select the object in the selection first
 
     @classmethod
     def load(cls, read) -> Settings:
@@ -73,6 +74,7 @@ class Settings:
             margin=number("margin", base.margin, 4096),
             visible=str(read("visible", "false")).lower() == "true",
             refine=str(read("refine", "false")).lower() == "true",
+            select_first=str(read("select_first", "false")).lower() == "true",
         )
 
     def save(self, write) -> None:
@@ -83,6 +85,7 @@ class Settings:
         write("margin", str(self.margin))
         write("visible", "true" if self.visible else "false")
         write("refine", "true" if self.refine else "false")
+        write("select_first", "true" if self.select_first else "false")
 
     def client_options(self) -> dict:
         """Keyword arguments for ``LamaClient``: refinement may run for many minutes on a CPU."""
@@ -177,6 +180,34 @@ def apply_result(doc, node, job: Job, data: bytes):
     w = job.window
     layer.setPixelData(data, w.x, w.y, w.w, w.h)
     return layer
+
+
+def object_mask(client, job: Job, settings: Settings, progress=None, cancel=None) -> bytes:
+    """The mask of the object inside the job's selection: the selection's box is the prompt
+    of the server's ``segment``, and the answer is grown by the grow setting (the same rule
+    the server grows an inpaint mask by), one byte per window pixel, 0 or 255."""
+    w, h = job.window.w, job.window.h
+    box = lama_client.host_kit.mask_box(job.mask, w, h)
+    if box is None:
+        raise PluginError("Nothing selected", "The selection is empty.")
+    image = lama_client.ImageData(w, h, job.format, job.pixels)
+    mask = client.segment(image, box=box, progress=progress, cancel=cancel)
+    if not any(mask):
+        raise PluginError(
+            "No object found",
+            "The server found no object in the selection. Draw the selection a little larger "
+            "around the object, or select it by hand.",
+        )
+    return lama_client.host_kit.grow_mask(mask, w, h, settings.mask_grow)
+
+
+def apply_selection(doc, job: Job, mask: bytes, new_selection) -> None:
+    """Replace the document's selection with ``mask`` (a window's bytes), as one selection
+    change (one undo step in Krita). ``new_selection()`` makes an empty ``krita.Selection``."""
+    selection = new_selection()
+    w = job.window
+    selection.setPixelData(mask, w.x, w.y, w.w, w.h)
+    doc.setSelection(selection)
 
 
 def explain(error: Exception) -> PluginError:
