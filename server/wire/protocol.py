@@ -214,6 +214,11 @@ def _envelope_fields(view: memoryview, complete: bool) -> dict[str, Any]:
             else:
                 pos = skip_object(view, pos, budget)
             _spend(budget, 1)  # the key
+            if _ENVELOPE_KEYS <= fields.keys():
+                # The whole envelope within the first SCAN_OBJECTS objects, as documented: the
+                # rest (a segment request's 64 points are 200 objects) is the decoder's to
+                # read, which checks the token again (a later duplicate wins there).
+                return fields
         if complete and pos != len(view):
             raise MsgpackError(f"{len(view) - pos} bytes of trailing data")
     except (MsgpackError, ValueError, IndexError) as exc:
@@ -221,6 +226,9 @@ def _envelope_fields(view: memoryview, complete: bool) -> dict[str, Any]:
             "bad_request", f"not a msgpack message ({type(exc).__name__})"
         ) from None
     return fields
+
+
+_ENVELOPE_KEYS = frozenset(("v", "id", "op", "token"))
 
 
 def _map_header(view: memoryview) -> tuple[int, int]:
