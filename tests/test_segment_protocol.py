@@ -123,3 +123,18 @@ def test_mask_box_is_the_box_of_the_selected_bytes():
     mask[7, 11] = 128
     mask[0, 0] = 127  # not selected: at most the threshold
     assert host_kit.mask_box(mask.tobytes(), 13, 9) == (3, 2, 12, 8)
+
+
+def test_the_gate_passes_a_small_request_whose_envelope_leads_many_points():
+    """The envelope within the first SCAN_OBJECTS objects, as documented: a segment request
+    with 64 points (about 200 msgpack objects after it) reaches the server."""
+    frame = segment_frame(points=[[1, 1]] * 64, labels=[1] * 64)
+    assert protocol.screen(frame, len(frame), lambda token: token == "t") == "segment"
+
+
+def test_the_gate_refuses_a_token_hidden_behind_many_objects():
+    message = {"v": 1, "id": "x", "op": "segment", "points": [[1, 1]] * 100, "token": "t"}
+    frame = msgpack.packb(message)
+    with pytest.raises(ProtocolError) as caught:
+        protocol.screen(frame, len(frame), lambda token: token == "t")
+    assert caught.value.code == "unauthorized"
