@@ -202,8 +202,10 @@ def object_mask(client, job: Job, settings: Settings, progress=None, cancel=None
 
 
 def apply_selection(doc, job: Job, mask: bytes, new_selection) -> None:
-    """Replace the document's selection with ``mask`` (a window's bytes), as one selection
-    change (one undo step in Krita). ``new_selection()`` makes an empty ``krita.Selection``."""
+    """Replace the document's selection with ``mask`` (a window's bytes). ``new_selection()``
+    makes an empty ``krita.Selection``. Krita's scripting API sets selections outside the undo
+    stack, so Ctrl+Z does not bring the old selection back (Select › Reselect does not
+    either); the README says so."""
     selection = new_selection()
     w = job.window
     selection.setPixelData(mask, w.x, w.y, w.w, w.h)
