@@ -187,3 +187,16 @@ def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_
     assert "segment" in finished
     assert inpaint_s < encoder_s / 2, f"the inpaint waited {inpaint_s:.1f} s"
     assert sent + inpaint_s < finished["segment"]
+
+
+def test_a_large_window_travels_through_a_pixel_file(segment_server):
+    """A local client passes a window over 256 KiB through the server's pixel folder, as for
+    inpaint; the mask still comes back inline and is the same."""
+    photo = np.tile(disc_photo(seed=4), (4, 4, 1))  # 384×320: 368,640 bytes as RGB8
+    box = (60.0, 50.0, 300.0, 270.0)
+    with LamaClient(segment_server.endpoint, segment_server.token) as client:
+        through_file = client.segment(as_image(photo), box=box)
+    with LamaClient(segment_server.endpoint, segment_server.token, pixel_files=False) as client:
+        inline = client.segment(as_image(photo), box=box)
+    assert through_file == inline
+    assert "pixels=file" in segment_server.log() and "pixels=inline" in segment_server.log()
