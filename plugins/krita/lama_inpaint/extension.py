@@ -205,7 +205,9 @@ class LamaExtension(Extension):
                 core.apply_result(active["doc"], active["node"], request.job, request.result)
             active["doc"].refreshProjection()
         except Exception as exc:  # a host API failure: tell the user, keep Krita alive
-            self._message("LaMa could not change the image", str(exc))
+            title = "LaMa could not change the selection" if request.select_only else (
+                "LaMa could not add the layer")  # fmt: skip
+            self._message(title, str(exc))
 
     def _report(self, error: Exception) -> None:
         if getattr(error, "code", "") == "cancelled":
