@@ -30,6 +30,11 @@ def context_window(selection: Box, bounds: Box, margin: int = 0) -> Box:
             min(bx1, x1 + margin), min(by1, y1 + margin))  # fmt: skip
 
 
+#: Prompt points one ``segment`` request may carry (protocol 1.4): SAM's own guidance uses a
+#: handful, and the limit keeps a request's decoder work bounded. The protocol checks it
+#: (``lama_server.wire.protocol``), and a test holds the segmenter's limit to it.
+MAX_POINTS = 64
+
 #: A mask byte above this is selected: the same rule as the server's inpaint mask (> 127).
 MASK_THRESHOLD = 127
 _BINARY = bytes(0 if v <= MASK_THRESHOLD else 255 for v in range(256))

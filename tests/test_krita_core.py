@@ -127,6 +127,9 @@ class FakeDoc:
     def pixelData(self, x, y, w, h):  # noqa: N802
         return bytes(w * h * 4)
 
+    def nodeByName(self, name):  # noqa: N802
+        return getattr(self, "named", {}).get(name)
+
 
 def test_window_is_selection_plus_auto_margin_clamped_to_the_image():
     bounds = core.Rect(0, 0, 1000, 800)
@@ -286,3 +289,42 @@ def test_select_first_setting_round_trips():
     core.Settings(select_first=True).save(stored.__setitem__)
     assert core.Settings.load(lambda k, d: stored.get(k, d)).select_first is True
     assert core.Settings.load(lambda k, d: d).select_first is False
+
+
+class DotsLayer(FakeNode):
+    """A "lama points" paint layer (BGRA8) with square dots: (x, y, size, (b, g, r))."""
+
+    def __init__(self, dots, w=1000, h=800):
+        super().__init__(core.POINTS_LAYER)
+        self.pixels = bytearray(w * h * 4)
+        self.w = w
+        for x, y, size, colour in dots:
+            for yy in range(y, y + size):
+                for xx in range(x, x + size):
+                    self.pixels[(yy * w + xx) * 4 : (yy * w + xx + 1) * 4] = bytes((*colour, 255))
+
+    def pixelData(self, x, y, w, h):  # noqa: N802
+        return b"".join(self.pixels[((y + r) * self.w + x) * 4 : ((y + r) * self.w + x + w) * 4]
+                        for r in range(h))  # fmt: skip
+
+
+def test_dots_on_the_points_layer_become_labelled_points_in_window_pixels():
+    doc = FakeDoc(selection=FakeSelection(500, 400, 40, 30))
+    green, red = (40, 200, 30), (30, 30, 220)  # BGRA order
+    doc.named = {core.POINTS_LAYER: DotsLayer([(510, 410, 3, green), (530, 420, 2, red),
+                                                (5, 5, 3, green)])}  # the last: outside the window
+    job = core.prepare(doc, doc.layer, core.Settings())
+    # The window starts at (372, 272): the 3×3 dot on 510..512 covers window pixels 138..140,
+    # whose centre is 139.5 (pixel centres at +0.5); the red 2×2 dot's is 159.0, 149.0.
+    assert dict(zip(job.points, job.labels, strict=True)) == {(139.5, 139.5): 1, (159.0, 149.0): 0}
+    assert job.points == ((139.5, 139.5), (159.0, 149.0))  # top to bottom
+    client = RecordingSegmentClient(b"\xff" * (job.window.w * job.window.h))
+    client.segment = lambda image, **prompt: client.asked.append(prompt) or client.answer
+    core.object_mask(client, job, core.Settings())
+    assert client.asked[0]["points"] == job.points and client.asked[0]["labels"] == job.labels
+
+
+def test_without_a_points_layer_the_box_is_the_only_prompt():
+    doc = FakeDoc(selection=FakeSelection(500, 400, 40, 30))
+    job = core.prepare(doc, doc.layer, core.Settings())
+    assert job.points == () and job.labels == ()

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.hosts
 PRECISION = "fp32"
 SELECTION = [60, 40, 90, 80]  # x, y, w, h: a loose rectangle around the disc
 GROW = 3
+#: Dots on a "lama points" layer (x, y, size, BGR): one on the disc, a red one beside it.
+DOTS = [[100, 75, 4, [60, 200, 40]], [70, 50, 3, [30, 30, 220]]]
 
 
 def write_disc_photo(path) -> None:
@@ -41,10 +43,12 @@ def write_disc_photo(path) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def expected_selection(source_rgb: np.ndarray, box, grow: int) -> np.ndarray:
-    """What the server answers for ``box`` on these pixels, grown as the plug-ins grow it."""
+def expected_selection(source_rgb: np.ndarray, box, grow: int, points=None, labels=None):
+    """What the server answers for ``box`` (and points) on these pixels, grown as the
+    plug-ins grow it."""
     segmenter = tiny_segmenter()
-    found = segmenter.predict(segmenter.embed(rgb8(source_rgb)), box=tuple(float(v) for v in box))
+    found = segmenter.predict(segmenter.embed(rgb8(source_rgb)), box=tuple(float(v) for v in box),
+                              points=points, labels=labels)  # fmt: skip
     h, w = found.shape
     grown = host_kit.grow_mask((found * 255).astype(np.uint8).tobytes(), w, h, grow)
     return np.frombuffer(grown, np.uint8).reshape(h, w)
@@ -81,6 +85,7 @@ def krita_segment(request, tmp_path_factory, tiny_model_dir):
     plan = {"out": work_in, "watchdog_ms": 150000, "scenarios": [
         {"name": "select", "action": "lama_select_object", "image": image, "endpoint": live, "selection": SELECTION, "mask_grow": GROW},
         {"name": "select_first", "select_first": True, "image": image, "endpoint": live, "selection": SELECTION, "mask_grow": GROW},
+        {"name": "select_dots", "action": "lama_select_object", "image": image, "endpoint": live, "selection": SELECTION, "mask_grow": GROW, "dots": DOTS},
     ]}  # fmt: skip
     (work / "plan.json").write_text(json.dumps(plan))
     env = {"HOME": home_in, "LAMA_TEST_PLAN": f"{work_in}/plan.json", "LAMA_TOKEN": server.token}
@@ -116,6 +121,19 @@ def test_krita_select_object_applies_the_servers_mask_grown(krita_segment):
     np.testing.assert_array_equal(selected, expected_selection(source, box, GROW))
     assert "embedding computed" in krita_segment["server_log"]
     assert s["source_unchanged"] is True and "LaMa: removed" not in s["siblings"]
+
+
+def test_krita_dots_on_a_points_layer_are_sent_as_labelled_points(krita_segment):
+    s, source, _, box = _krita_scenario(krita_segment, "select_dots")
+    x, y, w, h = s["window"]
+    centres = sorted((dy - y + size / 2, dx - x + size / 2, 0 if bgr[2] > 200 else 1)
+                     for dx, dy, size, bgr in DOTS)  # top to bottom, as the plug-in sends them
+    points = np.array([[cx, cy] for cy, cx, _ in centres], np.float32)
+    labels = np.array([label for _, _, label in centres])
+    selected = np.frombuffer((krita_segment["out"] / "select_dots.selected_window.raw").read_bytes(),
+                             np.uint8).reshape(h, w)  # fmt: skip
+    expected = expected_selection(source, box, GROW, points, labels)
+    np.testing.assert_array_equal(selected, expected)
 
 
 def test_krita_remove_with_select_first_fills_the_object_mask(krita_segment, tiny_model_dir):

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from lama_client import host_kit
 from lama_client.wire import NONCE_BYTES, MsgpackError, unpack_from
 from lama_model.choices import STRATEGIES
 from lama_server.wire.pixel_files import FileRef
@@ -30,10 +31,9 @@ VERSION = 1
 #: 4 added ``segment`` (a box and/or points become the object's mask).
 MINOR_VERSION = 4
 OPS = ("ping", "info", "inpaint", "cancel", "hello", "segment")
-#: Prompt points one ``segment`` request may carry (SAM's own guidance uses a handful; the
-#: limit keeps a request's decoder work bounded). lama_model.segment.MAX_POINTS is the same
-#: number (a test holds them equal): the protocol refuses first, without loading torch.
-MAX_POINTS = 64
+#: Prompt points per ``segment`` request: the one copy is the client's (the plug-ins need it
+#: too); lama_model.segment.MAX_POINTS is held equal by a test.
+MAX_POINTS = host_kit.MAX_POINTS
 #: Messages up to this size are decoded whole before the token check; larger ones must carry
 #: ``v``, ``id``, ``op`` and ``token`` before any pixel data (every client does).
 SMALL_MESSAGE_BYTES = 65536

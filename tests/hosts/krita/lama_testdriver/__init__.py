@@ -82,6 +82,12 @@ class Driver:
             layer.move(dx, dy)
             doc.waitForDone()
             node = layer
+        if spec.get("dots"):  # Select object's extra prompts: a "lama points" paint layer
+            dots = doc.createNode("lama points", "paintlayer")
+            doc.rootNode().addChildNode(dots, None)
+            for dx, dy, size, bgr in spec["dots"]:
+                dots.setPixelData(bytes(list(bgr) + [255]) * (size * size), dx, dy, size, size)
+            doc.waitForDone()
         doc.setActiveNode(node)
         x, y, w, h = spec["selection"]
         selection = Selection()
@@ -107,8 +113,14 @@ class Driver:
         self._dump("mask_window", selection.pixelData(window.x, window.y, window.w, window.h))
         QTimer.singleShot(200, self.trigger)
 
-    def trigger(self):
+    def trigger(self, tries=10):
         doc = Krita.instance().activeDocument()
+        if tries and doc is not None and doc.activeNode() is not None and doc.activeNode().name() != self.node.name():
+            # Krita makes a layer added by a script active a moment later: wait for it,
+            # then make the scenario's layer active again.
+            doc.setActiveNode(self.node)
+            QTimer.singleShot(300, lambda: self.trigger(tries - 1))
+            return
         self.current["active_node"] = doc.activeNode().name() if doc and doc.activeNode() else None
         action = Krita.instance().action(self.current["spec"].get("action", "lama_remove_object"))
         self.current["action_text"] = action.text() if action else None
