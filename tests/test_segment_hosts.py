@@ -1,6 +1,8 @@
 """Select object in the real hosts (Krita 5.1/5.3/6.0 under Xvfb, GIMP 3.0/3.2 in batch mode),
 against a real lama-server serving the seeded tiny segmenter: a rectangle selection around a
-dark disc on a plain background becomes exactly the server's mask of it, grown as set; and
+dark disc on a plain background becomes exactly the server's mask of it (the test asks the
+same server for it afterwards: a cache hit, so the window is the one the plug-in sent), grown
+as set; and
 Remove object with "Select object first" fills exactly that mask.
 
 With random tiny weights the mask is not a good outline of the disc (that needs the real
@@ -16,15 +18,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, host_missing, start_server, tiny_segmenter, tiny_segmenter_path
+from conftest import REPO, host_missing, start_server, tiny_segmenter_path
 from hosts.real_hosts import GIMP_HOSTS, KRITA_HOSTS, free_display
 from PIL import Image
 
 from lama_client import host_kit
+from lama_client.client import ImageData, LamaClient
 from lama_model.factory import load_for_inference
 from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.commands.plugins import enable_in_kritarc
-from lama_server.wire.pixel_formats import array_to_wire, rgb8, wire_to_array
+from lama_server.wire.pixel_formats import array_to_wire, wire_to_array
 from lama_server.wire.replies import layer_pixels
 
 pytestmark = pytest.mark.hosts
@@ -43,15 +46,16 @@ def write_disc_photo(path) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def expected_selection(source_rgb: np.ndarray, box, grow: int, points=None, labels=None):
-    """What the server answers for ``box`` (and points) on these pixels, grown as the
-    plug-ins grow it."""
-    segmenter = tiny_segmenter()
-    found = segmenter.predict(segmenter.embed(rgb8(source_rgb)), box=tuple(float(v) for v in box),
-                              points=points, labels=labels)  # fmt: skip
-    h, w = found.shape
-    grown = host_kit.grow_mask((found * 255).astype(np.uint8).tobytes(), w, h, grow)
-    return np.frombuffer(grown, np.uint8).reshape(h, w)
+def expected_selection(session, source: np.ndarray, fmt: str, box, points=(), labels=()):
+    """What the session's server answers for these prompts on these pixels (asked again after
+    the host ran: the same server, its cached embedding), grown as the plug-ins grow it."""
+    h, w = source.shape[:2]
+    server = session["server"]
+    with LamaClient(server.endpoint, server.token) as client:
+        found = client.segment(ImageData(w, h, fmt, array_to_wire(fmt, source)), box=box,
+                               points=points, labels=labels)  # fmt: skip
+        assert client.last_timing["embedding_cached"] is True  # the window the plug-in sent
+    return np.frombuffer(host_kit.grow_mask(found, w, h, GROW), np.uint8).reshape(h, w)
 
 
 def expected_layer(tiny_model_dir, source: np.ndarray, mask: np.ndarray, fmt: str) -> bytes:
@@ -91,12 +95,12 @@ def krita_segment(request, tmp_path_factory, tiny_model_dir):
     env = {"HOME": home_in, "LAMA_TEST_PLAN": f"{work_in}/plan.json", "LAMA_TOKEN": server.token}
     cmd = ["xvfb-run", "-n", str(free_display()), "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"]  # fmt: skip
     proc = host.run(cmd, env, 180)
-    server.stop()
     result_file = work / "result.json"
     assert result_file.is_file(), f"Krita wrote no result (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"  # fmt: skip
     scenarios = {s["name"]: s for s in json.loads(result_file.read_text())["scenarios"]}
-    return {"out": work, "scenarios": scenarios, "log": proc.stdout + proc.stderr,
-            "server_log": server.log()}  # fmt: skip
+    yield {"out": work, "scenarios": scenarios, "log": proc.stdout + proc.stderr,
+           "server": server}  # fmt: skip
+    server.stop()
 
 
 def _krita_scenario(session, name):
@@ -118,8 +122,7 @@ def test_krita_select_object_applies_the_servers_mask_grown(krita_segment):
     assert box == (SELECTION[0] - x, SELECTION[1] - y, SELECTION[0] - x + SELECTION[2], SELECTION[1] - y + SELECTION[3])  # fmt: skip
     selected = np.frombuffer((krita_segment["out"] / "select.selected_window.raw").read_bytes(),
                              np.uint8).reshape(h, w)  # fmt: skip
-    np.testing.assert_array_equal(selected, expected_selection(source, box, GROW))
-    assert "embedding computed" in krita_segment["server_log"]
+    np.testing.assert_array_equal(selected, expected_selection(krita_segment, source, "BGRA8", box))
     assert s["source_unchanged"] is True and "LaMa: removed" not in s["siblings"]
 
 
@@ -128,18 +131,18 @@ def test_krita_dots_on_a_points_layer_are_sent_as_labelled_points(krita_segment)
     x, y, w, h = s["window"]
     centres = sorted((dy - y + size / 2, dx - x + size / 2, 0 if bgr[2] > 200 else 1)
                      for dx, dy, size, bgr in DOTS)  # top to bottom, as the plug-in sends them
-    points = np.array([[cx, cy] for cy, cx, _ in centres], np.float32)
-    labels = np.array([label for _, _, label in centres])
+    points = [(cx, cy) for cy, cx, _ in centres]
+    labels = [label for _, _, label in centres]
     selected = np.frombuffer((krita_segment["out"] / "select_dots.selected_window.raw").read_bytes(),
                              np.uint8).reshape(h, w)  # fmt: skip
-    expected = expected_selection(source, box, GROW, points, labels)
+    expected = expected_selection(krita_segment, source, "BGRA8", box, points, labels)
     np.testing.assert_array_equal(selected, expected)
 
 
 def test_krita_remove_with_select_first_fills_the_object_mask(krita_segment, tiny_model_dir):
     s, source, _, box = _krita_scenario(krita_segment, "select_first")
     assert "LaMa: removed" in s["siblings"]
-    mask = expected_selection(source, box, GROW)
+    mask = expected_selection(krita_segment, source, "BGRA8", box)
     got = (krita_segment["out"] / "select_first.new_window.raw").read_bytes()
     assert got == expected_layer(tiny_model_dir, source, mask, "BGRA8")
 
@@ -170,11 +173,12 @@ def gimp_segment(request, tmp_path_factory, tiny_model_dir):
     env = {"HOME": GIMP_HOME, "LAMA_TEST_PLAN": f"{GIMP_WORK}/plan.json", "LAMA_TOKEN": server.token}
     cmd = [console, "-i", "--batch-interpreter=python-fu-eval", "-b", f'exec(open("{GIMP_WORK}/driver.py").read())', "--quit"]  # fmt: skip
     proc = host.run(cmd, env, 240)
-    server.stop()
     result_file = work / "result.json"
     assert result_file.is_file(), f"GIMP wrote no result (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"  # fmt: skip
     scenarios = {s["name"]: s for s in json.loads(result_file.read_text())["scenarios"]}
-    return {"out": work, "scenarios": scenarios, "log": proc.stdout + proc.stderr}
+    yield {"out": work, "scenarios": scenarios, "log": proc.stdout + proc.stderr,
+           "server": server}  # fmt: skip
+    server.stop()
 
 
 def _gimp_window(session, name):
@@ -196,7 +200,8 @@ def test_gimp_select_object_applies_the_servers_mask_grown(gimp_segment):
     selected = np.frombuffer((gimp_segment["out"] / "select.selected.raw").read_bytes(),
                              np.uint8).reshape(ih, iw)  # fmt: skip
     expected = np.zeros((ih, iw), np.uint8)
-    expected[y0:y1, x0:x1] = expected_selection(layer[y0:y1, x0:x1], box, GROW)
+    window = np.ascontiguousarray(layer[y0:y1, x0:x1])
+    expected[y0:y1, x0:x1] = expected_selection(gimp_segment, window, "RGBA8", box)
     np.testing.assert_array_equal(selected, expected)
     assert s["channels_added"] == 0 and s["layers_after"] == s["layers_before"]
 
@@ -204,7 +209,7 @@ def test_gimp_select_object_applies_the_servers_mask_grown(gimp_segment):
 def test_gimp_remove_with_select_first_fills_the_object_mask(gimp_segment, tiny_model_dir):
     s, layer, (x0, y0, x1, y1), box = _gimp_window(gimp_segment, "select_first")
     assert s["status"] == "success", s
-    window = layer[y0:y1, x0:x1]
-    mask = expected_selection(window, box, GROW)
+    window = np.ascontiguousarray(layer[y0:y1, x0:x1])
+    mask = expected_selection(gimp_segment, window, "RGBA8", box)
     got = (gimp_segment["out"] / "select_first.new.raw").read_bytes()
     assert got == expected_layer(tiny_model_dir, window, mask, "RGBA8")
