@@ -95,3 +95,12 @@ def test_a_mask_file_and_a_box_together_are_refused(tmp_path, tiny_model_dir, ca
     code = main([str(photo), str(photo), "-o", str(tmp_path / "o.png"), "--box", "1,1,5,5"])
     assert code == exit_codes.USAGE
     assert "--box/--points replace the MASK" in capsys.readouterr().err
+
+
+def test_a_mask_file_may_not_overwrite_the_image_or_the_output(tmp_path, tiny_model_dir, capsys):
+    photo, _ = disc_file(tmp_path)
+    out = tmp_path / "out.png"
+    for target, text in ((photo, "writing there would destroy it"), (out, "is the output")):
+        code = main([str(photo), "-o", str(out), "--box", "1,1,5,5", "--save-mask", str(target)])
+        assert code == exit_codes.USAGE
+        assert text in capsys.readouterr().err

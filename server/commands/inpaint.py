@@ -198,6 +198,8 @@ def _prompted_job(args: argparse.Namespace) -> tuple[list[CheckedJob], tuple]:
         job = Job(args.image, args.image, args.output)
         refuse_overwriting_inputs([job], [args.image])
         if args.save_mask is not None:
+            if args.save_mask.resolve() == args.output.resolve():
+                raise BadInput(f"--save-mask {args.save_mask} is the output; name another file")
             refuse_overwriting_inputs([Job(args.image, args.image, args.save_mask)],
                                       [args.image, args.output])  # fmt: skip
         info = probe_image(args.image)
