@@ -4,6 +4,7 @@ are one-line errors, and a segment request never holds an inpaint request behind
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import start_server, tiny_segmenter, tiny_segmenter_path
 
 from lama_client.client import ImageData, LamaClient
-from lama_client.errors import LamaError
+from lama_client.errors import Cancelled, LamaError
 from lama_server.wire.pixel_formats import array_to_wire, rgb8
 
 
@@ -145,15 +146,17 @@ class SlowEncoder:
         return self.inner.predict(embedding, box=box, points=points, labels=labels)
 
 
-def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_dir):
+@contextlib.contextmanager
+def in_process_server(tiny_model_dir, encoder_s: float):
+    """A real server (router, queues, worker threads, sockets) in this process, whose
+    segmenter's encoder pass takes ``encoder_s``; yields its endpoint (token ``tok``)."""
+    import torch
+
     from lama_model.factory import load_for_inference
     from lama_server.daemon.router import Server, ServerConfig
     from lama_server.daemon.segmenting import SegmentWorker
     from lama_server.daemon.worker import Worker
     from lama_server.wire.protocol import Limits
-
-    encoder_s = 4.0
-    import torch
 
     model = load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32")
     segment_worker = SegmentWorker("slow", "cpu", loader=lambda *_: SlowEncoder(encoder_s))
@@ -163,30 +166,47 @@ def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_
                               args=([Worker(model, "tiny", "fp32")], None, segment_worker))
     thread.start()
     try:
-        finished = {}
+        yield endpoint
+    finally:
+        server.stop()
+        thread.join(10)
 
-        def segment() -> None:
-            with LamaClient(endpoint, "tok") as client:
-                client.segment(as_image(disc_photo()), box=DISC_BOX)
-            finished["segment"] = time.monotonic()
 
-        seg = threading.Thread(target=segment)
+def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_dir):
+    encoder_s = 4.0
+    finished = {}
+
+    def segment(endpoint: str) -> None:
+        with LamaClient(endpoint, "tok") as client:
+            client.segment(as_image(disc_photo()), box=DISC_BOX)
+        finished["segment"] = time.monotonic()
+
+    with in_process_server(tiny_model_dir, encoder_s) as endpoint:
+        seg = threading.Thread(target=segment, args=(endpoint,))
         seg.start()
         with LamaClient(endpoint, "tok") as client:
             client.info()  # the segment request is on its way; give it its head start
             time.sleep(0.5)
-            photo = as_image(disc_photo(seed=3))
-            mask = bytes(96 * 80)[:-1] + b"\xff"
+            mask = bytes(96 * 80 - 1) + b"\xff"
             sent = time.monotonic()
-            client.inpaint(photo, mask, {"strategy": "original"})
+            client.inpaint(as_image(disc_photo(seed=3)), mask, {"strategy": "original"})
             inpaint_s = time.monotonic() - sent
         seg.join(60)
-    finally:
-        server.stop()
-        thread.join(10)
     assert "segment" in finished
     assert inpaint_s < encoder_s / 2, f"the inpaint waited {inpaint_s:.1f} s"
     assert sent + inpaint_s < finished["segment"]
+
+
+def test_a_segment_cancelled_during_its_encoder_pass_ends_cancelled(tiny_model_dir):
+    cancel = threading.Event()
+    with in_process_server(tiny_model_dir, 3.0) as endpoint:
+        threading.Timer(1.0, cancel.set).start()
+        with LamaClient(endpoint, "tok") as client:
+            started = time.monotonic()
+            with pytest.raises(Cancelled):
+                client.segment(as_image(disc_photo()), box=DISC_BOX, cancel=cancel)
+            assert time.monotonic() - started < 3.0 + 2.0  # at most the pass it was in
+            assert client.ping()["pong"] is True
 
 
 def test_a_large_window_travels_through_a_pixel_file(segment_server):
