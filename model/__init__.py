@@ -20,6 +20,11 @@ _PUBLIC = {
     "resolve_device": "lama_model.devices",
     "resolve_devices": "lama_model.devices",
     "ServedModel": "lama_model.interface",
+    "ServedSegmenter": "lama_model.interface",
+    # segmenting: a box or clicks become the object's mask
+    "load_segmenter": "lama_model.segment.loader",
+    "ImageEmbedding": "lama_model.segment",
+    "SEGMENTERS": "lama_model.choices",
     # running
     "inpaint": "lama_model.pipeline",
     "inpaint_region": "lama_model.pipeline",
@@ -33,6 +38,7 @@ _PUBLIC = {
     "CheckpointError": "lama_model.errors",
     "DeviceError": "lama_model.errors",
     "PrecisionError": "lama_model.errors",
+    "PromptError": "lama_model.errors",
     "RefineError": "lama_model.errors",
     "WeightsError": "lama_model.errors",
 }

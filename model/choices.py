@@ -19,6 +19,9 @@ TRAIN_DISCRIMINATORS = ("big", "tiny")
 # resnet50dilated is the paper's ADE20k encoder; tiny-random-for-tests is a small random-weight
 # stand-in that keeps the test suite fast (not a perceptual loss).
 PERCEPTUAL_ENCODERS = ("resnet50dilated", "tiny-random-for-tests")
+# Known segmenters (select an object from a box or clicks); their weights are
+# lama_model.weights.downloads entries of kind "segmenter".
+SEGMENTERS = ("mobile-sam",)
 
 __all__ = [
     "BACKENDS",
@@ -26,6 +29,7 @@ __all__ = [
     "PERCEPTUAL_ENCODERS",
     "PRECISIONS",
     "REFINE_PRECISIONS",
+    "SEGMENTERS",
     "STRATEGIES",
     "TRAIN_DISCRIMINATORS",
     "TRAIN_GENERATORS",

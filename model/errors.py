@@ -41,3 +41,8 @@ class RefineError(ValueError):
 
 class CheckpointError(ValueError):
     """A model file that cannot be used, with the reason in the message."""
+
+
+class PromptError(ValueError):
+    """A segmentation prompt that cannot be used (empty box, box outside the image, no
+    prompt, too many points, labels not 0/1), told in one line."""

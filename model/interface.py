@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,6 +101,55 @@ class ServedWrapper(nn.Module):
         return self.inner.refine_generator
 
 
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One image encoded by a segmenter (re-exported as ``lama_model.segment.ImageEmbedding``).
+
+    ``features``: the encoder's output (1, C, h, w) on the segmenter's device;
+    ``original_size``: the image's (H, W); ``input_size``: its (h, w) once its longest side
+    was resized to the model's input size, before padding.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@runtime_checkable
+class ServedSegmenter(Protocol):
+    """A box or clicks → the object's mask (the Segment Anything family).
+
+    :meth:`embed` runs the image encoder once per image (the slow part); :meth:`predict` runs
+    only the prompt encoder and mask decoder, so further prompts on the same image are cheap.
+    """
+
+    description: str  # e.g. "mobile-sam (TinyViT-5M), cpu, fp32"
+    device: torch.device
+
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode an (H, W, 3) uint8 RGB image of any size; its longest side is resized to
+        the model's input size (1024 for SAM) as the official ``SamPredictor`` does."""
+        ...
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        box: tuple[float, float, float, float] | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The object's mask, bool (H, W) at the embedded image's size.
+
+        ``box`` is (x0, y0, x1, y1) in image pixels, ``points`` (N, 2) float x, y in image
+        pixels, ``labels`` (N,) int: 1 object, 0 background. A single point without a box
+        asks for three masks and keeps the one with the highest predicted IoU (SAM's
+        guidance for ambiguous prompts); otherwise one mask. Raises
+        :class:`lama_model.errors.PromptError` for an empty box, a box outside the image, no
+        prompt, more than ``lama_model.segment.MAX_POINTS`` points or labels not 0/1.
+        """
+        ...
+
+
 def keep_source(wrapper: nn.Module, generator: nn.Module) -> None:
     """Remember the eager ``generator`` a fast wrapper (e.g. the fused model) was built from.
 
@@ -116,8 +166,10 @@ def kept_source(wrapper: nn.Module) -> nn.Module | None:
 
 __all__ = [
     "CompileProgress",
+    "ImageEmbedding",
     "PrecisionChoice",
     "ServedModel",
+    "ServedSegmenter",
     "ServedWrapper",
     "keep_source",
     "kept_source",

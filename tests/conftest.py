@@ -388,3 +388,30 @@ def eval_golden():
         table=json.loads((EVAL_GOLDEN / "official.json").read_text()),
         tools=tools,
     )
+
+
+SEGMENT_GOLDEN = REPO / "tests" / "golden" / "segment"  # tests/golden_tools/make_segment_golden.py
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_path() -> Path:
+    """A seeded MobileSAM checkpoint of a tiny configuration (official state_dict keys, its
+    configuration beside it as ``tiny.pt.json``), made with the official code."""
+    return SEGMENT_GOLDEN / "tiny.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tiny_segmenter_path: Path):
+    """``load_segmenter(tiny_segmenter_path, "cpu")``: a served segmenter for tests."""
+    from lama_model import load_segmenter
+
+    return load_segmenter(str(tiny_segmenter_path), "cpu")
+
+
+@pytest.fixture(scope="session")
+def segment_golden() -> dict:
+    """The official predictor's outputs on the tiny checkpoint: ``image``, ``features`` and,
+    per prompt name of ``make_segment_golden.PROMPTS``, its embeddings, logits and IoU."""
+    import torch
+
+    return torch.load(SEGMENT_GOLDEN / "golden.pt", weights_only=False)

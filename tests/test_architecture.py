@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lama_model.weights",),
     ("lama_model.accel",),
     ("lama_model.pipeline",),
+    ("lama_model.segment",),  # select an object (MobileSAM): its own net, weights entry, predictor
     ("lama_model.factory",),
     ("lama_model.train",),
     ("lama_model",),  # the lazy public face

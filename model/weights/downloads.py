@@ -38,7 +38,8 @@ class KnownModel:
     unpack_to: str | None = None  # folder name inside the zip, for zipped model folders
     description: str = ""
     local_hint: str = "pass --model PATH to a model folder or file"  # the offline alternative
-    #: ``generator``: an inpainting model (``--model NAME``); ``training``: a file only
+    #: ``generator``: an inpainting model (``--model NAME``); ``segmenter``: a
+    #: ``load_segmenter`` model (select an object); ``training``: a file only
     #: ``lama-train`` uses (never offered to, or downloaded by, the inference commands).
     kind: str = "generator"
 
@@ -103,6 +104,20 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         description="LPIPS v0.1 linear layers for VGG-16 (lama-train eval)",
         local_hint="set LAMA_CACHE_DIR to a folder that holds lpips-v0.1-vgg.pth",
         kind="evaluation",
+    ),
+    # Segmenters (lama_model.load_segmenter, the server's segment op). The official file is
+    # weights/mobile_sam.pt in ChaoningZhang/MobileSAM (Apache-2.0), served raw from GitHub.
+    # Its md5 is the one IOPaint, Tracking-Anything-with-DEVA and others pin for the same file
+    # (this project could not download it to pin a SHA-256; the md5 guards corruption).
+    "mobile-sam": KnownModel(
+        name="mobile-sam",
+        url="https://raw.githubusercontent.com/ChaoningZhang/MobileSAM/master/weights/mobile_sam.pt",
+        filename="mobile_sam.pt",
+        digest="md5:f3c0d8cda613564d499310dab6c812cd",
+        size_hint="about 39 MB",
+        description="MobileSAM (TinyViT-5M encoder, SAM decoder): select an object by box or click",
+        local_hint="pass --segment-model PATH to a copy of mobile_sam.pt",
+        kind="segmenter",
     ),
     "fid-inception": KnownModel(
         name="fid-inception",

@@ -1,0 +1,76 @@
+"""The whole segmenter (``image_encoder``, ``prompt_encoder``, ``mask_decoder``) and its builder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lama_model.segment.config import PIXEL_MEAN, PIXEL_STD, SegmenterConfig
+from lama_model.segment.net.decoder import MaskDecoder, PromptEncoder, TwoWayTransformer
+from lama_model.segment.net.tiny_vit import TinyViT
+
+MASK_THRESHOLD = 0.0  # mask logits above this are the object (the official Sam's threshold)
+
+
+class Segmenter(nn.Module):
+    """MobileSAM: :meth:`encode` once per image, :meth:`decode` once per prompt."""
+
+    def __init__(self, config: SegmenterConfig):
+        super().__init__()
+        self.config = config
+        self.image_encoder = TinyViT(config)
+        self.prompt_encoder = PromptEncoder(
+            config.prompt_dim, config.embedding_size, config.image_size, config.mask_in_chans
+        )
+        transformer = TwoWayTransformer(
+            config.decoder_depth, config.prompt_dim, config.decoder_heads, config.decoder_mlp_dim
+        )
+        self.mask_decoder = MaskDecoder(
+            config.prompt_dim,
+            transformer,
+            config.num_multimask_outputs,
+            config.iou_head_depth,
+            config.iou_head_hidden_dim,
+        )
+        # Not saved (as in the official Sam): the normalisation is the config's.
+        self.register_buffer(
+            "pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False
+        )
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) float 0..255, longest side already ``image_size`` → normalised and
+        zero-padded at the bottom and right to a square."""
+        x = (image - self.pixel_mean) / self.pixel_std
+        size = self.config.image_size
+        return F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """See :meth:`preprocess`; returns the image embedding (1, C, g, g)."""
+        return self.image_encoder(self.preprocess(image))
+
+    def decode(
+        self,
+        features: torch.Tensor,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution mask logits and predicted IoU for prompts in input-size pixels."""
+        sparse, dense = self.prompt_encoder(points, boxes)
+        return self.mask_decoder(features, self.prompt_encoder.dense_pe(), sparse, dense, multimask)
+
+    def postprocess(
+        self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Logits to the padded input, cropped to the image, then to its original size."""
+        size = self.config.image_size
+        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
+
+
+def build_segmenter(config: SegmenterConfig) -> Segmenter:
+    """A segmenter of ``config`` with fresh weights, in evaluation mode."""
+    return Segmenter(config).eval()

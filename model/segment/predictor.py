@@ -1,0 +1,86 @@
+"""The served segmenter: the official ``SamPredictor``'s steps around :class:`Segmenter`.
+
+``embed``: resize the longest side to the input size (bilinear, with PIL's antialiasing, as
+the official ``ResizeLongestSide``), normalise, pad, encode. ``predict``: prompts to input
+pixels, decode, masks back to the image's size, threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lama_model.errors import PromptError
+from lama_model.interface import ImageEmbedding
+from lama_model.segment.net.model import MASK_THRESHOLD, Segmenter
+from lama_model.segment.prompts import check_box, check_points
+
+
+def resized_shape(size: tuple[int, int], longest: int) -> tuple[int, int]:
+    """(h, w) once the longest side of ``size`` is ``longest``, rounded as the official code."""
+    scale = longest / max(size)
+    return int(size[0] * scale + 0.5), int(size[1] * scale + 0.5)
+
+
+class SegmentPredictor:
+    """A :class:`~lama_model.interface.ServedSegmenter` running a :class:`Segmenter`."""
+
+    def __init__(self, model: Segmenter, device: torch.device, description: str):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.description = description
+
+    @torch.inference_mode()
+    def embed(self, image: np.ndarray) -> ImageEmbedding:
+        """See :meth:`lama_model.interface.ServedSegmenter.embed`."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
+            raise PromptError(
+                f"the image must be (H, W, 3) uint8 RGB, not {image.shape} {image.dtype}"
+            )
+        original = (int(image.shape[0]), int(image.shape[1]))
+        h, w = resized_shape(original, self.model.config.image_size)
+        resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        tensor = torch.from_numpy(resized).permute(2, 0, 1)[None].float().to(self.device)
+        return ImageEmbedding(self.model.encode(tensor), original, (h, w))
+
+    def predict(
+        self,
+        embedding: ImageEmbedding,
+        box: tuple[float, float, float, float] | None = None,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """See :meth:`lama_model.interface.ServedSegmenter.predict`."""
+        logits, iou = self.predict_logits(embedding, box, points, labels)
+        best = int(iou[0].argmax())  # one mask unless a lone point asked for three
+        return (logits[0, best] > MASK_THRESHOLD).cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_logits(
+        self,
+        embedding: ImageEmbedding,
+        box: tuple[float, float, float, float] | None,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits (1, M, H, W) at the image's size and their predicted IoU (1, M)."""
+        if box is None and points is None:
+            raise PromptError("no prompt: give a box, points, or both")
+        size = embedding.original_size
+        scale = torch.tensor(
+            [embedding.input_size[1] / size[1], embedding.input_size[0] / size[0]],
+            device=self.device,
+        )
+        boxes = None
+        if box is not None:
+            corners = torch.as_tensor(check_box(box, size), dtype=torch.float32, device=self.device)
+            boxes = (corners.view(2, 2) * scale).view(1, 4)
+        prompt_points = None
+        if points is not None:
+            coords, marks = check_points(points, labels, size)
+            xy = torch.as_tensor(coords, dtype=torch.float32, device=self.device) * scale
+            prompt_points = (xy[None], torch.as_tensor(marks, device=self.device)[None])
+        multimask = box is None and points is not None and len(points) == 1
+        low_res, iou = self.model.decode(embedding.features, prompt_points, boxes, multimask)
+        return self.model.postprocess(low_res, embedding.input_size, size), iou
