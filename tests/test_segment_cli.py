@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import start_server, tiny_segmenter, tiny_segmenter_path
+from conftest import start_server
 from PIL import Image
 
 from lama_client import host_kit
@@ -24,29 +24,30 @@ def disc_file(folder) -> tuple:
     return path, pixels
 
 
-def expected_mask(pixels: np.ndarray, box, grow: int) -> np.ndarray:
+def expected_mask(segmenter, pixels: np.ndarray, box, grow: int) -> np.ndarray:
     """What the command must use: the local segmenter's mask, grown as the plug-ins grow it."""
-    segmenter = tiny_segmenter()
     found = segmenter.predict(segmenter.embed(rgb8(pixels)), box=box)
     grown = host_kit.grow_mask((found * 255).astype(np.uint8).tobytes(), 96, 80, grow)
     return np.frombuffer(grown, np.uint8).reshape(80, 96)
 
 
-def run(tmp_path, tiny_model_dir, *extra: str) -> int:
+def run(tmp_path, tiny_model_dir, segmenter_path, *extra: str) -> int:
     photo, _ = disc_file(tmp_path)
     return main([str(photo), "-o", str(tmp_path / "out.png"), "--model", str(tiny_model_dir),
-                 "--device", "cpu", "--segment-model", str(tiny_segmenter_path()),
+                 "--device", "cpu", "--segment-model", str(segmenter_path),
                  "--quiet", *extra])  # fmt: skip
 
 
-def test_a_box_removes_the_object_it_holds_without_a_mask_file(tmp_path, tiny_model_dir):
-    code = run(tmp_path, tiny_model_dir, "--box", "22,20,44,40", "--mask-grow", "3",
+def test_a_box_removes_the_object_it_holds_without_a_mask_file(
+    tmp_path, tiny_model_dir, tiny_segmenter_path, tiny_segmenter
+):
+    code = run(tmp_path, tiny_model_dir, tiny_segmenter_path, "--box", "22,20,44,40", "--mask-grow", "3",
                "--save-mask", str(tmp_path / "mask.png"))  # fmt: skip
     assert code == exit_codes.OK
     _, pixels = disc_file(tmp_path)
     saved = np.asarray(Image.open(tmp_path / "mask.png"))
     saved = saved[:, :, 0] if saved.ndim == 3 else saved
-    assert np.array_equal(saved, expected_mask(pixels, (22, 20, 66, 60), 3))
+    assert np.array_equal(saved, expected_mask(tiny_segmenter, pixels, (22, 20, 66, 60), 3))
     out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
     # Untouched far from the (grown) mask: the inpaint grows and feathers it a little more.
     far = host_kit.grow_mask(saved.tobytes(), 96, 80, 3 + 4 + 2)
@@ -54,11 +55,13 @@ def test_a_box_removes_the_object_it_holds_without_a_mask_file(tmp_path, tiny_mo
     assert np.array_equal(out[outside], pixels[outside])
 
 
-def test_the_server_gives_the_same_mask(tmp_path, tiny_model_dir, monkeypatch):
-    server = start_server(tmp_path, tiny_model_dir, "--segment-model", str(tiny_segmenter_path()))
+def test_the_server_gives_the_same_mask(
+    tmp_path, tiny_model_dir, tiny_segmenter_path, tiny_segmenter, monkeypatch
+):
+    server = start_server(tmp_path, tiny_model_dir, "--segment-model", str(tiny_segmenter_path))
     monkeypatch.setenv("LAMA_TOKEN_FILE", str(server.token_file))
     try:
-        code = run(tmp_path, tiny_model_dir, "--box", "22,20,44,40", "--server", server.endpoint,
+        code = run(tmp_path, tiny_model_dir, tiny_segmenter_path, "--box", "22,20,44,40", "--server", server.endpoint,
                    "--save-mask", str(tmp_path / "mask.png"))  # fmt: skip
     finally:
         server.stop()
@@ -66,7 +69,7 @@ def test_the_server_gives_the_same_mask(tmp_path, tiny_model_dir, monkeypatch):
     _, pixels = disc_file(tmp_path)
     saved = np.asarray(Image.open(tmp_path / "mask.png"))
     saved = saved[:, :, 0] if saved.ndim == 3 else saved
-    assert np.array_equal(saved, expected_mask(pixels, (22, 20, 66, 60), 4))  # default grow
+    assert np.array_equal(saved, expected_mask(tiny_segmenter, pixels, (22, 20, 66, 60), 4))
 
 
 @pytest.mark.parametrize(
@@ -84,7 +87,7 @@ def test_the_server_gives_the_same_mask(tmp_path, tiny_model_dir, monkeypatch):
 def test_unusable_prompts_exit_with_one_line_before_any_model_loads(
     tmp_path, tiny_model_dir, capsys, flags, text
 ):
-    code = run(tmp_path, tiny_model_dir, *flags)
+    code = run(tmp_path, tiny_model_dir, tmp_path / "never-loaded.pt", *flags)
     err = capsys.readouterr().err
     assert code == exit_codes.USAGE
     assert text in err and err.count("\n") == 1 and err.startswith("lama-inpaint: error:")

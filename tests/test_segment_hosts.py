@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, host_missing, start_server, tiny_segmenter_path
+from conftest import REPO, host_missing, start_server
 from hosts.real_hosts import GIMP_HOSTS, KRITA_HOSTS, free_display
 from PIL import Image
 
@@ -64,13 +64,13 @@ def expected_layer(tiny_model_dir, source: np.ndarray, mask: np.ndarray, fmt: st
     return array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))
 
 
-def segment_server(tmp, tiny_model_dir):
+def segment_server(tmp, tiny_model_dir, segmenter_path):
     return start_server(tmp, tiny_model_dir, "--precision", PRECISION,
-                        "--segment-model", str(tiny_segmenter_path()))  # fmt: skip
+                        "--segment-model", str(segmenter_path))  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=KRITA_HOSTS, ids=lambda host: host.id)
-def krita_segment(request, tmp_path_factory, tiny_model_dir):
+def krita_segment(request, tmp_path_factory, tiny_model_dir, tiny_segmenter_path):
     host = request.param
     if host.missing():
         host_missing(host.missing())
@@ -83,7 +83,7 @@ def krita_segment(request, tmp_path_factory, tiny_model_dir):
     shutil.copytree(driver / "lama_testdriver", pykrita / "lama_testdriver")
     shutil.copy(driver / "lama_testdriver.desktop", pykrita)
     enable_in_kritarc(home / ".config" / "kritarc", "lama_testdriver")
-    server = segment_server(tmp, tiny_model_dir)
+    server = segment_server(tmp, tiny_model_dir, tiny_segmenter_path)
     write_disc_photo(work / "disc.png")
     image, live = f"{work_in}/disc.png", server.endpoint
     plan = {"out": work_in, "watchdog_ms": 150000, "scenarios": [
@@ -151,7 +151,7 @@ GIMP_WORK, GIMP_HOME = "/lama-seg-gimp", "/home/lama-seg-gimp"
 
 
 @pytest.fixture(scope="module", params=GIMP_HOSTS, ids=lambda host: host.id)
-def gimp_segment(request, tmp_path_factory, tiny_model_dir):
+def gimp_segment(request, tmp_path_factory, tiny_model_dir, tiny_segmenter_path):
     host = request.param
     if host.missing():
         host_missing(host.missing())
@@ -161,7 +161,8 @@ def gimp_segment(request, tmp_path_factory, tiny_model_dir):
     first = host.run([console, "-i", "--quit"], {"HOME": GIMP_HOME}, 120)
     assert first.returncode == 0, first.stderr[-2000:]
     host.install_plugin(GIMP_HOME)
-    server = segment_server(tmp_path_factory.mktemp(f"seg-{host.id}"), tiny_model_dir)
+    server = segment_server(tmp_path_factory.mktemp(f"seg-{host.id}"), tiny_model_dir,
+                            tiny_segmenter_path)
     write_disc_photo(work / "disc.png")
     shutil.copy(REPO / "tests" / "hosts" / "gimp" / "gimp_driver.py", work / "driver.py")
     photo, live = f"{GIMP_WORK}/disc.png", server.endpoint

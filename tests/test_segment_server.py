@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import start_server, tiny_segmenter, tiny_segmenter_path
+from conftest import start_server
 
 from lama_client.client import ImageData, LamaClient
 from lama_client.errors import Cancelled, LamaError
@@ -30,9 +30,9 @@ DISC_BOX = (22.0, 20.0, 66.0, 60.0)  # around the disc of disc_photo()
 
 
 @pytest.fixture(scope="module")
-def segment_server(tmp_path_factory, tiny_model_dir):
+def segment_server(tmp_path_factory, tiny_model_dir, tiny_segmenter_path):
     server = start_server(tmp_path_factory.mktemp("seg"), tiny_model_dir,
-                          "--segment-model", str(tiny_segmenter_path()))  # fmt: skip
+                          "--segment-model", str(tiny_segmenter_path))  # fmt: skip
     yield server
     server.stop()
 
@@ -42,25 +42,24 @@ def as_image(pixels: np.ndarray, fmt: str = "RGB8") -> ImageData:
     return ImageData(w, h, fmt, array_to_wire(fmt, pixels))
 
 
-def local_mask(pixels: np.ndarray, box=None, points=None, labels=None) -> np.ndarray:
-    segmenter = tiny_segmenter()
+def local_mask(segmenter, pixels: np.ndarray, box=None, points=None, labels=None):
     embedding = segmenter.embed(rgb8(pixels))
     return segmenter.predict(embedding, box=box, points=points, labels=labels)
 
 
-def test_the_served_mask_is_the_local_segmenters(segment_server):
+def test_the_served_mask_is_the_local_segmenters(segment_server, tiny_segmenter):
     photo = disc_photo()
     with LamaClient(segment_server.endpoint, segment_server.token) as client:
         mask = client.segment(as_image(photo), box=DISC_BOX)
         pointed = client.segment(as_image(photo), points=[(40, 40), (5, 5)], labels=[1, 0])
-    expected = local_mask(photo, box=DISC_BOX)
+    expected = local_mask(tiny_segmenter, photo, box=DISC_BOX)
     assert np.frombuffer(mask, np.uint8).reshape(80, 96).tolist() == (expected * 255).tolist()
     points = np.array([[40, 40], [5, 5]], np.float32)
-    expected_points = local_mask(photo, points=points, labels=np.array([1, 0]))
+    expected_points = local_mask(tiny_segmenter, photo, points=points, labels=np.array([1, 0]))
     assert np.array_equal(np.frombuffer(pointed, np.uint8).reshape(80, 96) > 0, expected_points)
 
 
-def test_further_prompts_on_the_same_window_reuse_its_embedding(segment_server):
+def test_further_prompts_on_the_same_window_reuse_its_embedding(segment_server, tiny_segmenter_path):
     photo = disc_photo(seed=1)
     with LamaClient(segment_server.endpoint, segment_server.token) as client:
         client.segment(as_image(photo), box=DISC_BOX)
@@ -72,7 +71,7 @@ def test_further_prompts_on_the_same_window_reuse_its_embedding(segment_server):
         client.segment(as_image(other), box=DISC_BOX)
         assert client.last_timing["embedding_cached"] is False
         info = client.info()["segment"]
-    assert info["loaded"] is True and info["model"] == str(tiny_segmenter_path())
+    assert info["loaded"] is True and info["model"] == str(tiny_segmenter_path)
     assert 1 <= info["cached_embeddings"] <= 4
 
 
@@ -103,8 +102,8 @@ def test_bad_prompts_get_a_one_line_bad_request(segment_server, prompt, text):
     assert text in caught.value.message and "\n" not in caught.value.message
 
 
-def test_the_segmenter_loads_on_the_first_request_only(server_factory):
-    server = server_factory("--segment-model", str(tiny_segmenter_path()))
+def test_the_segmenter_loads_on_the_first_request_only(server_factory, tiny_segmenter_path):
+    server = server_factory("--segment-model", str(tiny_segmenter_path))
     with LamaClient(server.endpoint, server.token) as client:
         assert client.info()["segment"]["loaded"] is False
         stages = []
@@ -132,8 +131,8 @@ class SlowEncoder:
     """The tiny segmenter with an encoder pass that takes ``seconds``: long enough to see
     whether an inpaint request waits behind it."""
 
-    def __init__(self, seconds: float) -> None:
-        self.inner = tiny_segmenter()
+    def __init__(self, inner, seconds: float) -> None:
+        self.inner = inner
         self.seconds = seconds
         self.description = self.inner.description
         self.device = self.inner.device
@@ -147,7 +146,7 @@ class SlowEncoder:
 
 
 @contextlib.contextmanager
-def in_process_server(tiny_model_dir, encoder_s: float):
+def in_process_server(tiny_model_dir, segmenter, encoder_s: float):
     """A real server (router, queues, worker threads, sockets) in this process, whose
     segmenter's encoder pass takes ``encoder_s``; yields its endpoint (token ``tok``)."""
     import torch
@@ -159,7 +158,7 @@ def in_process_server(tiny_model_dir, encoder_s: float):
     from lama_server.wire.protocol import Limits
 
     model = load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32")
-    segment_worker = SegmentWorker("slow", "cpu", loader=lambda *_: SlowEncoder(encoder_s))
+    segment_worker = SegmentWorker("slow", "cpu", loader=lambda *_: SlowEncoder(segmenter, encoder_s))
     server = Server(ServerConfig("tcp://127.0.0.1:*", "tok", Limits(), pixel_files=False))
     endpoint = server.bind()
     thread = threading.Thread(target=server.serve, daemon=True,
@@ -172,7 +171,7 @@ def in_process_server(tiny_model_dir, encoder_s: float):
         thread.join(10)
 
 
-def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_dir):
+def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_dir, tiny_segmenter):
     encoder_s = 4.0
     finished = {}
 
@@ -181,7 +180,7 @@ def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_
             client.segment(as_image(disc_photo()), box=DISC_BOX)
         finished["segment"] = time.monotonic()
 
-    with in_process_server(tiny_model_dir, encoder_s) as endpoint:
+    with in_process_server(tiny_model_dir, tiny_segmenter, encoder_s) as endpoint:
         seg = threading.Thread(target=segment, args=(endpoint,))
         seg.start()
         with LamaClient(endpoint, "tok") as client:
@@ -197,9 +196,9 @@ def test_an_inpaint_behind_a_segment_is_not_held_by_its_encoder_pass(tiny_model_
     assert sent + inpaint_s < finished["segment"]
 
 
-def test_a_segment_cancelled_during_its_encoder_pass_ends_cancelled(tiny_model_dir):
+def test_a_segment_cancelled_during_its_encoder_pass_ends_cancelled(tiny_model_dir, tiny_segmenter):
     cancel = threading.Event()
-    with in_process_server(tiny_model_dir, 3.0) as endpoint:
+    with in_process_server(tiny_model_dir, tiny_segmenter, 3.0) as endpoint:
         threading.Timer(1.0, cancel.set).start()
         with LamaClient(endpoint, "tok") as client:
             started = time.monotonic()
