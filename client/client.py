@@ -6,7 +6,7 @@ speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and enc
 itself (:mod:`.wire`). ``lama-server install-plugin`` copies the whole package into each plugin
 as ``lama_client/``, so it must never import from ``lama_server``.
 
-Wire protocol: ``docs/protocol.md`` (version 1.3). Before each request the client sends a
+Wire protocol: ``docs/protocol.md`` (version 1.4). Before each request the client sends a
 ``hello`` with a random nonce and checks the server's HMAC, keyed by the token, of both sides'
 nonces and the endpoint it dialled: only the real lama-server knows the token, and only one
 listening at that endpoint can make that proof, so neither the token nor pixels go to an
@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -624,6 +624,56 @@ class LamaClient:
             raise Cancelled()  # cancelled before it started: do not bother the server
         return self._inpaint(image, mask, options, progress, cancel, retries=1)
 
+    def segment(
+        self,
+        image: ImageData,
+        box: tuple[float, float, float, float] | None = None,
+        points: Sequence[tuple[float, float]] = (),
+        labels: Sequence[int] = (),
+        progress: Callable[[float, str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> bytes:
+        """The mask of the object the prompts point at: ``width*height`` bytes, 255 on the
+        object, 0 elsewhere (protocol 1.4). ``box`` = (x0, y0, x1, y1) and ``points`` (x, y)
+        in ``image`` pixels; ``labels`` 1 = on the object, 0 = background (default all 1).
+        Repeated prompts on the same pixels cost the server only its decoder (it caches the
+        window's embedding); ``last_timing["embedding_cached"]`` says whether it did."""
+        labels = list(labels) if labels else [1] * len(points)
+        prompt: dict = {"points": [[float(x), float(y)] for x, y in points], "labels": labels}
+        if box is not None:
+            prompt["box"] = [float(v) for v in box]
+        self._final_reply = False
+        pixel_file: _PixelFile | None = None
+        try:
+            verified = False
+            if self.verify_server and self.token:
+                self._check_server_identity(min(self.timeout, 10.0))
+                verified = True
+            pixel_file, _ = self._pixels_into_file(image, b"") if verified else (None, False)
+            request = {"op": "segment", "image": self._image_field(image, pixel_file), **prompt}
+            reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
+                               verified=verified)  # fmt: skip
+        except BaseException as exc:
+            unseen = isinstance(exc, LamaError) and exc.code == "no_pixel_file"
+            self._after_failure(pixel_file, unseen_file=unseen)
+            if unseen and pixel_file is not None:
+                self.pixel_files = False  # the next call sends inline
+            raise
+        return self._mask_from_reply(reply, image)
+
+    def _mask_from_reply(self, reply: dict, image: ImageData) -> bytes:
+        timing = reply.get("timing")
+        self.last_timing = timing if isinstance(timing, dict) else None
+        mask = reply.get("mask")
+        try:
+            size_ok = (int(mask["w"]), int(mask["h"])) == (image.width, image.height)
+            data = bytes(mask["data"])
+        except (TypeError, KeyError, ValueError):
+            raise LamaError("bad_reply", "the server's reply has no usable mask") from None
+        if not size_ok or len(data) != image.width * image.height:
+            raise LamaError("bad_reply", "the server's mask does not match the image's size")
+        return data
+
     def _inpaint(
         self,
         image: ImageData,
@@ -711,18 +761,24 @@ class LamaClient:
         image: ImageData, mask: bytes, options: dict | None, pixel_file: _PixelFile | None
     ) -> dict:
         if pixel_file is None:
-            image_field: dict = {"data": image.data}
             mask_field: dict = {"data": mask}
         else:
-            image_field = {"file": {"name": pixel_file.name, "offset": 0}}
             mask_field = {"file": {"name": pixel_file.name, "offset": len(image.data)}}
         return {
             "op": "inpaint",
-            "image": {"w": image.width, "h": image.height, "format": image.format,
-                      **image_field},
+            "image": LamaClient._image_field(image, pixel_file),
             "mask": {"w": image.width, "h": image.height, **mask_field},
             "options": dict(options or {}),
         }  # fmt: skip
+
+    @staticmethod
+    def _image_field(image: ImageData, pixel_file: _PixelFile | None) -> dict:
+        """A request's ``image`` map: the pixels inline, or where they lie in the pixel file."""
+        where = (
+            {"data": image.data} if pixel_file is None
+            else {"file": {"name": pixel_file.name, "offset": 0}}
+        )  # fmt: skip
+        return {"w": image.width, "h": image.height, "format": image.format, **where}
 
     def _pixel_file_for(self, size: int) -> tuple[_PixelFile | None, bool]:
         """The pixel file for a request of ``size`` bytes (None: inline), and whether it is
@@ -764,7 +820,7 @@ class LamaClient:
             raise Cancelled()  # cancelled before it started: do not bother the server
         if self.verify_server and self.token and not verified:
             self._check_server_identity(min(timeout, 10.0))
-        elif request.get("op") == "inpaint" and not self.token:
+        elif request.get("op") in ("inpaint", "segment") and not self.token:
             raise LamaError(
                 "unauthorized",
                 f"no token: {default_token_path()} is missing (start lama-server once to "

@@ -1,4 +1,5 @@
-"""What the Krita and GIMP plug-ins share: the context window and the words for an error.
+"""What the Krita and GIMP plug-ins share: the context window, the object selection's mask
+rules (its box, its growth) and the words for an error.
 
 One copy of each rule, in the package that ``lama-server install-plugin`` bundles into both
 plug-ins; each host only adapts it to its own types (Krita's rectangles, GIMP's message line).
@@ -27,6 +28,64 @@ def context_window(selection: Box, bounds: Box, margin: int = 0) -> Box:
     bx0, by0, bx1, by1 = bounds
     return (max(bx0, x0 - margin), max(by0, y0 - margin),
             min(bx1, x1 + margin), min(by1, y1 + margin))  # fmt: skip
+
+
+#: Prompt points one ``segment`` request may carry (protocol 1.4): SAM's own guidance uses a
+#: handful, and the limit keeps a request's decoder work bounded. The protocol checks it
+#: (``lama_server.wire.protocol``), and a test holds the segmenter's limit to it.
+MAX_POINTS = 64
+
+#: A mask byte above this is selected: the same rule as the server's inpaint mask (> 127).
+MASK_THRESHOLD = 127
+_BINARY = bytes(0 if v <= MASK_THRESHOLD else 255 for v in range(256))
+
+
+def mask_box(mask: bytes, width: int, height: int) -> Box | None:
+    """The box (x0, y0, x1 excluded, y1 excluded) of a mask's selected bytes, or None if it
+    selects nothing: the prompt "Select object" sends for a selection."""
+    binary = mask.translate(_BINARY)
+    x0, y0, x1, y1 = width, height, 0, 0
+    for y in range(height):
+        row = binary[y * width : (y + 1) * width]
+        left = row.find(255)
+        if left < 0:
+            continue
+        y0, y1 = min(y0, y), y + 1
+        x0, x1 = min(x0, left), max(x1, row.rfind(255) + 1)
+    return (x0, y0, x1, y1) if x1 > x0 else None
+
+
+def grow_mask(mask: bytes, width: int, height: int, pixels: int) -> bytes:
+    """The mask (bytes > 127 selected) grown by ``pixels`` in every direction, as 0/255
+    bytes: the server's rule for growing an inpaint mask (steps alternate a 3×3 square and a
+    cross, an octagon close to a disc; ``lama_model.geometry.ring_distance``, which a test
+    holds this to).
+
+    Standard library only (Krita's and GIMP's Python have no NumPy): the mask becomes one
+    big integer, a byte per pixel, each row padded with a zero byte so that a shift never
+    carries a row's pixel into the next row; a step costs a few whole-mask operations.
+    """
+    binary = mask.translate(_BINARY)
+    if pixels <= 0 or not any(binary):
+        return binary
+    stride = width + 1
+    padded = b"".join(binary[y * width : (y + 1) * width] + b"\0" for y in range(height))
+    nbits = 8 * len(padded)
+    everything = (1 << nbits) - 1
+    in_rows = int.from_bytes((b"\xff" * width + b"\0") * height, "big")
+    bits = int.from_bytes(padded, "big")
+
+    def shifted(value: int, pixels_apart: int) -> int:
+        return ((value << 8 * pixels_apart) & everything) | (value >> 8 * pixels_apart)
+
+    for step in range(1, pixels + 1):
+        across = (bits | shifted(bits, 1)) & in_rows  # left and right neighbours
+        if step % 2:  # the 3×3 square: the row-grown mask, also moved up and down
+            bits = across | shifted(across, stride)
+        else:  # the cross
+            bits = across | shifted(bits, stride)
+    grown = bits.to_bytes(len(padded), "big")
+    return b"".join(grown[y * stride : y * stride + width] for y in range(height))
 
 
 @dataclass(frozen=True)
@@ -63,6 +122,13 @@ def explain(error: Exception, host: str) -> Explanation:
         return Explanation(
             "LaMa server refused the request",
             f"{message}\nThe token file of the server and of {host}'s user must be the same.",
+        )
+    if code == "no_segmenter":
+        return Explanation("Object selection is not available", message)
+    if code == "unknown_op":
+        return Explanation(
+            "LaMa server is too old",
+            f"{message}\nUpdate lama-server (pip install -U lama-inpaint) and restart it.",
         )
     if code == "too_large":
         return Explanation("Selection too large", f"{message}\nSelect a smaller area.")

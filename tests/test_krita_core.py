@@ -127,6 +127,9 @@ class FakeDoc:
     def pixelData(self, x, y, w, h):  # noqa: N802
         return bytes(w * h * 4)
 
+    def nodeByName(self, name):  # noqa: N802
+        return getattr(self, "named", {}).get(name)
+
 
 def test_window_is_selection_plus_auto_margin_clamped_to_the_image():
     bounds = core.Rect(0, 0, 1000, 800)
@@ -227,3 +230,101 @@ def test_core_imports_nothing_outside_the_standard_library():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names <= {"__future__", "dataclasses"}
+
+
+class RecordingSegmentClient:
+    """Answers ``segment`` with a fixed mask and keeps what it was asked (the real client and
+    server are exercised in tests/test_segment_server.py and the host tests)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.asked: list[tuple] = []
+
+    def segment(self, image, box=None, points=(), labels=(), progress=None, cancel=None):
+        self.asked.append((image.width, image.height, image.format, box))
+        return self.answer
+
+
+class FakeKritaSelection:
+    def __init__(self):
+        self.written = None
+
+    def setPixelData(self, data, x, y, w, h):  # noqa: N802 - Krita's name
+        self.written = (bytes(data), x, y, w, h)
+
+
+def test_select_object_prompts_with_the_selection_box_and_grows_the_answer():
+    doc = FakeDoc(selection=FakeSelection(500, 400, 40, 30))
+    job = core.prepare(doc, doc.layer, core.Settings())
+    w, h = job.window.w, job.window.h
+    answer = bytearray(w * h)
+    answer[150 * w + 140] = 255  # one pixel of "object" at window (140, 150)
+    client = RecordingSegmentClient(bytes(answer))
+    mask = core.object_mask(client, job, core.Settings(mask_grow=2))
+    # The selection (500, 400, 40×30) is at (128, 128) in the window (372, 272).
+    assert client.asked == [(w, h, "BGRA8", (128, 128, 168, 158))]
+    assert mask == lama_client.host_kit.grow_mask(bytes(answer), w, h, 2)
+    assert sum(v == 255 for v in mask) == 21  # the radius-2 octagon: 5×5 less its 4 corners
+
+
+def test_select_object_with_no_object_found_says_so():
+    doc = FakeDoc(selection=FakeSelection(500, 400, 40, 30))
+    job = core.prepare(doc, doc.layer, core.Settings())
+    client = RecordingSegmentClient(bytes(job.window.w * job.window.h))
+    with pytest.raises(core.PluginError) as info:
+        core.object_mask(client, job, core.Settings())
+    assert info.value.title == "No object found"
+
+
+def test_the_object_mask_replaces_the_selection_in_the_window():
+    doc = FakeDoc(selection=FakeSelection(10, 10, 20, 20))
+    doc.setSelection = lambda selection: setattr(doc, "sel", selection)
+    job = core.Job(core.Rect(5, 6, 7, 8), "BGRA8", b"", b"", {})
+    core.apply_selection(doc, job, b"\xff" * 56, FakeKritaSelection)
+    assert doc.sel.written == (b"\xff" * 56, 5, 6, 7, 8)
+
+
+def test_select_first_setting_round_trips():
+    stored = {}
+    core.Settings(select_first=True).save(stored.__setitem__)
+    assert core.Settings.load(lambda k, d: stored.get(k, d)).select_first is True
+    assert core.Settings.load(lambda k, d: d).select_first is False
+
+
+class DotsLayer(FakeNode):
+    """A "lama points" paint layer (BGRA8) with square dots: (x, y, size, (b, g, r))."""
+
+    def __init__(self, dots, w=1000, h=800):
+        super().__init__(core.POINTS_LAYER)
+        self.pixels = bytearray(w * h * 4)
+        self.w = w
+        for x, y, size, colour in dots:
+            for yy in range(y, y + size):
+                for xx in range(x, x + size):
+                    self.pixels[(yy * w + xx) * 4 : (yy * w + xx + 1) * 4] = bytes((*colour, 255))
+
+    def pixelData(self, x, y, w, h):  # noqa: N802
+        return b"".join(self.pixels[((y + r) * self.w + x) * 4 : ((y + r) * self.w + x + w) * 4]
+                        for r in range(h))  # fmt: skip
+
+
+def test_dots_on_the_points_layer_become_labelled_points_in_window_pixels():
+    doc = FakeDoc(selection=FakeSelection(500, 400, 40, 30))
+    green, red = (40, 200, 30), (30, 30, 220)  # BGRA order
+    doc.named = {core.POINTS_LAYER: DotsLayer([(510, 410, 3, green), (530, 420, 2, red),
+                                                (5, 5, 3, green)])}  # the last: outside the window
+    job = core.prepare(doc, doc.layer, core.Settings())
+    # The window starts at (372, 272): the 3×3 dot on 510..512 covers window pixels 138..140,
+    # whose centre is 139.5 (pixel centres at +0.5); the red 2×2 dot's is 159.0, 149.0.
+    assert dict(zip(job.points, job.labels, strict=True)) == {(139.5, 139.5): 1, (159.0, 149.0): 0}
+    assert job.points == ((139.5, 139.5), (159.0, 149.0))  # top to bottom
+    client = RecordingSegmentClient(b"\xff" * (job.window.w * job.window.h))
+    client.segment = lambda image, **prompt: client.asked.append(prompt) or client.answer
+    core.object_mask(client, job, core.Settings())
+    assert client.asked[0]["points"] == job.points and client.asked[0]["labels"] == job.labels
+
+
+def test_without_a_points_layer_the_box_is_the_only_prompt():
+    doc = FakeDoc(selection=FakeSelection(500, 400, 40, 30))
+    job = core.prepare(doc, doc.layer, core.Settings())
+    assert job.points == () and job.labels == ()

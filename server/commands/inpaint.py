@@ -3,6 +3,7 @@
     lama-inpaint IMAGE MASK -o OUT [--model PATH|NAME] [--device ...] [--strategy ...] [--refine]
     lama-inpaint --input-dir D --output-dir O          (x.png with x_mask*.png, as upstream)
     lama-inpaint IMAGE MASK -o OUT --server tcp://127.0.0.1:5557
+    lama-inpaint IMAGE --box X,Y,W,H -o OUT   (or --points X,Y[,LABEL];...: no mask file)
     lama-inpaint export --format onnx|torchscript MODEL -o FILE      (lama_server.commands.export)
 
 Exit codes: 0 done, 1 the work failed (model, server), 2 bad input or usage.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lama_model.choices import BACKENDS, DEVICE_CHOICES, PRECISIONS, STRATEGIES
+from lama_model.choices import BACKENDS, DEVICE_CHOICES, PRECISIONS, SEGMENTERS, STRATEGIES
 from lama_model.pipeline.options import ProgressFn
 from lama_server.commands import exit_codes
 from lama_server.commands.image_files import (
@@ -117,10 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="high-resolution refinement: sharper fills on large holes, several times slower",
     )
     p.add_argument("--server", metavar="ENDPOINT", help="send the work to a running lama-server")
+    _add_prompt_arguments(p)
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar and no line saying what was written"
     )
     return p
+
+
+def _add_prompt_arguments(p: argparse.ArgumentParser) -> None:
+    """Remove the object a box or points point at, instead of reading a mask file."""
+    p.add_argument(
+        "--box", metavar="X,Y,W,H",
+        help="remove the object inside this box (pixels, as the image is displayed); no MASK",
+    )  # fmt: skip
+    p.add_argument(
+        "--points", metavar="X,Y[,L];...",
+        help="points on the object (L=1, the default) or on the background (L=0); no MASK",
+    )  # fmt: skip
+    p.add_argument("--save-mask", type=Path, metavar="PATH",
+                   help="with --box/--points: also write the object's mask (grown) there")
+    p.add_argument("--segment-model", default=SEGMENTERS[0], metavar="NAME|PATH",
+                   help=f"segmenter for --box/--points: {', '.join(SEGMENTERS)} or a "
+                   f"checkpoint file (default {SEGMENTERS[0]}; a --server uses its own)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,9 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     started = time.monotonic()
     try:
-        checked = check_jobs(plan_jobs(args))
-        # One image: decode it now, so an undecodable file is reported before the model loads.
-        first = read_job(checked[0]) if len(checked) == 1 else None
+        if args.box is not None or args.points is not None:
+            checked, first = _prompted_job(args)
+        else:
+            checked = check_jobs(plan_jobs(args))
+            # One image: decode it now, so an undecodable file is reported before the model
+            # loads.
+            first = read_job(checked[0]) if len(checked) == 1 else None
         inpainter = _make_inpainter(args)
         _run_jobs(checked, inpainter, first, quiet=args.quiet)
     except BadInput as exc:
@@ -155,6 +178,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         print(_success_line(checked, time.monotonic() - started))
     return EXIT_OK
+
+
+def _prompted_job(args: argparse.Namespace) -> tuple[list[CheckedJob], tuple]:
+    """``IMAGE --box/--points -o OUT``: the checked job and its pixels with the object's mask
+    (segmented, grown by ``--mask-grow`` as the plug-ins grow a selected object, written to
+    ``--save-mask`` if asked). Prompts and files are checked before the segmenter loads."""
+    from lama_server.commands import object_prompts as prompts
+    from lama_server.commands.image_files import read_image, write_image
+
+    if args.mask or args.input_dir or args.output_dir:
+        raise BadInput("--box/--points replace the MASK: give IMAGE --box ... -o OUTPUT only")
+    if not (args.image and args.output):
+        raise BadInput("give IMAGE --box X,Y,W,H -o OUTPUT")
+    if not args.image.is_file():
+        raise BadInput(f"{args.image}: no such file")
+    try:
+        prompt = prompts.parse_prompt(args.box, args.points)
+        job = Job(args.image, args.image, args.output)
+        refuse_overwriting_inputs([job], [args.image])
+        if args.save_mask is not None:
+            if args.save_mask.resolve() == args.output.resolve():
+                raise BadInput(f"--save-mask {args.save_mask} is the output; name another file")
+            refuse_overwriting_inputs([Job(args.image, args.image, args.save_mask)],
+                                      [args.image, args.output])  # fmt: skip
+        info = probe_image(args.image)
+        check_output(args.output, deep=info.deep, alpha=info.alpha)
+        prompts.check_inside(prompt, info.width, info.height)
+        image = read_image(args.image)
+        if args.server:
+            found = prompts.segment_on_server(image, prompt, args.server)
+        else:
+            found = prompts.segment_locally(image, prompt, args.segment_model, args.device)
+    except (prompts.PromptInputError, ImageFileError) as exc:
+        raise BadInput(str(exc)) from exc
+    except prompts.SegmentFailed as exc:
+        raise Failed(str(exc)) from exc
+    if not found.any():
+        raise Failed("the segmenter found no object there; widen the box or add points")
+    grow = args.mask_grow if args.mask_grow is not None else _default_grow()
+    mask = prompts.grown_mask(found, grow)
+    if args.save_mask is not None:
+        write_image(args.save_mask, mask)
+    return [CheckedJob(job, info)], (image, mask)
+
+
+def _default_grow() -> int:
+    """The plug-ins' and the server's default grow (``InpaintOptions``' one copy of it)."""
+    from lama_model.pipeline import InpaintOptions
+
+    return InpaintOptions().mask_grow
 
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lama_client.client import DEFAULT_ENDPOINT
-from lama_model.choices import BACKENDS, PRECISIONS
+from lama_model.choices import BACKENDS, PRECISIONS, SEGMENTERS
 from lama_model.errors import (
     BackendError,
     CheckpointError,
@@ -37,6 +37,7 @@ from lama_server.commands import exit_codes
 if TYPE_CHECKING:  # imported where used: `lama-server --help` must not load torch
     from lama_model.interface import ServedModel
     from lama_server.daemon.router import ServerConfig
+    from lama_server.daemon.segmenting import SegmentWorker
     from lama_server.daemon.worker import Worker
 
 log = logging.getLogger("lama_server")
@@ -51,6 +52,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         "lama-server install-service (a systemd user unit)",
     )
     _add_model_arguments(p)
+    _add_segment_arguments(p)
     _add_serving_arguments(p)
     p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -93,6 +95,19 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--allow-torchscript", action="store_true",
         help="load a TorchScript model file: it runs the code it holds, so only trusted files",
     )  # fmt: skip
+
+
+def _add_segment_arguments(p: argparse.ArgumentParser) -> None:
+    """The segmenter behind ``segment`` (the plug-ins' "Select object"), loaded on first use."""
+    p.add_argument(
+        "--segment-model", default=SEGMENTERS[0], metavar="NAME|PATH",
+        help=f"segmenter for 'Select object': {', '.join(SEGMENTERS)} (downloaded on first "
+        f"use) or a checkpoint file (default {SEGMENTERS[0]}; loaded on the first request)",
+    )
+    p.add_argument(
+        "--no-segment", action="store_true",
+        help="serve no segmenter: 'Select object' requests get a one-line refusal",
+    )
 
 
 def _add_serving_arguments(p: argparse.ArgumentParser) -> None:
@@ -180,7 +195,7 @@ def serve(args: argparse.Namespace) -> int:
               f"{workers[-1].path}; token file {token_path})", flush=True)  # fmt: skip
 
     try:
-        server.serve(workers, on_ready=ready)
+        server.serve(workers, on_ready=ready, segment_worker=_segment_worker(args, workers))
     except Exception as exc:
         print(f"lama-server: error: cannot serve on {args.listen}: {exc}", file=sys.stderr)
         return 1
@@ -266,6 +281,16 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
         for worker in workers:
             log.info("warm-up forward on %s took %.2f s", worker.device, worker.warm_up())
     return workers, ",".join(str(d) for d in devices)
+
+
+def _segment_worker(args: argparse.Namespace, workers: list[Worker]) -> SegmentWorker | None:
+    """The segment worker (its model loads on the first request, on the first worker's
+    device), or None with ``--no-segment``."""
+    if args.no_segment:
+        return None
+    from lama_server.daemon.segmenting import SegmentWorker
+
+    return SegmentWorker(args.segment_model, str(workers[0].device))
 
 
 def _start_failure(exc: Exception) -> tuple[str, int]:

@@ -3,7 +3,8 @@
 The owner thread reads requests, answers the cheap ops (``ping``, ``info``, ``cancel``,
 ``hello``) itself, queues ``inpaint`` jobs, and forwards whatever the worker threads (one per
 device, all fed by the one queue, batching same-size requests) push through an inproc
-PUSH/PULL pair. No other thread touches the ROUTER socket.
+PUSH/PULL pair. ``segment`` jobs wait in a second queue for the one segment thread, so they
+never hold inpainting up. No other thread touches the ROUTER socket.
 
 On loopback endpoints clients reach the ROUTER only through the token gate
 (:mod:`~lama_server.daemon.token_gate`), which checks each message's token from its first bytes, so
@@ -47,6 +48,7 @@ from lama_server.wire.pixel_formats import FORMATS
 from lama_server.wire.protocol import Limits, ProtocolError
 
 if TYPE_CHECKING:  # not at run time: the worker imports torch, and binding must not wait for it
+    from lama_server.daemon.segmenting import SegmentWorker
     from lama_server.daemon.worker import Worker
 
 log = logging.getLogger("lama_server")
@@ -95,6 +97,10 @@ class Server:
         self.config = config
         self.workers: list[Worker] = []
         self.scheduler = Scheduler(config.limits.queue)
+        # ``segment`` jobs wait in their own queue for their own thread: an encoder pass never
+        # holds an inpaint request behind it (see daemon/segmenting.py).
+        self.segment_scheduler = Scheduler(config.limits.queue)
+        self.segment_worker: SegmentWorker | None = None
         self._stop = threading.Event()
         self._draining = False  # stopping: finishing the work in flight, refusing new work
         self._ctx = zmq.Context()
@@ -164,13 +170,18 @@ class Server:
             self.pixel_folder = _new_pixel_folder(self.config.limits)
 
     def serve(
-        self, workers: Sequence[Worker], on_ready: Callable[[str], None] | None = None
+        self,
+        workers: Sequence[Worker],
+        on_ready: Callable[[str], None] | None = None,
+        segment_worker: SegmentWorker | None = None,
     ) -> None:
         """Run the workers and the socket loop in the calling thread until stopped; binds
-        first unless :meth:`bind` did already."""
+        first unless :meth:`bind` did already. Without ``segment_worker`` a ``segment``
+        request gets ``no_segmenter``."""
         if not workers:
             raise ValueError("a server needs at least one worker")
         self.workers = list(workers)
+        self.segment_worker = segment_worker
         if self._router is None:
             self.bind()
         outbox = self._ctx.socket(zmq.PULL)
@@ -185,6 +196,7 @@ class Server:
             self._stop.set()  # whatever ended the loop, the workers stop too
             if not self._draining:  # an error ended the loop: nobody will collect queued work
                 self.scheduler.close()
+                self.segment_scheduler.close()
             for thread in threads:
                 thread.join(timeout=5)
             outbox.close(linger=0)
@@ -193,10 +205,16 @@ class Server:
     def _start_workers(self) -> list[threading.Thread]:
         threads = [
             threading.Thread(
-                target=self._worker_loop, args=(w,), name=f"lama-worker-{i}", daemon=True
-            )
+                target=self._worker_loop, args=(w, self.scheduler), name=f"lama-worker-{i}",
+                daemon=True,
+            )  # fmt: skip
             for i, w in enumerate(self.workers)
         ]
+        if self.segment_worker is not None:
+            threads.append(threading.Thread(
+                target=self._worker_loop, args=(self.segment_worker, self.segment_scheduler),
+                name="lama-segment", daemon=True,
+            ))  # fmt: skip
         for thread in threads:
             thread.start()
         return threads
@@ -231,14 +249,17 @@ class Server:
         """Stop asked: refuse what waits in the queue; the request in flight finishes."""
         self._draining = True
         log.info("stopping: finishing the request in flight, refusing new ones")
-        for job in self.scheduler.close():
+        for job in [*self.scheduler.close(), *self.segment_scheduler.close()]:
             refusal = protocol.error_reply(
                 "shutting_down", "the server is shutting down", job.request.id
             )
             self._reply(router, job.envelope, refusal)
 
     def _drained(self, threads: list[threading.Thread]) -> bool:
-        return not self.scheduler.busy and not any(t.is_alive() for t in threads)
+        return (
+            not self.scheduler.busy and not self.segment_scheduler.busy
+            and not any(t.is_alive() for t in threads)
+        )  # fmt: skip
 
     def _forward_replies(self, router: zmq.Socket, outbox: zmq.Socket) -> None:
         """Send the clients what the workers pushed (progress and final replies)."""
@@ -306,14 +327,15 @@ class Server:
             elif self._draining:
                 raise ProtocolError("shutting_down", "the server is shutting down", request.id)
             else:
+                scheduler = self._scheduler_for(request)
                 self._map_pixel_files(request)
                 job = Job(request, envelope)
                 limit = self.config.limits.max_queued_bytes
-                if self.scheduler.queued_bytes + job.nbytes > limit:
+                if scheduler.queued_bytes + job.nbytes > limit:
                     raise ProtocolError(
                         "busy", "the queue holds too many bytes of pixels; try again", request.id
                     )
-                if not self.scheduler.submit(job):
+                if not scheduler.submit(job):
                     raise ProtocolError(
                         "busy",
                         f"the queue is full ({self.config.limits.queue} waiting); try again",
@@ -329,6 +351,16 @@ class Server:
         except Exception:  # the server survives whatever a message does
             log.exception("unexpected error handling a message")
             self._reply(router, envelope, protocol.error_reply("internal", "internal error", None))
+
+    def _scheduler_for(self, request: protocol.Request) -> Scheduler:
+        """The queue a request waits in: ``segment`` has its own (and its own thread)."""
+        if request.op != "segment":
+            return self.scheduler
+        if self.segment_worker is None:
+            raise ProtocolError(
+                "no_segmenter", "this server runs without a segmenter (--no-segment)", request.id
+            )
+        return self.segment_scheduler
 
     def _answer_hello(self, frame: memoryview) -> bytes:
         """The reply to a ``hello`` the token gate answers itself (its thread calls this)."""
@@ -394,11 +426,15 @@ class Server:
             raise ProtocolError("no_pixel_file", str(exc), request.id) from None
 
     def _cancel(self, router: zmq.Socket, envelope: list[bytes], request) -> None:
-        job = self.scheduler.cancel(envelope[0], request.target)
+        scheduler = self.scheduler
+        job = scheduler.cancel(envelope[0], request.target)
+        if job is None:
+            scheduler = self.segment_scheduler
+            job = scheduler.cancel(envelope[0], request.target)
         found = job is not None
         self._reply(router, envelope, protocol.encode(
             {"id": request.id, "ok": True, "cancelled": found}))  # fmt: skip
-        if found and not self.scheduler.is_running(job):
+        if found and not scheduler.is_running(job):
             # Removed from the queue before it started: its final reply comes from here.
             self._reply(router, job.envelope, protocol.error_reply(
                 "cancelled", "the request was cancelled", job.request.id))  # fmt: skip
@@ -419,6 +455,8 @@ class Server:
 
     def _client_left(self, router: zmq.Socket, client: bytes) -> None:
         dropped, running = self.scheduler.drop_client(client)
+        segment_dropped, segment_running = self.segment_scheduler.drop_client(client)
+        dropped, running = dropped + segment_dropped, running + segment_running
         if dropped or running:
             log.info(
                 "a client disconnected: dropped %d queued request(s), stopping %d running",
@@ -427,7 +465,7 @@ class Server:
 
     def _probe_waiting_clients(self, router: zmq.Socket) -> None:
         """Tell each waiting client it is still queued; a send that fails means it left."""
-        for job in self.scheduler.queued():
+        for job in [*self.scheduler.queued(), *self.segment_scheduler.queued()]:
             if not job.cancelled.is_set():
                 update = protocol.progress_reply(job.request.id, 0.0, "queued")
                 self._send(router, [*job.envelope, update])
@@ -450,11 +488,12 @@ class Server:
             "queue": {"length": len(self.scheduler), "capacity": limits.queue},
             "formats": sorted(FORMATS),
             "devices": [w.load_info() for w in self.workers],
+            "segment": self.segment_worker.info() if self.segment_worker else None,
         }  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
 
-    def _worker_loop(self, worker: Worker) -> None:
+    def _worker_loop(self, worker: Worker | SegmentWorker, scheduler: Scheduler) -> None:
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(_OUTBOX)
@@ -464,7 +503,7 @@ class Server:
 
         try:
             while True:
-                jobs = self.scheduler.next_batch(
+                jobs = scheduler.next_batch(
                     timeout=0.2, key=worker.batch_key, max_batch=worker.max_batch,
                     wait=worker.batch_wait,
                 )  # fmt: skip
@@ -476,7 +515,7 @@ class Server:
                     for job, reply in zip(jobs, worker.run_batch(jobs, emit), strict=True):
                         emit(job, reply)
                 finally:
-                    self.scheduler.finished()
+                    scheduler.finished()
         finally:
             time.sleep(0.05)  # let the last messages reach the socket thread
             push.close()

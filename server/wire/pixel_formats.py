@@ -95,3 +95,18 @@ def format_for_array(arr: np.ndarray) -> str:
         return names[arr.dtype][channels]
     except KeyError:
         raise ValueError(f"no wire format for {channels} channel(s) of {arr.dtype}") from None
+
+
+def rgb8(image: np.ndarray) -> np.ndarray:
+    """A canonical-order array (RGB(A) or Y(A), 8/16-bit or float 0..1) as ``H×W×3`` uint8
+    RGB, a segmenter's input; alpha is dropped (the object's colours decide, not its
+    opacity), NaN reads as 0."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    colour = image[:, :, :3] if image.shape[2] >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
+    if colour.dtype == np.uint8:
+        return np.ascontiguousarray(colour)
+    if colour.dtype == np.uint16:
+        return ((colour.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    scaled = np.nan_to_num(colour.astype(np.float32), nan=0.0) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

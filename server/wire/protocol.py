@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from lama_client import host_kit
 from lama_client.wire import NONCE_BYTES, MsgpackError, unpack_from
 from lama_model.choices import STRATEGIES
 from lama_server.wire.pixel_files import FileRef
@@ -26,9 +27,13 @@ from lama_server.wire.pixel_formats import FORMATS
 VERSION = 1
 #: Minor revision: 1 added ``hello`` (the server proves it knows the token); 2 added pixel
 #: files (``pixel_dir`` in the hello reply, ``file`` instead of ``data`` for local clients);
-#: 3 binds the hello proof to the connection (``hello: 2``: both nonces and the endpoint).
-MINOR_VERSION = 3
-OPS = ("ping", "info", "inpaint", "cancel", "hello")
+#: 3 binds the hello proof to the connection (``hello: 2``: both nonces and the endpoint);
+#: 4 added ``segment`` (a box and/or points become the object's mask).
+MINOR_VERSION = 4
+OPS = ("ping", "info", "inpaint", "cancel", "hello", "segment")
+#: Prompt points per ``segment`` request: the one copy is the client's (the plug-ins need it
+#: too); lama_model.segment.MAX_POINTS is held equal by a test.
+MAX_POINTS = host_kit.MAX_POINTS
 #: Messages up to this size are decoded whole before the token check; larger ones must carry
 #: ``v``, ``id``, ``op`` and ``token`` before any pixel data (every client does).
 SMALL_MESSAGE_BYTES = 65536
@@ -50,6 +55,7 @@ ERROR_CODES = (
     "internal",
     "shutting_down",
     "no_pixel_file",
+    "no_segmenter",
 )
 MAX_ID_LENGTH = 64
 MAX_GROW = 64
@@ -95,9 +101,20 @@ class RequestOptions:
     refine: bool = False  # high-resolution refinement (sharper, slower)
 
 
+@dataclass(frozen=True)
+class SegmentPrompt:
+    """The prompts of a ``segment`` request, in window pixels (validated: finite, inside the
+    image, at most :data:`MAX_POINTS` points, labels 1 = object, 0 = background)."""
+
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+
+
 @dataclass
 class Request:
-    """A validated request. ``image``/``mask`` are only set for ``inpaint``."""
+    """A validated request. ``image`` is set for ``inpaint`` and ``segment``, ``mask`` for
+    ``inpaint`` only, ``prompt`` for ``segment`` only."""
 
     op: str
     id: str
@@ -116,6 +133,7 @@ class Request:
     nonce: bytes = b""  # ``hello`` only
     hello_version: int = 1  # ``hello`` only: 2 binds the proof to the connection (1.3)
     options: RequestOptions = field(default_factory=RequestOptions)
+    prompt: SegmentPrompt | None = None
 
     @property
     def pixels(self) -> int:
@@ -196,6 +214,11 @@ def _envelope_fields(view: memoryview, complete: bool) -> dict[str, Any]:
             else:
                 pos = skip_object(view, pos, budget)
             _spend(budget, 1)  # the key
+            if _ENVELOPE_KEYS <= fields.keys():
+                # The whole envelope within the first SCAN_OBJECTS objects, as documented: the
+                # rest (a segment request's 64 points are 200 objects) is the decoder's to
+                # read, which checks the token again (a later duplicate wins there).
+                return fields
         if complete and pos != len(view):
             raise MsgpackError(f"{len(view) - pos} bytes of trailing data")
     except (MsgpackError, ValueError, IndexError) as exc:
@@ -203,6 +226,9 @@ def _envelope_fields(view: memoryview, complete: bool) -> dict[str, Any]:
             "bad_request", f"not a msgpack message ({type(exc).__name__})"
         ) from None
     return fields
+
+
+_ENVELOPE_KEYS = frozenset(("v", "id", "op", "token"))
 
 
 def _map_header(view: memoryview) -> tuple[int, int]:
@@ -396,13 +422,82 @@ def _decode_op(msg: dict, envelope: _Envelope, limits: Limits) -> Request:
         request.target = target
     elif op == "inpaint":
         _decode_inpaint(msg, request, limits)
+    elif op == "segment":
+        _decode_segment(msg, request, limits)
     return request
 
 
-def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
+def _decode_segment(msg: dict, request: Request, limits: Limits) -> None:
+    """A ``segment`` request: the image window (as for inpaint, without a mask) and prompts."""
     rid = request.id
     image = _field(msg, "image", dict, rid)
-    mask = _field(msg, "mask", dict, rid)
+    w, h, fmt = _image_header(image, limits, rid)
+    data = _pixels(image, "image", w * h * FORMATS[fmt].bytes_per_pixel, f"{w}×{h} {fmt}", rid)
+    request.width, request.height, request.format = w, h, fmt
+    if isinstance(data, FileRef):
+        request.image_file = data
+    else:
+        request.image_data = data
+    request.prompt = _decode_prompt(msg, w, h, rid)
+
+
+def _decode_prompt(msg: dict, w: int, h: int, rid: str) -> SegmentPrompt:
+    """``box`` and/or ``points`` with ``labels``: types, finiteness, count, inside the image."""
+    box = None
+    if msg.get("box") is not None:
+        box = _coordinates(msg["box"], 4, "box", rid)
+        x0, y0, x1, y1 = box
+        if not (x0 < x1 and y0 < y1):
+            raise ProtocolError(
+                "bad_request", f"box {_fmt(box)} is empty (needs x0 < x1, y0 < y1)", rid
+            )
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise ProtocolError(
+                "bad_request", f"box {_fmt(box)} lies outside the {w}×{h} image", rid
+            )
+    points = msg.get("points", [])
+    labels = msg.get("labels", [])
+    if not isinstance(points, list) or not isinstance(labels, list):
+        raise ProtocolError("bad_request", "'points' and 'labels' must be arrays", rid)
+    if len(points) > MAX_POINTS:
+        raise ProtocolError(
+            "bad_request", f"{len(points)} points; at most {MAX_POINTS} per request", rid
+        )
+    if len(labels) != len(points):
+        raise ProtocolError(
+            "bad_request", f"{len(points)} points need as many labels, not {len(labels)}", rid
+        )
+    parsed = tuple(_coordinates(p, 2, "points[i]", rid) for p in points)
+    for x, y in parsed:
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise ProtocolError(
+                "bad_request", f"point ({x:g}, {y:g}) lies outside the {w}×{h} image", rid
+            )
+    if any(label not in (0, 1) or isinstance(label, bool) for label in labels):
+        raise ProtocolError("bad_request", "'labels' must be 1 (object) or 0 (background)", rid)
+    if box is None and not parsed:
+        raise ProtocolError("bad_request", "a segment request needs a box or points", rid)
+    return SegmentPrompt(box, parsed, tuple(int(label) for label in labels))  # type: ignore[arg-type]
+
+
+def _coordinates(value: Any, count: int, label: str, rid: str) -> tuple[float, ...]:
+    """``count`` finite numbers (ints or floats), as floats."""
+    if (
+        not isinstance(value, list) or len(value) != count
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):  # fmt: skip
+        raise ProtocolError("bad_request", f"'{label}' must be an array of {count} numbers", rid)
+    if not all(math.isfinite(v) for v in value):
+        raise ProtocolError("bad_request", f"'{label}' must hold finite numbers", rid)
+    return tuple(float(v) for v in value)
+
+
+def _fmt(box: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in box) + ")"
+
+
+def _image_header(image: dict, limits: Limits, rid: str) -> tuple[int, int, str]:
+    """An image map's size and format, checked against the limits and the known formats."""
     w = _int_field(image, "w", rid, "image.w")
     h = _int_field(image, "h", rid, "image.h")
     if w <= 0 or h <= 0:
@@ -416,6 +511,14 @@ def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
         raise ProtocolError(
             "bad_request", f"unknown pixel format {fmt[:20]!r}; known: {', '.join(FORMATS)}", rid
         )
+    return w, h, fmt
+
+
+def _decode_inpaint(msg: dict, request: Request, limits: Limits) -> None:
+    rid = request.id
+    image = _field(msg, "image", dict, rid)
+    mask = _field(msg, "mask", dict, rid)
+    w, h, fmt = _image_header(image, limits, rid)
     data = _pixels(image, "image", w * h * FORMATS[fmt].bytes_per_pixel, f"{w}×{h} {fmt}", rid)
     if _int_field(mask, "w", rid, "mask.w") != w or _int_field(mask, "h", rid, "mask.h") != h:
         raise ProtocolError("bad_request", "mask size differs from image size", rid)

@@ -1,4 +1,4 @@
-"""The final reply of an ``inpaint`` request, as the bytes that go on the wire.
+"""The final reply of an ``inpaint`` (and a ``segment``) request, as the bytes on the wire.
 
 The worker hands over what the model made (a :class:`RegionResult`, or a whole
 :class:`InpaintResult`); this module puts it in the request's pixel format and output
@@ -40,6 +40,24 @@ def ok_reply(
     image_reply = {"w": req.width, "h": req.height, "format": req.format,
                    "data": _wire_pixels(req, result)}  # fmt: skip
     return protocol.encode({"id": req.id, "ok": True, "image": image_reply, "timing": timing})
+
+
+def segment_reply(
+    req: Request, mask: np.ndarray, queue_ms: float, model_ms: float, cached: bool
+) -> bytes:
+    """The final ``ok`` reply of a segment request: the mask (one byte per pixel, 0 or 255),
+    its bounding box (None when empty), and ``timing`` with whether the window's embedding
+    was cached (then the request cost only the decoder)."""
+    timing = {"queue_ms": round(queue_ms, 1), "model_ms": round(model_ms, 1),
+              "total_ms": round(queue_ms + model_ms, 1), "embedding_cached": cached}  # fmt: skip
+    on = np.asarray(mask, dtype=bool)
+    rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+    box = None
+    if rows.size:
+        box = [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+    data = (on.astype(np.uint8) * 255).tobytes()
+    return protocol.encode({"id": req.id, "ok": True, "timing": timing, "box": box,
+                            "mask": {"w": req.width, "h": req.height, "data": data}})  # fmt: skip
 
 
 def _wire_pixels(req: Request, result) -> bytes:

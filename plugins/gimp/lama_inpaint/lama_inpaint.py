@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""GIMP 3 plug-in: Filters › LaMa Inpaint.
+"""GIMP 3 plug-in: Filters › LaMa Inpaint and Select › Select Object (LaMa).
 
-Sends the selected drawable's pixels around the selection, plus the selection mask, to a
-running ``lama-server`` and adds the filled pixels as a new layer "LaMa: removed" directly above
-the drawable, in one undo group. Non-interactive runs (scripts, batch mode) take the options as
+LaMa Inpaint sends the selected drawable's pixels around the selection, plus the selection
+mask, to a running ``lama-server`` and adds the filled pixels as a new layer "LaMa: removed"
+directly above the drawable, in one undo group. Select Object sends the same pixels with the
+selection's bounds as a box prompt (the server's ``segment``) and replaces the selection with
+the object's mask, grown by the grow setting, in one undo group; LaMa Inpaint's "Select object
+first" does both in one go. Non-interactive runs (scripts, batch mode) take the options as
 arguments. Runs in GIMP's own Python: standard library and GObject introspection only; the
 client (the ``lama_client/`` package, with the rules both plug-ins share in its ``host_kit``)
 is bundled beside this file by ``lama-server install-plugin gimp``.
@@ -22,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lama_client  # noqa: E402
 
 PROCEDURE = "plug-in-lama-inpaint"
+SELECT_PROCEDURE = "plug-in-lama-select-object"
 LAYER_NAME = "LaMa: removed"
 REFINE_TIMEOUT_S = 3600.0  # refinement may run for many minutes on a CPU server
 
@@ -47,12 +51,14 @@ class Failure(Exception):
 
 class LamaInpaint(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROCEDURE]
+        return [PROCEDURE, SELECT_PROCEDURE]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == SELECT_PROCEDURE:
+            return self.select_procedure(name)
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
@@ -82,6 +88,35 @@ class LamaInpaint(Gimp.PlugIn):
         proc.add_boolean_argument("refine", "Refine (sharper, slower)",
                                   "High-resolution refinement of large fills; several times "
                                   "slower, needs a server whose model can refine", False, flags)
+        proc.add_boolean_argument("select-object-first", "Select object first",
+                                  "Remove the object inside the selection: the server selects "
+                                  "it first (as Select › Select Object)", False, flags)
+        return proc
+
+    def select_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label("Select Object (LaMa)")
+        proc.add_menu_path("<Image>/Select")
+        proc.set_documentation(
+            "Select the object inside the selection",
+            "Replaces a rough (rectangle, ellipse) selection around an object with the "
+            "object's own outline, found by the segmenter of a running lama-server.",
+            name,
+        )
+        proc.set_attribution("lama-inpaint contributors", "lama-inpaint contributors", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        proc.add_string_argument("endpoint", "Server endpoint", "lama-server's ZeroMQ endpoint",
+                                 lama_client.DEFAULT_ENDPOINT, flags)
+        proc.add_int_argument("mask-grow", "Grow selection",
+                              "Pixels added around the object", 0, 64, 4, flags)
+        proc.add_int_argument("context-margin", "Context margin",
+                              "Pixels of context around the selection (0 = automatic)",
+                              0, 4096, 0, flags)
+        proc.add_boolean_argument("sample-merged", "Sample merged",
+                                  "Use the visible image instead of the drawable alone",
+                                  False, flags)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -90,14 +125,17 @@ class LamaInpaint(Gimp.PlugIn):
             from gi.repository import GimpUi
 
             GimpUi.init(PROCEDURE)
-            dialog = GimpUi.ProcedureDialog.new(procedure, config, "LaMa Inpaint")
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, procedure.get_menu_label())
             dialog.fill(None)
             if not dialog.run():
                 dialog.destroy()
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             dialog.destroy()
         try:
-            self.inpaint(image, drawables, config)
+            if procedure.get_name() == SELECT_PROCEDURE:
+                self.select_object(image, drawables, config)
+            else:
+                self.inpaint(image, drawables, config)
         except Failure as failure:
             if run_mode == Gimp.RunMode.INTERACTIVE:
                 Gimp.message(failure.message)
@@ -110,7 +148,8 @@ class LamaInpaint(Gimp.PlugIn):
                                                GLib.Error(message=message))
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
-    def inpaint(self, image, drawables, config):
+    def read_window(self, image, drawables, config):
+        """The drawable, the window around the selection, its format, pixels and mask."""
         if len(drawables) != 1:
             raise Failure("Select exactly one layer.", Gimp.PDBStatusType.CALLING_ERROR)
         drawable = drawables[0]
@@ -137,6 +176,55 @@ class LamaInpaint(Gimp.PlugIn):
                                    Gegl.AbyssPolicy.NONE))
         if not any(mask):
             raise Failure("The selection is empty here.", Gimp.PDBStatusType.CALLING_ERROR)
+        return drawable, (x0, y0, w, h), babl, wire, pixels, mask
+
+    @staticmethod
+    def object_mask(client, window, wire, pixels, mask, grow):
+        """The object inside the selection (its box is the prompt), grown by ``grow``."""
+        _, _, w, h = window
+        kit = lama_client.host_kit
+        image = lama_client.ImageData(w, h, wire, pixels)
+        found = client.segment(image, box=kit.mask_box(mask, w, h),
+                               progress=lambda f, _s: Gimp.progress_update(f))
+        if not any(found):
+            raise Failure("No object found in the selection: select a little more around it.")
+        return kit.grow_mask(found, w, h, grow)
+
+    def select_object(self, image, drawables, config):
+        _, window, _, wire, pixels, mask = self.read_window(image, drawables, config)
+        Gimp.progress_init("Selecting the object…")
+        try:
+            with lama_client.LamaClient(config.get_property("endpoint")) as client:
+                found = self.object_mask(client, window, wire, pixels, mask,
+                                         config.get_property("mask-grow"))
+        except lama_client.LamaError as exc:
+            raise Failure(lama_client.host_kit.explain(exc, "GIMP").one_line()) from None
+        finally:
+            Gimp.progress_end()
+        self.replace_selection(image, window, found)
+
+    @staticmethod
+    def replace_selection(image, window, mask):
+        """Make ``mask`` (the window's bytes) the selection, in one undo group: through a
+        temporary channel, since selecting a channel is what GIMP records as one step."""
+        x, y, w, h = window
+        image.undo_group_start()
+        try:
+            channel = Gimp.Channel.new(image, "lama-object", image.get_width(),
+                                       image.get_height(), 100.0, Gegl.Color.new("black"))
+            image.insert_channel(channel, None, 0)
+            buffer = channel.get_buffer()
+            buffer.set(Gegl.Rectangle.new(x, y, w, h), "Y u8", mask)
+            buffer.flush()
+            image.select_item(Gimp.ChannelOps.REPLACE, channel)
+            image.remove_channel(channel)
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+
+    def inpaint(self, image, drawables, config):
+        drawable, window, babl, wire, pixels, mask = self.read_window(image, drawables, config)
+        x0, y0, w, h = window
         options = {"mask_grow": config.get_property("mask-grow"),
                    "feather": config.get_property("feather"), "output": "layer"}
         client_options = {}
@@ -147,6 +235,9 @@ class LamaInpaint(Gimp.PlugIn):
         try:
             endpoint = config.get_property("endpoint")
             with lama_client.LamaClient(endpoint, **client_options) as client:
+                if config.get_property("select-object-first"):
+                    mask = self.object_mask(client, window, wire, pixels, mask,
+                                            options["mask_grow"])
                 reply = client.inpaint(lama_client.ImageData(w, h, wire, pixels), mask, options,
                                        progress=lambda f, _s: Gimp.progress_update(f))
         except lama_client.LamaError as exc:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from . import lama_client  # bundled beside this module by `lama-server install-plugin krita`
 
 LAYER_NAME = "LaMa: removed"
+#: A paint layer of this name holds extra prompts for Select object: each painted dot is a
+#: point on the object, a red dot a point on the background.
+POINTS_LAYER = "lama points"
 SETTINGS_GROUP = "lama_inpaint"
 REFINE_TIMEOUT_S = 3600.0  # a refinement may run for many minutes on a CPU server
 
@@ -52,6 +55,7 @@ class Settings:
     margin: int = 0  # 0 = automatic: max(128 px, half the selection's size)
     visible: bool = False  # read the visible image instead of the active layer
     refine: bool = False  # high-resolution refinement on the server: sharper, slower
+    select_first: bool = False  # Remove object: select the object in the selection first
 
     @classmethod
     def load(cls, read) -> Settings:
@@ -73,6 +77,7 @@ class Settings:
             margin=number("margin", base.margin, 4096),
             visible=str(read("visible", "false")).lower() == "true",
             refine=str(read("refine", "false")).lower() == "true",
+            select_first=str(read("select_first", "false")).lower() == "true",
         )
 
     def save(self, write) -> None:
@@ -83,6 +88,7 @@ class Settings:
         write("margin", str(self.margin))
         write("visible", "true" if self.visible else "false")
         write("refine", "true" if self.refine else "false")
+        write("select_first", "true" if self.select_first else "false")
 
     def client_options(self) -> dict:
         """Keyword arguments for ``LamaClient``: refinement may run for many minutes on a CPU."""
@@ -133,6 +139,8 @@ class Job:
     pixels: bytes
     mask: bytes
     options: dict
+    points: tuple = ()  # Select object's extra prompts, in window pixels (POINTS_LAYER)
+    labels: tuple = ()  # 1 on the object, 0 on the background, one per point
 
 
 def prepare(doc, node, settings: Settings) -> Job:
@@ -163,7 +171,62 @@ def prepare(doc, node, settings: Settings) -> Job:
     mask = bytes(selection.pixelData(window.x, window.y, window.w, window.h))
     if not any(mask):
         raise PluginError("Nothing selected", "The selection is empty.")
-    return Job(window, fmt, pixels, mask, settings.request_options())
+    points, labels = painted_points(doc.nodeByName(POINTS_LAYER), window)
+    return Job(window, fmt, pixels, mask, settings.request_options(), points, labels)
+
+
+#: Where a pixel's alpha (high byte) and red/green (high bytes) lie in Krita's BGRA layouts.
+_DOT_BYTES = {"U8": (4, 3, 2, 1), "U16": (8, 7, 5, 3)}
+
+
+def painted_points(layer, window: Rect) -> tuple[tuple, tuple]:
+    """The dots painted on ``layer`` (None: no such layer) inside ``window``: the centre of
+    each connected opaque blob, in window pixels, labelled 0 if it is red (background), else
+    1 (object). At most ``host_kit.MAX_POINTS`` dots (the protocol's limit)."""
+    if layer is None or layer.type() != "paintlayer":
+        return (), ()
+    layout = _DOT_BYTES.get(layer.colorDepth())
+    if layer.colorModel() != "RGBA" or layout is None:
+        raise PluginError("Unsupported points layer",
+                          f"Paint the dots of the '{POINTS_LAYER}' layer on an 8- or 16-bit "
+                          "RGBA layer.")  # fmt: skip
+    bpp, alpha, red, green = layout
+    data = bytes(layer.pixelData(window.x, window.y, window.w, window.h))
+    opaque = {i for i, a in enumerate(data[alpha::bpp]) if a > 127}
+    points, labels = [], []
+    for blob in _blobs(opaque, window.w):
+        reds = sum(1 for i in blob if data[i * bpp + red] > 2 * data[i * bpp + green] + 32)
+        points.append((sum(i % window.w for i in blob) / len(blob) + 0.5,
+                       sum(i // window.w for i in blob) / len(blob) + 0.5))  # fmt: skip
+        labels.append(0 if 2 * reds > len(blob) else 1)
+    # Top to bottom, left to right: the same dots always make the same request.
+    order = sorted(range(len(points)), key=lambda k: (points[k][1], points[k][0]))
+    points, labels = [points[k] for k in order], [labels[k] for k in order]
+    if len(points) > lama_client.host_kit.MAX_POINTS:
+        raise PluginError("Too many points",
+                          f"The '{POINTS_LAYER}' layer has {len(points)} dots here; at most "
+                          f"{lama_client.host_kit.MAX_POINTS}.")  # fmt: skip
+    return tuple(points), tuple(labels)
+
+
+def _blobs(opaque: set, width: int) -> list[list[int]]:
+    """The 4-connected groups of the pixel indices ``opaque`` (row-major, ``width`` wide);
+    consumes the set."""
+    blobs = []
+    while opaque:
+        blob, todo = [], [opaque.pop()]
+        while todo:
+            i = todo.pop()
+            blob.append(i)
+            x = i % width
+            left = i - 1 if x > 0 else -1
+            right = i + 1 if x + 1 < width else -1
+            for j in (i - width, i + width, left, right):
+                if j in opaque:
+                    opaque.remove(j)
+                    todo.append(j)
+        blobs.append(blob)
+    return blobs
 
 
 def apply_result(doc, node, job: Job, data: bytes):
@@ -177,6 +240,37 @@ def apply_result(doc, node, job: Job, data: bytes):
     w = job.window
     layer.setPixelData(data, w.x, w.y, w.w, w.h)
     return layer
+
+
+def object_mask(client, job: Job, settings: Settings, progress=None, cancel=None) -> bytes:
+    """The mask of the object inside the job's selection: the selection's box is the prompt
+    of the server's ``segment``, and the answer is grown by the grow setting (the same rule
+    the server grows an inpaint mask by), one byte per window pixel, 0 or 255."""
+    w, h = job.window.w, job.window.h
+    box = lama_client.host_kit.mask_box(job.mask, w, h)
+    if box is None:
+        raise PluginError("Nothing selected", "The selection is empty.")
+    image = lama_client.ImageData(w, h, job.format, job.pixels)
+    mask = client.segment(image, box=box, points=job.points, labels=job.labels,
+                          progress=progress, cancel=cancel)
+    if not any(mask):
+        raise PluginError(
+            "No object found",
+            "The server found no object in the selection. Draw the selection a little larger "
+            "around the object, or select it by hand.",
+        )
+    return lama_client.host_kit.grow_mask(mask, w, h, settings.mask_grow)
+
+
+def apply_selection(doc, job: Job, mask: bytes, new_selection) -> None:
+    """Replace the document's selection with ``mask`` (a window's bytes). ``new_selection()``
+    makes an empty ``krita.Selection``. Krita's scripting API sets selections outside the undo
+    stack, so Ctrl+Z does not bring the old selection back (Select › Reselect does not
+    either); the README says so."""
+    selection = new_selection()
+    w = job.window
+    selection.setPixelData(mask, w.x, w.y, w.w, w.h)
+    doc.setSelection(selection)
 
 
 def explain(error: Exception) -> PluginError:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 
-from krita import Extension, Krita
+from krita import Extension, Krita, Selection
 
 from . import core, lama_client  # lama_client: bundled by `lama-server install-plugin krita`
 from .qt_compat import (
@@ -34,6 +34,7 @@ from .qt_compat import (
 )
 
 ACTION_ID = "lama_remove_object"
+SELECT_ACTION_ID = "lama_select_object"
 SETTINGS_ACTION_ID = "lama_inpaint_settings"
 DEFAULT_SHORTCUT = "Ctrl+Alt+Shift+R"  # free in Krita's default shortcut scheme
 
@@ -41,9 +42,13 @@ DEFAULT_SHORTCUT = "Ctrl+Alt+Shift+R"  # free in Krita's default shortcut scheme
 class _Request:
     """State shared between the UI thread and the worker thread."""
 
-    def __init__(self, job: core.Job, settings: core.Settings) -> None:
+    def __init__(self, job: core.Job, settings: core.Settings, select_only: bool = False) -> None:
         self.job = job
         self.settings = settings
+        # Select object: the result is the object's mask. Remove object with "Select object
+        # first": the object's mask replaces the selection's before inpainting.
+        self.select_only = select_only
+        self.segments = select_only or settings.select_first
         self.cancel = threading.Event()
         self.progress = 0.0
         self.result: bytes | None = None
@@ -55,6 +60,12 @@ class _Request:
             client_options = self.settings.client_options()
             with lama_client.LamaClient(self.settings.endpoint, **client_options) as client:
                 job = self.job
+                if self.segments:
+                    job.mask = core.object_mask(client, job, self.settings, self._on_progress,
+                                                self.cancel)  # fmt: skip
+                    if self.select_only:
+                        self.result = job.mask
+                        return
                 image = lama_client.ImageData(job.window.w, job.window.h, job.format, job.pixels)
                 reply = client.inpaint(image, job.mask, job.options, self._on_progress, self.cancel)
                 self.result = reply.data
@@ -63,7 +74,9 @@ class _Request:
         finally:
             self.done.set()
 
-    def _on_progress(self, fraction: float, _stage: str) -> None:
+    def _on_progress(self, fraction: float, stage: str) -> None:
+        if self.segments and not self.select_only:  # two requests: each has half the bar
+            fraction = fraction / 2 if stage in ("load", "embed", "decode") else 0.5 + fraction / 2
         self.progress = fraction
 
 
@@ -80,6 +93,9 @@ class LamaExtension(Extension):
         action.setShortcut(QKeySequence(DEFAULT_SHORTCUT))
         action.setToolTip("Fill the selection with LaMa inpainting, on a new layer")
         action.triggered.connect(self.remove_object)
+        select = window.createAction(SELECT_ACTION_ID, "Select object", "tools/scripts")
+        select.setToolTip("Replace the selection with the object inside it (LaMa server)")
+        select.triggered.connect(self.select_object)
         settings = window.createAction(SETTINGS_ACTION_ID, "LaMa settings…", "tools/scripts")
         settings.triggered.connect(self.show_settings)
 
@@ -110,12 +126,16 @@ class LamaExtension(Extension):
         refine = QCheckBox("Refine (sharper, slower)")
         refine.setChecked(current.refine)
         refine.setToolTip("High-resolution refinement of large fills; several times slower")
+        select_first = QCheckBox("Select object first (Remove object removes the object "
+                                 "inside the selection)")  # fmt: skip
+        select_first.setChecked(current.select_first)
         form.addRow("Server endpoint", endpoint)
         form.addRow("Grow mask by", grow)
         form.addRow("Feather", feather)
         form.addRow("Context margin", margin)
         form.addRow(visible)
         form.addRow(refine)
+        form.addRow(select_first)
         buttons = QDialogButtonBox(BOX_OK | BOX_CANCEL)
         buttons.accepted.connect(dialog.accept)
         buttons.rejected.connect(dialog.reject)
@@ -124,14 +144,21 @@ class LamaExtension(Extension):
             return
         k = Krita.instance()
         core.Settings(endpoint.text().strip(), grow.value(), feather.value(), margin.value(),
-                      visible.isChecked(), refine.isChecked()).save(
+                      visible.isChecked(), refine.isChecked(), select_first.isChecked()).save(
             lambda key, value: k.writeSetting(core.SETTINGS_GROUP, key, value))  # fmt: skip
 
     # -- remove object -------------------------------------------------------------------
 
     def remove_object(self) -> None:
+        self._start(select_only=False)
+
+    def select_object(self) -> None:
+        self._start(select_only=True)
+
+    def _start(self, select_only: bool) -> None:
+        """Read the document on the UI thread, run the request on a thread, watch it."""
         if self._active is not None:
-            self._message("Already running", "An object removal is still in progress.")
+            self._message("Already running", "A LaMa request is still in progress.")
             return
         k = Krita.instance()
         doc = k.activeDocument()
@@ -142,9 +169,9 @@ class LamaExtension(Extension):
         except core.PluginError as exc:
             self._message(exc.title, exc.text)
             return
-        request = _Request(job, settings)
-        dialog = QProgressDialog("Removing the object with LaMa…", "Cancel", 0, 100,
-                                 self._parent_widget())  # fmt: skip
+        request = _Request(job, settings, select_only)
+        text = "Selecting the object…" if select_only else "Removing the object with LaMa…"
+        dialog = QProgressDialog(text, "Cancel", 0, 100, self._parent_widget())
         dialog.setWindowTitle("LaMa")
         dialog.setWindowModality(WINDOW_MODAL)
         dialog.setMinimumDuration(400)
@@ -172,13 +199,21 @@ class LamaExtension(Extension):
             self._report(request.error)
             return
         try:
-            core.apply_result(active["doc"], active["node"], request.job, request.result)
+            if request.select_only:
+                core.apply_selection(active["doc"], request.job, request.result, Selection)
+            else:
+                core.apply_result(active["doc"], active["node"], request.job, request.result)
             active["doc"].refreshProjection()
         except Exception as exc:  # a host API failure: tell the user, keep Krita alive
-            self._message("LaMa could not add the layer", str(exc))
+            title = "LaMa could not change the selection" if request.select_only else (
+                "LaMa could not add the layer")  # fmt: skip
+            self._message(title, str(exc))
 
     def _report(self, error: Exception) -> None:
         if getattr(error, "code", "") == "cancelled":
+            return
+        if isinstance(error, core.PluginError):
+            self._message(error.title, error.text)
             return
         problem = core.explain(error)
         server = shutil.which("lama-server")

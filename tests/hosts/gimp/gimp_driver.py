@@ -45,6 +45,21 @@ def run_plugin(spec, image, target):
     config.set_property("feather", spec.get("feather", 4))
     config.set_property("context-margin", spec.get("margin", 0))
     config.set_property("refine", spec.get("refine", False))
+    if spec.get("select_first"):
+        config.set_property("select-object-first", True)
+    return proc.run(config)
+
+
+def run_select(spec, image, target):
+    """Run plug-in-lama-select-object non-interactively on ``target``."""
+    proc = Gimp.get_pdb().lookup_procedure("plug-in-lama-select-object")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [target])
+    config.set_property("endpoint", spec["endpoint"])
+    config.set_property("mask-grow", spec.get("mask_grow", 4))
+    config.set_property("context-margin", spec.get("margin", 0))
     return proc.run(config)
 
 
@@ -79,7 +94,13 @@ def run(spec):
     full = Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height())
     dump(spec["name"], "mask", selection.get(full, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
     layers_before = len(image.get_layers())
-    result = run_plugin(spec, image, target)
+    channels_before = len(image.get_channels())
+    selecting = spec.get("action") == "select_object"
+    result = (run_select if selecting else run_plugin)(spec, image, target)
+    if selecting:
+        fresh = image.get_selection().get_buffer()  # the old buffer may hold stale tiles
+        dump(spec["name"], "selected", fresh.get(full, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+        res["channels_added"] = len(image.get_channels()) - channels_before
     res["status"] = result.index(0).value_nick
     if result.length() > 1:
         res["error_value"] = str(result.index(1))

@@ -63,6 +63,7 @@ class Driver:
         k.writeSetting("lama_inpaint", "feather", str(spec.get("feather", 4)))
         k.writeSetting("lama_inpaint", "margin", str(spec.get("margin", 0)))
         k.writeSetting("lama_inpaint", "refine", "true" if spec.get("refine") else "false")
+        k.writeSetting("lama_inpaint", "select_first", "true" if spec.get("select_first") else "false")
         doc = k.openDocument(spec["image"])
         doc.setBatchmode(True)
         k.activeWindow().addView(doc)
@@ -81,6 +82,12 @@ class Driver:
             layer.move(dx, dy)
             doc.waitForDone()
             node = layer
+        if spec.get("dots"):  # Select object's extra prompts: a "lama points" paint layer
+            dots = doc.createNode("lama points", "paintlayer")
+            doc.rootNode().addChildNode(dots, None)
+            for dx, dy, size, bgr in spec["dots"]:
+                dots.setPixelData(bytes(list(bgr) + [255]) * (size * size), dx, dy, size, size)
+            doc.waitForDone()
         doc.setActiveNode(node)
         x, y, w, h = spec["selection"]
         selection = Selection()
@@ -106,10 +113,16 @@ class Driver:
         self._dump("mask_window", selection.pixelData(window.x, window.y, window.w, window.h))
         QTimer.singleShot(200, self.trigger)
 
-    def trigger(self):
+    def trigger(self, tries=10):
         doc = Krita.instance().activeDocument()
+        if tries and doc is not None and doc.activeNode() is not None and doc.activeNode().name() != self.node.name():
+            # Krita makes a layer added by a script active a moment later: wait for it,
+            # then make the scenario's layer active again.
+            doc.setActiveNode(self.node)
+            QTimer.singleShot(300, lambda: self.trigger(tries - 1))
+            return
         self.current["active_node"] = doc.activeNode().name() if doc and doc.activeNode() else None
-        action = Krita.instance().action("lama_remove_object")
+        action = Krita.instance().action(self.current["spec"].get("action", "lama_remove_object"))
         self.current["action_text"] = action.text() if action else None
         self.current["t_trigger"] = time.time()
         action.trigger()
@@ -139,6 +152,8 @@ class Driver:
             self.timer.stop()
             QTimer.singleShot(500, self.check_after_message)
             return
+        if self.current["spec"].get("action") == "lama_select_object":
+            return self._poll_selection()
         siblings = self.node.parentNode().childNodes()
         names = [n.name() for n in siblings]
         if "LaMa: removed" in names and not self._progress_visible():
@@ -151,6 +166,38 @@ class Driver:
             self.current["error"] = "timeout waiting for the plugin"
             self.results.append(self.current)
             QTimer.singleShot(0, self.next)
+
+    def _poll_selection(self):
+        """Select object: done when the selection is no longer the rectangle the scenario
+        drew; then dump it."""
+        w = self.window
+        selection = self.doc.selection()
+        now = bytes(selection.pixelData(w.x, w.y, w.w, w.h)) if selection is not None else b""
+        if now and now != self._read_raw("mask_window") and not self._progress_visible():
+            self.timer.stop()
+            self.current["seconds"] = round(time.time() - self.current["t_trigger"], 3)
+            QTimer.singleShot(300, self.check_selection)
+        elif time.time() > self.deadline:
+            self.timer.stop()
+            self.current["error"] = "timeout waiting for the plugin to change the selection"
+            self.results.append(self.current)
+            QTimer.singleShot(0, self.next)
+
+    def check_selection(self):
+        doc, w = self.doc, self.window
+        selection = doc.selection()
+        self._dump("selected_window", selection.pixelData(w.x, w.y, w.w, w.h))
+        self.current["selected_bounds"] = [selection.x(), selection.y(), selection.width(),
+                                           selection.height()]
+        self.current["source_unchanged"] = bytes(self.node.pixelData(0, 0, doc.width(), doc.height())) == self.before
+        self.current["siblings"] = [n.name() for n in self.node.parentNode().childNodes()]
+        self.current["ok"] = True
+        self.results.append(self.current)
+        QTimer.singleShot(0, self.next)
+
+    def _read_raw(self, label):
+        with open(os.path.join(self.out, f"{self.current['name']}.{label}.raw"), "rb") as f:
+            return f.read()
 
     @staticmethod
     def _progress_visible():
