@@ -19,13 +19,22 @@ TRAIN_DISCRIMINATORS = ("big", "tiny")
 # resnet50dilated is the paper's ADE20k encoder; tiny-random-for-tests is a small random-weight
 # stand-in that keeps the test suite fast (not a perceptual loss).
 PERCEPTUAL_ENCODERS = ("resnet50dilated", "tiny-random-for-tests")
+# lama-inpaint / lama-server --checkpoint: a lama-train run folder's own checkpoints by name.
+RUN_CHECKPOINTS = ("best", "last")
+CHECKPOINT_HELP = (
+    "with --model RUN_FOLDER (lama-train fit --out): best (models/best.ckpt, chosen by the "
+    "official ssim_fid100_f1 monitor; an error if no validation has run yet), last (the newest "
+    "weights) or the path of a .ckpt file. Without it a run folder serves best, else last"
+)
 
 __all__ = [
     "BACKENDS",
+    "CHECKPOINT_HELP",
     "DEVICE_CHOICES",
     "PERCEPTUAL_ENCODERS",
     "PRECISIONS",
     "REFINE_PRECISIONS",
+    "RUN_CHECKPOINTS",
     "STRATEGIES",
     "TRAIN_DISCRIMINATORS",
     "TRAIN_GENERATORS",
