@@ -131,3 +131,17 @@ def test_lama_server_with_a_missing_checkpoint_exits_with_the_configuration_code
     )  # fmt: skip
     assert proc.returncode == exit_codes.CONFIG, proc.stderr
     assert "--checkpoint last" in one_error_line(proc.stderr)
+
+
+def test_lama_train_eval_with_a_missing_checkpoint_is_a_one_line_error(
+    run_with_older_best, train_photos, tmp_path, capsys
+):
+    run = tmp_path / "stopped"
+    shutil.copytree(run_with_older_best, run)
+    (run / "models" / "best.ckpt").unlink()
+    capsys.readouterr()
+    code = lama_train(["eval", str(run), str(train_photos), "--checkpoint", "best",
+                       "--size", "64", "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "no models/best.ckpt" in err and "--checkpoint last" in err, err

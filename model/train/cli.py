@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lama_model.choices import (
+    CHECKPOINT_HELP,
     PERCEPTUAL_ENCODERS,
     TRAIN_DISCRIMINATORS,
     TRAIN_GENERATORS,
@@ -203,6 +204,7 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("model", help="a model as lama-inpaint --model takes it: a run or model "
                     "folder, a .ckpt/.pth/.pt file, or a known name (big-lama)")  # fmt: skip
     ev.add_argument("data", help="folder of held-out photos (JPEG, PNG, WebP; recursive)")
+    ev.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
     ev.add_argument("--masks", default="thick",
                     help="thin, medium, thick (the official evaluation sets; default thick), "
                     "large (the training mix), or a folder of SIZE×SIZE PNG masks")  # fmt: skip
@@ -340,7 +342,7 @@ def run_eval(args: argparse.Namespace) -> int:
         released_networks,
         write_json,
     )
-    from lama_model.weights.checkpoint import load_model
+    from lama_model.weights.checkpoint import load_model, model_source
 
     if args.size < 8 or args.size % 8:
         raise ValueError("--size must be a multiple of 8 (the generator's stride)")
@@ -350,7 +352,8 @@ def run_eval(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except DeviceError as exc:
         raise ValueError(str(exc)) from exc
-    model = load_model(args.model, device, allow_torchscript=args.allow_torchscript)
+    source = model_source(args.model, args.checkpoint)
+    model = load_model(source, device, allow_torchscript=args.allow_torchscript)
     networks = released_networks().to(device)
     results = evaluate_model(model, samples, networks, batch_size=max(1, args.batch_size))
     title = (f"{args.model} on {len(samples)} photos of {args.data}, {args.masks} masks, "
