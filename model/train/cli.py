@@ -120,7 +120,8 @@ def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--accumulate", type=int,
                        help="micro-batches per step (gradient accumulation; 1)")  # fmt: skip
     group.add_argument("--crop", type=int, help="training crop size (default 256)")
-    group.add_argument("--workers", type=int, help="data-loading processes (default 4)")
+    group.add_argument("--workers", type=int, help="data-loading processes (default 4, or one "
+                       "less than the CPUs if fewer)")  # fmt: skip
     group.add_argument("--mask-kind", choices=MASK_KINDS,
                        help="training masks (default large: the Big LaMa mix)")  # fmt: skip
     group.add_argument("--no-augment", dest="augment", action="store_false",
