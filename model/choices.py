@@ -22,13 +22,22 @@ PERCEPTUAL_ENCODERS = ("resnet50dilated", "tiny-random-for-tests")
 # Known segmenters (select an object from a box or clicks); their weights are
 # lama_model.weights.downloads entries of kind "segmenter".
 SEGMENTERS = ("mobile-sam",)
+# lama-inpaint / lama-server --checkpoint: a lama-train run folder's own checkpoints by name.
+RUN_CHECKPOINTS = ("best", "last")
+CHECKPOINT_HELP = (
+    "with --model RUN_FOLDER (lama-train fit --out): best (models/best.ckpt, chosen by the "
+    "official ssim_fid100_f1 monitor; an error if no validation has run yet), last (the newest "
+    "weights) or the path of a .ckpt file. Without it a run folder serves best, else last"
+)
 
 __all__ = [
     "BACKENDS",
+    "CHECKPOINT_HELP",
     "DEVICE_CHOICES",
     "PERCEPTUAL_ENCODERS",
     "PRECISIONS",
     "REFINE_PRECISIONS",
+    "RUN_CHECKPOINTS",
     "SEGMENTERS",
     "STRATEGIES",
     "TRAIN_DISCRIMINATORS",

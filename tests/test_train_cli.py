@@ -153,3 +153,13 @@ def test_offline_init_big_lama_names_lama_trains_own_option(
     err = one_line_error(capsys)
     assert "cannot download big-lama" in err and "--init PATH" in err
     assert "--model" not in err
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (3, 2), (16, 4)])
+def test_default_workers_leave_the_training_loop_a_core(monkeypatch, cpus, workers):
+    import os
+
+    from lama_model.train.config import TrainConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)), raising=False)
+    assert TrainConfig(data="photos", run_dir="runs/x").workers == workers

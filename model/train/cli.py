@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lama_model.choices import (
+    CHECKPOINT_HELP,
     PERCEPTUAL_ENCODERS,
     TRAIN_DISCRIMINATORS,
     TRAIN_GENERATORS,
@@ -119,7 +120,8 @@ def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--accumulate", type=int,
                        help="micro-batches per step (gradient accumulation; 1)")  # fmt: skip
     group.add_argument("--crop", type=int, help="training crop size (default 256)")
-    group.add_argument("--workers", type=int, help="data-loading processes (default 4)")
+    group.add_argument("--workers", type=int, help="data-loading processes (default 4, or one "
+                       "less than the CPUs if fewer)")  # fmt: skip
     group.add_argument("--mask-kind", choices=MASK_KINDS,
                        help="training masks (default large: the Big LaMa mix)")  # fmt: skip
     group.add_argument("--no-augment", dest="augment", action="store_false",
@@ -203,6 +205,7 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("model", help="a model as lama-inpaint --model takes it: a run or model "
                     "folder, a .ckpt/.pth/.pt file, or a known name (big-lama)")  # fmt: skip
     ev.add_argument("data", help="folder of held-out photos (JPEG, PNG, WebP; recursive)")
+    ev.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
     ev.add_argument("--masks", default="thick",
                     help="thin, medium, thick (the official evaluation sets; default thick), "
                     "large (the training mix), or a folder of SIZE×SIZE PNG masks")  # fmt: skip
@@ -340,7 +343,7 @@ def run_eval(args: argparse.Namespace) -> int:
         released_networks,
         write_json,
     )
-    from lama_model.weights.checkpoint import load_model
+    from lama_model.weights.checkpoint import load_model, model_source
 
     if args.size < 8 or args.size % 8:
         raise ValueError("--size must be a multiple of 8 (the generator's stride)")
@@ -350,7 +353,8 @@ def run_eval(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except DeviceError as exc:
         raise ValueError(str(exc)) from exc
-    model = load_model(args.model, device, allow_torchscript=args.allow_torchscript)
+    source = model_source(args.model, args.checkpoint)
+    model = load_model(source, device, allow_torchscript=args.allow_torchscript)
     networks = released_networks().to(device)
     results = evaluate_model(model, samples, networks, batch_size=max(1, args.batch_size))
     title = (f"{args.model} on {len(samples)} photos of {args.data}, {args.masks} masks, "

@@ -9,6 +9,7 @@ No Hydra, no OmegaConf: the file is written and read with plain PyYAML.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ class LossConfig:
     resnet_pl_weight: float = 30.0
 
 
+def default_workers() -> int:
+    """Data-loading processes when ``--workers`` is not given: the official 4, but at most one
+    less than the CPUs this process may use, so that the training loop keeps a core (and a
+    2-core laptop gets 1 worker, not PyTorch's "more workers than CPUs" warning)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(4, (cpus or 1) - 1))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines one training run.
@@ -76,7 +85,7 @@ class TrainConfig:
     crop: int = 256
     batch_size: int = 8
     accumulate: int = 1
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     mask_kind: str = "large"
     augment: bool = True
     seed: int = 0

@@ -1,7 +1,9 @@
 """What a run shows while it trains: CSV loss logs, TensorBoard (if installed), preview grids.
 
 ``train.csv`` gets one row per logged step (``step``, ``images``, ``seconds``, then each loss
-component under its official name); ``val.csv`` one row per validation. Resumed runs append.
+component under its official name); ``val.csv`` one row per validation. Resumed runs append,
+after dropping the rows of steps past the checkpoint they resume from (a run killed between
+two saves logged steps that the resumed run trains again).
 Previews are PNGs in ``samples/``: one row per image, columns masked input (hole in grey),
 output (the generator's raw prediction), inpainted, target.
 """
@@ -30,6 +32,21 @@ class CsvLog:
             with path.open(newline="") as f:
                 self.columns = next(csv.reader(f), None)
 
+    def drop_rows_after(self, step: int) -> None:
+        """Remove the rows whose ``step`` is past ``step``: the resumed run logs them again."""
+        if self.columns is None or "step" not in self.columns:
+            return
+        column = self.columns.index("step")
+        with self.path.open(newline="") as f:
+            rows = list(csv.reader(f))[1:]
+        kept = [r for r in rows if len(r) > column and int(float(r[column])) <= step]
+        if len(kept) == len(rows):
+            return
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows([self.columns, *kept])
+        tmp.replace(self.path)
+
     def write(self, row: Mapping[str, float | int | str]) -> None:
         if self.columns is None:
             self.columns = list(row)
@@ -46,10 +63,17 @@ def _fmt(value: object) -> object:
 class RunLog:
     """CSV files plus, when the ``tensorboard`` package is installed, a TensorBoard writer."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = True, resumed_at: int | None = None
+    ) -> None:
+        """``resumed_at``: the step of the checkpoint a resumed run continues from; the CSV
+        rows logged after it are dropped so that no step appears twice."""
         self.run_dir = run_dir
         self.train = CsvLog(run_dir / "train.csv")
         self.val = CsvLog(run_dir / "val.csv")
+        if resumed_at is not None:
+            self.train.drop_rows_after(resumed_at)
+            self.val.drop_rows_after(resumed_at)
         self.writer = _tensorboard_writer(run_dir / "tb") if tensorboard else None
 
     def log_train(self, step: int, values: Mapping[str, float], **extra: float) -> None:

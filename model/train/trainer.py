@@ -511,9 +511,13 @@ class Trainer:
         return TrainingRun(
             nets=nets, step_fn=step_fn, progress=progress, batches=_forever(loader),
             val_set=val_set, device=device, memory_format=memory_format,
-            run_log=RunLog(self.run_dir) if env.is_main else None,
+            run_log=self._run_log(saved) if env.is_main else None,
             bar=self._progress_bar(progress.step),
         )  # fmt: skip
+
+    def _run_log(self, saved: dict | None) -> RunLog:
+        resumed_at = int(saved["global_step"]) if saved is not None else None
+        return RunLog(self.run_dir, resumed_at=resumed_at)
 
     def _starting_state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict | None]:
         """Weights to start from, and the full checkpoint when resuming."""
@@ -522,6 +526,11 @@ class Trainer:
             if not path.is_file():
                 raise RunInputError(f"{self.run_dir}: nothing to resume (no models/last.ckpt)")
             saved = ckpt.read_checkpoint(path)
+            if int(saved["global_step"]) > self.config.steps:
+                raise RunInputError(
+                    f"{self.run_dir} is at step {saved['global_step']}; --steps "
+                    f"{self.config.steps} would go back (give --steps above it)"
+                )
             return ckpt.split_state(saved["state_dict"]), saved
         if ckpt.last_path(self.run_dir).is_file():
             raise RunInputError(

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lama_model.choices import RUN_CHECKPOINTS
 from lama_model.errors import CheckpointError, first_line
 from lama_model.interface import CompileProgress, PrecisionChoice, kept_source
 from lama_model.net.generator import FFCRatios, FFCResNetGenerator, LamaConfig
@@ -146,6 +147,44 @@ def _load_path(path: Path, allow_torchscript: bool = False) -> LamaModel:
     state = extract_generator_state(read_checkpoint_file(path), path)
     config = _config_from_file(config_path) if config_path else infer_config(state, path)
     return LamaModel(build_strict(config, state, path), name=path.stem)
+
+
+def model_source(model: str | Path, checkpoint: str | None) -> str | Path:
+    """What to load for ``--model MODEL [--checkpoint CHECKPOINT]``: the model itself, or the
+    checkpoint file :func:`choose_run_checkpoint` names."""
+    return model if checkpoint is None else choose_run_checkpoint(model, checkpoint)
+
+
+def choose_run_checkpoint(model: str | Path, checkpoint: str) -> Path:
+    """The weights file ``--checkpoint`` names for ``--model``: ``best`` or ``last`` (the run
+    folder's ``models/best.ckpt`` / ``models/last.ckpt``) or the path of a checkpoint file
+    (relative to the current folder, else to the run folder). Raises :class:`CheckpointError`
+    with a one-line reason when it is not there; unlike a plain ``--model RUN``, asking for
+    ``best`` explicitly never falls back to ``last``."""
+    folder = Path(model).expanduser()
+    if checkpoint in RUN_CHECKPOINTS:
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"--checkpoint {checkpoint} needs --model to be a run folder (lama-train "
+                f"fit --out); {model} is not a folder"
+            )
+        path = folder / "models" / f"{checkpoint}.ckpt"
+        if path.is_file():
+            return path
+        if checkpoint == "best" and (folder / "models" / "last.ckpt").is_file():
+            raise CheckpointError(
+                f"{folder}: no models/best.ckpt yet (no validation has run); "
+                "use --checkpoint last"
+            )
+        raise CheckpointError(f"{folder}: no models/{checkpoint}.ckpt (not a lama-train run)")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file() and not path.is_absolute() and folder.is_dir():
+        path = folder / path
+    if not path.is_file():
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: no such file (give best, last or a .ckpt file)"
+        )
+    return path
 
 
 def _load_folder(folder: Path, allow_torchscript: bool = False) -> LamaModel:

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lama_model.choices import BACKENDS, DEVICE_CHOICES, PRECISIONS, SEGMENTERS, STRATEGIES
+from lama_model.choices import (
+    BACKENDS,
+    CHECKPOINT_HELP,
+    DEVICE_CHOICES,
+    PRECISIONS,
+    SEGMENTERS,
+    STRATEGIES,
+)
 from lama_model.pipeline.options import ProgressFn
 from lama_server.commands import exit_codes
 from lama_server.commands.image_files import (
@@ -85,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dir", type=Path, help="folder mode: x.png with x_mask*.png")
     p.add_argument("--output-dir", type=Path, help="folder mode: where results go")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder/file or known name")
+    p.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument(
         "--precision",
@@ -383,9 +391,9 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     if args.server:
-        if args.backend != "torch" or args.precision != "auto" or args.compile:
+        if args.backend != "torch" or args.precision != "auto" or args.compile or args.checkpoint:
             raise BadInput(
-                "--backend, --precision and --compile choose local inference; "
+                "--backend, --precision, --compile and --checkpoint choose local inference; "
                 "a lama-server picks its own (see lama-server --help)"
             )
         return _remote_inpainter(args.server, options)
@@ -399,13 +407,14 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     from lama_model.devices import DeviceError, resolve_device
     from lama_model.factory import BackendError, load_for_inference
     from lama_model.pipeline import inpaint
-    from lama_model.weights.checkpoint import CheckpointError
+    from lama_model.weights.checkpoint import CheckpointError, model_source
     from lama_model.weights.downloads import WeightsError
 
     try:
         device = resolve_device(args.device)
+        source = model_source(args.model, args.checkpoint)
         model = load_for_inference(
-            args.model, device, args.precision, backend=args.backend, compile=args.compile,
+            source, device, args.precision, backend=args.backend, compile=args.compile,
             allow_torchscript=args.allow_torchscript,
         )  # fmt: skip
     except (BackendError, PrecisionError) as exc:

@@ -1,6 +1,7 @@
 """``lama-server``: run the daemon, query it, install the host plugins.
 
-lama-server [--model PATH|NAME] [--device auto|cuda|cpu|mps] [--listen ENDPOINT] ...
+lama-server [--model PATH|NAME] [--checkpoint best|last|PATH] [--device auto|cuda|cpu|mps]
+            [--listen ENDPOINT] ...
 lama-server ping [ENDPOINT] [--token-file F]
 lama-server info [ENDPOINT] [--token-file F]
 lama-server install-plugin krita|gimp [--dest DIR] [--gimp-version 3.N]
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lama_client.client import DEFAULT_ENDPOINT
-from lama_model.choices import BACKENDS, PRECISIONS, SEGMENTERS
+from lama_model.choices import BACKENDS, CHECKPOINT_HELP, PRECISIONS, SEGMENTERS
 from lama_model.errors import (
     BackendError,
     CheckpointError,
@@ -63,6 +64,7 @@ def _serve_parser() -> argparse.ArgumentParser:
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Which model runs where, and how."""
     p.add_argument("--model", default="big-lama", help="model folder/file or known name")
+    p.add_argument("--checkpoint", metavar="best|last|PATH", help=CHECKPOINT_HELP)
     p.add_argument(
         "--device", default="auto", metavar="DEVICE[,DEVICE...]",
         help="auto, cpu, cuda, cuda:N, mps; several (cuda:0,cuda:1 or cuda:all) run one worker "
@@ -254,16 +256,18 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
     and the devices as ``--device`` named them."""
     from lama_model.devices import resolve_devices
     from lama_model.factory import load_for_inference
+    from lama_model.weights.checkpoint import model_source
     from lama_server.daemon.worker import Worker
 
     devices = resolve_devices(args.device)
+    source = model_source(args.model, args.checkpoint)
     workers = []
     locks: dict[str, threading.Lock] = {}  # one per GPU that several workers share
     gpu_keys = [_gpu_key(d) for d in devices]
     for device in devices:
-        log.info("loading model %s on %s (backend %s)", args.model, device, args.backend)
+        log.info("loading model %s on %s (backend %s)", source, device, args.backend)
         model = load_for_inference(
-            args.model, device, args.precision, backend=args.backend, compile=args.compile,
+            source, device, args.precision, backend=args.backend, compile=args.compile,
             allow_torchscript=args.allow_torchscript,
         )  # fmt: skip
         path = inference_path(model, args.precision)
