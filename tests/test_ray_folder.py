@@ -109,3 +109,16 @@ def test_ray_flag_is_for_folder_jobs_only(golden_dir, tmp_path, capsys):
                  "--ray", *tiny(golden_dir)])  # fmt: skip
     assert code == 2
     assert "--ray runs folder jobs" in capsys.readouterr().err
+
+
+def test_ray_folder_job_stops_with_one_line_when_actors_cannot_load_the_model(
+    ray_cluster, golden_dir, tmp_path, capsys
+):
+    src = write_folder_cases(golden_dir, tmp_path / "in", 2)
+    code = main(["--input-dir", str(src), "--output-dir", str(tmp_path / "out"), "--ray",
+                 ray_cluster, "--model", str(tmp_path / "no-such-model"), *FIXED])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lama-inpaint: error: a Ray actor could not load the model: ")
+    assert "no-such-model" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()

@@ -326,10 +326,13 @@ def run_folder_on_ray(args: argparse.Namespace, checked: list[CheckedJob]) -> in
     started = time.monotonic()
     ray_folder.connect(None if args.ray == "local" else args.ray)
     jobs = [(c.job.image, c.job.mask, c.job.output) for c in checked]
-    summary = ray_folder.run_folder(
-        jobs, functools.partial(make_image_task, args), actors=args.ray_actors,
-        gpus_per_actor=args.ray_gpus, quiet=args.quiet,
-    )  # fmt: skip
+    try:
+        summary = ray_folder.run_folder(
+            jobs, functools.partial(make_image_task, args), actors=args.ray_actors,
+            gpus_per_actor=args.ray_gpus, quiet=args.quiet,
+        )  # fmt: skip
+    except ray_folder.ModelLoadError as exc:
+        raise Failed(f"a Ray actor could not load the model: {exc}") from exc
     for image, reason in summary.failures:
         print(f"lama-inpaint: failed: {image}: {reason}", file=sys.stderr)
     if not args.quiet:

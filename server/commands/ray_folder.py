@@ -28,6 +28,10 @@ DEFAULT_ACTORS = 2
 ACTOR_CPUS = 0.5
 
 
+class ModelLoadError(RuntimeError):
+    """An actor could not load the model: the whole job stops with this one-line reason."""
+
+
 @dataclass(frozen=True)
 class FolderSummary:
     """What a folder job did: images written, skipped as already complete, and failures."""
@@ -52,11 +56,22 @@ class ImageActor:
     """A Ray Data actor: loads the model once (``make_task()``), then does one batch of rows."""
 
     def __init__(self, make_task: Callable[[], ImageTask]) -> None:
-        self.task = make_task()
+        from lama_model.errors import one_line
+
+        # Raising here would make Ray restart the actor and print every traceback; the reason
+        # goes back as a status row instead, and the driver stops the job on it.
+        self.task, self.load_error = None, ""
+        try:
+            self.task = make_task()
+        except Exception as exc:
+            self.load_error = one_line(exc) or type(exc).__name__
 
     def __call__(self, batch: dict) -> dict:
         from lama_model.errors import one_line
 
+        if self.task is None:
+            return {"image": batch["image"], "error": [""] * len(batch["image"]),
+                    "load_error": [self.load_error] * len(batch["image"])}  # fmt: skip
         errors = []
         for image, mask, output in zip(batch["image"], batch["mask"], batch["output"], strict=True):
             try:
@@ -64,7 +79,7 @@ class ImageActor:
                 errors.append("")
             except Exception as exc:  # reported in the summary; the other images go on
                 errors.append(one_line(exc) or type(exc).__name__)
-        return {"image": batch["image"], "error": errors}
+        return {"image": batch["image"], "error": errors, "load_error": [""] * len(errors)}
 
 
 def run_folder(
@@ -81,6 +96,7 @@ def run_folder(
     """
     import ray.data
 
+    quiet_ray_data()
     pending = [job for job in jobs if not job[2].exists()]
     skipped = len(jobs) - len(pending)
     if not pending:
@@ -89,9 +105,19 @@ def run_folder(
     resources = {"num_gpus": gpus_per_actor} if gpus_per_actor else {"num_cpus": ACTOR_CPUS}
     statuses = ray.data.from_items(rows).map_batches(
         ImageActor, fn_constructor_args=(make_task,), batch_size=1,
-        concurrency=max(1, min(actors, len(pending))), **resources,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(pending)))), **resources,
     )  # fmt: skip
     return _collect(statuses, len(pending), skipped, quiet)
+
+
+def quiet_ray_data() -> None:
+    """Our one progress bar and summary instead of Ray Data's per-operator bars and log lines."""
+    import logging
+
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def _collect(statuses, total: int, skipped: int, quiet: bool) -> FolderSummary:
@@ -101,6 +127,10 @@ def _collect(statuses, total: int, skipped: int, quiet: bool) -> FolderSummary:
     bar = None if quiet else tqdm(total=total, unit="image", file=sys.stderr)
     failures = []
     for row in statuses.iter_rows():
+        if row["load_error"]:
+            if bar is not None:
+                bar.close()
+            raise ModelLoadError(row["load_error"])
         if row["error"]:
             failures.append((str(row["image"]), str(row["error"])))
         if bar is not None:
