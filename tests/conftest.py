@@ -415,3 +415,34 @@ def segment_golden() -> dict:
     import torch
 
     return torch.load(SEGMENT_GOLDEN / "golden.pt", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Ray (issue 24): one local CPU-only cluster per test session
+
+RAY_TIMEOUT_S = 240  # a Ray job on the shared 2-core machine: generous, but never a hang
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster (2 CPUs, no dashboard) in this process; its head address lets
+    subprocesses join it. Skipped when Ray is not installed (``pip install .[ray]``)."""
+    ray = pytest.importorskip("ray")
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       configure_logging=False)  # fmt: skip
+    yield context.address_info["address"]
+    ray.shutdown()
+
+
+def write_folder_cases(golden_dir: Path, folder: Path, count: int) -> Path:
+    """``count`` images with masks in the official folder layout (half in a sub-folder),
+    alternating the two golden cases."""
+    import shutil
+
+    for index in range(count):
+        case = golden_dir / ("case-a", "case-b")[index % 2]
+        where = folder / "sub" if index % 2 else folder
+        where.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(case / "image.png", where / f"photo{index:03d}.png")
+        shutil.copyfile(case / "mask.png", where / f"photo{index:03d}_mask.png")
+    return folder

@@ -4,6 +4,7 @@
     lama-inpaint --input-dir D --output-dir O          (x.png with x_mask*.png, as upstream)
     lama-inpaint IMAGE MASK -o OUT --server tcp://127.0.0.1:5557
     lama-inpaint IMAGE --box X,Y,W,H -o OUT   (or --points X,Y[,LABEL];...: no mask file)
+    lama-inpaint --input-dir D --output-dir O --ray [ADDRESS]   (a Ray Data job: ray_folder)
     lama-inpaint export --format onnx|torchscript MODEL -o FILE      (lama_server.commands.export)
 
 Exit codes: 0 done, 1 the work failed (model, server), 2 bad input or usage.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -37,7 +39,7 @@ from lama_model.choices import (
     STRATEGIES,
 )
 from lama_model.pipeline.options import ProgressFn
-from lama_server.commands import exit_codes
+from lama_server.commands import exit_codes, ray_folder
 from lama_server.commands.image_files import (
     ImageFileError,
     ImageInfo,
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--server", metavar="ENDPOINT", help="send the work to a running lama-server")
     _add_prompt_arguments(p)
+    add_ray_arguments(p)
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar and no line saying what was written"
     )
@@ -150,6 +153,20 @@ def _add_prompt_arguments(p: argparse.ArgumentParser) -> None:
                    f"checkpoint file (default {SEGMENTERS[0]}; a --server uses its own)")
 
 
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]`` and the actor pool's size (folder jobs on a Ray cluster)."""
+    p.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="folder mode on a Ray cluster (pip install 'lama-inpaint[ray]'): ADDRESS of its head "
+        "(auto: the cluster this machine is in; none given: start one on this machine); "
+        "resumable: outputs that exist are skipped",
+    )  # fmt: skip
+    p.add_argument("--ray-actors", type=int, default=ray_folder.DEFAULT_ACTORS, metavar="N",
+                   help="with --ray: model actors (each loads the model once)")  # fmt: skip
+    p.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
+                   help="with --ray: GPUs per actor (fractions share one); 0: CPU")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``lama-inpaint``: returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -164,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             checked, first = _prompted_job(args)
         else:
             checked = check_jobs(plan_jobs(args))
+            if args.ray is not None:
+                return run_folder_on_ray(args, checked)
             # One image: decode it now, so an undecodable file is reported before the model
             # loads.
             first = read_job(checked[0]) if len(checked) == 1 else None
@@ -374,7 +393,55 @@ def read_job(checked: CheckedJob) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def _make_inpainter(args: argparse.Namespace) -> Inpainter:
+def run_folder_on_ray(args: argparse.Namespace, checked: list[CheckedJob]) -> int:
+    """The folder job on Ray: progress, a summary line, one line per failed image; exit 1 if
+    any failed (rerun the same command to retry only those)."""
+    if not args.input_dir or args.server or args.ray_actors < 1 or args.ray_gpus < 0:
+        raise BadInput("--ray runs folder jobs: --input-dir/--output-dir, no --server, "
+                       "--ray-actors >= 1, --ray-gpus >= 0")  # fmt: skip
+    _inpaint_options(args)  # a bad option is one line here, not one per actor
+    try:
+        import ray  # noqa: F401  (only to say how to install it)
+    except ImportError as exc:
+        raise BadInput("--ray needs Ray: pip install 'lama-inpaint[ray]'") from exc
+    started = time.monotonic()
+    ray_folder.connect(None if args.ray == "local" else args.ray)
+    jobs = [(c.job.image, c.job.mask, c.job.output) for c in checked]
+    try:
+        summary = ray_folder.run_folder(
+            jobs, functools.partial(make_image_task, args), actors=args.ray_actors,
+            gpus_per_actor=args.ray_gpus, quiet=args.quiet,
+        )  # fmt: skip
+    except ray_folder.ModelLoadError as exc:
+        raise Failed(f"a Ray actor could not load the model: {exc}") from exc
+    for image, reason in summary.failures:
+        print(f"lama-inpaint: failed: {image}: {reason}", file=sys.stderr)
+    if not args.quiet:
+        print(f"wrote {summary.written} images to {args.output_dir}, skipped "
+              f"{summary.skipped} already done, {len(summary.failures)} failed "
+              f"in {time.monotonic() - started:.1f} s")  # fmt: skip
+    return EXIT_FAILED if summary.failures else EXIT_OK
+
+
+def make_image_task(args: argparse.Namespace) -> Callable[[str, str, str], None]:
+    """Load the model once; return the function that fills one (image, mask, output) exactly
+    as the local folder mode does (same checks, decoding, model and atomic write)."""
+    from lama_server.commands.image_files import write_image
+
+    inpaint_fn = _make_inpainter(args)
+
+    def run(image: str, mask: str, output: str) -> None:
+        item = check_jobs([Job(Path(image), Path(mask), Path(output))])[0]
+        pixels, mask_pixels = read_job(item)
+        result = inpaint_fn(pixels, mask_pixels, lambda _fraction, _stage: None)
+        item.job.output.parent.mkdir(parents=True, exist_ok=True)
+        write_image(item.job.output, result, item.image)
+
+    return run
+
+
+def _inpaint_options(args: argparse.Namespace):
+    """The pipeline options the flags give, or BadInput."""
     from lama_model.pipeline import InpaintOptions
 
     given = {
@@ -384,12 +451,16 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
         "resize_limit": args.resize_limit,
     }
     try:
-        options = InpaintOptions(
+        return InpaintOptions(
             **{name: value for name, value in given.items() if value is not None},
             refine=args.refine,
         )
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
+
+
+def _make_inpainter(args: argparse.Namespace) -> Inpainter:
+    options = _inpaint_options(args)
     if args.server:
         if args.backend != "torch" or args.precision != "auto" or args.compile or args.checkpoint:
             raise BadInput(
