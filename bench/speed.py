@@ -2,6 +2,7 @@
 
     python bench/speed.py [--sizes 256,512,1024] [--runs 3] [--rounds 1] [--device cpu|cuda]
                           [--paths ref,channels_last,...] [--threads 2] [--json out.json]
+                          [--isa avx2]
 
 Big LaMa architecture with seeded random weights (BatchNorm statistics randomised so it is
 not the identity). Rows: ``ref`` is the official generator's own code path (our float32
@@ -15,7 +16,9 @@ from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over ``--
 after one warm-up; speed-up and PSNR on the hole are against the reference of the same
 round. ``--rounds N`` runs all paths in turn N times (interleaved, so a loaded machine slows
 every path alike) and prints the spread. The first line names the CPU, its bf16 features
-and the load average. Compare with the official code's CPU figures in
+and the load average. ``--isa avx2`` sets ATEN_CPU_CAPABILITY=avx2 and
+ONEDNN_MAX_CPU_ISA=AVX2 in every child, so a BF16 or AMX machine measures the AVX2-laptop case.
+Compare with the official code's CPU figures in
 ../shared/fixtures/lama-golden/PERF-BASELINE.md only on the same CPU.
 """
 
@@ -197,6 +200,7 @@ def measure_one(args: argparse.Namespace) -> dict:
         "min_s": min(times[1:]),
         "first_s": first,  # build + compile + first run
         "peak_mib": round(peak_mib(device), 1),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # proves --isa reached it
     }
 
 
@@ -228,7 +232,7 @@ def run_one(args: argparse.Namespace, name: str, size: int, folder: Path, onnx_f
            "--out", str(out_file)]  # fmt: skip
     if onnx_file:
         cmd += ["--onnx", onnx_file]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(args.isa))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         reason = (proc.stderr.strip().splitlines() or ["?"])[-1][:80]
@@ -236,6 +240,19 @@ def run_one(args: argparse.Namespace, name: str, size: int, folder: Path, onnx_f
     row = json.loads(lines[-1][len("RESULT ") :])
     row["out_file"] = str(out_file)
     return row
+
+
+# What ``--isa`` sets for each child: torch's own kernels and oneDNN's, capped together (issue 20).
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
+def child_env(isa: str | None) -> dict[str, str]:
+    """The environment of a measuring child: this one, with the instruction set capped."""
+    import os
+
+    env = dict(os.environ)
+    env.update(ISA_CAPS.get(isa or "", {}))
+    return env
 
 
 def print_row(row: dict) -> None:
@@ -301,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--paths", default=None, help="comma list; default: all for the device")
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISA_CAPS),
+        default=None,
+        help="cap the instruction set in every child (avx2: the AVX2-laptop case on any x86 CPU)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -325,6 +348,9 @@ def main() -> None:
         folder = Path(tmp)
         onnx_file = export_for_bench(args.device, folder) if "onnxruntime" in paths else None
         print(machine_line(args.device))
+        if args.isa:
+            caps = " ".join(f"{k}={v}" for k, v in ISA_CAPS[args.isa].items())
+            print(f"instruction set capped in every path: {caps}")
         print(
             f"Big LaMa (random weights), {args.device}, {args.threads} threads, median of "
             f"{args.runs} runs after one warm-up, {args.rounds} round(s) of all paths in turn; "

@@ -23,12 +23,14 @@ from torch import nn
 import lama_model.accel.optimize as fast
 from lama_model.accel.optimize import OptimizedModel, optimize
 from lama_model.accel.precision import (
+    ISA_VARIABLES,
     MIN_PSNR_DB,
     PROBE_ENV,
     ChoiceCache,
     PrecisionError,
     choose_precision,
     float32_math,
+    machine_id,
     time_interleaved,
     timing_noise,
 )
@@ -182,6 +184,27 @@ def test_decision_is_cached_per_machine_model_and_torch_version(
     timer = speeds(bf16=1.5)
     optimize(other, "cpu", cache=cache, candidates=["bf16"], timer=timer)
     assert timer.calls
+
+
+@pytest.mark.parametrize("variable", ["ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"])
+def test_forcing_the_instruction_set_is_measured_anew_not_read_from_the_cache(
+    variable: str, tiny: LamaModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: a run with AVX2 forced on a BF16 CPU must not reuse that CPU's bf16 decision."""
+    for name in ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    cache = ChoiceCache(tmp_path / "choices.json")
+    native = optimize(tiny, "cpu", cache=cache, candidates=["bf16"], timer=speeds(bf16=1.5))
+    assert native.precision == "bf16"
+    monkeypatch.setenv(variable, "avx2")
+    timer = speeds(bf16=0.5)
+    forced = optimize(tiny, "cpu", cache=cache, candidates=["bf16"], timer=timer)
+    assert timer.calls and forced.precision == "fp32"
+    assert f"{variable}=avx2" in machine_id(torch.device("cpu"))
+    # Back to the native instruction set: its own decision is still in the cache.
+    monkeypatch.delenv(variable)
+    again = optimize(tiny, "cpu", cache=cache, candidates=["bf16"], timer=never_timed)
+    assert again.precision == "bf16" and again.choice.reason.endswith("; cached")
 
 
 def test_a_busy_cpu_uses_its_measurement_but_does_not_cache_it(

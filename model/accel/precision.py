@@ -194,8 +194,20 @@ def machine_id(device: torch.device) -> str:
         name = torch.cuda.get_device_name(index)
         chip = f"{name} sm{''.join(map(str, torch.cuda.get_device_capability(index)))}"
     else:
-        chip = _cpu_name()
+        chip = _cpu_name() + isa_override()
     return f"{device.type}|{chip}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+
+
+# Variables that cap the instruction set torch's kernels and oneDNN use; a run with AVX2 forced
+# on a BF16 CPU measures a different machine, so it must not reuse that CPU's decision.
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def isa_override() -> str:
+    """The instruction-set caps set in the environment, e.g. ``|ATEN_CPU_CAPABILITY=avx2``."""
+    return "".join(
+        f"|{name}={os.environ[name]}" for name in ISA_VARIABLES if os.environ.get(name)
+    )
 
 
 def _cpu_name() -> str:
@@ -353,6 +365,7 @@ def _runner(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> Callab
 
 __all__ = [
     "DTYPES",
+    "ISA_VARIABLES",
     "MEASURE_AGAIN",
     "MIN_PSNR_DB",
     "PRECISIONS",
@@ -365,6 +378,7 @@ __all__ = [
     "choose_precision",
     "float32_math",
     "guard_input",
+    "isa_override",
     "machine_id",
     "model_fingerprint",
     "probe_from_env",
