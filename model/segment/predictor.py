@@ -14,6 +14,7 @@ from PIL import Image
 from lama_model.errors import PromptError
 from lama_model.interface import ImageEmbedding
 from lama_model.segment.net.model import MASK_THRESHOLD, Segmenter
+from lama_model.segment.net.tiny_vit import fold_batch_norms
 from lama_model.segment.prompts import check_box, check_points
 
 
@@ -27,9 +28,11 @@ class SegmentPredictor:
     """A :class:`~lama_model.interface.ServedSegmenter` running a :class:`Segmenter`."""
 
     def __init__(self, model: Segmenter, device: torch.device, description: str):
-        self.model = model.to(device).eval()
+        self.model = fold_batch_norms(model.to(device).eval())
         self.device = device
         self.description = description
+        with torch.inference_mode():  # depends on the weights alone: once, not per prompt
+            self.image_pe = self.model.prompt_encoder.dense_pe()
 
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
@@ -52,9 +55,13 @@ class SegmentPredictor:
         labels: np.ndarray | None = None,
     ) -> np.ndarray:
         """See :meth:`lama_model.interface.ServedSegmenter.predict`."""
-        logits, iou = self.predict_logits(embedding, box, points, labels)
-        best = int(iou[0].argmax())  # one mask unless a lone point asked for three
-        return (logits[0, best] > MASK_THRESHOLD).cpu().numpy()
+        with torch.inference_mode():
+            low_res, iou = self.decode(embedding, box, points, labels)
+            best = int(iou[0].argmax())  # one mask unless a lone point asked for three
+            # Only the chosen mask goes up to the image's size: the others would cost as much.
+            chosen = low_res[:, best : best + 1]
+            logits = self.model.postprocess(chosen, embedding.input_size, embedding.original_size)
+        return (logits[0, 0] > MASK_THRESHOLD).cpu().numpy()
 
     @torch.inference_mode()
     def predict_logits(
@@ -65,6 +72,18 @@ class SegmentPredictor:
         labels: np.ndarray | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits (1, M, H, W) at the image's size and their predicted IoU (1, M)."""
+        low_res, iou = self.decode(embedding, box, points, labels)
+        return self.model.postprocess(low_res, embedding.input_size, embedding.original_size), iou
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        box: tuple[float, float, float, float] | None,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked prompts to low-resolution mask logits (1, M, 256, 256) and IoU (1, M)."""
         if box is None and points is None:
             raise PromptError("no prompt: give a box, points, or both")
         size = embedding.original_size
@@ -82,5 +101,6 @@ class SegmentPredictor:
             xy = torch.as_tensor(coords, dtype=torch.float32, device=self.device) * scale
             prompt_points = (xy[None], torch.as_tensor(marks, device=self.device)[None])
         multimask = box is None and points is not None and len(points) == 1
-        low_res, iou = self.model.decode(embedding.features, prompt_points, boxes, multimask)
-        return self.model.postprocess(low_res, embedding.input_size, size), iou
+        return self.model.decode(
+            embedding.features, prompt_points, boxes, multimask, image_pe=self.image_pe
+        )

@@ -56,10 +56,15 @@ class Segmenter(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         multimask: bool,
+        image_pe: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution mask logits and predicted IoU for prompts in input-size pixels."""
+        """Low-resolution mask logits and predicted IoU for prompts in input-size pixels.
+        ``image_pe``: :meth:`PromptEncoder.dense_pe`, if the caller keeps it (it depends on the
+        weights alone; computing it is about a tenth of a decode on a CPU)."""
         sparse, dense = self.prompt_encoder(points, boxes)
-        return self.mask_decoder(features, self.prompt_encoder.dense_pe(), sparse, dense, multimask)
+        if image_pe is None:
+            image_pe = self.prompt_encoder.dense_pe()
+        return self.mask_decoder(features, image_pe, sparse, dense, multimask)
 
     def postprocess(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
