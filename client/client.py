@@ -645,10 +645,7 @@ class LamaClient:
         self._final_reply = False
         pixel_file: _PixelFile | None = None
         try:
-            verified = False
-            if self.verify_server and self.token:
-                self._check_server_identity(min(self.timeout, 10.0))
-                verified = True
+            verified = self._server_verified()
             pixel_file, _ = self._pixels_into_file(image, b"") if verified else (None, False)
             request = {"op": "segment", "image": self._image_field(image, pixel_file), **prompt}
             reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
@@ -687,10 +684,7 @@ class LamaClient:
         self._final_reply = False
         pixel_file: _PixelFile | None = None
         try:
-            verified = False
-            if self.verify_server and self.token:
-                self._check_server_identity(min(self.timeout, 10.0))
-                verified = True
+            verified = self._server_verified()
             pixel_file, reused = self._pixels_into_file(image, mask) if verified else (None, False)
             request = self._inpaint_request(image, mask, options, pixel_file)
             reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
@@ -882,6 +876,14 @@ class LamaClient:
         if not isinstance(reply, dict) or reply.get("id") not in (request_id, None):
             return None  # a stale reply to an earlier, abandoned request (or our cancel's ack)
         return reply
+
+    def _server_verified(self) -> bool:
+        """Whether this request may hand the server a pixel file: only once the server proved
+        it holds our token (checked now, when ``verify_server`` asks for it)."""
+        if not (self.verify_server and self.token):
+            return False
+        self._check_server_identity(min(self.timeout, 10.0))
+        return True
 
     def _check_server_identity(self, timeout: float) -> None:
         """``hello``: the server must prove it knows the token, on this connection, before it
