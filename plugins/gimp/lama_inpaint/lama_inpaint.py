@@ -59,21 +59,12 @@ class LamaInpaint(Gimp.PlugIn):
     def do_create_procedure(self, name):
         if name == SELECT_PROCEDURE:
             return self.select_procedure(name)
-        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
-        proc.set_image_types("RGB*, GRAY*")
-        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        proc.set_menu_label("LaMa Inpaint")
-        proc.add_menu_path("<Image>/Filters")
-        proc.set_documentation(
-            "Remove the selected object with LaMa",
+        proc = self.new_procedure(
+            name, "LaMa Inpaint", "<Image>/Filters", "Remove the selected object with LaMa",
             "Fills the selection with LaMa inpainting (a running lama-server does the work) "
             "and adds the result as a new layer above the drawable.",
-            name,
         )
-        proc.set_attribution("lama-inpaint contributors", "lama-inpaint contributors", "2026")
         flags = GObject.ParamFlags.READWRITE
-        proc.add_string_argument("endpoint", "Server endpoint", "lama-server's ZeroMQ endpoint",
-                                 lama_client.DEFAULT_ENDPOINT, flags)
         proc.add_int_argument("mask-grow", "Grow mask", "Pixels added around the selection",
                               0, 64, 4, flags)
         proc.add_int_argument("feather", "Feather", "Soft transition width in pixels",
@@ -93,22 +84,29 @@ class LamaInpaint(Gimp.PlugIn):
                                   "it first (as Select › Select Object)", False, flags)
         return proc
 
-    def select_procedure(self, name):
+    def new_procedure(self, name, label, menu, blurb, help_text):
+        """A procedure on one drawable of an RGB or grey image, with its menu entry, its
+        documentation and the argument every procedure of this plug-in starts with: the
+        server's endpoint."""
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        proc.set_menu_label("Select Object (LaMa)")
-        proc.add_menu_path("<Image>/Select")
-        proc.set_documentation(
+        proc.set_menu_label(label)
+        proc.add_menu_path(menu)
+        proc.set_documentation(blurb, help_text, name)
+        proc.set_attribution("lama-inpaint contributors", "lama-inpaint contributors", "2026")
+        proc.add_string_argument("endpoint", "Server endpoint", "lama-server's ZeroMQ endpoint",
+                                 lama_client.DEFAULT_ENDPOINT, GObject.ParamFlags.READWRITE)
+        return proc
+
+    def select_procedure(self, name):
+        proc = self.new_procedure(
+            name, "Select Object (LaMa)", "<Image>/Select",
             "Select the object inside the selection",
             "Replaces a rough (rectangle, ellipse) selection around an object with the "
             "object's own outline, found by the segmenter of a running lama-server.",
-            name,
         )
-        proc.set_attribution("lama-inpaint contributors", "lama-inpaint contributors", "2026")
         flags = GObject.ParamFlags.READWRITE
-        proc.add_string_argument("endpoint", "Server endpoint", "lama-server's ZeroMQ endpoint",
-                                 lama_client.DEFAULT_ENDPOINT, flags)
         proc.add_int_argument("mask-grow", "Grow selection",
                               "Pixels added around the object", 0, 64, 4, flags)
         proc.add_int_argument("context-margin", "Context margin",
