@@ -260,7 +260,7 @@ def test_select_object_prompts_with_the_selection_box_and_grows_the_answer():
     answer = bytearray(w * h)
     answer[150 * w + 140] = 255  # one pixel of "object" at window (140, 150)
     client = RecordingSegmentClient(bytes(answer))
-    mask = core.object_mask(client, job, core.Settings(mask_grow=2))
+    mask = core.object_mask(client, job, 2)
     # The selection (500, 400, 40×30) is at (128, 128) in the window (372, 272).
     assert client.asked == [(w, h, "BGRA8", (128, 128, 168, 158))]
     assert mask == lama_client.host_kit.grow_mask(bytes(answer), w, h, 2)
@@ -272,7 +272,7 @@ def test_select_object_with_no_object_found_says_so():
     job = core.prepare(doc, doc.layer, core.Settings())
     client = RecordingSegmentClient(bytes(job.window.w * job.window.h))
     with pytest.raises(core.PluginError) as info:
-        core.object_mask(client, job, core.Settings())
+        core.object_mask(client, job, 0)
     assert info.value.title == "No object found"
 
 
@@ -320,7 +320,7 @@ def test_dots_on_the_points_layer_become_labelled_points_in_window_pixels():
     assert job.points == ((139.5, 139.5), (159.0, 149.0))  # top to bottom
     client = RecordingSegmentClient(b"\xff" * (job.window.w * job.window.h))
     client.segment = lambda image, **prompt: client.asked.append(prompt) or client.answer
-    core.object_mask(client, job, core.Settings())
+    core.object_mask(client, job, 0)
     assert client.asked[0]["points"] == job.points and client.asked[0]["labels"] == job.labels
 
 

@@ -46,16 +46,17 @@ def write_disc_photo(path) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def expected_selection(session, source: np.ndarray, fmt: str, box, points=(), labels=()):
+def expected_selection(session, source: np.ndarray, fmt: str, box, points=(), labels=(), grow=GROW):
     """What the session's server answers for these prompts on these pixels (asked again after
-    the host ran: the same server, its cached embedding), grown as the plug-ins grow it."""
+    the host ran: the same server, its cached embedding), grown by ``grow`` as the plug-ins
+    grow it (Select object: the grow setting; Remove object: 0, the server grows it)."""
     h, w = source.shape[:2]
     server = session["server"]
     with LamaClient(server.endpoint, server.token) as client:
         found = client.segment(ImageData(w, h, fmt, array_to_wire(fmt, source)), box=box,
                                points=points, labels=labels)  # fmt: skip
         assert client.last_timing["embedding_cached"] is True  # the window the plug-in sent
-    return np.frombuffer(host_kit.grow_mask(found, w, h, GROW), np.uint8).reshape(h, w)
+    return np.frombuffer(host_kit.grow_mask(found, w, h, grow), np.uint8).reshape(h, w)
 
 
 def expected_layer(tiny_model_dir, source: np.ndarray, mask: np.ndarray, fmt: str) -> bytes:
@@ -142,7 +143,7 @@ def test_krita_dots_on_a_points_layer_are_sent_as_labelled_points(krita_segment)
 def test_krita_remove_with_select_first_fills_the_object_mask(krita_segment, tiny_model_dir):
     s, source, _, box = _krita_scenario(krita_segment, "select_first")
     assert "LaMa: removed" in s["siblings"]
-    mask = expected_selection(krita_segment, source, "BGRA8", box)
+    mask = expected_selection(krita_segment, source, "BGRA8", box, grow=0)  # grown once, there
     got = (krita_segment["out"] / "select_first.new_window.raw").read_bytes()
     assert got == expected_layer(tiny_model_dir, source, mask, "BGRA8")
 
@@ -211,6 +212,6 @@ def test_gimp_remove_with_select_first_fills_the_object_mask(gimp_segment, tiny_
     s, layer, (x0, y0, x1, y1), box = _gimp_window(gimp_segment, "select_first")
     assert s["status"] == "success", s
     window = np.ascontiguousarray(layer[y0:y1, x0:x1])
-    mask = expected_selection(gimp_segment, window, "RGBA8", box)
+    mask = expected_selection(gimp_segment, window, "RGBA8", box, grow=0)  # grown once, there
     got = (gimp_segment["out"] / "select_first.new.raw").read_bytes()
     assert got == expected_layer(tiny_model_dir, window, mask, "RGBA8")

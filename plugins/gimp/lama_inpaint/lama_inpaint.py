@@ -234,8 +234,8 @@ class LamaInpaint(Gimp.PlugIn):
             endpoint = config.get_property("endpoint")
             with lama_client.LamaClient(endpoint, **client_options) as client:
                 if config.get_property("select-object-first"):
-                    mask = self.object_mask(client, window, wire, pixels, mask,
-                                            options["mask_grow"])
+                    # ungrown: the inpaint request below grows it by mask-grow, once
+                    mask = self.object_mask(client, window, wire, pixels, mask, 0)
                 reply = client.inpaint(lama_client.ImageData(w, h, wire, pixels), mask, options,
                                        progress=lambda f, _s: Gimp.progress_update(f))
         except lama_client.LamaError as exc:

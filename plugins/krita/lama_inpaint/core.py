@@ -242,10 +242,13 @@ def apply_result(doc, node, job: Job, data: bytes):
     return layer
 
 
-def object_mask(client, job: Job, settings: Settings, progress=None, cancel=None) -> bytes:
+def object_mask(client, job: Job, grow: int, progress=None, cancel=None) -> bytes:
     """The mask of the object inside the job's selection: the selection's box is the prompt
-    of the server's ``segment``, and the answer is grown by the grow setting (the same rule
-    the server grows an inpaint mask by), one byte per window pixel, 0 or 255."""
+    of the server's ``segment``, and the answer is grown by ``grow`` pixels (the same rule
+    the server grows an inpaint mask by), one byte per window pixel, 0 or 255.
+
+    Select object passes the grow setting; Remove object with "Select object first" passes 0,
+    because its inpaint request already asks the server to grow the mask by that setting."""
     w, h = job.window.w, job.window.h
     box = lama_client.host_kit.mask_box(job.mask, w, h)
     if box is None:
@@ -259,7 +262,7 @@ def object_mask(client, job: Job, settings: Settings, progress=None, cancel=None
             "The server found no object in the selection. Draw the selection a little larger "
             "around the object, or select it by hand.",
         )
-    return lama_client.host_kit.grow_mask(mask, w, h, settings.mask_grow)
+    return lama_client.host_kit.grow_mask(mask, w, h, grow)
 
 
 def apply_selection(doc, job: Job, mask: bytes, new_selection) -> None:

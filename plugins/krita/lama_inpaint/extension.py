@@ -61,7 +61,9 @@ class _Request:
             with lama_client.LamaClient(self.settings.endpoint, **client_options) as client:
                 job = self.job
                 if self.segments:
-                    job.mask = core.object_mask(client, job, self.settings, self._on_progress,
+                    # Remove object grows once, on the server: the object's mask goes ungrown.
+                    grow = self.settings.mask_grow if self.select_only else 0
+                    job.mask = core.object_mask(client, job, grow, self._on_progress,
                                                 self.cancel)  # fmt: skip
                     if self.select_only:
                         self.result = job.mask
