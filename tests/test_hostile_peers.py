@@ -212,6 +212,44 @@ def test_gate_answers_hello_and_refusals_itself_and_trusts_only_the_token(rig, m
     good.close()
 
 
+def _read_frames(sock: socket.socket, want: int, raw: bytearray) -> list[bytes]:
+    """The ZMTP frames in ``raw`` and what follows it on ``sock``, read until ``raw`` holds
+    ``want`` bytes (or 10 s passed)."""
+    until = time.monotonic() + 10
+    sock.settimeout(0.5)
+    while len(raw) < want and time.monotonic() < until:
+        try:
+            raw += sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+    frames, at = [], 0
+    while at < len(raw):
+        long_form = raw[at] & wire.FLAG_LONG
+        size = struct.unpack(">Q", raw[at + 1 : at + 9])[0] if long_form else raw[at + 1]
+        at += 9 if long_form else 2
+        frames.append(bytes(raw[at : at + size]))
+        at += size
+    return frames
+
+
+def test_a_refusal_on_a_trusted_connection_waits_for_the_end_of_the_servers_reply(rig):
+    """The gate's own answer must not land inside a reply it is still passing on."""
+    conn = ZmtpConnection(rig.endpoint, 2.0)
+    conn.send(msgpack.packb({"v": 1, "id": "p", "op": "ping", "token": "right"}))
+    assert rig.router.poll(2000)
+    peer, _ = rig.router.recv_multipart()
+    reply = b"x" * (3 * token_gate.MAX_PENDING)  # more than the gate holds: it stops midway
+    rig.router.send_multipart([peer, reply])
+    time.sleep(0.5)
+    raw = bytearray(conn.sock.recv(1 << 20))  # part of the reply: the gate reads us again
+    conn.sock.sendall(wire.zmtp_frame(b"a", more=True) + wire.zmtp_frame(b"b"))  # refused
+    time.sleep(0.3)
+    frames = _read_frames(conn.sock, 9 + len(reply) + 40, raw)
+    assert len(frames) == 2 and frames[0] == reply, [len(f) for f in frames]
+    assert msgpack.unpackb(frames[1])["error"]["code"] == "bad_request"
+    conn.close()
+
+
 def test_a_peer_that_sends_wrong_tokens_and_never_reads_is_closed_with_a_bounded_queue(rig):
     host, port = rig.endpoint[len("tcp://") :].rsplit(":", 1)
     sock = socket.create_connection((host, int(port)))

@@ -106,6 +106,8 @@ class _Conn:
         self.dropping = False  # the message being read continues one that was refused
         self.to_client = bytearray()
         self.to_up = bytearray()
+        self.up_frames = _MessageEnds()  # where the server's reply stream is
+        self.held = bytearray()  # gate answers waiting for the end of the server's message
         self.trusted = False  # it sent a message with a valid token
         self.closing = False  # read no more: close once to_client is written
 
@@ -300,7 +302,8 @@ class TokenGate:
             return
         events = selectors.EVENT_WRITE if conn.to_client else 0
         throttled = conn.state == "discard" and self._discard_budget < 1
-        unread = len(conn.to_client) >= (MAX_PENDING if conn.trusted else UNTRUSTED_QUEUE_BYTES)
+        queued = len(conn.to_client) + len(conn.held)
+        unread = queued >= (MAX_PENDING if conn.trusted else UNTRUSTED_QUEUE_BYTES)
         quiet = conn in self._paused
         blocked = conn.closing or throttled or unread or quiet
         if len(conn.to_up) < MAX_PENDING and not blocked:
@@ -447,7 +450,12 @@ class TokenGate:
         """A reply from the gate itself. A connection without the token gets a few, while it
         reads them, and is closed after the last."""
         if conn.trusted:
-            conn.to_client += zmtp_frame(payload)
+            # The server's reply may be half forwarded: an answer put in its middle would
+            # corrupt both, so it waits for the end of that message.
+            if conn.held or not conn.up_frames.between_messages:
+                conn.held += zmtp_frame(payload)
+            else:
+                conn.to_client += zmtp_frame(payload)
             return
         conn.answers += 1
         if len(conn.to_client) < UNTRUSTED_QUEUE_BYTES:
@@ -501,12 +509,51 @@ class TokenGate:
             conn.up.close()
             conn.up, conn.closing = None, True
             return
+        with memoryview(self._scratch) as view, view[:count] as data:
+            conn.up_frames.feed(data)
         _forward(conn.sock, conn.to_client, self._scratch, count)
+        if conn.held and conn.up_frames.between_messages:
+            conn.to_client += conn.held
+            conn.held.clear()
+            _flush(conn.sock, conn.to_client)
 
 
 def _trusted_first(ready: list) -> list:
     """Events of trusted connections first: hostile peers never delay a client's reply."""
     return sorted(ready, key=lambda item: not (item[0].data is not None and item[0].data.trusted))
+
+
+class _MessageEnds:
+    """Follows the frame headers of a ZMTP byte stream (bodies are skipped, not copied) to
+    tell whether it stands between two whole messages."""
+
+    def __init__(self) -> None:
+        self.header = bytearray()  # the header of the next frame, as far as it arrived
+        self.left = 0  # body bytes of the current frame still to come
+        self.more = False  # the current frame is not its message's last
+
+    @property
+    def between_messages(self) -> bool:
+        return not self.header and not self.left and not self.more
+
+    def feed(self, data: memoryview) -> None:
+        """Account for ``data``, the next bytes of the stream."""
+        at = 0
+        while at < len(data):
+            if self.left:
+                step = min(self.left, len(data) - at)
+                self.left -= step
+                at += step
+                continue
+            self.header.append(data[at])
+            at += 1
+            flags = self.header[0]
+            if len(self.header) == (9 if flags & FLAG_LONG else 2):
+                self.left = int.from_bytes(self.header[1:], "big")
+                # commands never carry MORE and do not end a message's run of frames
+                if not flags & FLAG_COMMAND:
+                    self.more = bool(flags & FLAG_MORE)
+                self.header.clear()
 
 
 class _Closed(Exception):
