@@ -257,8 +257,10 @@ class OnnxRuntimeModel(nn.Module):
 
 def fixed_input_size(session: object) -> tuple[int, int] | None:
     """``(H, W)`` an ONNX Runtime session's ``image`` input is fixed to, None when dynamic."""
-    (image,) = [i for i in session.get_inputs() if i.name == "image"]
-    height, width = image.shape[-2:]
+    shapes = [i.shape for i in session.get_inputs() if i.name == "image"]
+    if not shapes or len(shapes[0]) != 4:
+        return None  # not one of our exports: ONNX Runtime will say what it lacks
+    height, width = shapes[0][-2:]
     return (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
 
