@@ -361,6 +361,29 @@ def tiny_model(tiny_model_dir):
     return load_model(tiny_model_dir)
 
 
+def big_lama_shaped(n_blocks: int = 1):
+    """Big LaMa's layer pattern and widths (a 384-channel global part, 192-channel Fourier
+    units) with ``n_blocks`` residual blocks, seeded weights and seeded non-trivial BatchNorm
+    statistics, as a ``LamaModel`` on the CPU in eval mode."""
+    import torch
+
+    from lama_model.net.generator import LamaConfig, build_generator
+    from lama_model.weights.checkpoint import LamaModel
+
+    torch.manual_seed(0)
+    net = build_generator(LamaConfig(n_blocks=n_blocks))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+    return LamaModel(net, name=f"big-lama-shaped-{n_blocks}").eval()
+
+
 EVAL_GOLDEN = REPO / "tests" / "golden" / "eval"  # made by tests/golden_tools/make_eval_golden.py
 
 
