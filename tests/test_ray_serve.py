@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 from conftest import RAY_TIMEOUT_S, start_server
 
+from lama_client import host_kit
 from lama_client.client import Cancelled, ImageData, LamaClient, LamaError
+from lama_client.errors import ClusterUnavailable
+from lama_server.commands.serve import main as lama_server
 from lama_server.wire.pixel_formats import FORMATS, array_to_wire
 
 pytest.importorskip("ray.serve")
@@ -164,10 +167,25 @@ def test_without_a_cluster_the_endpoint_lives_and_answers_unavailable(
                 with pytest.raises(LamaError) as caught:
                     client.inpaint(image, mask)
                 assert client.ping()["pong"]
-            assert caught.value.code == "unavailable" and "\n" not in caught.value.message
+            assert isinstance(caught.value, ClusterUnavailable) and "\n" not in caught.value.message
             assert time.monotonic() - started < timeout
             time.sleep(5)
         assert server.proc.poll() is None
         assert info(server)["devices"][0]["state"] == "unavailable"
+        # The plug-ins tell a cluster that is away from a server that is not running.
+        assert host_kit.explain(caught.value, "Krita").title == "LaMa server's cluster is unavailable"
     finally:
         server.stop(timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [(["--replicas", "2"], "need --ray"), (["--ray", "--replicas", "2", "--max-replicas", "3"], "not both"),
+     (["--ray", "--min-replicas", "3", "--max-replicas", "2"], "--min-replicas <="),
+     (["--ray", "--ray-gpus", "-1"], "--ray-gpus must be >= 0"),
+     (["--ray", "--device", "cuda:1"], "--ray-gpus G for CUDA")],
+)  # fmt: skip
+def test_bad_ray_flags_are_one_line_before_anything_starts(flags, words, capsys, tmp_path):
+    assert lama_server(["--model", str(tmp_path / "none"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
