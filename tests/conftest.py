@@ -466,6 +466,23 @@ def ray_serve_server(tmp_path_factory, tiny_model_dir, ray_cluster, served_preci
     server.stop(timeout=60)
 
 
+@pytest.fixture(scope="module")
+def one_thread_server(tmp_path_factory, tiny_model_dir, served_precision):
+    """A plain local ``lama-server`` whose torch runs one thread, as each ``ray_serve_server``
+    replica does (Ray gives an actor of under one CPU one thread). Torch splits float
+    reductions by thread count, so a 16-bit or float answer can differ in its last bit between
+    a one-thread and a two-thread run: equal thread counts make replies comparable byte for
+    byte."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        server = start_server(
+            tmp_path_factory.mktemp("one-thread"), tiny_model_dir, "--precision",
+            served_precision, "--no-segment",
+        )  # fmt: skip
+    yield server
+    server.stop()
+
+
 class RayHead:
     """A Ray cluster of its own in a subprocess (``ray.init``): it ends when :meth:`stop`
     closes the subprocess's stdin, as a cluster that goes away does."""

@@ -59,11 +59,11 @@ def info(server) -> dict:
      ("RGBAF32", {"output": "layer"}, True), ("RGB8", {"strategy": "crop"}, False)],
 )  # fmt: skip
 def test_round_trip_through_ray_equals_the_local_server_byte_for_byte(
-    ray_serve_server, running_server, fmt, options, pixel_files
+    ray_serve_server, one_thread_server, fmt, options, pixel_files
 ):
     image, mask = case(160, 120, fmt)
     replies = []
-    for server in (ray_serve_server, running_server):
+    for server in (ray_serve_server, one_thread_server):
         with LamaClient(server.endpoint, server.token, pixel_files=pixel_files) as client:
             client.pixel_file_min_bytes = 0  # even this small image goes through a file
             replies.append(client.inpaint(image, mask, options))
@@ -114,13 +114,13 @@ def test_cancel_stops_a_request_running_on_a_replica(ray_serve_server):
 
 
 def test_a_replica_killed_mid_request_costs_one_retry_not_a_wrong_image(
-    ray_serve_server, running_server, ray_cluster
+    ray_serve_server, one_thread_server, ray_cluster
 ):
     import ray
 
     image, mask = case(*SLOW, seed=2)
     options = {"strategy": "original"}
-    expected = inpaint(running_server, image, mask, options)
+    expected = inpaint(one_thread_server, image, mask, options)
     taken = threading.Event()
     result: dict = {}
 
