@@ -6,7 +6,7 @@ speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and enc
 itself (:mod:`.wire`). ``lama-server install-plugin`` copies the whole package into each plugin
 as ``lama_client/``, so it must never import from ``lama_server``.
 
-Wire protocol: ``docs/protocol.md`` (version 1.4). Before each request the client sends a
+Wire protocol: ``docs/protocol.md`` (version 1.5). Before each request the client sends a
 ``hello`` with a random nonce and checks the server's HMAC, keyed by the token, of both sides'
 nonces and the endpoint it dialled: only the real lama-server knows the token, and only one
 listening at that endpoint can make that proof, so neither the token nor pixels go to an
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Cancelled, LamaError, RequestTimeout, ServerUnavailable
+from .errors import Cancelled, ClusterUnavailable, LamaError, RequestTimeout, ServerUnavailable
 from .wire import (
     FLAG_COMMAND,
     FLAG_LONG,
@@ -978,4 +978,6 @@ def _result(reply: dict, cancelled: bool) -> dict:
     text = str(error.get("message", "server error"))
     if code == "cancelled":
         raise Cancelled(text)
+    if code == "unavailable":
+        raise ClusterUnavailable(text)
     raise LamaError(code, text)

@@ -19,6 +19,14 @@ class ServerUnavailable(LamaError):
         super().__init__("unavailable", message)
 
 
+class ClusterUnavailable(LamaError):
+    """The server answered ``unavailable`` (protocol 1.5): it runs, but no replica of its Ray
+    cluster (``lama-server --ray``) can take the request now."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unavailable", message)
+
+
 class RequestTimeout(LamaError):
     """The server did not answer in time."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ClusterUnavailable
+
 #: The least context around a selection when the margin is automatic (0), in pixels.
 MIN_AUTO_MARGIN = 128
 
@@ -104,6 +106,11 @@ def explain(error: Exception, host: str) -> Explanation:
     """What to tell the user of ``host`` (``"Krita"``, ``"GIMP"``) about a client error."""
     code = getattr(error, "code", "")
     message = getattr(error, "message", str(error))
+    if isinstance(error, ClusterUnavailable):
+        # The server answered: its Ray cluster (lama-server --ray) has no replica for the job.
+        return Explanation(
+            "LaMa server's cluster is unavailable", f"{message}\nTry again in a moment."
+        )
     if code == "unavailable":
         message = message.split(". Start it with")[0].rstrip(".") + "."
         how = (

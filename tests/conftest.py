@@ -469,3 +469,80 @@ def write_folder_cases(golden_dir: Path, folder: Path, count: int) -> Path:
         shutil.copyfile(case / "image.png", where / f"photo{index:03d}.png")
         shutil.copyfile(case / "mask.png", where / f"photo{index:03d}_mask.png")
     return folder
+
+
+# Ray Serve behind lama-server (issue 24: ``lama-server --ray``)
+
+
+@pytest.fixture(scope="module")
+def ray_serve_server(tmp_path_factory, tiny_model_dir, ray_cluster, served_precision):
+    """A real ``lama-server --ray`` joined to ``ray_cluster``: two CPU replicas (half a core
+    each) of the tiny model, at the precision ``running_server`` runs, so their replies can be
+    compared byte for byte. Skipped without Ray Serve (``pip install .[ray]``)."""
+    pytest.importorskip("ray.serve")
+    server = start_server(
+        tmp_path_factory.mktemp("ray-serve"), tiny_model_dir, "--ray", ray_cluster,
+        "--replicas", "2", "--ray-cpus", "0.5", "--precision", served_precision,
+        "--no-segment", "--ray-app", "lama-test", timeout=RAY_TIMEOUT_S,
+    )  # fmt: skip
+    yield server
+    server.stop(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def one_thread_server(tmp_path_factory, tiny_model_dir, served_precision):
+    """A plain local ``lama-server`` whose torch runs one thread, as each ``ray_serve_server``
+    replica does (Ray gives an actor of under one CPU one thread). Torch splits float
+    reductions by thread count, so a 16-bit or float answer can differ in its last bit between
+    a one-thread and a two-thread run: equal thread counts make replies comparable byte for
+    byte."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        server = start_server(
+            tmp_path_factory.mktemp("one-thread"), tiny_model_dir, "--precision",
+            served_precision, "--no-segment",
+        )  # fmt: skip
+    yield server
+    server.stop()
+
+
+class RayHead:
+    """A Ray cluster of its own in a subprocess (``ray.init``): it ends when :meth:`stop`
+    closes the subprocess's stdin, as a cluster that goes away does."""
+
+    SCRIPT = (
+        "import sys, ray\n"
+        "context = ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+        "print(context.address_info['address'], flush=True)\n"
+        "sys.stdin.read()\n"
+        "ray.shutdown()\n"
+    )
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.address = self.proc.stdout.readline().strip()  # blocks until the head is up
+        if not self.address:
+            self.proc.kill()
+            raise RuntimeError("the Ray head did not start")
+
+    def stop(self) -> None:
+        """Shut the cluster down (its GCS and raylet end with it)."""
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(60)
+        except Exception:
+            self.proc.kill()
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray cluster that the test may shut down (the session's ``ray_cluster`` must stay)."""
+    pytest.importorskip("ray.serve")
+    head = RayHead()
+    yield head
+    if head.proc.poll() is None:
+        head.stop()

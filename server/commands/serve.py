@@ -37,6 +37,7 @@ from lama_server.commands import exit_codes
 
 if TYPE_CHECKING:  # imported where used: `lama-server --help` must not load torch
     from lama_model.interface import ServedModel
+    from lama_server.daemon.ray_serve_backend import RayServeBackend
     from lama_server.daemon.router import ServerConfig
     from lama_server.daemon.segmenting import SegmentWorker
     from lama_server.daemon.worker import Worker
@@ -55,6 +56,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     _add_model_arguments(p)
     _add_segment_arguments(p)
     _add_serving_arguments(p)
+    _add_ray_arguments(p)
     p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--version", action="version", version=f"lama-server {__version__}")
@@ -140,6 +142,30 @@ def _add_serving_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    """``--ray``: the same endpoint, its jobs on a Ray Serve deployment (README "Scaling out")."""
+    p.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run inpaint jobs on a Ray Serve deployment (pip install 'lama-inpaint[ray]'): "
+        "ADDRESS of the cluster's head (auto: the cluster this machine is in; none given: "
+        "start Ray on this machine); the endpoint, token and plug-ins stay the same",
+    )
+    p.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="with --ray: replicas, each holding the model (default 1)")
+    p.add_argument("--min-replicas", type=int, default=None, metavar="N",
+                   help="with --ray: autoscale between --min-replicas and --max-replicas")
+    p.add_argument("--max-replicas", type=int, default=None, metavar="N")
+    p.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
+                   help="with --ray: GPUs per replica (fractions share one GPU); 0: CPU")
+    p.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
+                   help="with --ray: CPUs per CPU replica (also its torch threads; default 1)")
+    p.add_argument("--ray-app", default="lama-inpaint", metavar="NAME",
+                   help="with --ray: the Serve application's name (one per server on a cluster)")
+    p.add_argument("--ray-timeout", type=float, default=60.0, metavar="S",
+                   help="with --ray: seconds for a replica to take a request, else the client "
+                   "hears 'unavailable' (default 60)")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else ""
@@ -201,6 +227,9 @@ def serve(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"lama-server: error: cannot serve on {args.listen}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if args.ray is not None:  # frees the replicas' CPUs/GPUs on the cluster
+            workers[0].close()
     log.info("stopped")
     return 0
 
@@ -216,6 +245,29 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
         return "--batch must be in 1..64"
     if args.max_pixels < 64 * 64 or args.queue < 1:
         return "--max-pixels must be >= 4096 and --queue >= 1"
+    return _ray_problem(args)
+
+
+def _ray_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the ``--ray`` flags, in one line, or None."""
+    scaling = (args.replicas, args.min_replicas, args.max_replicas)
+    if args.ray is None:
+        if any(n is not None for n in scaling) or args.ray_gpus:
+            return "--replicas, --min-replicas, --max-replicas and --ray-gpus need --ray"
+        return None
+    if args.replicas is not None and (args.min_replicas or args.max_replicas):
+        return "give either --replicas or --min-replicas/--max-replicas, not both"
+    low, high = args.min_replicas or 1, args.max_replicas or args.min_replicas or 1
+    if not (args.replicas or 1) >= 1 or not 0 <= low <= high or high < 1:
+        return "--replicas must be >= 1 and 0 <= --min-replicas <= --max-replicas (>= 1)"
+    if args.ray_gpus < 0 or args.ray_cpus <= 0 or args.ray_timeout <= 0:
+        return "--ray-gpus must be >= 0, --ray-cpus and --ray-timeout > 0"
+    if args.device not in ("auto", "cpu", "cuda"):
+        return "with --ray the replicas choose their device: --ray-gpus G for CUDA, else CPU"
+    try:
+        import ray.serve  # noqa: F401  (only to say how to install it)
+    except ImportError:
+        return "--ray needs Ray Serve: pip install 'lama-inpaint[ray]'"
     return None
 
 
@@ -259,6 +311,8 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
     from lama_model.weights.checkpoint import model_source
     from lama_server.daemon.worker import Worker
 
+    if args.ray is not None:
+        return _start_ray_backend(args)
     devices = resolve_devices(args.device)
     source = model_source(args.model, args.checkpoint)
     workers = []
@@ -287,6 +341,32 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
     return workers, ",".join(str(d) for d in devices)
 
 
+def _start_ray_backend(args: argparse.Namespace) -> tuple[list[RayServeBackend], str]:
+    """Deploy the model on Ray Serve and wait until a replica holds it (``--ray``)."""
+    from lama_server.daemon.ray_messages import RaySettings, ReplicaSpec
+    from lama_server.daemon.ray_serve_backend import RayServeBackend
+
+    device = "cuda" if args.ray_gpus > 0 else "cpu"
+    spec = ReplicaSpec(
+        model=str(args.model), checkpoint=args.checkpoint, device=device,
+        precision=args.precision, backend=args.backend,
+        max_batch=args.batch or (8 if device == "cuda" else 1),
+        batch_wait=args.batch_wait_ms / 1000, threads=max(1, round(args.ray_cpus)),
+        warm_up=not args.no_warmup,
+    )  # fmt: skip
+    autoscale = args.min_replicas is not None or args.max_replicas is not None
+    low = args.min_replicas if args.min_replicas is not None else 1
+    settings = RaySettings(
+        address=None if args.ray == "local" else args.ray, app=args.ray_app, spec=spec,
+        replicas=None if autoscale else (args.replicas or 1), min_replicas=low,
+        max_replicas=args.max_replicas or max(low, 1), cpus=args.ray_cpus, gpus=args.ray_gpus,
+        request_timeout=args.ray_timeout,
+    )  # fmt: skip
+    log.info("deploying %s on Ray Serve (%s)", args.model, args.ray)
+    backend = RayServeBackend(settings)
+    return [backend], backend.device
+
+
 def _segment_worker(args: argparse.Namespace, workers: list[Worker]) -> SegmentWorker | None:
     """The segment worker (its model loads on the first request, on the first worker's
     device), or None with ``--no-segment``."""
@@ -294,7 +374,8 @@ def _segment_worker(args: argparse.Namespace, workers: list[Worker]) -> SegmentW
         return None
     from lama_server.daemon.segmenting import SegmentWorker
 
-    return SegmentWorker(args.segment_model, str(workers[0].device))
+    device = "cpu" if args.ray is not None else str(workers[0].device)  # segment runs here
+    return SegmentWorker(args.segment_model, device)
 
 
 def _start_failure(exc: Exception) -> tuple[str, int]:
@@ -303,7 +384,9 @@ def _start_failure(exc: Exception) -> tuple[str, int]:
     ``exit_codes.CONFIG`` so that systemd does not restart what a restart cannot fix."""
     if isinstance(exc, (BackendError, CheckpointError, DeviceError, WeightsError, PrecisionError)):
         return str(exc), exit_codes.CONFIG
-    if isinstance(exc, OSError):
+    from lama_server.daemon.ray_serve_backend import RayServeError
+
+    if isinstance(exc, (OSError, RayServeError)):
         return str(exc), exit_codes.FAILED
     log.debug("start-up failed", exc_info=exc)
     return f"the model failed to run: {one_line(exc)}", exit_codes.FAILED

@@ -48,8 +48,8 @@ from lama_server.wire.pixel_formats import FORMATS
 from lama_server.wire.protocol import Limits, ProtocolError
 
 if TYPE_CHECKING:  # not at run time: the worker imports torch, and binding must not wait for it
+    from lama_server.daemon.backend import InpaintBackend
     from lama_server.daemon.segmenting import SegmentWorker
-    from lama_server.daemon.worker import Worker
 
 log = logging.getLogger("lama_server")
 _OUTBOX = "inproc://lama-outbox"
@@ -95,7 +95,7 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.workers: list[Worker] = []
+        self.workers: list[InpaintBackend] = []
         self.scheduler = Scheduler(config.limits.queue)
         # ``segment`` jobs wait in their own queue for their own thread: an encoder pass never
         # holds an inpaint request behind it (see daemon/segmenting.py).
@@ -111,7 +111,7 @@ class Server:
         self.pixel_folder: PixelFolder | None = None
 
     @property
-    def worker(self) -> Worker:
+    def worker(self) -> InpaintBackend:
         """The worker whose model and path ``info`` reports."""
         return self.workers[0]
 
@@ -171,7 +171,7 @@ class Server:
 
     def serve(
         self,
-        workers: Sequence[Worker],
+        workers: Sequence[InpaintBackend],
         on_ready: Callable[[str], None] | None = None,
         segment_worker: SegmentWorker | None = None,
     ) -> None:
@@ -203,12 +203,15 @@ class Server:
             self.close()
 
     def _start_workers(self) -> list[threading.Thread]:
+        # A local worker is fed by one thread; a Ray Serve backend by several (jobs in flight
+        # on its replicas at once).
         threads = [
             threading.Thread(
-                target=self._worker_loop, args=(w, self.scheduler), name=f"lama-worker-{i}",
+                target=self._worker_loop, args=(w, self.scheduler), name=f"lama-worker-{i}.{j}",
                 daemon=True,
             )  # fmt: skip
             for i, w in enumerate(self.workers)
+            for j in range(w.concurrency)
         ]
         if self.segment_worker is not None:
             threads.append(threading.Thread(
@@ -487,13 +490,13 @@ class Server:
             "protocol_minor": protocol.MINOR_VERSION,
             "queue": {"length": len(self.scheduler), "capacity": limits.queue},
             "formats": sorted(FORMATS),
-            "devices": [w.load_info() for w in self.workers],
+            "devices": [line for w in self.workers for line in w.devices_info()],
             "segment": self.segment_worker.info() if self.segment_worker else None,
         }  # fmt: skip
 
     # ----------------------------------------------------------------------------------------
 
-    def _worker_loop(self, worker: Worker | SegmentWorker, scheduler: Scheduler) -> None:
+    def _worker_loop(self, worker: InpaintBackend | SegmentWorker, scheduler: Scheduler) -> None:
         push = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 2000)
         push.connect(_OUTBOX)

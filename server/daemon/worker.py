@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from lama_model.pipeline import (
 )
 from lama_model.pipeline.device import DeviceInpainter, Prepared, forward_batch
 from lama_model.pipeline.refine import refinable_generator
+from lama_server.daemon.backend import Emit
 from lama_server.daemon.scheduler import Job
 from lama_server.wire import protocol
 from lama_server.wire.pixel_formats import wire_to_array
@@ -36,7 +38,9 @@ from lama_server.wire.replies import ok_reply
 
 log = logging.getLogger("lama_server")
 
-Emit = Callable[[Job, bytes], None]
+#: Turns a finished region into the job's final reply (``ok_reply`` here; a Ray Serve replica
+#: returns the region itself and the server that took the request builds the reply).
+BuildReply = Callable[[Request, RegionResult, float, float], Any]
 
 
 class JobCancelled(Exception):
@@ -56,6 +60,7 @@ class Worker:
         max_batch: int = 1,
         batch_wait: float = 0.002,
         device_lock: threading.Lock | None = None,
+        build_reply: BuildReply = ok_reply,
     ) -> None:
         # Workers sharing a GPU share ``device_lock``: one forward at a time there (a second
         # would only compete for the same chip and double the activation memory), while the
@@ -74,6 +79,10 @@ class Worker:
         self.runner = DeviceInpainter(model)
         self.load = WorkerLoad()
         self.refine_error = _refine_error(model)  # None when refinement is available
+        self.build_reply = build_reply
+
+    #: One thread of the router feeds a worker: its device runs one batch at a time.
+    concurrency = 1
 
     @property
     def refine_available(self) -> bool:
@@ -92,6 +101,10 @@ class Worker:
         if compiler is not None:  # background compilation (lama_model.accel.gpu_model)
             line["compile"] = {"ready": compiler.ready_shapes, "pending": compiler.pending_shapes}
         return line
+
+    def devices_info(self) -> list[dict]:
+        """This worker's lines in ``info``'s ``devices``: its one device."""
+        return [self.load_info()]
 
     def batch_key(self, request: Request) -> Hashable | None:
         """Requests with equal keys may share one forward; None: this one runs alone.
@@ -144,7 +157,7 @@ class Worker:
                 return protocol.error_reply("bad_request", self.refine_error, req.id)
             image, mask, options = _decode(req)
             result = self._inpaint_with_oom_fallback(image, mask, options, progress)
-            reply = ok_reply(req, result, queue_ms, _ms(started))
+            reply = self.build_reply(req, result, queue_ms, _ms(started))
         except JobCancelled:
             log.info("inpaint %s cancelled after %.0f ms", req.id, _ms(started))
             return protocol.error_reply("cancelled", "the request was cancelled", req.id)
@@ -210,7 +223,7 @@ class Worker:
             req = jobs[i].request
             try:
                 result = self.runner.finish_region(p)
-                replies[i] = ok_reply(req, result, queue_ms[i], _ms(started))
+                replies[i] = self.build_reply(req, result, queue_ms[i], _ms(started))
             except Exception:
                 log.exception("inpaint %s failed", req.id)
                 replies[i] = protocol.error_reply(

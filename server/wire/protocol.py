@@ -29,7 +29,8 @@ VERSION = 1
 #: files (``pixel_dir`` in the hello reply, ``file`` instead of ``data`` for local clients);
 #: 3 binds the hello proof to the connection (``hello: 2``: both nonces and the endpoint);
 #: 4 added ``segment`` (a box and/or points become the object's mask).
-MINOR_VERSION = 4
+#: 5 added the error code ``unavailable`` (``lama-server --ray``: no replica can take the job).
+MINOR_VERSION = 5
 OPS = ("ping", "info", "inpaint", "cancel", "hello", "segment")
 #: Prompt points per ``segment`` request: the one copy is the client's (the plug-ins need it
 #: too); lama_model.segment.MAX_POINTS is held equal by a test.
@@ -56,6 +57,7 @@ ERROR_CODES = (
     "shutting_down",
     "no_pixel_file",
     "no_segmenter",
+    "unavailable",
 )
 MAX_ID_LENGTH = 64
 MAX_GROW = 64
