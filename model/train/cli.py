@@ -30,6 +30,7 @@ from lama_model.choices import (
     TRAIN_PRECISIONS,
 )
 from lama_model.errors import first_line
+from lama_model.train.augment import AUGMENTATIONS
 from lama_model.train.mask_gen import MASK_KINDS
 from lama_model.weights.downloads import KNOWN_MODELS, WeightsError, ensure_model
 from lama_model.weights.official_config import ConfigError
@@ -124,8 +125,15 @@ def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
                        "less than the CPUs if fewer)")  # fmt: skip
     group.add_argument("--mask-kind", choices=MASK_KINDS,
                        help="training masks (default large: the Big LaMa mix)")  # fmt: skip
-    group.add_argument("--no-augment", dest="augment", action="store_false",
-                       help="no flips/distortions, random crops only")  # fmt: skip
+    group.add_argument("--augment", choices=AUGMENTATIONS,
+                       help="official (default): the paper's distortions pipeline, run by "
+                       "albumentations (pip install 'lama-inpaint[train]'); numpy: a NumPy/PIL "
+                       "approximation of it for installs without albumentations, NOT the "
+                       "official pipeline; none: random crops only")  # fmt: skip
+    group.add_argument("--max-side", type=int, metavar="N",
+                       help="shrink photos whose long side is over N px before cropping (default: "
+                       "use them as they are, as the official code does; on a CPU, 1024 or so "
+                       "makes big photos much faster to load)")  # fmt: skip
     group.add_argument("--seed", type=int, help="seed for weights, data order, masks (default 0)")
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from lama_model.choices import PERCEPTUAL_ENCODERS, TRAIN_PRECISIONS
 from lama_model.net.generator import FFCRatios, LamaConfig
+from lama_model.train.augment import AUGMENTATIONS
 from lama_model.weights.official_config import ConfigError, generator_kwargs, read_yaml
 
 # Generator architectures ``--generator`` accepts (their names, torch-free, are
@@ -87,7 +88,8 @@ class TrainConfig:
     accumulate: int = 1
     workers: int = field(default_factory=default_workers)
     mask_kind: str = "large"
-    augment: bool = True
+    augment: str = "official"
+    max_side: int | None = None
     seed: int = 0
     steps: int = 100_000
     precision: str = "fp32"
@@ -121,6 +123,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError("workers must be 0 or more")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
+        if self.max_side is not None and self.max_side < self.crop:
+            raise ValueError(f"max_side must be at least the crop {self.crop}, not {self.max_side}")
 
     def with_changes(self, **changes: Any) -> TrainConfig:
         """A copy with some fields replaced (validated again)."""
@@ -202,7 +208,7 @@ class TrainConfig:
                 "indir": self.data,
                 "out_size": self.crop,
                 "mask_kind": self.mask_kind,
-                "transform_variant": "distortions" if self.augment else "no_augs",
+                "transform_variant": "no_augs" if self.augment == "none" else "distortions",
             },
             "val": {"indir": self.val_data or self.data, "out_size": self.val_size},
         }
@@ -234,6 +240,9 @@ class TrainConfig:
         if not isinstance(root, dict) or not isinstance(root.get("lama_train"), dict):
             raise ConfigError(f"{path}: not a lama-train run config (no 'lama_train:' section)")
         extras = dict(root["lama_train"])
+        if isinstance(extras.get("augment"), bool):
+            # Runs from before --augment took a name made their crops with the NumPy pipeline.
+            extras["augment"] = "numpy" if extras["augment"] else "none"
         losses = root.get("losses") or {}
         discr = root.get("discriminator") or {}
         known = {f.name for f in fields(TrainConfig)}
