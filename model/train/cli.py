@@ -182,7 +182,8 @@ def _add_masks_command(sub: argparse._SubParsersAction) -> None:
     masks.add_argument("out", help="output folder")
     masks.add_argument("--kind", default="large",
                        help="large (Big LaMa training mix), thin, medium, thick")  # fmt: skip
-    masks.add_argument("--size", type=int, default=256, help="masks are SIZE×SIZE (256)")
+    masks.add_argument("--size", type=int, default=256, help="masks are SIZE×SIZE (256; the "
+                       "official settings are for 256, other sizes scale them)")  # fmt: skip
     masks.add_argument("-n", "--count", type=int, default=100, help="how many (100)")
     masks.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
