@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from lama_model.weights.downloads import KNOWN_MODELS, WeightsError, ensure_mode
 from lama_model.weights.official_config import ConfigError
 
 if TYPE_CHECKING:
+    from lama_model.net.generator import LamaConfig
     from lama_model.train.config import TrainConfig
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
@@ -106,12 +108,30 @@ def _add_run_options(fit: argparse.ArgumentParser) -> None:
         help="fine-tune from a model folder (the official big-lama folder, or one of our runs) "
         "or a .ckpt; its architecture is used unless --generator is given",
     )  # fmt: skip
+    _add_architecture_options(fit)
+
+
+# Generator parameters in millions, for --help (which loads no torch); a test builds each preset
+# and checks its count against this table.
+GENERATOR_MILLIONS = {"big-lama": 51.0, "lama-fourier": 27.0, "small": 3.4, "tiny": 0.5}
+
+
+def _add_architecture_options(fit: argparse.ArgumentParser) -> None:
+    sizes = {name: f"{GENERATOR_MILLIONS[name]}M parameters" for name in TRAIN_GENERATORS}
     fit.add_argument("--generator", choices=list(TRAIN_GENERATORS),
-                     help="architecture when training from scratch (default big-lama; "
-                     "tiny = test-sized)")  # fmt: skip
+                     help=f"architecture when training from scratch: big-lama ({sizes['big-lama']}"
+                     f"; default), lama-fourier ({sizes['lama-fourier']}), small (ngf 32, 4 "
+                     f"blocks, {sizes['small']}: the one to train on a laptop CPU, with "
+                     f"--discriminator small and --crop 128), tiny ({sizes['tiny']}; for tests: "
+                     "it learns little)")  # fmt: skip
+    fit.add_argument("--ngf", type=int, metavar="N",
+                     help="generator width (channels of its first layer; big-lama 64) instead of "
+                     "the preset's")  # fmt: skip
+    fit.add_argument("--n-blocks", type=int, metavar="N",
+                     help="FFC residual blocks (big-lama 18) instead of the preset's")  # fmt: skip
     fit.add_argument("--discriminator", choices=list(TRAIN_DISCRIMINATORS),
-                     help="big: Big LaMa's (ndf 64, 4 layers; default); tiny: ndf 8, 2 layers, "
-                     "for tests")  # fmt: skip
+                     help="big: Big LaMa's (ndf 64, 4 layers, 7.0M parameters; default); small: "
+                     "ndf 32, 3 layers, 0.7M; tiny: ndf 8, 2 layers, for tests")  # fmt: skip
 
 
 def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
@@ -143,7 +163,14 @@ def _add_optimisation_options(group: argparse._ArgumentGroup) -> None:
                        help="Adam lr of the discriminator (1e-4)")  # fmt: skip
     group.add_argument("--grad-clip", type=float, help="gradient-norm clip per network (1)")
     group.add_argument("--resnet-pl-weight", type=float,
-                       help="weight of the perceptual loss (30; 0 turns it off)")  # fmt: skip
+                       help="weight of the ResNetPL perceptual loss (30). 0 turns it off and "
+                       "downloads nothing: the offline route. Without it the hole gets no "
+                       "reconstruction signal (the official L1 weighs only the known pixels), "
+                       "so fills stay blurry colour blobs; add --l1-missing-weight")  # fmt: skip
+    group.add_argument("--l1-missing-weight", type=float, metavar="W",
+                       help="L1 weight inside the hole (official 0: the perceptual and "
+                       "adversarial losses shape the hole). 1 to 3 gives a run without the "
+                       "perceptual loss a direct signal there; not the paper's recipe")  # fmt: skip
     group.add_argument("--resnet-pl", metavar="PATH",
                        help="local encoder_epoch_20.pth (ADE20k ResNet-50-dilated) instead of "
                        "the download")  # fmt: skip
@@ -164,7 +191,8 @@ def _add_speed_options(group: argparse._ArgumentGroup) -> None:
 def _add_progress_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--log-every", type=int, help="steps per train.csv row (50)")
     group.add_argument("--preview-every", type=int, help="steps per preview grid (500)")
-    group.add_argument("--val-every", type=int, help="steps per validation (2000)")
+    group.add_argument("--val-every", type=int, help="steps per validation (default: a tenth "
+                       "of --steps, at least 50, at most 2000)")  # fmt: skip
     group.add_argument("--save-every", type=int, help="steps per models/last.ckpt (1000)")
     group.add_argument("--val-data", help="validation photos (default: the training folder)")
     group.add_argument("--val-count", type=int, help="validation images (32)")
@@ -227,6 +255,9 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
                     help="load a TorchScript MODEL (it runs the code it holds)")  # fmt: skip
 
 
+# Loss-weight options → LossConfig fields.
+_LOSS_OPTIONS = {"resnet_pl_weight": "resnet_pl_weight", "l1_missing_weight": "l1_weight_missing"}
+
 _FIELD_OF_OPTION = {
     "lr_generator": "generator_lr",
     "lr_discriminator": "discriminator_lr",
@@ -241,11 +272,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         LossConfig,
         TrainConfig,
         architecture_from_folder,
+        default_val_every,
     )
 
     given = dict(vars(args))
     for name in ("command", "out", "resume", "init", "generator", "discriminator", "progress",
-                 "resnet_pl_weight"):  # fmt: skip
+                 "resnet_pl_weight", "l1_missing_weight", "ngf", "n_blocks"):  # fmt: skip
         given.pop(name, None)
     fields_given = {_FIELD_OF_OPTION.get(k, k): v for k, v in given.items()}
     run_dir = Path(args.out)
@@ -273,11 +305,33 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         if not (folder / "config.yaml").is_file():
             raise ValueError(f"{init}: no config.yaml beside it; say --generator explicitly")
         fields_given["generator"], fields_given["discriminator"] = architecture_from_folder(folder)
+    fields_given["generator"] = _resized_generator(args, fields_given.get("generator"))
     if getattr(args, "discriminator", None) is not None:
         fields_given["discriminator"] = DISCRIMINATOR_PRESETS[args.discriminator]
-    if "resnet_pl_weight" in vars(args):
-        fields_given["losses"] = LossConfig(resnet_pl_weight=args.resnet_pl_weight)
+    loss_changes = {field: vars(args)[option] for option, field in _LOSS_OPTIONS.items()
+                    if option in vars(args)}  # fmt: skip
+    if loss_changes:
+        fields_given["losses"] = LossConfig(**loss_changes)
+    if "val_every" not in fields_given:
+        fields_given["val_every"] = default_val_every(fields_given.get("steps", 100_000))
     return TrainConfig(run_dir=str(run_dir), run_title=run_dir.name, **fields_given), False
+
+
+def _resized_generator(args: argparse.Namespace, chosen: LamaConfig | None) -> LamaConfig:
+    """The generator with --ngf / --n-blocks applied (a fine-tune keeps its model's shape)."""
+    from lama_model.train.config import GENERATOR_PRESETS
+
+    base = chosen or GENERATOR_PRESETS["big-lama"]
+    changes = {k: getattr(args, k) for k in ("ngf", "n_blocks") if k in vars(args)}
+    if not changes:
+        return base
+    if getattr(args, "init", None) is not None and getattr(args, "generator", None) is None:
+        raise ValueError("--ngf and --n-blocks shape a new generator; a fine-tune (--init) "
+                         "keeps its model's")  # fmt: skip
+    for name, value in changes.items():
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    return replace(base, **changes)
 
 
 def _resolve_init(init: str) -> Path:
