@@ -57,6 +57,8 @@ def one_line_error(capsys) -> str:
         (["fit", "--resume", "--out", "RUN"], "config"),
         (["fit", "PHOTOS", "--out", "RUN", "--crop", "100"], "crop must be a positive multiple"),
         (["fit", "PHOTOS", "--out", "RUN", "--init", "nowhere/"], "no such file or folder"),
+        (["fit", "PHOTOS", "--out", "RUN", "--val-data", "EMPTY"], "no JPEG, PNG or WebP photos"),
+        (["fit", "PHOTOS", "--out", "RUN", "--max-side", "100"], "max_side must be at least the crop"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_code_2(
