@@ -251,6 +251,9 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", metavar="OUT", help="also write the results to OUT as JSON")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (auto)")
     ev.add_argument("--batch-size", type=int, default=8, help="images per forward pass (8)")
+    ev.add_argument("--psnr-ssim-only", action="store_true",
+                    help="judge by PSNR and SSIM alone and download nothing (offline); LPIPS and "
+                    "FID, the paper's measures, show as n/a")  # fmt: skip
     ev.add_argument("--allow-torchscript", action="store_true",
                     help="load a TorchScript MODEL (it runs the code it holds)")  # fmt: skip
 
@@ -418,10 +421,13 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from exc
     source = model_source(args.model, args.checkpoint)
     model = load_model(source, device, allow_torchscript=args.allow_torchscript)
-    networks = released_networks().to(device)
-    results = evaluate_model(model, samples, networks, batch_size=max(1, args.batch_size))
+    networks = None if args.psnr_ssim_only else released_networks().to(device)
+    results = evaluate_model(model, samples, networks, batch_size=max(1, args.batch_size),
+                             device=device)  # fmt: skip
     title = (f"{args.model} on {len(samples)} photos of {args.data}, {args.masks} masks, "
              f"{args.size}×{args.size}")  # fmt: skip
+    if networks is None:
+        title += " (PSNR and SSIM only: not the paper's LPIPS and FID)"
     print(format_table(results, title))
     if args.json:
         about = {"model": str(args.model), "data": str(args.data), "masks": args.masks,
