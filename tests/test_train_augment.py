@@ -118,3 +118,19 @@ def test_missing_albumentations_is_one_line_naming_the_extra_and_the_fallback(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "lama-inpaint[train]" in err, err
     assert lama_train([*argv, "--out", str(tmp_path / "run2"), "--augment", "numpy"]) == 0
+
+
+@pytest.mark.parametrize(("recorded", "loaded"), [(True, "numpy"), (False, "none")])
+def test_runs_recorded_before_augment_had_names_resume_with_the_pipeline_they_used(
+    tmp_path, recorded, loaded
+):
+    import yaml
+
+    from lama_model.train.config import TrainConfig
+
+    path = tmp_path / "config.yaml"
+    TrainConfig(data="photos", run_dir=str(tmp_path)).save(path)
+    content = yaml.safe_load(path.read_text())
+    content["lama_train"]["augment"] = recorded  # what runs wrote when it was --no-augment
+    path.write_text(yaml.safe_dump(content))
+    assert TrainConfig.load(path).augment == loaded

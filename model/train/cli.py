@@ -152,7 +152,7 @@ def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
                        "official pipeline; none: random crops only")  # fmt: skip
     group.add_argument("--max-side", type=int, metavar="N",
                        help="shrink photos whose long side is over N px before cropping (default: "
-                       "use them as they are, as the official code does; on a CPU, 1024 or so "
+                       "use them as they are, as the official code does; on a CPU, 768 to 1024 "
                        "makes big photos much faster to load)")  # fmt: skip
     group.add_argument("--seed", type=int, help="seed for weights, data order, masks (default 0)")
 
