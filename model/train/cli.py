@@ -251,6 +251,9 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", metavar="OUT", help="also write the results to OUT as JSON")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (auto)")
     ev.add_argument("--batch-size", type=int, default=8, help="images per forward pass (8)")
+    ev.add_argument("--compare", metavar="BEFORE.json",
+                    help="print one table of each metric before → after: BEFORE.json is an "
+                    "earlier --json of the same photos, masks, size and seed")  # fmt: skip
     ev.add_argument("--psnr-ssim-only", action="store_true",
                     help="judge by PSNR and SSIM alone and download nothing (offline); LPIPS and "
                     "FID, the paper's measures, show as n/a")  # fmt: skip
@@ -405,6 +408,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from lama_model.train.evaluate import (
         evaluate_model,
         evaluation_samples,
+        format_comparison,
         format_table,
         released_networks,
         write_json,
@@ -413,8 +417,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.size < 8 or args.size % 8:
         raise ValueError("--size must be a multiple of 8 (the generator's stride)")
-    # Photos and masks first: a wrong folder fails before anything is loaded or downloaded.
+    # Photos, masks and the report to compare with first: a wrong input fails before anything
+    # is loaded or downloaded.
     samples = evaluation_samples(Path(args.data), args.masks, args.size, args.seed)
+    about = {"model": str(args.model), "data": str(args.data), "masks": args.masks,
+             "size": args.size, "seed": args.seed, "images": len(samples)}  # fmt: skip
+    before = _comparable_report(Path(args.compare), about) if args.compare else None
     try:
         device = resolve_device(args.device)
     except DeviceError as exc:
@@ -428,12 +436,26 @@ def run_eval(args: argparse.Namespace) -> int:
              f"{args.size}×{args.size}")  # fmt: skip
     if networks is None:
         title += " (PSNR and SSIM only: not the paper's LPIPS and FID)"
-    print(format_table(results, title))
+    if before is None:
+        print(format_table(results, title))
+    else:
+        title += f"\nbefore: {before.get('model')} ({args.compare})"
+        print(format_comparison(before["results"], results, title))
     if args.json:
-        about = {"model": str(args.model), "data": str(args.data), "masks": args.masks,
-                 "size": args.size, "seed": args.seed, "images": len(samples)}  # fmt: skip
         write_json(results, Path(args.json), **about)
     return 0
+
+
+def _comparable_report(path: Path, about: dict) -> dict:
+    """The ``--compare`` report, if it was made on the same photos, masks, size and seed."""
+    from lama_model.train.evaluate import SAME_SETUP, read_json
+
+    report = read_json(path)
+    differ = [f"{key} {report.get(key)} ≠ {about[key]}" for key in SAME_SETUP
+              if report.get(key) != about[key]]  # fmt: skip
+    if differ:
+        raise ValueError(f"{path} judged other inputs ({', '.join(differ)}): compare like to like")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

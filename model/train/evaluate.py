@@ -139,9 +139,7 @@ def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
     """One row per mask-area bin and the total: LPIPS, FID, PSNR (dB), SSIM."""
     lines = [title] if title else []
     lines.append(f"{'mask area':>10} {'images':>6} {'LPIPS':>8} {'FID':>9} {'PSNR':>7} {'SSIM':>7}")
-    def shown(value: float, digits: int) -> str:
-        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
+    shown = _shown
     for name, row in results.items():
         lines.append(
             f"{name:>10} {row['n']:>6} {shown(row['lpips'], 4):>8} {shown(row['fid'], 3):>9} "
@@ -153,6 +151,42 @@ def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
         f"lpips_fid100_f1 {shown(total['lpips_fid100_f1'], 4)}"
     )
     return "\n".join(lines)
+
+
+def _shown(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+#: What two evaluations must share for their tables to compare row by row.
+SAME_SETUP = ("masks", "size", "seed", "images")
+
+
+def format_comparison(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], title: str = ""
+) -> str:
+    """One row per mask-area bin both evaluations have: each metric "before → after"."""
+    metrics = (("LPIPS", "lpips", 4), ("FID", "fid", 3), ("PSNR", "psnr", 2), ("SSIM", "ssim", 4))
+    lines = [title] if title else []
+    lines.append(f"{'mask area':>10} {'images':>6} " + " ".join(f"{m[0]:>19}" for m in metrics))
+    for name, row in after.items():
+        if name in before:
+            cells = [f"{_shown(before[name][key], d)} → {_shown(row[key], d)}"
+                     for _, key, d in metrics]  # fmt: skip
+            lines.append(f"{name:>10} {row['n']:>6} " + " ".join(f"{c:>19}" for c in cells))
+    return "\n".join(lines)
+
+
+def read_json(path: Path) -> dict:
+    """A report :func:`write_json` wrote (nulls back to NaN); ValueError (one line) if not."""
+    try:
+        report = json.loads(path.read_text())
+        results = {
+            name: {k: math.nan if v is None else v for k, v in row.items()}
+            for name, row in report["results"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a lama-train eval report ({type(exc).__name__})") from None
+    return {**report, "results": results}
 
 
 def write_json(results: dict[str, dict[str, float]], path: Path, **about: object) -> None:
