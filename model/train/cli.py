@@ -55,6 +55,9 @@ examples:
   train Big LaMa from scratch on 8 GPUs (batch 15 per GPU = the paper's 120):
       torchrun --nproc-per-node 8 --no-python lama-train fit places/ --out runs/big \\
           --batch-size 15 --resnet-pl encoder_epoch_20.pth
+  on a laptop CPU, offline (no perceptual loss, so an L1 signal in the hole instead):
+      lama-train fit photos/ --out runs/small --generator small --discriminator small \\
+          --crop 128 --batch-size 4 --max-side 768 --resnet-pl-weight 0 --l1-missing-weight 2
   use the result:
       lama-inpaint photo.jpg mask.png -o out.png --model runs/mine
 
@@ -224,9 +227,10 @@ the official LaMa evaluator computes them, per mask-area bin ("0-10%" … "90-10
 total; PSNR is added. The three networks (about 620 MB) are downloaded once, checksums pinned.
 FID needs many images to mean much: the paper uses 2000 or more; a bin of one image has none.
 
-example: compare a fine-tune with its starting point on held-out photos
+example: compare a fine-tune with its starting point on held-out photos (one table)
     lama-train eval big-lama held-out/ --masks thick --json before.json
-    lama-train eval runs/mine held-out/ --masks thick --json after.json
+    lama-train eval runs/mine held-out/ --masks thick --compare before.json
+Offline, --psnr-ssim-only judges without the three networks (not the paper's measures).
 """
 
 
