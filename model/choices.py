@@ -14,8 +14,8 @@ BACKENDS = ("torch", "onnxruntime")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 # lama-train fit: architectures and the perceptual loss's encoder by name; the configurations
 # they name are lama_model.train.config's presets.
-TRAIN_GENERATORS = ("big-lama", "lama-fourier", "tiny")
-TRAIN_DISCRIMINATORS = ("big", "tiny")
+TRAIN_GENERATORS = ("big-lama", "lama-fourier", "small", "tiny")
+TRAIN_DISCRIMINATORS = ("big", "small", "tiny")
 # resnet50dilated is the paper's ADE20k encoder; tiny-random-for-tests is a small random-weight
 # stand-in that keeps the test suite fast (not a perceptual loss).
 PERCEPTUAL_ENCODERS = ("resnet50dilated", "tiny-random-for-tests")

@@ -92,3 +92,49 @@ def test_eval_with_an_evaluation_network_of_the_wrong_checksum_is_one_line(
     argv = ["eval", str(tiny_model_dir), str(train_photos), "--size", "64", "--device", "cpu"]
     assert lama_train(argv) == 1
     assert "checksum mismatch" in _one_line_error(capsys)
+
+
+def test_eval_psnr_ssim_only_downloads_nothing_and_matches_the_full_evaluation(
+    tiny_model_dir, train_photos, tmp_path, seeded_networks, monkeypatch, capsys
+):
+    """Offline (no network, empty cache) --psnr-ssim-only still judges: the same PSNR and SSIM
+    as the full evaluation, LPIPS and FID shown as n/a and written as null."""
+    argv = ["eval", str(tiny_model_dir), str(train_photos), "--masks", "thick", "--size", "64",
+            "--device", "cpu"]  # fmt: skip
+    assert lama_train([*argv, "--json", str(tmp_path / "full.json")]) == 0
+    monkeypatch.setattr(evaluate, "released_networks", None)  # calling it would fail
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("LAMA_OFFLINE", "1")
+    capsys.readouterr()
+    assert lama_train([*argv, "--psnr-ssim-only", "--json", str(tmp_path / "plain.json")]) == 0
+    table = capsys.readouterr().out
+    assert "PSNR and SSIM only" in table and "n/a" in table and "nan" not in table
+    full = json.loads((tmp_path / "full.json").read_text())["results"]
+    plain = json.loads((tmp_path / "plain.json").read_text())["results"]
+    assert set(plain) == set(full)
+    for name, row in plain.items():
+        assert row["psnr"] == pytest.approx(full[name]["psnr"], rel=1e-6)
+        assert row["ssim"] == pytest.approx(full[name]["ssim"], rel=1e-6)
+        assert row["lpips"] is None and row["fid"] is None
+    assert plain["total"]["ssim_fid100_f1"] is None
+
+
+def test_eval_compare_prints_one_table_before_and_after(
+    tiny_model_dir, train_photos, tmp_path, seeded_networks, capsys
+):
+    argv = ["eval", str(tiny_model_dir), str(train_photos), "--masks", "thick", "--size", "64",
+            "--device", "cpu", "--psnr-ssim-only"]  # fmt: skip
+    assert lama_train([*argv, "--json", str(tmp_path / "before.json")]) == 0
+    before = json.loads((tmp_path / "before.json").read_text())["results"]
+    capsys.readouterr()
+    assert lama_train([*argv, "--compare", str(tmp_path / "before.json")]) == 0
+    table = capsys.readouterr().out
+    total = before["total"]
+    assert f"{total['psnr']:.2f} → {total['psnr']:.2f}" in table  # the same model: no change
+    assert f"{total['ssim']:.4f} → {total['ssim']:.4f}" in table
+    assert table.count("mask area") == 1 and "n/a → n/a" in table  # one table
+    assert lama_train([*argv, "--seed", "1", "--compare", str(tmp_path / "before.json")]) == 2
+    assert "seed 0 ≠ 1" in _one_line_error(capsys)
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert lama_train([*argv, "--compare", str(tmp_path / "junk.json")]) == 2
+    assert "not a lama-train eval report" in _one_line_error(capsys)

@@ -57,6 +57,8 @@ def one_line_error(capsys) -> str:
         (["fit", "--resume", "--out", "RUN"], "config"),
         (["fit", "PHOTOS", "--out", "RUN", "--crop", "100"], "crop must be a positive multiple"),
         (["fit", "PHOTOS", "--out", "RUN", "--init", "nowhere/"], "no such file or folder"),
+        (["fit", "PHOTOS", "--out", "RUN", "--val-data", "EMPTY"], "no JPEG, PNG or WebP photos"),
+        (["fit", "PHOTOS", "--out", "RUN", "--max-side", "100"], "max_side must be at least the crop"),
     ],
 )
 def test_bad_input_gets_one_line_and_exit_code_2(
@@ -163,3 +165,58 @@ def test_default_workers_leave_the_training_loop_a_core(monkeypatch, cpus, worke
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)), raising=False)
     assert TrainConfig(data="photos", run_dir="runs/x").workers == workers
+
+
+def test_help_gives_each_generators_true_parameter_count(capsys):
+    from lama_model.net.generator import build_generator
+    from lama_model.train.cli import GENERATOR_MILLIONS
+    from lama_model.train.config import GENERATOR_PRESETS
+
+    for name, config in GENERATOR_PRESETS.items():
+        count = sum(p.numel() for p in build_generator(config).parameters())
+        assert GENERATOR_MILLIONS[name] == round(count / 1e6, 1), name
+    with pytest.raises(SystemExit):
+        lama_train(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "small (ngf 32, 4 blocks, 3.4M parameters: the one to train on a laptop CPU" in text
+
+
+def _fit_config(*argv: str):
+    from lama_model.train.cli import build_parser, config_from_args
+
+    return config_from_args(build_parser().parse_args(["fit", *argv]))[0]
+
+
+def test_ngf_and_n_blocks_reshape_the_chosen_generator(train_photos, tmp_path):
+    run = ["--out", str(tmp_path / "run")]
+    small = _fit_config(str(train_photos), *run, "--generator", "small", "--n-blocks", "2")
+    assert (small.generator.ngf, small.generator.n_blocks) == (32, 2)
+    wide = _fit_config(str(train_photos), *run, "--ngf", "24")
+    assert (wide.generator.ngf, wide.generator.n_blocks) == (24, 18)  # big-lama's depth
+    with pytest.raises(ValueError, match="--ngf must be at least 1"):
+        _fit_config(str(train_photos), *run, "--ngf", "0")
+
+
+def test_fine_tune_refuses_to_reshape_its_model(tmp_path, train_photos, tiny_model_dir, capsys):
+    assert lama_train(["fit", str(train_photos), "--out", str(tmp_path / "run"), "--init",
+                       str(tiny_model_dir), "--n-blocks", "3"]) == 2  # fmt: skip
+    assert "a fine-tune (--init) keeps its model's" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("steps", "val_every"), [(None, 2000), (1500, 150), (300, 50), (20, 20)])
+def test_validation_interval_follows_the_run_length(train_photos, tmp_path, steps, val_every):
+    argv = [str(train_photos), "--out", str(tmp_path / "run")]
+    argv += ["--steps", str(steps)] if steps else []
+    assert _fit_config(*argv).val_every == val_every
+    assert _fit_config(*argv, "--val-every", "7").val_every == 7
+
+
+def test_offline_loss_options_reach_the_runs_config(train_photos, tmp_path):
+    config = _fit_config(str(train_photos), "--out", str(tmp_path / "run"),
+                         "--resnet-pl-weight", "0", "--l1-missing-weight", "2")  # fmt: skip
+    assert (config.losses.resnet_pl_weight, config.losses.l1_weight_missing) == (0, 2)
+    assert config.losses.l1_weight_known == 10  # the rest stays official
+    section = config.to_yaml_dict()["losses"]
+    assert section["l1"] == {"weight_missing": 2, "weight_known": 10.0}
+    with pytest.raises(ValueError, match="l1_weight_missing must be 0 or more"):
+        _fit_config(str(train_photos), "--out", str(tmp_path / "r"), "--l1-missing-weight", "-1")

@@ -141,7 +141,7 @@ def test_uneven_split_pads_by_repeating_the_start_of_the_epoch():
 def test_unaugmented_small_photo_is_reflect_padded_and_cropped(tmp_path):
     photo = (np.random.RandomState(0).rand(40, 50, 3) * 255).astype(np.uint8)
     Image.fromarray(photo).save(tmp_path / "small.png")
-    sample = PhotoFolder(tmp_path, crop=CROP, augment=False)[0]
+    sample = PhotoFolder(tmp_path, crop=CROP, augment="none")[0]
     padded = np.pad(photo, ((12, 12), (7, 7), (0, 0)), mode="reflect")  # as PadIfNeeded
     expected = torch.from_numpy(padded.transpose(2, 0, 1).astype(np.float32) / 255)
     assert torch.equal(sample["image"], expected)
@@ -150,7 +150,7 @@ def test_unaugmented_small_photo_is_reflect_padded_and_cropped(tmp_path):
 def test_unaugmented_crop_is_a_window_of_the_photo(tmp_path):
     photo = (np.random.RandomState(0).rand(90, 120, 3) * 255).astype(np.uint8)
     Image.fromarray(photo).save(tmp_path / "big.png")
-    data = PhotoFolder(tmp_path, crop=CROP, augment=False)
+    data = PhotoFolder(tmp_path, crop=CROP, augment="none")
     corners = set()
     for epoch in range(6):
         crop = (data[(epoch, 0)]["image"].numpy() * 255).round().astype(np.uint8).transpose(1, 2, 0)
@@ -168,7 +168,7 @@ def test_unaugmented_crop_is_a_window_of_the_photo(tmp_path):
 
 def test_augmentation_varies_geometry_flip_and_colour(photos):
     data = PhotoFolder(photos, crop=CROP)
-    plain = PhotoFolder(photos, crop=CROP, augment=False)
+    plain = PhotoFolder(photos, crop=CROP, augment="none")
     means = [data[(e, 0)]["image"].mean().item() for e in range(12)]
     plain_means = [plain[(e, 0)]["image"].mean().item() for e in range(12)]
     assert np.std(means) > np.std(plain_means)  # brightness/contrast/colour changes
@@ -191,11 +191,12 @@ def test_clahe_raises_local_contrast_and_keeps_flat_images_flat():
     assert out.std() == 0 and out.dtype == np.uint8
 
 
-def test_big_photos_are_decoded_with_a_short_side_of_512(tmp_path):
+def test_photos_keep_their_size_unless_a_max_side_is_asked(tmp_path):
+    """The official code trains on the photos as they are; --max-side N shrinks the long side."""
     Image.new("RGB", (1600, 1200), (10, 200, 30)).save(tmp_path / "big.jpg", quality=90)
-    photo = decode_photo(tmp_path / "big.jpg")
-    assert photo.shape == (512, 683, 3)
-    assert decode_photo(tmp_path / "big.jpg", short_side=None).shape == (1200, 1600, 3)
+    assert decode_photo(tmp_path / "big.jpg").shape == (1200, 1600, 3)
+    assert decode_photo(tmp_path / "big.jpg", max_side=800).shape == (600, 800, 3)
+    assert decode_photo(tmp_path / "big.jpg", max_side=4000).shape == (1200, 1600, 3)
 
 
 def test_validation_set_is_fixed_and_centre_cropped(photos, caplog):

@@ -303,3 +303,20 @@ def test_encoder_file_problems_are_one_line_errors(tmp_path, recipe_resnet50):
     torch.save(state, tmp_path / "wrong.pth")
     with pytest.raises(ResNetPLError, match=r"conv1.weight has shape \(64, 3, 7, 7\)"):
         load_resnet_pl_encoder(tmp_path / "wrong.pth")
+
+
+@pytest.mark.parametrize("weight_missing", [0.0, 2.0])
+def test_l1_missing_weight_changes_the_loss_in_the_hole_only(weight_missing):
+    """--l1-missing-weight W: a change inside the hole costs W per unit, outside it 10 as ever."""
+    target = torch.zeros(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2, :] = 1  # top half is the hole
+    base = masked_l1(target, target, mask, 10, weight_missing).item()
+    in_hole, outside = target.clone(), target.clone()
+    in_hole[..., 0, 0] = 1
+    outside[..., 3, 3] = 1
+    elements = target.numel()
+    assert masked_l1(in_hole, target, mask, 10, weight_missing).item() - base == pytest.approx(
+        3 * weight_missing / elements)
+    assert masked_l1(outside, target, mask, 10, weight_missing).item() - base == pytest.approx(
+        3 * 10 / elements)

@@ -142,6 +142,32 @@ def test_evaluation_kinds_cover_at_most_half_the_image(kind):
     assert fractions.min() > 0
 
 
+@pytest.mark.parametrize("size", [128, 512])
+def test_large_masks_cover_the_same_share_of_any_crop_as_of_256(size):
+    """The official settings are pixels of a 256² crop; scaled with the crop, a 128² or 512²
+    crop gets the same mean hole (unscaled, 128² got 60 % and 16 % of holes over 95 %)."""
+    generate = make_mask_generator("large")
+
+    def fractions(side: int) -> np.ndarray:
+        rng = np.random.RandomState(3)
+        return np.array([generate(rng, side, side).mean() for _ in range(300)])
+
+    reference, scaled = fractions(SIZE), fractions(size)
+    assert abs(scaled.mean() - reference.mean()) < 0.04, (scaled.mean(), reference.mean())
+    assert np.mean(scaled > 0.9) <= np.mean(reference > 0.9) + 0.01
+    assert scaled.min() > 0
+
+
+def test_scaled_samplers_scale_every_length_and_keep_the_counts():
+    from lama_model.train.mask_gen import IrregularStrokes, RandomBoxes
+
+    strokes = IrregularStrokes(max_len=200, max_width=100, min_times=1, max_times=5).scaled(0.5)
+    assert (strokes.max_len, strokes.max_width, strokes.min_len, strokes.min_width) == (100, 50, 5, 2)
+    assert (strokes.min_times, strokes.max_times, strokes.max_angle) == (1, 5, 4)
+    boxes = RandomBoxes(margin=10, bbox_min_size=30, bbox_max_size=150).scaled(2.0)
+    assert (boxes.margin, boxes.bbox_min_size, boxes.bbox_max_size) == (20, 60, 300)
+
+
 def test_unknown_mask_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown mask kind 'huge'.*large, thin, medium, thick"):
         make_mask_generator("huge")

@@ -1,4 +1,9 @@
-"""The official "distortions" augmentation of LaMa's training photos, in NumPy and PIL.
+"""Training-photo augmentations: which one a run uses (``--augment``), and a NumPy/PIL
+approximation of the official one for installs without albumentations.
+
+``--augment official`` (the default) is the official list run by albumentations itself
+(:mod:`.official_augment`, the ``train`` extra); ``numpy`` is the approximation below, which is
+not the official pipeline; ``none`` only pads and crops. Each is an :class:`Augmenter`.
 
 The official pipeline (``get_transforms('distortions', out_size)`` in ``saicinpainting/training/
 data/datasets.py``, albumentations + imgaug) is, in order, each step with probability 1/2 unless
@@ -16,14 +21,17 @@ noted:
 
 Here the geometric steps 1–5 are composed into one coordinate map evaluated only at the crop's
 pixels, and the photo is sampled once, bilinearly (the official code resamples the whole photo up
-to three times). CLAHE runs on the luma channel (YCbCr) instead of CIELAB's L. All random numbers
-come from the ``np.random.RandomState`` passed in, so a sample is a function of its seed.
+to three times). CLAHE runs on the luma channel (YCbCr) instead of CIELAB's L, and the hue,
+CLAHE and colour steps use PIL's colour conversions instead of OpenCV's: close, not equal. All
+random numbers come from the ``np.random.RandomState`` passed in, so a sample is a function of
+its seed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -242,3 +250,48 @@ def augment_photo(
             out = out[:, ::-1]
         out = colour_jitter(np.ascontiguousarray(out), rng, params)
     return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32) / 255.0
+
+
+class Augmenter(Protocol):
+    """Makes one training crop: uint8 H×W×3 photo → float32 3×crop×crop in [0, 1], every random
+    choice drawn from (or seeded by) ``rng``."""
+
+    def __call__(self, image: np.ndarray, rng: np.random.RandomState) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ApproximateDistortions:
+    """``--augment numpy``: :func:`augment_photo` with the distortions (not the official code)."""
+
+    crop: int
+
+    def __call__(self, image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        return augment_photo(image, self.crop, rng, augment=True)
+
+
+@dataclass(frozen=True)
+class PadAndCrop:
+    """``--augment none``: reflect padding to the crop size and a random crop, nothing else."""
+
+    crop: int
+
+    def __call__(self, image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+        return augment_photo(image, self.crop, rng, augment=False)
+
+
+# --augment choices (official first: the default); the help text says what each is.
+AUGMENTATIONS: tuple[str, ...] = ("official", "numpy", "none")
+
+
+def make_augmenter(kind: str, crop: int) -> Augmenter:
+    """The named augmentation for ``crop × crop`` crops. ``official`` needs albumentations
+    (ValueError naming the ``train`` extra if it is missing)."""
+    if kind == "official":
+        from lama_model.train.official_augment import OfficialDistortions
+
+        return OfficialDistortions(crop)
+    if kind == "numpy":
+        return ApproximateDistortions(crop)
+    if kind == "none":
+        return PadAndCrop(crop)
+    raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTATIONS)}")

@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,13 @@ from lama_model.choices import (
     TRAIN_PRECISIONS,
 )
 from lama_model.errors import first_line
+from lama_model.train.augment import AUGMENTATIONS
 from lama_model.train.mask_gen import MASK_KINDS
 from lama_model.weights.downloads import KNOWN_MODELS, WeightsError, ensure_model
 from lama_model.weights.official_config import ConfigError
 
 if TYPE_CHECKING:
+    from lama_model.net.generator import LamaConfig
     from lama_model.train.config import TrainConfig
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
@@ -52,6 +55,9 @@ examples:
   train Big LaMa from scratch on 8 GPUs (batch 15 per GPU = the paper's 120):
       torchrun --nproc-per-node 8 --no-python lama-train fit places/ --out runs/big \\
           --batch-size 15 --resnet-pl encoder_epoch_20.pth
+  on a laptop CPU, offline (no perceptual loss, so an L1 signal in the hole instead):
+      lama-train fit photos/ --out runs/small --generator small --discriminator small \\
+          --crop 128 --batch-size 4 --max-side 768 --resnet-pl-weight 0 --l1-missing-weight 2
   use the result:
       lama-inpaint photo.jpg mask.png -o out.png --model runs/mine
 
@@ -105,12 +111,30 @@ def _add_run_options(fit: argparse.ArgumentParser) -> None:
         help="fine-tune from a model folder (the official big-lama folder, or one of our runs) "
         "or a .ckpt; its architecture is used unless --generator is given",
     )  # fmt: skip
+    _add_architecture_options(fit)
+
+
+# Generator parameters in millions, for --help (which loads no torch); a test builds each preset
+# and checks its count against this table.
+GENERATOR_MILLIONS = {"big-lama": 51.0, "lama-fourier": 27.0, "small": 3.4, "tiny": 0.5}
+
+
+def _add_architecture_options(fit: argparse.ArgumentParser) -> None:
+    sizes = {name: f"{GENERATOR_MILLIONS[name]}M parameters" for name in TRAIN_GENERATORS}
     fit.add_argument("--generator", choices=list(TRAIN_GENERATORS),
-                     help="architecture when training from scratch (default big-lama; "
-                     "tiny = test-sized)")  # fmt: skip
+                     help=f"architecture when training from scratch: big-lama ({sizes['big-lama']}"
+                     f"; default), lama-fourier ({sizes['lama-fourier']}), small (ngf 32, 4 "
+                     f"blocks, {sizes['small']}: the one to train on a laptop CPU, with "
+                     f"--discriminator small and --crop 128), tiny ({sizes['tiny']}; for tests: "
+                     "it learns little)")  # fmt: skip
+    fit.add_argument("--ngf", type=int, metavar="N",
+                     help="generator width (channels of its first layer; big-lama 64) instead of "
+                     "the preset's")  # fmt: skip
+    fit.add_argument("--n-blocks", type=int, metavar="N",
+                     help="FFC residual blocks (big-lama 18) instead of the preset's")  # fmt: skip
     fit.add_argument("--discriminator", choices=list(TRAIN_DISCRIMINATORS),
-                     help="big: Big LaMa's (ndf 64, 4 layers; default); tiny: ndf 8, 2 layers, "
-                     "for tests")  # fmt: skip
+                     help="big: Big LaMa's (ndf 64, 4 layers, 7.0M parameters; default); small: "
+                     "ndf 32, 3 layers, 0.7M; tiny: ndf 8, 2 layers, for tests")  # fmt: skip
 
 
 def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
@@ -124,8 +148,15 @@ def _add_schedule_options(group: argparse._ArgumentGroup) -> None:
                        "less than the CPUs if fewer)")  # fmt: skip
     group.add_argument("--mask-kind", choices=MASK_KINDS,
                        help="training masks (default large: the Big LaMa mix)")  # fmt: skip
-    group.add_argument("--no-augment", dest="augment", action="store_false",
-                       help="no flips/distortions, random crops only")  # fmt: skip
+    group.add_argument("--augment", choices=AUGMENTATIONS,
+                       help="official (default): the paper's distortions pipeline, run by "
+                       "albumentations (pip install 'lama-inpaint[train]'); numpy: a NumPy/PIL "
+                       "approximation of it for installs without albumentations, NOT the "
+                       "official pipeline; none: random crops only")  # fmt: skip
+    group.add_argument("--max-side", type=int, metavar="N",
+                       help="shrink photos whose long side is over N px before cropping (default: "
+                       "use them as they are, as the official code does; on a CPU, 768 to 1024 "
+                       "makes big photos much faster to load)")  # fmt: skip
     group.add_argument("--seed", type=int, help="seed for weights, data order, masks (default 0)")
 
 
@@ -135,7 +166,14 @@ def _add_optimisation_options(group: argparse._ArgumentGroup) -> None:
                        help="Adam lr of the discriminator (1e-4)")  # fmt: skip
     group.add_argument("--grad-clip", type=float, help="gradient-norm clip per network (1)")
     group.add_argument("--resnet-pl-weight", type=float,
-                       help="weight of the perceptual loss (30; 0 turns it off)")  # fmt: skip
+                       help="weight of the ResNetPL perceptual loss (30). 0 turns it off and "
+                       "downloads nothing: the offline route. Without it the hole gets no "
+                       "reconstruction signal (the official L1 weighs only the known pixels), "
+                       "so fills stay blurry colour blobs; add --l1-missing-weight")  # fmt: skip
+    group.add_argument("--l1-missing-weight", type=float, metavar="W",
+                       help="L1 weight inside the hole (official 0: the perceptual and "
+                       "adversarial losses shape the hole). 1 to 3 gives a run without the "
+                       "perceptual loss a direct signal there; not the paper's recipe")  # fmt: skip
     group.add_argument("--resnet-pl", metavar="PATH",
                        help="local encoder_epoch_20.pth (ADE20k ResNet-50-dilated) instead of "
                        "the download")  # fmt: skip
@@ -156,7 +194,8 @@ def _add_speed_options(group: argparse._ArgumentGroup) -> None:
 def _add_progress_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--log-every", type=int, help="steps per train.csv row (50)")
     group.add_argument("--preview-every", type=int, help="steps per preview grid (500)")
-    group.add_argument("--val-every", type=int, help="steps per validation (2000)")
+    group.add_argument("--val-every", type=int, help="steps per validation (default: a tenth "
+                       "of --steps, at least 50, at most 2000)")  # fmt: skip
     group.add_argument("--save-every", type=int, help="steps per models/last.ckpt (1000)")
     group.add_argument("--val-data", help="validation photos (default: the training folder)")
     group.add_argument("--val-count", type=int, help="validation images (32)")
@@ -174,7 +213,8 @@ def _add_masks_command(sub: argparse._SubParsersAction) -> None:
     masks.add_argument("out", help="output folder")
     masks.add_argument("--kind", default="large",
                        help="large (Big LaMa training mix), thin, medium, thick")  # fmt: skip
-    masks.add_argument("--size", type=int, default=256, help="masks are SIZE×SIZE (256)")
+    masks.add_argument("--size", type=int, default=256, help="masks are SIZE×SIZE (256; the "
+                       "official settings are for 256, other sizes scale them)")  # fmt: skip
     masks.add_argument("-n", "--count", type=int, default=100, help="how many (100)")
     masks.add_argument("--seed", type=int, default=0, help="random seed (0)")
 
@@ -187,9 +227,10 @@ the official LaMa evaluator computes them, per mask-area bin ("0-10%" … "90-10
 total; PSNR is added. The three networks (about 620 MB) are downloaded once, checksums pinned.
 FID needs many images to mean much: the paper uses 2000 or more; a bin of one image has none.
 
-example: compare a fine-tune with its starting point on held-out photos
+example: compare a fine-tune with its starting point on held-out photos (one table)
     lama-train eval big-lama held-out/ --masks thick --json before.json
-    lama-train eval runs/mine held-out/ --masks thick --json after.json
+    lama-train eval runs/mine held-out/ --masks thick --compare before.json
+Offline, --psnr-ssim-only judges without the three networks (not the paper's measures).
 """
 
 
@@ -214,9 +255,18 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", metavar="OUT", help="also write the results to OUT as JSON")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (auto)")
     ev.add_argument("--batch-size", type=int, default=8, help="images per forward pass (8)")
+    ev.add_argument("--compare", metavar="BEFORE.json",
+                    help="print one table of each metric before → after: BEFORE.json is an "
+                    "earlier --json of the same photos, masks, size and seed")  # fmt: skip
+    ev.add_argument("--psnr-ssim-only", action="store_true",
+                    help="judge by PSNR and SSIM alone and download nothing (offline); LPIPS and "
+                    "FID, the paper's measures, show as n/a")  # fmt: skip
     ev.add_argument("--allow-torchscript", action="store_true",
                     help="load a TorchScript MODEL (it runs the code it holds)")  # fmt: skip
 
+
+# Loss-weight options → LossConfig fields.
+_LOSS_OPTIONS = {"resnet_pl_weight": "resnet_pl_weight", "l1_missing_weight": "l1_weight_missing"}
 
 _FIELD_OF_OPTION = {
     "lr_generator": "generator_lr",
@@ -232,11 +282,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         LossConfig,
         TrainConfig,
         architecture_from_folder,
+        default_val_every,
     )
 
     given = dict(vars(args))
     for name in ("command", "out", "resume", "init", "generator", "discriminator", "progress",
-                 "resnet_pl_weight"):  # fmt: skip
+                 "resnet_pl_weight", "l1_missing_weight", "ngf", "n_blocks"):  # fmt: skip
         given.pop(name, None)
     fields_given = {_FIELD_OF_OPTION.get(k, k): v for k, v in given.items()}
     run_dir = Path(args.out)
@@ -264,11 +315,33 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         if not (folder / "config.yaml").is_file():
             raise ValueError(f"{init}: no config.yaml beside it; say --generator explicitly")
         fields_given["generator"], fields_given["discriminator"] = architecture_from_folder(folder)
+    fields_given["generator"] = _resized_generator(args, fields_given.get("generator"))
     if getattr(args, "discriminator", None) is not None:
         fields_given["discriminator"] = DISCRIMINATOR_PRESETS[args.discriminator]
-    if "resnet_pl_weight" in vars(args):
-        fields_given["losses"] = LossConfig(resnet_pl_weight=args.resnet_pl_weight)
+    loss_changes = {field: vars(args)[option] for option, field in _LOSS_OPTIONS.items()
+                    if option in vars(args)}  # fmt: skip
+    if loss_changes:
+        fields_given["losses"] = LossConfig(**loss_changes)
+    if "val_every" not in fields_given:
+        fields_given["val_every"] = default_val_every(fields_given.get("steps", 100_000))
     return TrainConfig(run_dir=str(run_dir), run_title=run_dir.name, **fields_given), False
+
+
+def _resized_generator(args: argparse.Namespace, chosen: LamaConfig | None) -> LamaConfig:
+    """The generator with --ngf / --n-blocks applied (a fine-tune keeps its model's shape)."""
+    from lama_model.train.config import GENERATOR_PRESETS
+
+    base = chosen or GENERATOR_PRESETS["big-lama"]
+    changes = {k: getattr(args, k) for k in ("ngf", "n_blocks") if k in vars(args)}
+    if not changes:
+        return base
+    if getattr(args, "init", None) is not None and getattr(args, "generator", None) is None:
+        raise ValueError("--ngf and --n-blocks shape a new generator; a fine-tune (--init) "
+                         "keeps its model's")  # fmt: skip
+    for name, value in changes.items():
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+    return replace(base, **changes)
 
 
 def _resolve_init(init: str) -> Path:
@@ -339,6 +412,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from lama_model.train.evaluate import (
         evaluate_model,
         evaluation_samples,
+        format_comparison,
         format_table,
         released_networks,
         write_json,
@@ -347,24 +421,45 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.size < 8 or args.size % 8:
         raise ValueError("--size must be a multiple of 8 (the generator's stride)")
-    # Photos and masks first: a wrong folder fails before anything is loaded or downloaded.
+    # Photos, masks and the report to compare with first: a wrong input fails before anything
+    # is loaded or downloaded.
     samples = evaluation_samples(Path(args.data), args.masks, args.size, args.seed)
+    about = {"model": str(args.model), "data": str(args.data), "masks": args.masks,
+             "size": args.size, "seed": args.seed, "images": len(samples)}  # fmt: skip
+    before = _comparable_report(Path(args.compare), about) if args.compare else None
     try:
         device = resolve_device(args.device)
     except DeviceError as exc:
         raise ValueError(str(exc)) from exc
     source = model_source(args.model, args.checkpoint)
     model = load_model(source, device, allow_torchscript=args.allow_torchscript)
-    networks = released_networks().to(device)
-    results = evaluate_model(model, samples, networks, batch_size=max(1, args.batch_size))
+    networks = None if args.psnr_ssim_only else released_networks().to(device)
+    results = evaluate_model(model, samples, networks, batch_size=max(1, args.batch_size),
+                             device=device)  # fmt: skip
     title = (f"{args.model} on {len(samples)} photos of {args.data}, {args.masks} masks, "
              f"{args.size}×{args.size}")  # fmt: skip
-    print(format_table(results, title))
+    if networks is None:
+        title += " (PSNR and SSIM only: not the paper's LPIPS and FID)"
+    if before is None:
+        print(format_table(results, title))
+    else:
+        title += f"\nbefore: {before.get('model')} ({args.compare})"
+        print(format_comparison(before["results"], results, title))
     if args.json:
-        about = {"model": str(args.model), "data": str(args.data), "masks": args.masks,
-                 "size": args.size, "seed": args.seed, "images": len(samples)}  # fmt: skip
         write_json(results, Path(args.json), **about)
     return 0
+
+
+def _comparable_report(path: Path, about: dict) -> dict:
+    """The ``--compare`` report, if it was made on the same photos, masks, size and seed."""
+    from lama_model.train.evaluate import SAME_SETUP, read_json
+
+    report = read_json(path)
+    differ = [f"{key} {report.get(key)} ≠ {about[key]}" for key in SAME_SETUP
+              if report.get(key) != about[key]]  # fmt: skip
+    if differ:
+        raise ValueError(f"{path} judged other inputs ({', '.join(differ)}): compare like to like")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

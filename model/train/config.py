@@ -18,14 +18,17 @@ import yaml
 
 from lama_model.choices import PERCEPTUAL_ENCODERS, TRAIN_PRECISIONS
 from lama_model.net.generator import FFCRatios, LamaConfig
+from lama_model.train.augment import AUGMENTATIONS
 from lama_model.weights.official_config import ConfigError, generator_kwargs, read_yaml
 
 # Generator architectures ``--generator`` accepts (their names, torch-free, are
-# lama_model.choices.TRAIN_GENERATORS, for --help). ``tiny`` is the golden test model's
-# architecture (ngf 16, 2 blocks): only for tests and smoke runs.
+# lama_model.choices.TRAIN_GENERATORS, for --help). ``small`` (ngf 32, 4 blocks: an eighth of
+# lama-fourier's parameters) is the largest that trains in useful time on a laptop CPU; ``tiny``
+# is the golden test model's architecture (ngf 16, 2 blocks): only for tests and smoke runs.
 GENERATOR_PRESETS: dict[str, LamaConfig] = {
     "big-lama": LamaConfig(n_blocks=18),
     "lama-fourier": LamaConfig(n_blocks=9),
+    "small": LamaConfig(ngf=32, n_blocks=4),
     "tiny": LamaConfig(ngf=16, n_blocks=2),
 }
 
@@ -41,6 +44,7 @@ class DiscriminatorConfig:
 # ``--discriminator`` (names: lama_model.choices.TRAIN_DISCRIMINATORS)
 DISCRIMINATOR_PRESETS: dict[str, DiscriminatorConfig] = {
     "big": DiscriminatorConfig(ndf=64, n_layers=4),
+    "small": DiscriminatorConfig(ndf=32, n_layers=3),
     "tiny": DiscriminatorConfig(ndf=8, n_layers=2),
 }
 
@@ -56,6 +60,11 @@ class LossConfig:
     feature_matching_weight: float = 100.0
     resnet_pl_weight: float = 30.0
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 0:
+                raise ValueError(f"loss weight {name} must be 0 or more, not {value}")
+
 
 def default_workers() -> int:
     """Data-loading processes when ``--workers`` is not given: the official 4, but at most one
@@ -63,6 +72,12 @@ def default_workers() -> int:
     2-core laptop gets 1 worker, not PyTorch's "more workers than CPUs" warning)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min(4, (cpus or 1) - 1))
+
+
+def default_val_every(steps: int) -> int:
+    """Steps per validation when ``--val-every`` is not given: ten validations over the run,
+    but never more than 2000 steps apart (the GPU-scale runs' cadence) nor fewer than 50."""
+    return max(1, min(2_000, max(50, steps // 10), steps))
 
 
 @dataclass(frozen=True)
@@ -87,7 +102,8 @@ class TrainConfig:
     accumulate: int = 1
     workers: int = field(default_factory=default_workers)
     mask_kind: str = "large"
-    augment: bool = True
+    augment: str = "official"
+    max_side: int | None = None
     seed: int = 0
     steps: int = 100_000
     precision: str = "fp32"
@@ -121,6 +137,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError("workers must be 0 or more")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}")
+        if self.max_side is not None and self.max_side < self.crop:
+            raise ValueError(f"max_side must be at least the crop {self.crop}, not {self.max_side}")
 
     def with_changes(self, **changes: Any) -> TrainConfig:
         """A copy with some fields replaced (validated again)."""
@@ -202,7 +222,7 @@ class TrainConfig:
                 "indir": self.data,
                 "out_size": self.crop,
                 "mask_kind": self.mask_kind,
-                "transform_variant": "distortions" if self.augment else "no_augs",
+                "transform_variant": "no_augs" if self.augment == "none" else "distortions",
             },
             "val": {"indir": self.val_data or self.data, "out_size": self.val_size},
         }
@@ -234,6 +254,9 @@ class TrainConfig:
         if not isinstance(root, dict) or not isinstance(root.get("lama_train"), dict):
             raise ConfigError(f"{path}: not a lama-train run config (no 'lama_train:' section)")
         extras = dict(root["lama_train"])
+        if isinstance(extras.get("augment"), bool):
+            # Runs from before --augment took a name made their crops with the NumPy pipeline.
+            extras["augment"] = "numpy" if extras["augment"] else "none"
         losses = root.get("losses") or {}
         discr = root.get("discriminator") or {}
         known = {f.name for f in fields(TrainConfig)}

@@ -1,10 +1,11 @@
 """Training data: a folder of photos → random augmented crops with Big LaMa masks, for one rank.
 
 The official recipe (``make_default_train_dataloader`` with ``transform_variant: distortions``):
-photos of about 512 px, the "distortions" augmentation and a random 256×256 crop
-(:mod:`.augment`), a mask from the training mask sampler (:mod:`.mask_gen`) drawn after the
-augmentation, and under DDP a ``DistributedSampler`` (epoch permutation ``randperm(n)`` seeded
-with ``seed + epoch``, rank ``r`` taking every ``world_size``-th entry from ``r``).
+photos as they are (Places' are about 512 px; nothing is shrunk unless ``max_side`` says so), the
+"distortions" augmentation and a random 256×256 crop (:mod:`.augment`), a mask from the
+training mask sampler (:mod:`.mask_gen`) drawn after the augmentation, and under DDP a
+``DistributedSampler`` (epoch permutation ``randperm(n)`` seeded with ``seed + epoch``, rank ``r``
+taking every ``world_size``-th entry from ``r``).
 
 Every random choice of a sample (crop, distortions, flip, colours, mask) comes from a generator
 seeded by ``(seed, epoch, index)``, so a sample does not depend on the rank or the worker that
@@ -28,13 +29,12 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lama_model.train.augment import augment_photo
+from lama_model.train.augment import make_augmenter
 from lama_model.train.mask_gen import make_mask_generator
 
 LOGGER = logging.getLogger(__name__)
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-SHORT_SIDE = 512  # the official training photos (Places) are about 512 px
 
 
 def find_photos(root: str | Path) -> list[Path]:
@@ -45,17 +45,18 @@ def find_photos(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
 
 
-def decode_photo(path: Path, short_side: int | None = SHORT_SIDE) -> np.ndarray:
-    """An RGB uint8 H×W×3 array, EXIF orientation applied, shrunk so that its short side is at
-    most ``short_side`` (None: keep the size). Raises OSError/ValueError if it cannot be read."""
+def decode_photo(path: Path, max_side: int | None = None) -> np.ndarray:
+    """An RGB uint8 H×W×3 array, EXIF orientation applied, shrunk so that its long side is at
+    most ``max_side`` (None, the official way: keep the size). Raises OSError/ValueError if it
+    cannot be read."""
     with Image.open(path) as img:
-        if short_side and img.format == "JPEG":
+        if max_side and img.format == "JPEG":
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much bigger.
-            scale = short_side / min(img.size)
+            scale = max_side / max(img.size)
             img.draft("RGB", (math.ceil(img.size[0] * scale), math.ceil(img.size[1] * scale)))
         img = ImageOps.exif_transpose(img).convert("RGB")
-        if short_side and min(img.size) > short_side:
-            scale = short_side / min(img.size)
+        if max_side and max(img.size) > max_side:
+            scale = max_side / max(img.size)
             size = (max(round(img.size[0] * scale), 1), max(round(img.size[1] * scale), 1))
             img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
         return np.asarray(img, dtype=np.uint8)
@@ -81,9 +82,9 @@ class PhotoFolder(Dataset):
         root: str | Path,
         crop: int = 256,
         mask_kind: str = "large",
-        augment: bool = True,
+        augment: str = "official",
         seed: int = 0,
-        short_side: int | None = SHORT_SIDE,
+        max_side: int | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.files = find_photos(self.root)
@@ -94,9 +95,9 @@ class PhotoFolder(Dataset):
         self.crop = crop
         self.mask_kind = mask_kind
         self.mask_generator = make_mask_generator(mask_kind)
-        self.augment = augment
+        self.augment = make_augmenter(augment, crop)
         self.seed = seed
-        self.short_side = short_side
+        self.max_side = max_side
         self.epoch = 0
         # One flag per file, shared with the DataLoader's worker processes (inherited at their
         # start): set when a file fails to decode, so it is reported once and then skipped.
@@ -115,7 +116,7 @@ class PhotoFolder(Dataset):
             raise IndexError(f"index {index} out of range for {len(self.files)} photos")
         photo = self._decodable(index)
         rng = sample_rng(self.seed, epoch, index)
-        image = augment_photo(photo, self.crop, rng, self.augment)
+        image = self.augment(photo, rng)
         mask = self.mask_generator(rng, self.crop, self.crop)
         return {
             "image": torch.from_numpy(image),
@@ -130,7 +131,7 @@ class PhotoFolder(Dataset):
             if self._broken[candidate]:
                 continue
             try:
-                return decode_photo(self.files[candidate], self.short_side)
+                return decode_photo(self.files[candidate], self.max_side)
             except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, ...
                 self._report_broken(candidate, exc)
         raise RuntimeError(f"{self.root}: none of the {count} photos could be decoded")
@@ -207,15 +208,18 @@ def make_train_loader(
     rank: int = 0,
     world_size: int = 1,
     mask_kind: str = "large",
-    augment: bool = True,
+    augment: str = "official",
+    max_side: int | None = None,
     start_step: int = 0,
 ) -> DataLoader:
     """Endless loader of this rank's batches ``{"image": B×3×crop², "mask": B×1×crop²}``.
 
     Batch ``s`` is the same whatever ``start_step`` the loader was made with; ``workers``
-    processes decode and augment (0: in the calling process).
+    processes decode and augment (0: in the calling process); ``augment`` names one of
+    :data:`lama_model.train.augment.AUGMENTATIONS`; ``max_side`` shrinks bigger photos.
     """
-    dataset = PhotoFolder(root, crop=crop, mask_kind=mask_kind, augment=augment, seed=seed)
+    dataset = PhotoFolder(root, crop=crop, mask_kind=mask_kind, augment=augment, seed=seed,
+                          max_side=max_side)  # fmt: skip
     sampler = StepSampler(
         len(dataset), seed=seed, rank=rank, world_size=world_size, start=start_step * batch_size
     )
@@ -253,7 +257,7 @@ def make_validation_set(
         if len(items) == count:
             break
         try:
-            photo = decode_photo(files[index], short_side=None)
+            photo = decode_photo(files[index])
         except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, ...
             LOGGER.warning("skipping %s: cannot decode it (%s)", files[index], exc)
             continue

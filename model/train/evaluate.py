@@ -80,9 +80,12 @@ def installed_networks() -> EvaluationNetworks | None:
 
 @dataclass
 class Evaluation:
-    """Accumulates per-image scores and Inception features over batches."""
+    """Accumulates per-image scores and Inception features over batches.
 
-    networks: EvaluationNetworks
+    ``networks=None`` judges by PSNR and SSIM only (LPIPS and FID are NaN): for users who cannot
+    download the feature networks; not the paper's judgement."""
+
+    networks: EvaluationNetworks | None
     scores: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in PAIRWISE})
     features_pred: list[np.ndarray] = field(default_factory=list)
     features_target: list[np.ndarray] = field(default_factory=list)
@@ -91,14 +94,18 @@ class Evaluation:
     @torch.no_grad()
     def add(self, inpainted: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> None:
         """One batch: ``(B, 3, H, W)`` images in [0, 1] and ``(B, 1, H, W)`` masks (1 = hole)."""
-        device = next(self.networks.lpips.parameters()).device
+        networks = self.networks
+        device = next(networks.lpips.parameters()).device if networks else inpainted.device
         inpainted, image = inpainted.float().to(device), image.float().to(device)
         self.areas.append(mask.reshape(len(mask), -1).float().mean(-1).cpu().numpy())
-        self.scores["lpips"].append(self.networks.lpips(image, inpainted).cpu().numpy())
         self.scores["ssim"].append(evaluator_ssim(inpainted, image).cpu().numpy())
         self.scores["psnr"].append(psnr(inpainted, image).numpy())
-        self.features_pred.append(self.networks.inception(inpainted).cpu().numpy())
-        self.features_target.append(self.networks.inception(image).cpu().numpy())
+        if networks is None:
+            self.scores["lpips"].append(np.full(len(image), np.nan))
+            return
+        self.scores["lpips"].append(networks.lpips(image, inpainted).cpu().numpy())
+        self.features_pred.append(networks.inception(inpainted).cpu().numpy())
+        self.features_target.append(networks.inception(image).cpu().numpy())
 
     def results(self) -> dict[str, dict[str, float]]:
         """``{"total": {...}, "0-10%": {...}, …}``; each holds ``n``, ``fid`` and the mean
@@ -106,7 +113,9 @@ class Evaluation:
         if not self.areas:
             raise ValueError("nothing was evaluated")
         scores = {k: np.concatenate(v).astype(np.float64) for k, v in self.scores.items()}
-        pred, target = np.concatenate(self.features_pred), np.concatenate(self.features_target)
+        with_fid = bool(self.features_pred)
+        if with_fid:
+            pred, target = np.concatenate(self.features_pred), np.concatenate(self.features_target)
         bins = area_bins(np.concatenate(self.areas))
         groups = {TOTAL: np.arange(len(bins))}
         groups.update({bin_name(b): np.flatnonzero(bins == b) for b in sorted(set(bins.tolist()))})
@@ -116,10 +125,13 @@ class Evaluation:
             for key, values in scores.items():
                 row[key] = float(values[index].mean())
                 row[f"{key}_std"] = float(values[index].std())  # population std, as the official
-            row["fid"] = frechet_distance(pred[index], target[index])
+            row["fid"] = frechet_distance(pred[index], target[index]) if with_fid else math.nan
             out[name] = row
-        out[TOTAL]["ssim_fid100_f1"] = ssim_fid100_f1(out[TOTAL]["ssim"], out[TOTAL]["fid"])
-        out[TOTAL]["lpips_fid100_f1"] = lpips_fid100_f1(out[TOTAL]["lpips"], out[TOTAL]["fid"])
+        total = out[TOTAL]
+        # Without FID there is no summary (max(0, 100 − NaN) would make a NaN FID look perfect).
+        ssim, lpips, fid = total["ssim"], total["lpips"], total["fid"]
+        total["ssim_fid100_f1"] = ssim_fid100_f1(ssim, fid) if with_fid else math.nan
+        total["lpips_fid100_f1"] = lpips_fid100_f1(lpips, fid) if with_fid else math.nan
         return out
 
 
@@ -127,18 +139,54 @@ def format_table(results: dict[str, dict[str, float]], title: str = "") -> str:
     """One row per mask-area bin and the total: LPIPS, FID, PSNR (dB), SSIM."""
     lines = [title] if title else []
     lines.append(f"{'mask area':>10} {'images':>6} {'LPIPS':>8} {'FID':>9} {'PSNR':>7} {'SSIM':>7}")
+    shown = _shown
     for name, row in results.items():
-        fid = "n/a" if math.isnan(row["fid"]) else f"{row['fid']:.3f}"
         lines.append(
-            f"{name:>10} {row['n']:>6} {row['lpips']:>8.4f} {fid:>9} "
+            f"{name:>10} {row['n']:>6} {shown(row['lpips'], 4):>8} {shown(row['fid'], 3):>9} "
             f"{row['psnr']:>7.2f} {row['ssim']:>7.4f}"
         )
     total = results[TOTAL]
     lines.append(
-        f"ssim_fid100_f1 {total['ssim_fid100_f1']:.4f}  "
-        f"lpips_fid100_f1 {total['lpips_fid100_f1']:.4f}"
+        f"ssim_fid100_f1 {shown(total['ssim_fid100_f1'], 4)}  "
+        f"lpips_fid100_f1 {shown(total['lpips_fid100_f1'], 4)}"
     )
     return "\n".join(lines)
+
+
+def _shown(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+#: What two evaluations must share for their tables to compare row by row.
+SAME_SETUP = ("masks", "size", "seed", "images")
+
+
+def format_comparison(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], title: str = ""
+) -> str:
+    """One row per mask-area bin both evaluations have: each metric "before → after"."""
+    metrics = (("LPIPS", "lpips", 4), ("FID", "fid", 3), ("PSNR", "psnr", 2), ("SSIM", "ssim", 4))
+    lines = [title] if title else []
+    lines.append(f"{'mask area':>10} {'images':>6} " + " ".join(f"{m[0]:>19}" for m in metrics))
+    for name, row in after.items():
+        if name in before:
+            cells = [f"{_shown(before[name][key], d)} → {_shown(row[key], d)}"
+                     for _, key, d in metrics]  # fmt: skip
+            lines.append(f"{name:>10} {row['n']:>6} " + " ".join(f"{c:>19}" for c in cells))
+    return "\n".join(lines)
+
+
+def read_json(path: Path) -> dict:
+    """A report :func:`write_json` wrote (nulls back to NaN); ValueError (one line) if not."""
+    try:
+        report = json.loads(path.read_text())
+        results = {
+            name: {k: math.nan if v is None else v for k, v in row.items()}
+            for name, row in report["results"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a lama-train eval report ({type(exc).__name__})") from None
+    return {**report, "results": results}
 
 
 def write_json(results: dict[str, dict[str, float]], path: Path, **about: object) -> None:
@@ -190,11 +238,14 @@ def evaluation_samples(photos: Path, masks: str, size: int = 256, seed: int = 0)
 
 @torch.no_grad()
 def evaluate_model(
-    model: torch.nn.Module, samples: list[dict], networks: EvaluationNetworks, batch_size: int = 8
-) -> dict[str, dict[str, float]]:
-    """Inpaint every sample with ``model`` (``forward(image, mask)``) and judge the results."""
+    model: torch.nn.Module, samples: list[dict], networks: EvaluationNetworks | None,
+    batch_size: int = 8, device: torch.device | None = None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Inpaint every sample with ``model`` (``forward(image, mask)``) on ``device`` (default:
+    the networks') and judge the results (``networks=None``: PSNR and SSIM only)."""
     evaluation = Evaluation(networks)
-    device = next(networks.lpips.parameters()).device
+    if device is None:
+        device = next(networks.lpips.parameters()).device if networks else torch.device("cpu")
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         image = torch.stack([s["image"] for s in chunk]).to(device)

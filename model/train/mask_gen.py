@@ -5,6 +5,10 @@ with equal probability either 1–6 polygonal brush strokes (each 1–5 straight
 wide) or 1–4 axis-aligned boxes (30–150 px, 10 px from the border). ``thin``, ``medium`` and
 ``thick`` are the irregular settings of the official evaluation mask sets
 (``configs/data_gen/random_*_256.yaml``), including their "at most half the image" filter.
+Their pixel settings are for 256² images; for another size every length is scaled by
+``min(height, width) / 256`` (:class:`SizeScaled`), so a 128² training crop gets holes of the
+same share as a 256² one. (The official 512² evaluation sets have hand-made settings of their
+own, close to this doubling; ours are the doubled 256² ones.)
 
 Every random number comes from the ``np.random.RandomState`` passed in, drawn in the same order
 as the official code draws from NumPy's global generator, so a sampler seeded like the official
@@ -16,7 +20,7 @@ OpenCV is needed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Protocol
 
@@ -30,6 +34,21 @@ class MaskGenerator(Protocol):
     """Draws one mask: float32 ``height × width``, 1 = hole, 0 = known."""
 
     def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray: ...
+
+
+class ScalableMasks(MaskGenerator, Protocol):
+    """A sampler whose lengths (stroke lengths and widths, box sizes, margins) are in pixels of
+    a ``REFERENCE_SIZE`` image and can be scaled for another size."""
+
+    def scaled(self, factor: float) -> ScalableMasks: ...
+
+
+# The official samplers' pixel settings are for 256×256 crops (Big LaMa's training size).
+REFERENCE_SIZE = 256
+
+
+def _scale_length(value: int, factor: float, least: int) -> int:
+    return max(least, int(round(value * factor)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,6 +260,18 @@ class IrregularStrokes:
     max_width: int = 20
     min_times: int = 0
     max_times: int = 10
+    min_len: int = 10  # the official code's constants: length 10 + …, brush 5 + …
+    min_width: int = 5
+
+    def scaled(self, factor: float) -> IrregularStrokes:
+        """The same strokes for an image ``factor`` times the reference size."""
+        return replace(
+            self,
+            max_len=_scale_length(self.max_len, factor, 1),
+            max_width=_scale_length(self.max_width, factor, 1),
+            min_len=_scale_length(self.min_len, factor, 1),
+            min_width=_scale_length(self.min_width, factor, 2),  # cv2.line's thick path
+        )
 
     def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
         mask = np.zeros((height, width), np.float32)
@@ -252,8 +283,8 @@ class IrregularStrokes:
                 angle = 0.01 + rng.randint(self.max_angle)
                 if i % 2 == 0:
                     angle = _TWO_PI_OFFICIAL - angle
-                length = 10 + rng.randint(self.max_len)
-                brush = 5 + rng.randint(self.max_width)
+                length = self.min_len + rng.randint(self.max_len)
+                brush = self.min_width + rng.randint(self.max_width)
                 # int32 truncates toward zero; the clip bound is the size itself, not size-1.
                 end_x = int(np.clip(np.int32(x + length * np.sin(angle)), 0, width))
                 end_y = int(np.clip(np.int32(y + length * np.cos(angle)), 0, height))
@@ -276,6 +307,15 @@ class RandomBoxes:
     min_times: int = 0
     max_times: int = 3
 
+    def scaled(self, factor: float) -> RandomBoxes:
+        """The same boxes for an image ``factor`` times the reference size."""
+        return replace(
+            self,
+            margin=_scale_length(self.margin, factor, 0),
+            bbox_min_size=_scale_length(self.bbox_min_size, factor, 1),
+            bbox_max_size=_scale_length(self.bbox_max_size, factor, 1),
+        )
+
     def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
         mask = np.zeros((height, width), np.float32)
         top = int(self.bbox_min_size + 1 + (self.bbox_max_size - self.bbox_min_size))
@@ -294,8 +334,11 @@ class RandomBoxes:
 class MixedMasks:
     """Pick one sampler per mask with the given (renormalised) probabilities."""
 
-    generators: tuple[MaskGenerator, ...]
+    generators: tuple[ScalableMasks, ...]
     probabilities: tuple[float, ...]
+
+    def scaled(self, factor: float) -> MixedMasks:
+        return replace(self, generators=tuple(g.scaled(factor) for g in self.generators))
 
     def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
         # float32 renormalisation and np.random.choice, as the official MixedMaskGenerator.
@@ -316,9 +359,12 @@ class AreaLimitedMasks:
     (``choice(n, 1, replace=False)``).
     """
 
-    base: MaskGenerator
+    base: ScalableMasks
     variants: int = 5
     max_area: float = 0.5
+
+    def scaled(self, factor: float) -> AreaLimitedMasks:
+        return replace(self, base=self.base.scaled(factor))
 
     def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
         while True:
@@ -332,7 +378,26 @@ class AreaLimitedMasks:
                 return kept[int(rng.choice(len(kept), size=1, replace=False)[0])]
 
 
-def _large() -> MaskGenerator:
+@lru_cache(maxsize=64)
+def _scaled_to(base: ScalableMasks, factor: float) -> ScalableMasks:
+    return base.scaled(factor)
+
+
+@dataclass(frozen=True)
+class SizeScaled:
+    """``base`` with its lengths scaled by ``min(height, width) / REFERENCE_SIZE``, so that a
+    mask covers the same share of a 128² or 512² crop as of a 256² one (at 256: ``base`` itself,
+    bit for bit). Unscaled, a 128² crop got a 60 % hole on average and often a full one."""
+
+    base: ScalableMasks
+
+    def __call__(self, rng: np.random.RandomState, height: int, width: int) -> np.ndarray:
+        factor = min(height, width) / REFERENCE_SIZE
+        sampler = self.base if factor == 1 else _scaled_to(self.base, factor)
+        return sampler(rng, height, width)
+
+
+def _large() -> ScalableMasks:
     # configs/training/data/abl-04-256-mh-dist.yaml (Big LaMa)
     return MixedMasks(
         (
@@ -343,20 +408,20 @@ def _large() -> MaskGenerator:
     )
 
 
-def _thin() -> MaskGenerator:
+def _thin() -> ScalableMasks:
     # configs/data_gen/random_thin_256.yaml
     strokes = IrregularStrokes(max_angle=4, max_len=40, max_width=10, min_times=4, max_times=50)
     return AreaLimitedMasks(MixedMasks((strokes,), (1.0,)))
 
 
-def _medium() -> MaskGenerator:
+def _medium() -> ScalableMasks:
     # configs/data_gen/random_medium_256.yaml
     strokes = IrregularStrokes(max_angle=4, max_len=100, max_width=50, min_times=4, max_times=5)
     boxes = RandomBoxes(margin=0, bbox_min_size=10, bbox_max_size=50, min_times=1, max_times=5)
     return AreaLimitedMasks(MixedMasks((strokes, boxes), (1.0, 0.3)))
 
 
-def _thick() -> MaskGenerator:
+def _thick() -> ScalableMasks:
     # configs/data_gen/random_thick_256.yaml
     strokes = IrregularStrokes(max_angle=4, max_len=200, max_width=100, min_times=1, max_times=5)
     boxes = RandomBoxes(margin=10, bbox_min_size=30, bbox_max_size=150, min_times=1, max_times=3)
@@ -368,9 +433,10 @@ MASK_KINDS: tuple[str, ...] = tuple(_KINDS)
 
 
 def make_mask_generator(kind: str = "large") -> MaskGenerator:
-    """The named sampler: ``large`` (Big LaMa training mix), ``thin``, ``medium``, ``thick``."""
+    """The named sampler: ``large`` (Big LaMa training mix), ``thin``, ``medium``, ``thick``,
+    with its settings (made for 256² images) scaled to the size of each mask drawn."""
     try:
-        return _KINDS[kind]()
+        return SizeScaled(_KINDS[kind]())
     except KeyError:
         choices = ", ".join(MASK_KINDS)
         raise ValueError(f"unknown mask kind {kind!r}; choose one of {choices}") from None

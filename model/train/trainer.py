@@ -558,6 +558,7 @@ class Trainer:
                 world_size=env.world_size,
                 mask_kind=config.mask_kind,
                 augment=config.augment,
+                max_side=config.max_side,
                 start_step=start_step,
             )
             val_set = (
