@@ -7,6 +7,7 @@ mask_decoder.py), with its parameter names so official checkpoints load strictly
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +104,12 @@ class PromptEncoder(nn.Module):
             sparse = torch.cat([sparse, self.embed_points(*points, pad=boxes is None)], dim=1)
         if boxes is not None:
             sparse = torch.cat([sparse, self.embed_boxes(boxes)], dim=1)
+        return sparse, self.no_mask_dense().expand(batch, -1, -1, -1)
+
+    def no_mask_dense(self) -> torch.Tensor:
+        """The dense embedding of a prompt without a mask (1, C, h, w): the same for all."""
         dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense = dense.expand(batch, -1, *self.image_embedding_size)
-        return sparse, dense
+        return dense.expand(1, -1, *self.image_embedding_size)
 
 
 class Attention(nn.Module):
@@ -120,15 +124,22 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, inner)
         self.out_proj = nn.Linear(inner, dim)
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """``x`` (B, N, dim) projected by ``proj`` and split into heads: (B, heads, N, d)."""
+        x = proj(x)
         b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Projected heads (see :meth:`heads`) to the output (B, N, dim)."""
+        # softmax(q·kᵀ/√d)·v, the official formula, in one fused kernel.
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.heads(self.q_proj(q)), self.heads(self.k_proj(k)), self.heads(self.v_proj(v))
-        attn = (q @ k.transpose(2, 3) / math.sqrt(q.shape[-1])).softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2)
-        return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
+        return self.attend(
+            self.heads(q, self.q_proj), self.heads(k, self.k_proj), self.heads(v, self.v_proj)
+        )
 
 
 class MLPBlock(nn.Module):
@@ -141,6 +152,32 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(F.relu(self.lin1(x)))
+
+
+@dataclass(frozen=True)
+class ImageSide:
+    """What a two-way block computes from the image tokens alone: the keys and values the
+    prompt tokens attend to, and the queries with which the image attends back to them.
+
+    In the first block the image tokens are the encoder's features plus the "no mask"
+    embedding (mask prompts are not offered), so these do not depend on the prompt: they are
+    computed once per image (:meth:`MaskDecoder.image_tokens`) instead of once per prompt."""
+
+    keys: torch.Tensor  # (B, HW, dim): the image tokens entering the block
+    token_to_image_k: torch.Tensor  # (B, heads, HW, d)
+    token_to_image_v: torch.Tensor  # (B, heads, HW, d)
+    image_to_token_q: torch.Tensor  # (B, heads, HW, d)
+
+
+@dataclass(frozen=True)
+class DecoderImage:
+    """The mask decoder's inputs that do not depend on the prompt, kept once per image:
+    the first two-way block's :class:`ImageSide`, the positional encoding of the image
+    tokens (1, HW, dim) and the grid they came from (h, w)."""
+
+    first: ImageSide
+    key_pe: torch.Tensor
+    size: tuple[int, int]
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -158,25 +195,35 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(dim, num_heads, downsample_rate=2)
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def image_side(self, keys: torch.Tensor, key_pe: torch.Tensor) -> ImageSide:
+        """The projections of the image tokens ``keys`` (B, HW, dim) this block uses."""
+        with_pe = keys + key_pe
+        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        return ImageSide(
+            keys,
+            to_image.heads(with_pe, to_image.k_proj),
+            to_image.heads(keys, to_image.v_proj),
+            to_token.heads(with_pe, to_token.q_proj),
+        )
+
     def forward(
-        self,
-        queries: torch.Tensor,
-        keys: torch.Tensor,
-        query_pe: torch.Tensor,
-        key_pe: torch.Tensor,
+        self, queries: torch.Tensor, image: ImageSide, query_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refined prompt tokens (B, N, dim) and image tokens (B, HW, dim)."""
         if self.skip_first_layer_pe:  # the first block's queries are the prompts themselves
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        q = to_image.heads(queries + query_pe, to_image.q_proj)
+        out = to_image.attend(q, image.token_to_image_k, image.token_to_image_v)
+        queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
-        return queries, keys
+        k = to_token.heads(queries + query_pe, to_token.k_proj)
+        out = to_token.attend(image.image_to_token_q, k, to_token.heads(queries, to_token.v_proj))
+        return queries, self.norm4(image.keys + out)
 
 
 class TwoWayTransformer(nn.Module):
@@ -192,13 +239,15 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(dim)
 
     def forward(
-        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+        self, first: ImageSide, key_pe: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = image.flatten(2).permute(0, 2, 1)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
-        queries = tokens
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe)
+        """``first``: the first block's :class:`ImageSide` (of ``layers[0].image_side``),
+        ``key_pe`` (1, HW, dim), ``tokens`` (B, N, dim) → refined tokens and image tokens."""
+        queries, keys, image = tokens, first.keys, first
+        for i, layer in enumerate(self.layers):
+            if i:  # after the first block the image tokens depend on the prompt
+                image = layer.image_side(keys, key_pe)
+            queries, keys = layer(queries, image, tokens)
         out = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + out), keys
 
@@ -251,6 +300,19 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(dim, iou_hidden, self.num_mask_tokens, iou_depth)
 
+    def image_tokens(
+        self, image: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor
+    ) -> DecoderImage:
+        """The decoder's work that depends on the image alone (see :class:`DecoderImage`).
+
+        ``image`` (1, dim, h, w): the encoder's features; ``image_pe``: the dense positional
+        encoding (1, dim, h, w); ``dense``: the prompt encoder's dense embedding (the "no
+        mask" embedding, the same for every prompt, as mask prompts are not offered)."""
+        keys = (image + dense[:1]).flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        first = self.transformer.layers[0].image_side(keys, key_pe)
+        return DecoderImage(first, key_pe, (image.shape[-2], image.shape[-1]))
+
     def forward(
         self,
         image: torch.Tensor,
@@ -260,20 +322,49 @@ class MaskDecoder(nn.Module):
         multimask: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits (B, M, 4h, 4w) and IoU (B, M): M = 3 when ``multimask``, else 1."""
+        return self.decode(self.image_tokens(image, image_pe, dense), sparse, multimask)
+
+    def decode(
+        self, image: DecoderImage, sparse: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from :meth:`image_tokens`'s output, kept per image."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
-        src = torch.repeat_interleave(image, len(tokens), dim=0) + dense
-        pos = torch.repeat_interleave(image_pe, len(tokens), dim=0)
-        b, c, h, w = src.shape
-        hs, src = self.transformer(src, pos, tokens)
-        mask_tokens = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
+        hs, src = self.transformer(image.first, image.key_pe, tokens)
         hyper_in = torch.stack(
-            [mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        masks = self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in)
         iou = self.iou_prediction_head(hs[:, 0, :])
         chosen = slice(1, None) if multimask else slice(0, 1)
         return masks[:, chosen], iou[:, chosen]
+
+    def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """``output_upscaling`` on the image tokens (B, h, w, C), then each mask token's
+        weights (B, M, C/8) over the upscaled pixels: mask logits (B, M, 4h, 4w).
+
+        Computed channels-last: each kernel-2 stride-2 transposed convolution is one matrix
+        product (:func:`stride2_transposed_conv`), and the layer norm and GELUs act on each
+        pixel, so the pixels are put in image order only once, on the M-channel result."""
+        up1, norm, gelu1, up2, gelu2 = self.output_upscaling
+        x = stride2_transposed_conv(src, up1)  # (B, h, w, 2, 2, C/4)
+        x = gelu1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = gelu2(stride2_transposed_conv(x, up2))  # (B, h, w, 2, 2, 2, 2, C/8)
+        b, h, w = x.shape[:3]
+        masks = x.reshape(b, -1, x.shape[-1]) @ hyper_in.transpose(1, 2)
+        # (B, h, w, di, dj, di2, dj2, M): row 4·y + 2·di + di2, column 4·x + 2·dj + dj2.
+        masks = masks.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, -1, 4 * h, 4 * w)
+
+
+def stride2_transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """``conv`` (kernel 2, stride 2) on channels-last pixels (…, C) → (…, 2, 2, O).
+
+    The kernels of such a transposed convolution do not overlap: each input pixel becomes
+    its own 2×2 output block, ``x · W[:, :, dy, dx] + b``. One matrix product does it; the
+    general transposed-convolution kernel took about 15 times as long on a CPU."""
+    c, o = conv.weight.shape[:2]
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(c, 4 * o)  # (C, dy·dx·O)
+    out = (x @ weight).view(*x.shape[:-1], 2, 2, o)
+    return out if conv.bias is None else out + conv.bias
