@@ -141,6 +141,52 @@ class Attention(nn.Module):
             self.heads(q, self.q_proj), self.heads(k, self.k_proj), self.heads(v, self.v_proj)
         )
 
+    # The decoder's cross-attentions pair a few prompt tokens (about 7) with thousands of image
+    # tokens (4096). Projecting the image tokens costs HW·dim·inner multiply-adds per
+    # projection; multiplying the few tokens' side into the weights first, then the image
+    # tokens by the result, costs HW·dim·(heads·few) instead, under half for SAM.
+
+    def few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for few queries ``q`` (B, n, dim) over many keys, without
+        projecting the keys ``k`` or values ``v`` (B, HW, dim).
+
+        Per head: q·(k·Wkᵀ + bk)ᵀ = (q·Wk)·kᵀ + q·bk, and the last term, the same for every
+        key, leaves the softmax unchanged; softmax(…)·(v·Wvᵀ + bv) = (softmax(…)·v)·Wvᵀ + bv,
+        as each row of the softmax sums to 1."""
+        b, n, _ = q.shape
+        heads, inner = self.num_heads, self.k_proj.out_features
+        d = inner // heads
+        qh = self.heads(q, self.q_proj)  # (B, heads, n, d)
+        q_in = qh @ self.k_proj.weight.view(heads, d, -1)  # (B, heads, n, dim)
+        logits = q_in.reshape(b, heads * n, -1) @ k.transpose(1, 2) * d**-0.5
+        mixed = logits.softmax(dim=-1) @ v  # (B, heads·n, dim)
+        w_v = self.v_proj.weight.view(heads, d, -1).transpose(1, 2)  # (heads, dim, d)
+        out = mixed.view(b, heads, n, -1) @ w_v + self.v_proj.bias.view(heads, 1, d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, inner))
+
+    def few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for many queries ``q`` (B, HW, dim) over few keys ``k`` and
+        values ``v`` (B, n, dim), without projecting the queries or the heads' outputs.
+
+        Per head: (q·Wqᵀ + bq)·kₕᵀ = q·(Wqₕᵀ·kₕᵀ) + bqₕ·kₕᵀ, and the output projection
+        Σₕ softmax(…)ₕ·vₕ·Woₕᵀ + bo takes vₕ·Woₕᵀ (n, dim) per head: two products over the
+        queries, HW·dim·(heads·n) each."""
+        b, n, _ = k.shape
+        heads, inner = self.num_heads, self.q_proj.out_features
+        d = inner // heads
+        kh, vh = self.heads(k, self.k_proj), self.heads(v, self.v_proj)  # (B, heads, n, d)
+        w_q = self.q_proj.weight.view(heads, d, -1).transpose(1, 2)  # (heads, dim, d)
+        scale = d**-0.5
+        to_logits = (kh @ w_q.transpose(1, 2)) * scale  # (B, heads, n, dim)
+        bias = (kh @ self.q_proj.bias.view(heads, d, 1)) * scale  # (B, heads, n, 1)
+        # Keys first, queries last: a softmax over a last dimension of n (7) ran 12 times
+        # slower than over this (heads, n, HW) layout's middle one.
+        logits = to_logits.reshape(b, heads * n, -1) @ q.transpose(1, 2)  # (B, heads·n, HW)
+        weights = (logits.view(b, heads, n, -1) + bias).softmax(dim=2)
+        w_o = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, dim)
+        values = (vh @ w_o).reshape(b, heads * n, -1)  # (B, heads·n, dim)
+        return weights.view(b, heads * n, -1).transpose(1, 2) @ values + self.out_proj.bias
+
 
 class MLPBlock(nn.Module):
     """``lin1``, ReLU, ``lin2`` (the two-way transformer's feed-forward)."""
@@ -155,29 +201,18 @@ class MLPBlock(nn.Module):
 
 
 @dataclass(frozen=True)
-class ImageSide:
-    """What a two-way block computes from the image tokens alone: the keys and values the
-    prompt tokens attend to, and the queries with which the image attends back to them.
-
-    In the first block the image tokens are the encoder's features plus the "no mask"
-    embedding (mask prompts are not offered), so these do not depend on the prompt: they are
-    computed once per image (:meth:`MaskDecoder.image_tokens`) instead of once per prompt."""
-
-    keys: torch.Tensor  # (B, HW, dim): the image tokens entering the block
-    token_to_image_k: torch.Tensor  # (B, heads, HW, d)
-    token_to_image_v: torch.Tensor  # (B, heads, HW, d)
-    image_to_token_q: torch.Tensor  # (B, heads, HW, d)
-
-
-@dataclass(frozen=True)
 class DecoderImage:
-    """The mask decoder's inputs that do not depend on the prompt, kept once per image:
-    the first two-way block's :class:`ImageSide`, the positional encoding of the image
-    tokens (1, HW, dim) and the grid they came from (h, w)."""
+    """The mask decoder's inputs that do not depend on the prompt, kept once per image.
 
-    first: ImageSide
-    key_pe: torch.Tensor
-    size: tuple[int, int]
+    The image tokens entering the first two-way block are the encoder's features plus the
+    "no mask" embedding (mask prompts are not offered): the same for every prompt, and so
+    are that block's projections of them for the prompt tokens to attend to."""
+
+    keys: torch.Tensor  # (1, HW, dim): the image tokens
+    key_pe: torch.Tensor  # (1, HW, dim): their positional encoding
+    first_k: torch.Tensor  # (1, heads, HW, d): the first block's token-to-image keys
+    first_v: torch.Tensor  # (1, heads, HW, d): and values
+    size: tuple[int, int]  # (h, w): the grid of the image tokens
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -195,35 +230,32 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(dim, num_heads, downsample_rate=2)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def image_side(self, keys: torch.Tensor, key_pe: torch.Tensor) -> ImageSide:
-        """The projections of the image tokens ``keys`` (B, HW, dim) this block uses."""
-        with_pe = keys + key_pe
-        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        return ImageSide(
-            keys,
-            to_image.heads(with_pe, to_image.k_proj),
-            to_image.heads(keys, to_image.v_proj),
-            to_token.heads(with_pe, to_token.q_proj),
-        )
-
     def forward(
-        self, queries: torch.Tensor, image: ImageSide, query_pe: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        first: DecoderImage | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Refined prompt tokens (B, N, dim) and image tokens (B, HW, dim)."""
+        """Refined prompt tokens (B, N, dim) and image tokens (B, HW, dim); ``first``, in the
+        first block, holds the projections of ``keys`` kept per image."""
         if self.skip_first_layer_pe:  # the first block's queries are the prompts themselves
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        to_image, to_token = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        q = to_image.heads(queries + query_pe, to_image.q_proj)
-        out = to_image.attend(q, image.token_to_image_k, image.token_to_image_v)
+        to_image = self.cross_attn_token_to_image
+        if first is None:
+            out = to_image.few_queries(queries + query_pe, keys + key_pe, keys)
+        else:
+            q = to_image.heads(queries + query_pe, to_image.q_proj)
+            out = to_image.attend(q, first.first_k, first.first_v)
         queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
-        k = to_token.heads(queries + query_pe, to_token.k_proj)
-        out = to_token.attend(image.image_to_token_q, k, to_token.heads(queries, to_token.v_proj))
-        return queries, self.norm4(image.keys + out)
+        out = self.cross_attn_image_to_token.few_keys(keys + key_pe, queries + query_pe, queries)
+        return queries, self.norm4(keys + out)
 
 
 class TwoWayTransformer(nn.Module):
@@ -239,16 +271,14 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(dim)
 
     def forward(
-        self, first: ImageSide, key_pe: torch.Tensor, tokens: torch.Tensor
+        self, image: DecoderImage, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``first``: the first block's :class:`ImageSide` (of ``layers[0].image_side``),
-        ``key_pe`` (1, HW, dim), ``tokens`` (B, N, dim) → refined tokens and image tokens."""
-        queries, keys, image = tokens, first.keys, first
+        """Prompt tokens (B, N, dim) and the image → refined tokens and image tokens."""
+        queries, keys, key_pe = tokens, image.keys, image.key_pe
         for i, layer in enumerate(self.layers):
-            if i:  # after the first block the image tokens depend on the prompt
-                image = layer.image_side(keys, key_pe)
-            queries, keys = layer(queries, image, tokens)
-        out = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
+            queries, keys = layer(queries, keys, tokens, key_pe, image if i == 0 else None)
+        final = self.final_attn_token_to_image
+        out = final.few_queries(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + out), keys
 
 
@@ -310,8 +340,10 @@ class MaskDecoder(nn.Module):
         mask" embedding, the same for every prompt, as mask prompts are not offered)."""
         keys = (image + dense[:1]).flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
-        first = self.transformer.layers[0].image_side(keys, key_pe)
-        return DecoderImage(first, key_pe, (image.shape[-2], image.shape[-1]))
+        attention = self.transformer.layers[0].cross_attn_token_to_image
+        first_k = attention.heads(keys + key_pe, attention.k_proj)
+        first_v = attention.heads(keys, attention.v_proj)
+        return DecoderImage(keys, key_pe, first_k, first_v, (image.shape[-2], image.shape[-1]))
 
     def forward(
         self,
@@ -330,15 +362,15 @@ class MaskDecoder(nn.Module):
         """:meth:`forward` from :meth:`image_tokens`'s output, kept per image."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
-        hs, src = self.transformer(image.first, image.key_pe, tokens)
+        hs, src = self.transformer(image, tokens)
         hyper_in = torch.stack(
             [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )
-        masks = self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in)
-        iou = self.iou_prediction_head(hs[:, 0, :])
         chosen = slice(1, None) if multimask else slice(0, 1)
-        return masks[:, chosen], iou[:, chosen]
+        masks = self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in[:, chosen])
+        iou = self.iou_prediction_head(hs[:, 0, :])
+        return masks, iou[:, chosen]
 
     def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` on the image tokens (B, h, w, C), then each mask token's
