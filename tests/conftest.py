@@ -447,6 +447,8 @@ def small_segmenter():
         for param in model.parameters():
             param.normal_(0.0, 0.3)
         for module in model.modules():
+            if "Norm" in type(module).__name__:  # scales of order 1: signals neither vanish
+                module.weight.uniform_(0.5, 1.5)  # nor blow up through the layers
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.normal_(0.0, 0.3)
                 module.running_var.uniform_(0.5, 2.0)

@@ -41,6 +41,7 @@ class SegmentPredictor:
 
     def __init__(self, model: Segmenter, device: torch.device, description: str):
         self.model = fold_batch_norms(model.to(device).eval())
+        self.model.image_encoder.to(memory_format=torch.channels_last)
         self.device = device
         self.description = description
         with torch.inference_mode():  # depends on the weights alone: once, not per prompt
