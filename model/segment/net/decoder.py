@@ -394,8 +394,9 @@ def stride2_transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.
     """``conv`` (kernel 2, stride 2) on channels-last pixels (…, C) → (…, 2, 2, O).
 
     The kernels of such a transposed convolution do not overlap: each input pixel becomes
-    its own 2×2 output block, ``x · W[:, :, dy, dx] + b``. One matrix product does it; the
-    general transposed-convolution kernel took about 15 times as long on a CPU."""
+    its own 2×2 output block, ``x · W[:, :, dy, dx] + b``. One matrix product does it, in
+    1/1.4 to 1/2 of the general transposed-convolution kernel's time on a CPU (one thread),
+    and the result stays channels-last for the next layer norm and product."""
     c, o = conv.weight.shape[:2]
     weight = conv.weight.permute(0, 2, 3, 1).reshape(c, 4 * o)  # (C, dy·dx·O)
     out = (x @ weight).view(*x.shape[:-1], 2, 2, o)
