@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lama_model.segment.net.tiny_vit import LayerNorm2d
+from lama_model.segment.net.tiny_vit import LayerNorm2d, linear_gelu
 
 # Labels of the sparse prompt tokens: -1 pads a point prompt that has no box, 2 and 3 are a
 # box's corners (SAM's numbering of point_embeddings).
@@ -379,10 +379,10 @@ class MaskDecoder(nn.Module):
         Computed channels-last: each kernel-2 stride-2 transposed convolution is one matrix
         product (:func:`stride2_transposed_conv`), and the layer norm and GELUs act on each
         pixel, so the pixels are put in image order only once, on the M-channel result."""
-        up1, norm, gelu1, up2, gelu2 = self.output_upscaling
+        up1, norm, gelu, up2, _ = self.output_upscaling  # the last GELU: fused with up2
         x = stride2_transposed_conv(src, up1)  # (B, h, w, 2, 2, C/4)
-        x = gelu1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = gelu2(stride2_transposed_conv(x, up2))  # (B, h, w, 2, 2, 2, 2, C/8)
+        x = gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = stride2_transposed_conv(x, up2, gelu=True)  # (B, h, w, 2, 2, 2, 2, C/8)
         b, h, w = x.shape[:3]
         masks = x.reshape(b, -1, x.shape[-1]) @ hyper_in.transpose(1, 2)
         # (B, h, w, di, dj, di2, dj2, M): row 4·y + 2·di + di2, column 4·x + 2·dj + dj2.
@@ -390,14 +390,19 @@ class MaskDecoder(nn.Module):
         return masks.reshape(b, -1, 4 * h, 4 * w)
 
 
-def stride2_transposed_conv(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
-    """``conv`` (kernel 2, stride 2) on channels-last pixels (…, C) → (…, 2, 2, O).
+def stride2_transposed_conv(
+    x: torch.Tensor, conv: nn.ConvTranspose2d, gelu: bool = False
+) -> torch.Tensor:
+    """``conv`` (kernel 2, stride 2) on channels-last pixels (…, C) → (…, 2, 2, O), followed
+    by a GELU if ``gelu``.
 
     The kernels of such a transposed convolution do not overlap: each input pixel becomes
     its own 2×2 output block, ``x · W[:, :, dy, dx] + b``. One matrix product does it, in
     1/1.4 to 1/2 of the general transposed-convolution kernel's time on a CPU (one thread),
-    and the result stays channels-last for the next layer norm and product."""
+    with the bias (and the GELU, see :func:`linear_gelu`) in the same pass, and the result
+    stays channels-last for the next layer norm and product."""
     c, o = conv.weight.shape[:2]
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(c, 4 * o)  # (C, dy·dx·O)
-    out = (x @ weight).view(*x.shape[:-1], 2, 2, o)
-    return out if conv.bias is None else out + conv.bias
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(4 * o, c)  # (dy·dx·O, C)
+    bias = None if conv.bias is None else conv.bias.repeat(4)
+    out = linear_gelu(x, weight, bias) if gelu else F.linear(x, weight, bias)
+    return out.view(*x.shape[:-1], 2, 2, o)
