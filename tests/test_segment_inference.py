@@ -159,3 +159,19 @@ def test_served_encoder_matches_plain_modules(small_segmenter):
     assert results[1][2].shape == (1, 64, 8, 8)
     for plain, fast in zip(*results, strict=True):
         torch.testing.assert_close(fast, plain.detach(), atol=ATOL, rtol=0)
+
+
+def test_best_only_decodes_the_mask_of_highest_iou(small_segmenter):
+    """Three prompts, three masks each: ``best_only`` upscales only each prompt's best."""
+    model = small_segmenter
+    torch.manual_seed(6)
+    g = model.config.embedding_size
+    features, points = torch.randn(1, 64, g, g), torch.rand(3, 1, 2) * 256
+    prompt = (points, torch.ones(3, 1, dtype=torch.long))
+    with torch.no_grad():
+        masks, iou = model.decode(features, prompt, None, True)
+        best_masks, best_iou = model.decode(features, prompt, None, True, best_only=True)
+    best = iou.argmax(dim=1)
+    assert best_masks.shape == (3, 1, 4 * g, 4 * g)
+    torch.testing.assert_close(best_iou[:, 0], iou[torch.arange(3), best], atol=1e-6, rtol=0)
+    torch.testing.assert_close(best_masks[:, 0], masks[torch.arange(3), best], atol=1e-6, rtol=0)

@@ -74,11 +74,10 @@ class SegmentPredictor:
     ) -> np.ndarray:
         """See :meth:`lama_model.interface.ServedSegmenter.predict`."""
         with torch.inference_mode():
-            low_res, iou = self.decode(embedding, box, points, labels)
-            best = int(iou[0].argmax())  # one mask unless a lone point asked for three
-            # Only the chosen mask goes up to the image's size: the others would cost as much.
-            chosen = low_res[:, best : best + 1]
-            logits = self.model.postprocess(chosen, embedding.input_size, embedding.original_size)
+            # Of the three masks a lone point asks for, only the best is upscaled and then
+            # scaled to the image's size: the others would cost as much each.
+            best, _ = self.decode(embedding, box, points, labels, best_only=True)
+            logits = self.model.postprocess(best, embedding.input_size, embedding.original_size)
         return (logits[0, 0] > MASK_THRESHOLD).cpu().numpy()
 
     @torch.inference_mode()
@@ -100,8 +99,10 @@ class SegmentPredictor:
         box: tuple[float, float, float, float] | None,
         points: np.ndarray | None,
         labels: np.ndarray | None,
+        best_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked prompts to low-resolution mask logits (1, M, 256, 256) and IoU (1, M)."""
+        """Checked prompts to low-resolution mask logits (1, M, 256, 256) and IoU (1, M);
+        ``best_only``: M = 1, the mask of the highest predicted IoU."""
         if box is None and points is None:
             raise PromptError("no prompt: give a box, points, or both")
         size = embedding.original_size
@@ -123,4 +124,4 @@ class SegmentPredictor:
             image = embedding.decoder_image
         else:  # an embedding made elsewhere: the per-image work once more
             image = self.model.decoder_image(embedding.features, self.image_pe)
-        return self.model.decode(image, prompt_points, boxes, multimask)
+        return self.model.decode(image, prompt_points, boxes, multimask, best_only)

@@ -357,9 +357,10 @@ class MaskDecoder(nn.Module):
         return self.decode(self.image_tokens(image, image_pe, dense), sparse, multimask)
 
     def decode(
-        self, image: DecoderImage, sparse: torch.Tensor, multimask: bool
+        self, image: DecoderImage, sparse: torch.Tensor, multimask: bool, best_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`forward` from :meth:`image_tokens`'s output, kept per image."""
+        """:meth:`forward` from :meth:`image_tokens`'s output, kept per image; ``best_only``:
+        only the mask of the highest predicted IoU (B, 1, 4h, 4w), the others not upscaled."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
         hs, src = self.transformer(image, tokens)
@@ -368,9 +369,12 @@ class MaskDecoder(nn.Module):
             dim=1,
         )
         chosen = slice(1, None) if multimask else slice(0, 1)
-        masks = self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in[:, chosen])
-        iou = self.iou_prediction_head(hs[:, 0, :])
-        return masks, iou[:, chosen]
+        hyper_in, iou = hyper_in[:, chosen], self.iou_prediction_head(hs[:, 0, :])[:, chosen]
+        if best_only:
+            best = iou.argmax(dim=1, keepdim=True)  # (B, 1)
+            iou = iou.gather(1, best)
+            hyper_in = hyper_in.gather(1, best[..., None].expand(-1, -1, hyper_in.shape[-1]))
+        return self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in), iou
 
     def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` on the image tokens (B, h, w, C), then each mask token's

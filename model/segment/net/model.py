@@ -72,13 +72,15 @@ class Segmenter(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         multimask: bool,
+        best_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-resolution mask logits and predicted IoU for prompts in input-size pixels,
-        from the image embedding or its :meth:`decoder_image`."""
+        from the image embedding or its :meth:`decoder_image` (``best_only``: see
+        :meth:`MaskDecoder.decode`)."""
         if isinstance(features, torch.Tensor):
             features = self.decoder_image(features)
         sparse, _ = self.prompt_encoder(points, boxes)  # the dense part is in decoder_image
-        return self.mask_decoder.decode(features, sparse, multimask)
+        return self.mask_decoder.decode(features, sparse, multimask, best_only)
 
     def postprocess(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
