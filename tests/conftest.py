@@ -440,6 +440,44 @@ def segment_golden() -> dict:
     return torch.load(SEGMENT_GOLDEN / "golden.pt", weights_only=True)
 
 
+@pytest.fixture
+def small_segmenter():
+    """A fresh MobileSAM of MobileSAM's layout (every encoder stage, windows that need
+    padding, a two-block decoder) at small widths and a 256-pixel input, every parameter and
+    batch-norm statistic drawn at random from a fixed seed (non-zero biases, norms that do
+    something), batch norms not folded: for tests that compare the served inference paths
+    with the plain modules."""
+    import torch
+
+    from lama_model.segment.config import SegmenterConfig
+    from lama_model.segment.net import build_segmenter
+
+    config = SegmenterConfig(
+        name="mobile-sam-small-test",
+        image_size=256,
+        embed_dims=(16, 32, 48, 64),
+        depths=(1, 1, 2, 1),
+        num_heads=(1, 2, 3, 4),
+        num_classes=2,
+        prompt_dim=64,
+        mask_in_chans=4,
+        decoder_mlp_dim=128,
+        iou_head_hidden_dim=32,
+    )
+    torch.manual_seed(0)
+    model = build_segmenter(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.3)
+        for module in model.modules():
+            if "Norm" in type(module).__name__:  # scales of order 1: signals neither vanish
+                module.weight.uniform_(0.5, 1.5)  # nor blow up through the layers
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
 # --------------------------------------------------------------------------------------------
 # Ray (issue 24): one local CPU-only cluster per test session
 

@@ -9,11 +9,19 @@ of SAM's own prompt encoder and mask decoder, so its masks follow SAM's. The oth
 were not timed here (no time left in the session that wrote this); the choice rests on their
 published CPU figures and MobileSAM's reuse of SAM's decoder.
 
-Measured (``python bench/segment.py``, random weights, ``torch.set_num_threads(2)``) on a
-2-core machine shared with four other jobs (load average 5 to 7), so only an upper bound:
-encoder 4 to 17 s at 1024², decoder 1.3 to 2 s per prompt, where the machine's own
-contention slowed plain tensor additions tenfold. The issue's target (encoder ≤ 1 s, decoder
-≤ 50 ms on 2 threads) is still to be checked on a quiet machine.
+What inference does beyond the official code (each held to the plain modules by
+tests/test_segment_inference.py, and to the official outputs by the golden tests): batch
+norms folded into the convolutions, the encoder channels-last with each convolution or
+feed-forward layer and its GELU fused into one oneDNN operator on a CPU; the decoder's
+prompt-independent work (the image tokens and the first block's keys and values) kept with
+the embedding, its cross-attentions multiplying the few prompt tokens into the weights
+instead of projecting 4096 image tokens, its upscaling as plain matrix products.
+
+Speed (``bench/segment.py``, 2 threads, random weights) could only be measured on a 2-core
+machine shared with other jobs (load average 10 to 16), where the wall-clock times mean
+little; see the README's server options for the figures and bench/segment.py for how to
+measure on a quiet machine. The issue's target: encoder ≤ 1 s for a 1024² window, decoder
+≤ 50 ms per prompt on 2 CPU threads.
 """
 
 from __future__ import annotations

@@ -7,12 +7,15 @@ pixels, decode, masks back to the image's size, threshold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from PIL import Image
 
 from lama_model.errors import PromptError
 from lama_model.interface import ImageEmbedding
+from lama_model.segment.net.decoder import DecoderImage
 from lama_model.segment.net.model import MASK_THRESHOLD, Segmenter
 from lama_model.segment.net.tiny_vit import fold_batch_norms
 from lama_model.segment.prompts import check_box, check_points
@@ -24,15 +27,28 @@ def resized_shape(size: tuple[int, int], longest: int) -> tuple[int, int]:
     return int(size[0] * scale + 0.5), int(size[1] * scale + 0.5)
 
 
+@dataclass(frozen=True)
+class SamEmbedding(ImageEmbedding):
+    """An :class:`ImageEmbedding` with the decoder's per-image work kept beside it
+    (:meth:`Segmenter.decoder_image`: 8 MiB beside the 4 MiB of features for MobileSAM):
+    each prompt then runs only what depends on it."""
+
+    decoder_image: DecoderImage
+
+
 class SegmentPredictor:
     """A :class:`~lama_model.interface.ServedSegmenter` running a :class:`Segmenter`."""
 
     def __init__(self, model: Segmenter, device: torch.device, description: str):
         self.model = fold_batch_norms(model.to(device).eval())
+        self.model.image_encoder.to(memory_format=torch.channels_last)
         self.device = device
         self.description = description
         with torch.inference_mode():  # depends on the weights alone: once, not per prompt
-            self.image_pe = self.model.prompt_encoder.dense_pe()
+            # Channels-last, the decoder's token layout: each embedding's DecoderImage then
+            # shares this tensor instead of keeping a 4 MB copy of it.
+            pe = self.model.prompt_encoder.dense_pe()
+            self.image_pe = pe.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> ImageEmbedding:
@@ -45,7 +61,9 @@ class SegmentPredictor:
         h, w = resized_shape(original, self.model.config.image_size)
         resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         tensor = torch.from_numpy(resized).permute(2, 0, 1)[None].float().to(self.device)
-        return ImageEmbedding(self.model.encode(tensor), original, (h, w))
+        features = self.model.encode(tensor)
+        decoder_image = self.model.decoder_image(features, self.image_pe)
+        return SamEmbedding(features, original, (h, w), decoder_image)
 
     def predict(
         self,
@@ -56,11 +74,10 @@ class SegmentPredictor:
     ) -> np.ndarray:
         """See :meth:`lama_model.interface.ServedSegmenter.predict`."""
         with torch.inference_mode():
-            low_res, iou = self.decode(embedding, box, points, labels)
-            best = int(iou[0].argmax())  # one mask unless a lone point asked for three
-            # Only the chosen mask goes up to the image's size: the others would cost as much.
-            chosen = low_res[:, best : best + 1]
-            logits = self.model.postprocess(chosen, embedding.input_size, embedding.original_size)
+            # Of the three masks a lone point asks for, only the best is upscaled and then
+            # scaled to the image's size: the others would cost as much each.
+            best, _ = self.decode(embedding, box, points, labels, best_only=True)
+            logits = self.model.postprocess(best, embedding.input_size, embedding.original_size)
         return (logits[0, 0] > MASK_THRESHOLD).cpu().numpy()
 
     @torch.inference_mode()
@@ -82,8 +99,10 @@ class SegmentPredictor:
         box: tuple[float, float, float, float] | None,
         points: np.ndarray | None,
         labels: np.ndarray | None,
+        best_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked prompts to low-resolution mask logits (1, M, 256, 256) and IoU (1, M)."""
+        """Checked prompts to low-resolution mask logits (1, M, 256, 256) and IoU (1, M);
+        ``best_only``: M = 1, the mask of the highest predicted IoU."""
         if box is None and points is None:
             raise PromptError("no prompt: give a box, points, or both")
         size = embedding.original_size
@@ -101,6 +120,8 @@ class SegmentPredictor:
             xy = torch.as_tensor(coords, dtype=torch.float32, device=self.device) * scale
             prompt_points = (xy[None], torch.as_tensor(marks, device=self.device)[None])
         multimask = box is None and points is not None and len(points) == 1
-        return self.model.decode(
-            embedding.features, prompt_points, boxes, multimask, image_pe=self.image_pe
-        )
+        if isinstance(embedding, SamEmbedding):
+            image = embedding.decoder_image
+        else:  # an embedding made elsewhere: the per-image work once more
+            image = self.model.decoder_image(embedding.features, self.image_pe)
+        return self.model.decode(image, prompt_points, boxes, multimask, best_only)

@@ -7,12 +7,13 @@ mask_decoder.py), with its parameter names so official checkpoints load strictly
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lama_model.segment.net.tiny_vit import LayerNorm2d
+from lama_model.segment.net.tiny_vit import LayerNorm2d, linear_gelu
 
 # Labels of the sparse prompt tokens: -1 pads a point prompt that has no box, 2 and 3 are a
 # box's corners (SAM's numbering of point_embeddings).
@@ -103,9 +104,12 @@ class PromptEncoder(nn.Module):
             sparse = torch.cat([sparse, self.embed_points(*points, pad=boxes is None)], dim=1)
         if boxes is not None:
             sparse = torch.cat([sparse, self.embed_boxes(boxes)], dim=1)
+        return sparse, self.no_mask_dense().expand(batch, -1, -1, -1)
+
+    def no_mask_dense(self) -> torch.Tensor:
+        """The dense embedding of a prompt without a mask (1, C, h, w): the same for all."""
         dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        dense = dense.expand(batch, -1, *self.image_embedding_size)
-        return sparse, dense
+        return dense.expand(1, -1, *self.image_embedding_size)
 
 
 class Attention(nn.Module):
@@ -120,15 +124,68 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, inner)
         self.out_proj = nn.Linear(inner, dim)
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """``x`` (B, N, dim) projected by ``proj`` and split into heads: (B, heads, N, d)."""
+        x = proj(x)
         b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Projected heads (see :meth:`heads`) to the output (B, N, dim)."""
+        # softmax(q·kᵀ/√d)·v, the official formula, in one fused kernel.
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.heads(self.q_proj(q)), self.heads(self.k_proj(k)), self.heads(self.v_proj(v))
-        attn = (q @ k.transpose(2, 3) / math.sqrt(q.shape[-1])).softmax(dim=-1)
-        out = (attn @ v).transpose(1, 2)
-        return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
+        return self.attend(
+            self.heads(q, self.q_proj), self.heads(k, self.k_proj), self.heads(v, self.v_proj)
+        )
+
+    # The decoder's cross-attentions pair a few prompt tokens (about 7) with thousands of image
+    # tokens (4096). Projecting the image tokens costs HW·dim·inner multiply-adds per
+    # projection; multiplying the few tokens' side into the weights first, then the image
+    # tokens by the result, costs HW·dim·(heads·few) instead, under half for SAM.
+
+    def few_queries(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for few queries ``q`` (B, n, dim) over many keys, without
+        projecting the keys ``k`` or values ``v`` (B, HW, dim).
+
+        Per head: q·(k·Wkᵀ + bk)ᵀ = (q·Wk)·kᵀ + q·bk, and the last term, the same for every
+        key, leaves the softmax unchanged; softmax(…)·(v·Wvᵀ + bv) = (softmax(…)·v)·Wvᵀ + bv,
+        as each row of the softmax sums to 1."""
+        b, n, _ = q.shape
+        heads, inner = self.num_heads, self.k_proj.out_features
+        d = inner // heads
+        qh = self.heads(q, self.q_proj)  # (B, heads, n, d)
+        q_in = qh @ self.k_proj.weight.view(heads, d, -1)  # (B, heads, n, dim)
+        logits = q_in.reshape(b, heads * n, -1) @ k.transpose(1, 2) * d**-0.5
+        mixed = logits.softmax(dim=-1) @ v  # (B, heads·n, dim)
+        w_v = self.v_proj.weight.view(heads, d, -1).transpose(1, 2)  # (heads, dim, d)
+        out = mixed.view(b, heads, n, -1) @ w_v + self.v_proj.bias.view(heads, 1, d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, inner))
+
+    def few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` for many queries ``q`` (B, HW, dim) over few keys ``k`` and
+        values ``v`` (B, n, dim), without projecting the queries or the heads' outputs.
+
+        Per head: (q·Wqᵀ + bq)·kₕᵀ = q·(Wqₕᵀ·kₕᵀ) + bqₕ·kₕᵀ, and the output projection
+        Σₕ softmax(…)ₕ·vₕ·Woₕᵀ + bo takes vₕ·Woₕᵀ (n, dim) per head: two products over the
+        queries, HW·dim·(heads·n) each."""
+        b, n, _ = k.shape
+        heads, inner = self.num_heads, self.q_proj.out_features
+        d = inner // heads
+        kh, vh = self.heads(k, self.k_proj), self.heads(v, self.v_proj)  # (B, heads, n, d)
+        w_q = self.q_proj.weight.view(heads, d, -1).transpose(1, 2)  # (heads, dim, d)
+        scale = d**-0.5
+        to_logits = (kh @ w_q.transpose(1, 2)) * scale  # (B, heads, n, dim)
+        bias = (kh @ self.q_proj.bias.view(heads, d, 1)) * scale  # (B, heads, n, 1)
+        # Keys first, queries last: a softmax over a last dimension of n (7) ran 12 times
+        # slower than over this (heads, n, HW) layout's middle one.
+        logits = to_logits.reshape(b, heads * n, -1) @ q.transpose(1, 2)  # (B, heads·n, HW)
+        weights = (logits.view(b, heads, n, -1) + bias).softmax(dim=2)
+        w_o = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, dim)
+        values = (vh @ w_o).reshape(b, heads * n, -1)  # (B, heads·n, dim)
+        return weights.view(b, heads * n, -1).transpose(1, 2) @ values + self.out_proj.bias
 
 
 class MLPBlock(nn.Module):
@@ -141,6 +198,21 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(F.relu(self.lin1(x)))
+
+
+@dataclass(frozen=True)
+class DecoderImage:
+    """The mask decoder's inputs that do not depend on the prompt, kept once per image.
+
+    The image tokens entering the first two-way block are the encoder's features plus the
+    "no mask" embedding (mask prompts are not offered): the same for every prompt, and so
+    are that block's projections of them for the prompt tokens to attend to."""
+
+    keys: torch.Tensor  # (1, HW, dim): the image tokens
+    key_pe: torch.Tensor  # (1, HW, dim): their positional encoding
+    first_k: torch.Tensor  # (1, heads, HW, d): the first block's token-to-image keys
+    first_v: torch.Tensor  # (1, heads, HW, d): and values
+    size: tuple[int, int]  # (h, w): the grid of the image tokens
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -164,19 +236,26 @@ class TwoWayAttentionBlock(nn.Module):
         keys: torch.Tensor,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
+        first: DecoderImage | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refined prompt tokens (B, N, dim) and image tokens (B, HW, dim); ``first``, in the
+        first block, holds the projections of ``keys`` kept per image."""
         if self.skip_first_layer_pe:  # the first block's queries are the prompts themselves
             queries = self.self_attn(queries, queries, queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        to_image = self.cross_attn_token_to_image
+        if first is None:
+            out = to_image.few_queries(queries + query_pe, keys + key_pe, keys)
+        else:
+            q = to_image.heads(queries + query_pe, to_image.q_proj)
+            out = to_image.attend(q, first.first_k, first.first_v)
+        queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
-        return queries, keys
+        out = self.cross_attn_image_to_token.few_keys(keys + key_pe, queries + query_pe, queries)
+        return queries, self.norm4(keys + out)
 
 
 class TwoWayTransformer(nn.Module):
@@ -192,14 +271,14 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(dim)
 
     def forward(
-        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+        self, image: DecoderImage, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = image.flatten(2).permute(0, 2, 1)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
-        queries = tokens
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe)
-        out = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
+        """Prompt tokens (B, N, dim) and the image → refined tokens and image tokens."""
+        queries, keys, key_pe = tokens, image.keys, image.key_pe
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, tokens, key_pe, image if i == 0 else None)
+        final = self.final_attn_token_to_image
+        out = final.few_queries(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + out), keys
 
 
@@ -251,6 +330,21 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(dim, iou_hidden, self.num_mask_tokens, iou_depth)
 
+    def image_tokens(
+        self, image: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor
+    ) -> DecoderImage:
+        """The decoder's work that depends on the image alone (see :class:`DecoderImage`).
+
+        ``image`` (1, dim, h, w): the encoder's features; ``image_pe``: the dense positional
+        encoding (1, dim, h, w); ``dense``: the prompt encoder's dense embedding (the "no
+        mask" embedding, the same for every prompt, as mask prompts are not offered)."""
+        keys = (image + dense[:1]).flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        attention = self.transformer.layers[0].cross_attn_token_to_image
+        first_k = attention.heads(keys + key_pe, attention.k_proj)
+        first_v = attention.heads(keys, attention.v_proj)
+        return DecoderImage(keys, key_pe, first_k, first_v, (image.shape[-2], image.shape[-1]))
+
     def forward(
         self,
         image: torch.Tensor,
@@ -260,20 +354,59 @@ class MaskDecoder(nn.Module):
         multimask: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits (B, M, 4h, 4w) and IoU (B, M): M = 3 when ``multimask``, else 1."""
+        return self.decode(self.image_tokens(image, image_pe, dense), sparse, multimask)
+
+    def decode(
+        self, image: DecoderImage, sparse: torch.Tensor, multimask: bool, best_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from :meth:`image_tokens`'s output, kept per image; ``best_only``:
+        only the mask of the highest predicted IoU (B, 1, 4h, 4w), the others not upscaled."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
-        src = torch.repeat_interleave(image, len(tokens), dim=0) + dense
-        pos = torch.repeat_interleave(image_pe, len(tokens), dim=0)
-        b, c, h, w = src.shape
-        hs, src = self.transformer(src, pos, tokens)
-        mask_tokens = hs[:, 1 : 1 + self.num_mask_tokens, :]
-        upscaled = self.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
+        hs, src = self.transformer(image, tokens)
         hyper_in = torch.stack(
-            [mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        iou = self.iou_prediction_head(hs[:, 0, :])
         chosen = slice(1, None) if multimask else slice(0, 1)
-        return masks[:, chosen], iou[:, chosen]
+        hyper_in, iou = hyper_in[:, chosen], self.iou_prediction_head(hs[:, 0, :])[:, chosen]
+        if best_only:
+            best = iou.argmax(dim=1, keepdim=True)  # (B, 1)
+            iou = iou.gather(1, best)
+            hyper_in = hyper_in.gather(1, best[..., None].expand(-1, -1, hyper_in.shape[-1]))
+        return self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in), iou
+
+    def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """``output_upscaling`` on the image tokens (B, h, w, C), then each mask token's
+        weights (B, M, C/8) over the upscaled pixels: mask logits (B, M, 4h, 4w).
+
+        Computed channels-last: each kernel-2 stride-2 transposed convolution is one matrix
+        product (:func:`stride2_transposed_conv`), and the layer norm and GELUs act on each
+        pixel, so the pixels are put in image order only once, on the M-channel result."""
+        up1, norm, gelu, up2, _ = self.output_upscaling  # the last GELU: fused with up2
+        x = stride2_transposed_conv(src, up1)  # (B, h, w, 2, 2, C/4)
+        x = gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = stride2_transposed_conv(x, up2, gelu=True)  # (B, h, w, 2, 2, 2, 2, C/8)
+        b, h, w = x.shape[:3]
+        masks = x.reshape(b, -1, x.shape[-1]) @ hyper_in.transpose(1, 2)
+        # (B, h, w, di, dj, di2, dj2, M): row 4·y + 2·di + di2, column 4·x + 2·dj + dj2.
+        masks = masks.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(b, -1, 4 * h, 4 * w)
+
+
+def stride2_transposed_conv(
+    x: torch.Tensor, conv: nn.ConvTranspose2d, gelu: bool = False
+) -> torch.Tensor:
+    """``conv`` (kernel 2, stride 2) on channels-last pixels (…, C) → (…, 2, 2, O), followed
+    by a GELU if ``gelu``.
+
+    The kernels of such a transposed convolution do not overlap: each input pixel becomes
+    its own 2×2 output block, ``x · W[:, :, dy, dx] + b``. One matrix product does it, in
+    1/1.4 to 1/2 of the general transposed-convolution kernel's time on a CPU (one thread),
+    with the bias (and the GELU, see :func:`linear_gelu`) in the same pass, and the result
+    stays channels-last for the next layer norm and product."""
+    c, o = conv.weight.shape[:2]
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(4 * o, c)  # (dy·dx·O, C)
+    bias = None if conv.bias is None else conv.bias.repeat(4)
+    out = linear_gelu(x, weight, bias) if gelu else F.linear(x, weight, bias)
+    return out.view(*x.shape[:-1], 2, 2, o)

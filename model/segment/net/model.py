@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lama_model.segment.config import PIXEL_MEAN, PIXEL_STD, SegmenterConfig
-from lama_model.segment.net.decoder import MaskDecoder, PromptEncoder, TwoWayTransformer
+from lama_model.segment.net.decoder import (
+    DecoderImage,
+    MaskDecoder,
+    PromptEncoder,
+    TwoWayTransformer,
+)
 from lama_model.segment.net.tiny_vit import TinyViT
 
 MASK_THRESHOLD = 0.0  # mask logits above this are the object (the official Sam's threshold)
@@ -50,21 +55,32 @@ class Segmenter(nn.Module):
         """See :meth:`preprocess`; returns the image embedding (1, C, g, g)."""
         return self.image_encoder(self.preprocess(image))
 
+    def decoder_image(
+        self, features: torch.Tensor, image_pe: torch.Tensor | None = None
+    ) -> DecoderImage:
+        """The decoder's work on the image embedding (1, C, g, g) that no prompt changes,
+        to keep beside it. ``image_pe``: :meth:`PromptEncoder.dense_pe`, if the caller keeps
+        it (it depends on the weights alone)."""
+        if image_pe is None:
+            image_pe = self.prompt_encoder.dense_pe()
+        dense = self.prompt_encoder.no_mask_dense()
+        return self.mask_decoder.image_tokens(features, image_pe, dense)
+
     def decode(
         self,
-        features: torch.Tensor,
+        features: torch.Tensor | DecoderImage,
         points: tuple[torch.Tensor, torch.Tensor] | None,
         boxes: torch.Tensor | None,
         multimask: bool,
-        image_pe: torch.Tensor | None = None,
+        best_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution mask logits and predicted IoU for prompts in input-size pixels.
-        ``image_pe``: :meth:`PromptEncoder.dense_pe`, if the caller keeps it (it depends on the
-        weights alone; computing it is about a tenth of a decode on a CPU)."""
-        sparse, dense = self.prompt_encoder(points, boxes)
-        if image_pe is None:
-            image_pe = self.prompt_encoder.dense_pe()
-        return self.mask_decoder(features, image_pe, sparse, dense, multimask)
+        """Low-resolution mask logits and predicted IoU for prompts in input-size pixels,
+        from the image embedding or its :meth:`decoder_image` (``best_only``: see
+        :meth:`MaskDecoder.decode`)."""
+        if isinstance(features, torch.Tensor):
+            features = self.decoder_image(features)
+        sparse, _ = self.prompt_encoder(points, boxes)  # the dense part is in decoder_image
+        return self.mask_decoder.decode(features, sparse, multimask, best_only)
 
     def postprocess(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
