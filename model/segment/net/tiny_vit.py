@@ -7,6 +7,7 @@ Why this encoder and what it costs: see ``lama_model.segment``'s docstring and
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
@@ -44,13 +45,36 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
 
 def gelu_fusable(x: torch.Tensor) -> bool:
     """Whether ``x`` can go through PyTorch's oneDNN operators with a fused GELU: float32
-    inference on a CPU (no autograd: those operators have no backward)."""
+    inference on a CPU (no autograd: those operators have no backward) with a torch whose
+    operators answer as this code expects (:func:`fused_gelu_works`)."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
+        and fused_gelu_works()
     )
+
+
+@functools.cache
+def fused_gelu_works() -> bool:
+    """The fused operators are torch's internal ones (those its compiler emits), not a public
+    API: their names or signatures may change between the torch versions this package allows.
+    Tried once on a tiny input against the plain modules; any difference means the plain path."""
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(*shape, generator=g) for shape in ((1, 2, 3, 3), (4, 2, 1, 1), (4,)))
+        try:
+            conv = torch.ops.mkldnn._convolution_pointwise(
+                x, w, b, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none"
+            )
+            flat = x.permute(0, 2, 3, 1).reshape(-1, 2)
+            linear = torch.ops.mkldnn._linear_pointwise(flat, w.flatten(1), b, "gelu", [], "none")
+        except (RuntimeError, AttributeError, TypeError):
+            return False
+        return torch.allclose(conv, F.gelu(F.conv2d(x, w, b)), atol=1e-5) and torch.allclose(
+            linear, F.gelu(F.linear(flat, w.flatten(1), b)), atol=1e-5
+        )
 
 
 def conv_gelu(block: Conv2d_BN, x: torch.Tensor) -> torch.Tensor:
