@@ -8,7 +8,7 @@
 
 ``auto`` (:func:`choose_precision`) decides by **measurement**, per device and model: each
 candidate (a precision the device runs natively, or another backend's path such as
-``openvino:int8``) is checked by the quality guard (PSNR against float32 on
+``openvino:int8``) is checked by the quality guard (PSNR on the hole against float32 on
 a seeded input, at least :data:`MIN_PSNR_DB`, no NaN) and timed against float32 on the same
 window, interleaved; it is kept only if it is at least :data:`SPEED_MARGIN` times as fast. The
 decision is cached per machine, torch version, thread count and model
@@ -102,7 +102,12 @@ def guard_input(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Te
 
 
 def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -> float:
-    """PSNR of ``candidate`` against float32 ``reference`` on a seeded input (NaN → -inf)."""
+    """PSNR on the hole of ``candidate`` against float32 ``reference`` on a seeded input
+    (NaN → -inf).
+
+    Only the hole counts: it is all a user gets from the model, and served models may return
+    their output composited already (an exported graph does) or not.
+    """
     device = reference.device
     image, mask = guard_input(size, device)
     with torch.inference_mode():
@@ -111,7 +116,8 @@ def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -
         got = candidate(image, mask)
     if not torch.isfinite(got).all():
         return -math.inf
-    return psnr(expected, got.to(expected.device))
+    hole = (mask > 0.5).expand_as(expected)
+    return psnr(expected[hole], got.to(expected.device)[hole])
 
 
 def time_interleaved(
