@@ -3,14 +3,13 @@
 The generator is converted from the eager torch model (``openvino.convert_model``, dynamic
 height and width; the Fourier units become OpenVINO's RDFT/IRDFT operations) and, for int8,
 quantized by NNCF (:mod:`lama_model.accel.int8_calibration`). Both are slow the first time
-(tens of seconds for Big LaMa on 2 cores), so the result is kept as IR under the model cache
+(minutes for Big LaMa on 2 loaded cores), so the result is kept as IR under the model cache
 (:mod:`lama_model.accel.openvino_ir_cache`), keyed by the weights' digest.
 
-A compiled model is specialised to one input shape (static shapes run faster on OpenVINO's
-CPU plug-in than a dynamic graph); reduced precisions pad the input up to a size bucket so a
-few compiled shapes serve every request, and at most :data:`MAX_COMPILED` are kept. float32
-runs at the exact size: padding moves the fill slightly, which float32's contract (the
-official output) does not allow.
+The graph keeps a dynamic height and width and is compiled once, at the first request:
+OpenVINO's CPU plug-in ran it as fast as a graph compiled for one static shape (Big LaMa,
+256², 2 threads: within the noise of a loaded machine), while compiling per shape cost about
+half a minute each on that machine, and every new window size in a host would have paid it.
 
 Precisions: ``fp32``; ``bf16`` (OpenVINO's inference-precision hint; only where the CPU has
 native bf16, otherwise OpenVINO would silently run float32); ``int8`` (convolutions in int8,
@@ -23,7 +22,6 @@ import logging
 import threading
 import time
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +32,11 @@ from lama_model.accel.int8_calibration import quantize_int8
 from lama_model.accel.onnx import CompositeGenerator
 from lama_model.accel.openvino_ir_cache import cached_ir, weights_digest
 from lama_model.errors import BackendError, PrecisionError
-from lama_model.geometry import bucket_size, pad_symmetric
 from lama_model.interface import CompileProgress, PrecisionChoice, ServedModel
 
 log = logging.getLogger(__name__)
 
 OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
-MAX_COMPILED = 4  # compiled shapes kept (each holds its own buffers: ~100s of MiB at 1024²)
-BUCKET = 64  # reduced precisions: inputs padded up to a multiple of this
 CONVERT_SIZE = 64  # the example input that traces the graph; the graph itself is dynamic
 INSTALL_HINT = "pip install 'lama-inpaint[openvino]'"
 
@@ -95,10 +90,9 @@ class OpenVinoModel(nn.Module):
         self.precision = precision
         self.size_multiple = size_multiple
         self.threads = threads or torch.get_num_threads()
-        self.bucket = None if precision == "fp32" else BUCKET
         self.__dict__["eager"] = generator  # not a submodule: its weights are not ours to save
-        self._compiled: OrderedDict[tuple[int, int], object] = OrderedDict()
-        self._lock = threading.Lock()  # one request object per shape: one call at a time
+        self._request: object | None = None  # compiled at the first call
+        self._lock = threading.Lock()  # one infer request: one call at a time
 
     @property
     def device(self) -> torch.device:
@@ -116,26 +110,18 @@ class OpenVinoModel(nn.Module):
     def refine_generator(self) -> nn.Module | None:
         return self.__dict__["eager"]
 
-    def compiled_shapes(self) -> list[tuple[int, int]]:
-        """The (height, width) shapes compiled so far, oldest first."""
-        return list(self._compiled)
+    @property
+    def compiled(self) -> bool:
+        """Whether the graph has been compiled (it is, at the first call)."""
+        return self._request is not None
 
-    def _request(self, height: int, width: int) -> object:
-        """The infer request compiled for this shape (least recently used one dropped)."""
-        key = (height, width)
-        if key in self._compiled:
-            self._compiled.move_to_end(key)
-            return self._compiled[key]
-        start = time.perf_counter()
-        model = self.ov_model.clone()
-        model.reshape({0: [1, 3, height, width], 1: [1, 1, height, width]})
-        compiled = self.core.compile_model(model, "CPU", self._config())
-        self._compiled[key] = compiled.create_infer_request()
-        while len(self._compiled) > MAX_COMPILED:
-            self._compiled.popitem(last=False)
-        log.info("openvino:%s compiled for %dx%d in %.1f s", self.precision, width, height,
-                 time.perf_counter() - start)  # fmt: skip
-        return self._compiled[key]
+    def _infer_request(self) -> object:
+        if self._request is None:
+            start = time.perf_counter()
+            compiled = self.core.compile_model(self.ov_model, "CPU", self._config())
+            self._request = compiled.create_infer_request()
+            log.info("openvino:%s compiled in %.1f s", self.precision, time.perf_counter() - start)
+        return self._request
 
     def _config(self) -> dict[str, object]:
         hint = "bf16" if self.precision == "bf16" or (
@@ -150,19 +136,13 @@ class OpenVinoModel(nn.Module):
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if image.shape[0] != 1:
             return torch.cat([self(i[None], m[None]) for i, m in zip(image, mask, strict=True)])
-        height, width = image.shape[-2:]
-        if self.bucket:
-            ph = bucket_size(height, self.bucket) - height
-            pw = bucket_size(width, self.bucket) - width
-            image, mask = pad_symmetric(image, ph, pw), pad_symmetric(mask, ph, pw)
         feeds = {
             0: image.detach().float().cpu().contiguous().numpy(),
             1: mask.detach().float().cpu().contiguous().numpy(),
         }
         with self._lock:
-            request = self._request(*feeds[0].shape[-2:])
-            out = np.array(request.infer(feeds)[0], copy=True)
-        return torch.from_numpy(out)[..., :height, :width].contiguous()
+            out = np.array(self._infer_request().infer(feeds)[0], copy=True)
+        return torch.from_numpy(out)
 
 
 def convert_generator(generator: nn.Module) -> object:
@@ -217,12 +197,14 @@ def openvino_model(model: ServedModel, precision: str, cache: bool = True) -> Op
     digest = weights_digest(generator.state_dict())
 
     def build_fp32() -> object:
+        log.info("converting %s to OpenVINO (once: cached under the model cache)", model.name)
         return convert_generator(generator)
 
     def build() -> object:
         if precision != "int8":
             return build_fp32()
         fp32 = _graph(model.name, digest, "fp32", version, build_fp32, cache)
+        log.info("calibrating %s for int8 (once: cached under the model cache)", model.name)
         quantized, seconds = quantize_int8(fp32)
         log.info("int8 calibration of %s took %.1f s", model.name, seconds)
         return quantized
@@ -241,8 +223,6 @@ def _graph(name: str, digest: str, precision: str, version: str, build, cache: b
 
 
 __all__ = [
-    "BUCKET",
-    "MAX_COMPILED",
     "OPENVINO_PRECISIONS",
     "OpenVinoModel",
     "convert_generator",
