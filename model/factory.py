@@ -43,6 +43,7 @@ def load_for_inference(
     backend: str = "torch",
     compile: bool = False,
     allow_torchscript: bool = False,
+    background: bool = False,
 ) -> ServedModel:
     """Load ``source`` on ``device`` and wrap it for the fastest path the flags allow.
 
@@ -51,7 +52,9 @@ def load_for_inference(
     impossible combination, and
     :class:`~lama_model.weights.checkpoint.CheckpointError` /
     :class:`~lama_model.weights.downloads.WeightsError` as :func:`load_model` does
-    (``allow_torchscript`` is passed to it).
+    (``allow_torchscript`` is passed to it). ``background`` (a server): ``auto`` measures
+    OpenVINO's paths in a thread while torch's choice serves
+    (:class:`~lama_model.accel.background_choice.BackgroundChoice`).
     """
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -83,7 +86,9 @@ def load_for_inference(
         chosen = gpu_model(model, precision, compile)
         if chosen is not None:
             return chosen
-    return optimize(model, device, precision=precision, compile=compile, backend=backend)
+    return optimize(
+        model, device, precision=precision, compile=compile, backend=backend, background=background
+    )
 
 
 def onnx_cache_path(source: str | Path, name: str) -> Path:

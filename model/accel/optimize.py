@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lama_model.accel.background_choice import BackgroundChoice
 from lama_model.accel.cuda_graphs import CudaGraphs
 from lama_model.accel.fused import FusedGenerator, fuse_generator
 from lama_model.accel.onnx import onnx_runtime_model
@@ -252,6 +253,7 @@ def optimize(
     cache: ChoiceCache | None = None,
     candidates: list[str] | None = None,
     timer: Timer | None = None,
+    background: bool = False,
 ) -> ServedModel:
     """Return the fastest wrapper of ``model`` for ``device`` that passes the quality guard.
 
@@ -267,6 +269,7 @@ def optimize(
     replaces fusing); on CUDA, CUDA graphs are added when compiling is off.
     ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary file) and serves it
     with ONNX Runtime; ``"openvino"`` serves :mod:`lama_model.accel.openvino_runtime`.
+    ``background``: measure OpenVINO's paths in a thread (:class:`BackgroundChoice`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
@@ -283,6 +286,22 @@ def optimize(
     build = _builder(model, device, compile, bucket, fuse)
     if precision != "auto":
         return _with_choice(build(precision), PrecisionChoice(precision, "asked"))
+    settings = (guard_size, cache, candidates, timer)
+    return _auto(build, model, device, backend, compile, background, settings)
+
+
+def _auto(
+    build: functools.partial[OptimizedModel],
+    model: LamaModel,
+    device: torch.device,
+    backend: str,
+    compile: bool,
+    background: bool,
+    settings: tuple[int | None, ChoiceCache | None, list[str] | None, Timer | None],
+) -> ServedModel:
+    """``--precision auto``: what to measure, and whether in the background (see
+    :func:`optimize`; ``settings``: its ``guard_size``, ``cache``, ``candidates``, ``timer``)."""
+    guard_size, cache, candidates, timer = settings
     probe = probe_from_env()
     if probe is not None:
         candidates, timer = probe if candidates is None else (candidates, probe[1])
@@ -295,10 +314,19 @@ def optimize(
         why = "TorchScript: float32 only" if model.scripted else _no_candidates_reason(device)
         return _with_choice(build("fp32"), PrecisionChoice("fp32", why))
     # The window must be one a request really has: on a GPU, 256² is launch-bound and
-    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200)
-    # and holds a third of the memory. 1024² costs about half a second of timing on a GPU.
+    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200).
     size = guard_size or (128 if device.type == "cpu" else 1024)
-    return _measured(build, model, candidates, size, timer, cache, backend)
+    measure = functools.partial(_measured, build, model, size=size, timer=timer, cache=cache,
+                                backend=backend)  # fmt: skip
+    slow = [c for c in candidates if c.startswith("openvino:")]
+    if not background or not slow or backend == "openvino" or _decided(measure, candidates):
+        return measure(candidates)
+    # Minutes on a first start: serve torch's choice meanwhile.
+    torch_only = [c for c in candidates if c not in slow]
+    quick = measure(torch_only) if torch_only else _with_choice(
+        build("fp32"), PrecisionChoice("fp32", _no_candidates_reason(device))
+    )  # fmt: skip
+    return BackgroundChoice(quick, functools.partial(measure, candidates))
 
 
 def _measured_candidates(
@@ -337,6 +365,30 @@ def _builder(
     )
 
 
+def _decision_key(
+    build: functools.partial[OptimizedModel],
+    model: LamaModel,
+    candidates: list[str],
+    size: int,
+    backend: str,
+) -> str:
+    """What a cached decision is valid for: machine, weights, options, candidates, runtimes."""
+    return "|".join([
+        machine_id(model.device), model_fingerprint(model), chosen_options(build.keywords),
+        ",".join(candidates), os.environ.get(PROBE_ENV, ""), f"window {size}",
+        *runtime_versions(backend, candidates),
+    ])  # fmt: skip
+
+
+def _decided(measure: functools.partial[ServedModel], candidates: list[str]) -> bool:
+    """Whether ``measure(candidates)`` would find its decision cached (no measuring)."""
+    cache, (build, model) = measure.keywords["cache"], measure.args
+    store = ChoiceCache() if cache is None else cache
+    key = _decision_key(build, model, candidates, measure.keywords["size"],
+                        measure.keywords["backend"])  # fmt: skip
+    return bool(store) and store.get(key) is not None
+
+
 def _measured(
     build: functools.partial[OptimizedModel],
     model: LamaModel,
@@ -349,11 +401,7 @@ def _measured(
     """``auto``: the cached decision for this machine and model, else a measured one."""
     device = model.device
     store = ChoiceCache() if cache is None else cache
-    key = "|".join([
-        machine_id(device), model_fingerprint(model), chosen_options(build.keywords),
-        ",".join(candidates), os.environ.get(PROBE_ENV, ""), f"window {size}",
-        *runtime_versions(backend, candidates),
-    ])  # fmt: skip
+    key = _decision_key(build, model, candidates, size, backend)
     build_any = functools.partial(_build_candidate, build, model, backend)
     cached = store.get(key) if store else None
     if cached is not None and cached.precision in ("fp32", *candidates):
