@@ -1,7 +1,7 @@
 """Which CPU runtime runs Big LaMa fastest, in float32 and int8 (issue 20's survey).
 
     python bench/int8_runtimes.py [--size 512] [--threads 2] [--rounds 3] [--calibration 4]
-                                  [--paths ref,fused,ov_fp32,ov_int8,ov_int8_bf16,torch_int8]
+                                  [--paths ref,fused,ov_fp32,ov_bf16,ov_int8,torch_int8]
 
 Big LaMa shape with seeded weights (bench/speed.py's ``build_reference``). One process, all
 paths timed in interleaved rounds (each round runs every path once), speed-up = median of the
@@ -9,15 +9,15 @@ per-round ratios against the official float32 eager generator (``ref``) of the s
 PSNR on the hole against ``ref``'s output. Rows:
 
 - ``fused``: this project's float32 fused model (the default on a CPU without native bf16);
-- ``ov_fp32`` / ``ov_bf16``: OpenVINO, model converted from the torch generator
-  (``openvino.convert_model``), inference precision f32 / bf16 (bf16 only where native);
-- ``ov_int8`` / ``ov_int8_bf16``: the same after NNCF post-training quantization (int8
-  convolutions, per-channel weights; the FFTs are not quantizable and stay float);
+- ``ov_fp32`` / ``ov_bf16`` / ``ov_int8``: ``--backend openvino`` in that precision
+  (converted from the torch generator; int8 by NNCF post-training quantization, FFTs in
+  float32; bf16 only where native). Their graphs are cached in the model cache
+  (``$LAMA_CACHE_DIR``), so a second run skips conversion and calibration;
 - ``torch_int8``: torch's x86 int8 (pt2e ``X86InductorQuantizer`` + ``torch.compile``):
   needs a C++ compiler; its compile time is printed.
 
-Set ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` (torch) and ``--ov-isa avx2``
-(OpenVINO caps its kernels through the same ONEDNN variable) for the AVX2-laptop case.
+Set ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` for the AVX2-laptop case (torch's
+kernels; whether OpenVINO's CPU plug-in honours ``ONEDNN_MAX_CPU_ISA`` was not checked).
 """
 
 from __future__ import annotations
@@ -35,62 +35,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from speed import build_reference, machine_line, sample  # noqa: E402
 
-PATHS = ("ref", "fused", "ov_fp32", "ov_bf16", "ov_int8", "ov_int8_bf16", "torch_int8")
+PATHS = ("ref", "fused", "ov_fp32", "ov_bf16", "ov_int8", "torch_int8")
 
 
-def openvino_path(ref, size: int, precision: str, calibration: int):
-    """An OpenVINO compiled model for ``precision`` (f32, bf16, int8, int8_bf16); a callable."""
-    import openvino as ov
+def openvino_path(ref, size: int, precision: str):
+    """``--backend openvino --precision`` ``precision``, built as the backend builds it (the
+    converted and calibrated graph is cached in the model cache: later runs skip that)."""
+    from lama_model.accel.openvino_runtime import openvino_model
 
     t0 = time.perf_counter()
-    model = converted(ref, size)
-    if precision.startswith("int8"):
-        import nncf
-
-        inputs = [calibration_input(size, seed) for seed in range(calibration)]
-        model = nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs))
-    hint = "bf16" if precision.endswith("bf16") else "f32"
-    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-              "PERFORMANCE_HINT": "LATENCY"}  # fmt: skip
-    compiled = ov.Core().compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    print(f"  ({precision}: convert+quantize+compile {time.perf_counter() - t0:.1f} s)", flush=True)
-
-    def run(image, mask):
-        result = request.infer({0: image.numpy(), 1: mask.numpy()})
-        return torch.from_numpy(result[0].copy())
-
-    return run
-
-
-_CONVERTED: dict = {}
-
-
-def converted(ref, size: int):
-    """The OpenVINO model converted from the torch generator (once per run)."""
-    import openvino as ov
-
-    from lama_model.accel.onnx import CompositeGenerator
-
-    if "model" not in _CONVERTED:
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            module = CompositeGenerator(ref.net).eval()
-            _CONVERTED["model"] = ov.convert_model(module, example_input=sample(size))
-        print(f"  (convert_model {time.perf_counter() - t0:.1f} s)", flush=True)
-    return _CONVERTED["model"].clone()
+    served = openvino_model(ref, precision)
+    served(*sample(size))  # compiles
+    print(f"  ({precision}: convert/quantize (or read the cache) + compile "
+          f"{time.perf_counter() - t0:.1f} s)", flush=True)  # fmt: skip
+    return served
 
 
 def calibration_input(size: int, seed: int) -> tuple:
-    """A synthetic photo-like image (smooth gradients + noise) and a box mask."""
-    gen = torch.Generator().manual_seed(100 + seed)
-    low = torch.rand(1, 3, size // 32, size // 32, generator=gen)
-    image = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear")
-    image = (image + 0.05 * torch.randn(1, 3, size, size, generator=gen)).clamp(0, 1)
-    mask = torch.zeros(1, 1, size, size)
-    y, x = (torch.randint(0, size // 2, (2,), generator=gen)).tolist()
-    mask[..., y : y + size // 3, x : x + size // 3] = 1
-    return image.numpy(), mask.numpy()
+    """The calibration images ``--backend openvino`` uses, at ``size``."""
+    from lama_model.accel.int8_calibration import calibration_inputs
+
+    return calibration_inputs(seed + 1, size)[seed]
 
 
 def torch_int8_path(ref, size: int, calibration: int):
@@ -129,7 +94,7 @@ def build(name: str, ref, size: int, calibration: int):
         return OptimizedModel(ref, fuse=True)
     if name == "torch_int8":
         return torch_int8_path(ref, size, calibration)
-    return openvino_path(ref, size, name[3:], calibration)
+    return openvino_path(ref, size, name[3:])
 
 
 def psnr_hole(expected: torch.Tensor, got: torch.Tensor, mask: torch.Tensor) -> float:
@@ -143,7 +108,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calibration", type=int, default=4)
+    parser.add_argument("--calibration", type=int, default=4, help="torch_int8's inputs")
     parser.add_argument("--paths", default="ref,fused,ov_fp32,ov_int8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
