@@ -54,15 +54,18 @@ def test_int8_stays_within_the_guard_of_float32(tiny, tiny_openvino):
     assert precision_module.MIN_PSNR_DB <= quality < 200  # int8: close, but not float32
 
 
-def test_one_compiled_graph_serves_every_size(tiny_openvino):
+def test_one_compiled_graph_serves_every_size(tiny, tiny_openvino):
     served = tiny_openvino("int8")
     for height, width in ((72, 136), (200, 64)):  # multiples of 8, nothing else
-        image = torch.rand(1, 3, height, width)
+        image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
         mask = torch.zeros(1, 1, height, width)
         mask[..., 8:40, 8:40] = 1
         out = served(image, mask)
         assert out.shape == (1, 3, height, width)
-        assert torch.equal(out * (1 - mask), image * (1 - mask))  # composited: outside kept
+        with torch.inference_mode():
+            expected = tiny(image, mask)
+        hole = (mask > 0.5).expand_as(out)
+        assert psnr(expected[hole], out[hole]) >= precision_module.MIN_PSNR_DB
     assert served.compiled
 
 
