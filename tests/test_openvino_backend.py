@@ -286,3 +286,19 @@ def test_openvino_and_background_models_keep_the_served_contract(tiny, tiny_open
         assert model.scripted is False and model.refine_generator is not None
     hold.set()
     assert measuring.wait(60)
+
+
+def test_without_openvino_the_backend_names_the_extra_and_auto_skips_it(
+    tiny, tiny_model_dir, monkeypatch
+):
+    import sys
+
+    from lama_model.accel.optimize import openvino_candidates
+    from lama_model.errors import BackendError
+    from lama_model.factory import load_for_inference
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails
+    monkeypatch.delenv(AUTO_BACKENDS_ENV)
+    with pytest.raises(BackendError, match=r"pip install 'lama-inpaint\[openvino\]'"):
+        load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32", backend="openvino")
+    assert openvino_candidates(tiny, torch.device("cpu"), compile=False) == []
