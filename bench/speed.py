@@ -9,7 +9,10 @@ not the identity). Rows: ``ref`` is the official generator's own code path (our 
 eager generator, unfused: the same operations as advimman/lama), so every speed-up is read
 against it in one run; ``auto`` is what ``--precision auto`` picks on this machine (measured
 afresh, not from the cache); ``fused`` is ``fp32+fused``; ``bf16_fused`` the native bf16
-fused model (weights cast once, channels-last, FFTs and output layer in float32).
+fused model (weights cast once, channels-last, FFTs and output layer in float32);
+``openvino_fp32`` / ``openvino_int8`` / ``openvino_bf16`` are ``--backend openvino`` (the
+``[openvino]`` extra; bf16 only where native); their converted and calibrated graphs are
+cached in the model cache, so only their first row pays for conversion in ``1st run``.
 
 Each (path, size) runs in a fresh subprocess, so its peak memory is its own (CPU: VmHWM
 from /proc/self/status; CUDA: torch.cuda.max_memory_allocated). Median over ``--runs``
@@ -25,6 +28,7 @@ Compare with the official code's CPU figures in
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -43,8 +47,13 @@ CPU_PATHS = (
     "compile",
     "onnxruntime",
     "bf16",
+    "openvino_fp32",
+    "openvino_int8",
+    "openvino_bf16",
 )
-NATIVE_BF16_ONLY = ("bf16", "bf16_fused")  # emulated bf16 is ~40x slower: skipped there
+# emulated bf16 is ~40x slower (torch), or silently float32 (OpenVINO): skipped there
+NATIVE_BF16_ONLY = ("bf16", "bf16_fused", "openvino_bf16")
+OPENVINO_PATHS = ("openvino_fp32", "openvino_int8", "openvino_bf16")  # need the extra
 GPU_PATHS = (
     "ref",
     "auto",
@@ -95,7 +104,6 @@ def sample(size: int):
 
 def build_path(name: str, device: str, onnx_file: str | None):
     """The model for one path name; returns (model, description)."""
-    import torch
 
     from lama_model.accel.onnx import OnnxRuntimeModel
     from lama_model.accel.optimize import OptimizedModel
@@ -106,6 +114,8 @@ def build_path(name: str, device: str, onnx_file: str | None):
             onnx_file, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
         )
         return model, model.description
+    if name in OPENVINO_PATHS:
+        return openvino_row(name, device)
     ref = build_reference(device)
     if name == "ref":
         return ref, "official code path: float32 eager generator, unfused"
@@ -128,13 +138,7 @@ def build_path(name: str, device: str, onnx_file: str | None):
     if name == "channels_last":
         return OptimizedModel(ref, channels_last=True), "fp32 channels_last"
     if name == "jit_freeze":
-        image, mask = sample(64)
-        with torch.no_grad():
-            traced = torch.jit.trace(ref, (image.to(device), mask.to(device)), check_trace=False)
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-        ref.net = frozen
-        ref.scripted = True
-        return ref, "fp32 trace+freeze+optimize_for_inference (oneDNN prepack)"
+        return frozen(ref, device), "fp32 trace+freeze+optimize_for_inference (oneDNN prepack)"
     if name == "compile":
         import torch._inductor.config as inductor_config
 
@@ -152,6 +156,26 @@ def build_path(name: str, device: str, onnx_file: str | None):
             ref, precision="bf16", channels_last=True, bucket=64, cuda_graphs=True
         ), "bf16 channels_last CUDA graphs/64"
     raise SystemExit(f"unknown path {name!r}")
+
+
+def frozen(ref, device: str):
+    """``ref`` traced, frozen and optimized for inference by TorchScript."""
+    import torch
+
+    image, mask = sample(64)
+    with torch.no_grad():
+        traced = torch.jit.trace(ref, (image.to(device), mask.to(device)), check_trace=False)
+        ref.net = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    ref.scripted = True
+    return ref
+
+
+def openvino_row(name: str, device: str):
+    """``--backend openvino`` in one precision (its graph cached in the model cache)."""
+    from lama_model.accel.openvino_runtime import openvino_model
+
+    model = openvino_model(build_reference(device), name.split("_")[1])
+    return model, f"--backend openvino --precision {model.precision}"
 
 
 def peak_mib(device: str) -> float:
@@ -275,7 +299,9 @@ def print_summary(size: int, rows: list[dict]) -> None:
     for name in dict.fromkeys(r["path"] for r in rows):
         mine = [r for r in rows if r["path"] == name]
         ups = [r["speedup"] for r in mine if r["speedup"]]
-        span = f"{min(ups):.2f}-{max(ups):.2f}x" if ups else "-"
+        span = "-"
+        if ups:  # the median of the same-round ratios, and their range
+            span = f"median {statistics.median(ups):.2f}x ({min(ups):.2f}-{max(ups):.2f}x)"
         best = min(r["median_s"] for r in mine)
         print(f"{size:>5} {name:<14} best median {best:.3f}s, speed-up {span}", flush=True)
 
@@ -292,7 +318,8 @@ def machine_line(device: str) -> str:
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
-        found = sorted({f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in text})
+        known = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16")
+        found = sorted({f for f in known if f" {f}" in text})
         flags = " ".join(found)
     except OSError:
         pass
@@ -382,6 +409,8 @@ def _paths_to_time(args: argparse.Namespace, gpu: bool) -> list[str]:
         if not cpu_supports_bf16():
             for name in NATIVE_BF16_ONLY:  # emulated bf16: ~40x slower, minutes per size
                 paths.remove(name)
+        if importlib.util.find_spec("openvino") is None:
+            paths = [name for name in paths if name not in OPENVINO_PATHS]
     if "ref" not in paths:
         paths.insert(0, "ref")
     paths.remove("ref")

@@ -7,10 +7,11 @@ protocol validates requests against the same tuples the model code accepts.
 from __future__ import annotations
 
 STRATEGIES = ("auto", "crop", "resize", "original")  # how a large image meets the generator
-PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16")  # inference
+# inference; int8 runs on the openvino backend only (convolutions in int8, FFTs in float32)
+PRECISIONS = ("auto", "fp32", "tf32", "fp16", "bf16", "int8")
 REFINE_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # refinement runs a backward pass: no tf32
 TRAIN_PRECISIONS = ("fp32", "bf16")
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")  # openvino: the optional [openvino] extra
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 # lama-train fit: architectures and the perceptual loss's encoder by name; the configurations
 # they name are lama_model.train.config's presets.

@@ -7,7 +7,13 @@ commands pick the same inference path for the same flags:
   ``precision="auto"`` in float32 or in a reduced precision the device runs natively,
   chosen by measurement (guarded, cached per machine and model);
 - ``onnxruntime``: an ``.onnx`` file is served directly; any other model is exported once
-  (the ONNX DFT operator carries the Fourier units) into the model cache and reused.
+  (the ONNX DFT operator carries the Fourier units) into the model cache and reused;
+- ``openvino`` (the ``[openvino]`` extra; CPU): the eager generator converted to OpenVINO once
+  (cached as IR), in ``fp32``, ``bf16`` (native only) or ``int8`` (NNCF, calibrated at the
+  first start); ``auto`` measures int8 (and bf16) against OpenVINO's float32.
+
+With the torch backend, ``auto`` on a CPU also measures OpenVINO's float32 and int8 when the
+extra is installed (:func:`lama_model.accel.optimize.openvino_candidates`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lama_model.accel.onnx import OnnxRuntimeModel
+from lama_model.accel.openvino_runtime import require_openvino
 from lama_model.accel.optimize import optimize
 from lama_model.choices import BACKENDS
 from lama_model.errors import BackendError
@@ -36,6 +43,7 @@ def load_for_inference(
     backend: str = "torch",
     compile: bool = False,
     allow_torchscript: bool = False,
+    background: bool = False,
 ) -> ServedModel:
     """Load ``source`` on ``device`` and wrap it for the fastest path the flags allow.
 
@@ -44,13 +52,17 @@ def load_for_inference(
     impossible combination, and
     :class:`~lama_model.weights.checkpoint.CheckpointError` /
     :class:`~lama_model.weights.downloads.WeightsError` as :func:`load_model` does
-    (``allow_torchscript`` is passed to it).
+    (``allow_torchscript`` is passed to it). ``background`` (a server): ``auto`` measures
+    OpenVINO's paths in a thread while torch's choice serves
+    (:class:`~lama_model.accel.background_choice.BackgroundChoice`).
     """
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     is_onnx = Path(source).suffix.lower() == ".onnx"
-    if is_onnx and backend != "onnxruntime":
+    if is_onnx and backend == "torch":
         raise BackendError(f"{source} is an ONNX file: use --backend onnxruntime")
+    if backend == "openvino":
+        _check_openvino(source, device, compile, is_onnx)
     if backend == "onnxruntime":
         if precision not in ("auto", "fp32") or compile:
             raise BackendError("the onnxruntime backend runs float32 only, without --compile")
@@ -74,7 +86,9 @@ def load_for_inference(
         chosen = gpu_model(model, precision, compile)
         if chosen is not None:
             return chosen
-    return optimize(model, device, precision=precision, compile=compile)
+    return optimize(
+        model, device, precision=precision, compile=compile, backend=backend, background=background
+    )
 
 
 def onnx_cache_path(source: str | Path, name: str) -> Path:
@@ -87,6 +101,15 @@ def onnx_cache_path(source: str | Path, name: str) -> Path:
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "onnx" / f"{name}-{digest}.onnx"
+
+
+def _check_openvino(source: str | Path, device: torch.device, compile: bool, is_onnx: bool) -> None:
+    """Raise :class:`BackendError` when the openvino backend cannot serve ``source`` here."""
+    if compile or device.type != "cpu":
+        raise BackendError("the openvino backend runs on the CPU (--device cpu), without --compile")
+    if is_onnx:
+        raise BackendError(f"{source}: the openvino backend converts a checkpoint, not an .onnx")
+    require_openvino()
 
 
 def _providers(device: torch.device) -> list[str]:

@@ -54,6 +54,9 @@ def private_model_cache(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("LAMA_CACHE_DIR", str(tmp_path_factory.mktemp("lama-cache")))
     patch.delenv("LAMA_PRECISION_PROBE", raising=False)
+    # `auto` measures torch's paths only: the tiny model's many server starts would otherwise
+    # each convert and calibrate it for OpenVINO. tests/test_openvino_backend.py sets it back.
+    patch.setenv("LAMA_AUTO_BACKENDS", "torch")
     yield
     patch.undo()
 
@@ -584,3 +587,25 @@ def ray_head():
     yield head
     if head.proc.poll() is None:
         head.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino(tiny_model_dir):
+    """``build(precision)``: the tiny model served by OpenVINO (converted, and for int8
+    calibrated, once per session: the IR is cached in the session's model cache)."""
+    pytest.importorskip("openvino", reason="OpenVINO not installed: pip install -e '.[openvino]'")
+    pytest.importorskip("nncf", reason="NNCF not installed: pip install -e '.[openvino]'")
+    import torch
+
+    from lama_model.accel.openvino_runtime import openvino_model
+    from lama_model.weights.checkpoint import load_model
+
+    model = load_model(tiny_model_dir, torch.device("cpu"))
+    built: dict[str, object] = {}
+
+    def build(precision: str):
+        if precision not in built:
+            built[precision] = openvino_model(model, precision)
+        return built[precision]
+
+    return build

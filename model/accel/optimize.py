@@ -35,9 +35,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lama_model.accel.background_choice import BackgroundChoice
 from lama_model.accel.cuda_graphs import CudaGraphs
 from lama_model.accel.fused import FusedGenerator, fuse_generator
 from lama_model.accel.onnx import onnx_runtime_model
+from lama_model.accel.openvino_runtime import (
+    cpu_has_native_bf16,
+    openvino_model,
+    require_openvino,
+)
 from lama_model.accel.precision import (
     DTYPES,
     PRECISIONS,
@@ -54,6 +60,7 @@ from lama_model.accel.precision import (
     probe_from_env,
 )
 from lama_model.choices import BACKENDS
+from lama_model.errors import BackendError
 from lama_model.geometry import bucket_size, pad_symmetric
 from lama_model.interface import CompileProgress, ServedModel, ServedWrapper, keep_source
 from lama_model.weights.checkpoint import LamaModel
@@ -131,8 +138,8 @@ class OptimizedModel(ServedWrapper):
     ) -> None:
         super().__init__()
         device = model.device
-        if precision not in PRECISIONS[1:]:
-            raise PrecisionError(f"precision must be fp32, tf32, fp16 or bf16, not {precision!r}")
+        if precision not in PRECISIONS[1:] or precision == "int8":
+            raise PrecisionError(_not_torch_precision(precision))
         if precision == "fp16" and device.type == "cpu":
             raise PrecisionError("fp16 needs a GPU; on CPU use fp32 or bf16")
         if precision == "tf32" and device.type != "cuda":
@@ -226,6 +233,13 @@ class OptimizedModel(ServedWrapper):
         return out.contiguous()
 
 
+def _not_torch_precision(precision: str) -> str:
+    if precision == "int8":
+        return ("int8 runs on the openvino backend: --backend openvino (pip install "
+                "'lama-inpaint[openvino]'), or --precision auto, which measures it when installed")
+    return f"precision must be fp32, tf32, fp16 or bf16, not {precision!r}"
+
+
 def optimize(
     model: LamaModel,
     device: str | torch.device | None = None,
@@ -239,21 +253,23 @@ def optimize(
     cache: ChoiceCache | None = None,
     candidates: list[str] | None = None,
     timer: Timer | None = None,
+    background: bool = False,
 ) -> ServedModel:
     """Return the fastest wrapper of ``model`` for ``device`` that passes the quality guard.
 
     ``fuse`` (default: on for an eager generator) runs :func:`fused_model`'s rewrite, which
     computes the same function to float32 rounding. An explicit ``precision`` is used as
     asked. ``auto`` measures (:func:`lama_model.accel.precision.choose_precision`): the reduced
-    precisions the device runs natively (``candidates``, default
-    :func:`auto_candidates`) are guarded and timed against float32 with ``timer``, and
-    kept only if faster by the margin with PSNR >= 40 dB. The decision is cached in
-    ``cache`` (default: the user cache; pass ``ChoiceCache`` of another file, or ``False``
-    for none). ``.choice`` of the result says what was chosen and why; ``.description``
-    names the path. ``compile`` adds ``torch.compile`` (bucketed to ``bucket``, default 64
-    on CUDA; it replaces fusing, which it does itself); on CUDA, CUDA graphs are added when
-    compiling is off. ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary
-    file) and serves it with ONNX Runtime instead.
+    precisions the device runs natively and OpenVINO's paths (``candidates``, default
+    :func:`_measured_candidates`) are guarded and timed against float32 with ``timer``, and
+    kept only if faster by the margin with PSNR >= 40 dB. The decision is cached in ``cache``
+    (default: the user cache; ``ChoiceCache`` of another file, or ``False`` for none).
+    ``.choice`` of the result says what was chosen and why; ``.description`` names the path.
+    ``compile`` adds ``torch.compile`` (bucketed to ``bucket``, default 64 on CUDA; it
+    replaces fusing); on CUDA, CUDA graphs are added when compiling is off.
+    ``backend="onnxruntime"`` exports to ``onnx_path`` (or a temporary file) and serves it
+    with ONNX Runtime; ``"openvino"`` serves :mod:`lama_model.accel.openvino_runtime`.
+    ``background``: measure OpenVINO's paths in a thread (:class:`BackgroundChoice`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
@@ -263,14 +279,34 @@ def optimize(
     model = model.to(device).eval()
     if backend == "onnxruntime":
         return onnx_runtime_model(model, device, onnx_path)
+    if backend == "openvino" and (precision != "auto" or model.scripted):
+        # A TorchScript model fails here with the reason (openvino converts the eager one).
+        return _with_choice(openvino_model(model, precision if precision != "auto" else "fp32"),
+                            PrecisionChoice(precision, "asked"))  # fmt: skip
     build = _builder(model, device, compile, bucket, fuse)
     if precision != "auto":
         return _with_choice(build(precision), PrecisionChoice(precision, "asked"))
+    settings = (guard_size, cache, candidates, timer)
+    return _auto(build, model, device, backend, compile, background, settings)
+
+
+def _auto(
+    build: functools.partial[OptimizedModel],
+    model: LamaModel,
+    device: torch.device,
+    backend: str,
+    compile: bool,
+    background: bool,
+    settings: tuple[int | None, ChoiceCache | None, list[str] | None, Timer | None],
+) -> ServedModel:
+    """``--precision auto``: what to measure, and whether in the background (see
+    :func:`optimize`; ``settings``: its ``guard_size``, ``cache``, ``candidates``, ``timer``)."""
+    guard_size, cache, candidates, timer = settings
     probe = probe_from_env()
     if probe is not None:
         candidates, timer = probe if candidates is None else (candidates, probe[1])
-    if candidates is None:
-        candidates = auto_candidates(device)
+    if backend == "openvino" or candidates is None:
+        candidates = _measured_candidates(model, device, backend, compile)
     if model.scripted:
         # Autocast around a scripted Fourier unit fails (bf16/fp16 reach torch.complex).
         candidates = [c for c in candidates if c not in DTYPES]
@@ -278,10 +314,30 @@ def optimize(
         why = "TorchScript: float32 only" if model.scripted else _no_candidates_reason(device)
         return _with_choice(build("fp32"), PrecisionChoice("fp32", why))
     # The window must be one a request really has: on a GPU, 256² is launch-bound and
-    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200)
-    # and holds a third of the memory. 1024² costs about half a second of timing on a GPU.
+    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200).
     size = guard_size or (128 if device.type == "cpu" else 1024)
-    return _measured(build, model, candidates, size, timer, cache)
+    measure = functools.partial(_measured, build, model, size=size, timer=timer, cache=cache,
+                                backend=backend)  # fmt: skip
+    slow = [c for c in candidates if c.startswith("openvino:")]
+    if not background or not slow or backend == "openvino" or _decided(measure, candidates):
+        return measure(candidates)
+    # Minutes on a first start: serve torch's choice meanwhile.
+    torch_only = [c for c in candidates if c not in slow]
+    quick = measure(torch_only) if torch_only else _with_choice(
+        build("fp32"), PrecisionChoice("fp32", _no_candidates_reason(device))
+    )  # fmt: skip
+    return BackgroundChoice(quick, functools.partial(measure, candidates))
+
+
+def _measured_candidates(
+    model: LamaModel, device: torch.device, backend: str, compile: bool
+) -> list[str]:
+    """What ``auto`` measures against float32: with the openvino backend its reduced
+    precisions (against its float32), else torch's native ones and OpenVINO's paths."""
+    if backend == "openvino":
+        every = openvino_candidates(model, device, False, every=True)
+        return [c for c in every if c != "openvino:fp32"]
+    return auto_candidates(device) + openvino_candidates(model, device, compile)
 
 
 def _builder(
@@ -309,6 +365,30 @@ def _builder(
     )
 
 
+def _decision_key(
+    build: functools.partial[OptimizedModel],
+    model: LamaModel,
+    candidates: list[str],
+    size: int,
+    backend: str,
+) -> str:
+    """What a cached decision is valid for: machine, weights, options, candidates, runtimes."""
+    return "|".join([
+        machine_id(model.device), model_fingerprint(model), chosen_options(build.keywords),
+        ",".join(candidates), os.environ.get(PROBE_ENV, ""), f"window {size}",
+        *runtime_versions(backend, candidates),
+    ])  # fmt: skip
+
+
+def _decided(measure: functools.partial[ServedModel], candidates: list[str]) -> bool:
+    """Whether ``measure(candidates)`` would find its decision cached (no measuring)."""
+    cache, (build, model) = measure.keywords["cache"], measure.args
+    store = ChoiceCache() if cache is None else cache
+    key = _decision_key(build, model, candidates, measure.keywords["size"],
+                        measure.keywords["backend"])  # fmt: skip
+    return bool(store) and store.get(key) is not None
+
+
 def _measured(
     build: functools.partial[OptimizedModel],
     model: LamaModel,
@@ -316,31 +396,56 @@ def _measured(
     size: int,
     timer: Timer | None,
     cache: ChoiceCache | None,
-) -> OptimizedModel:
+    backend: str = "torch",
+) -> ServedModel:
     """``auto``: the cached decision for this machine and model, else a measured one."""
     device = model.device
     store = ChoiceCache() if cache is None else cache
-    key = "|".join([
-        machine_id(device), model_fingerprint(model), chosen_options(build.keywords),
-        ",".join(candidates), os.environ.get(PROBE_ENV, ""), f"window {size}",
-    ])  # fmt: skip
+    key = _decision_key(build, model, candidates, size, backend)
+    build_any = functools.partial(_build_candidate, build, model, backend)
     cached = store.get(key) if store else None
     if cached is not None and cached.precision in ("fp32", *candidates):
         return _with_choice(
-            build(cached.precision), PrecisionChoice(cached.precision, cached.reason + "; cached")
+            build_any(cached.precision),
+            PrecisionChoice(cached.precision, cached.reason + "; cached"),
         )
     measured = timer is None  # real timings (not a test's or the probe's answer)
     # A steadily loaded CPU gives steady but distorted ratios: used, never kept.
     busy = _cpu_busy() if measured and device.type == "cpu" else None
     chosen, choice = choose_precision(
-        build, model, candidates, size, **({"timer": timer} if timer else {}), busy=busy
+        build_any, model, candidates, size, **({"timer": timer} if timer else {}), busy=busy
     )
     if store and choice.settled:
         store.put(key, choice)
     return _with_choice(chosen, choice)
 
 
-def _with_choice(model: OptimizedModel, choice: PrecisionChoice) -> OptimizedModel:
+def runtime_versions(backend: str, candidates: list[str]) -> list[str]:
+    """The versions of the other runtimes measured (part of the decision's cache key)."""
+    if backend != "openvino" and not any(c.startswith("openvino:") for c in candidates):
+        return []
+    return [f"backend {backend}", f"openvino {require_openvino()}"]
+
+
+def _build_candidate(
+    build: functools.partial[OptimizedModel], model: LamaModel, backend: str, name: str
+) -> ServedModel:
+    """The model of one candidate: ``openvino:int8`` on OpenVINO, ``bf16`` on torch; ``fp32``
+    is the asked backend's float32 (the baseline the others are timed against)."""
+    runtime, _, precision = name.rpartition(":")
+    if not runtime and name == "fp32" and backend == "openvino":
+        runtime = "openvino"
+    if runtime != "openvino":
+        return build(precision)
+    try:
+        return openvino_model(model, precision)
+    except (BackendError, PrecisionError):
+        raise
+    except Exception as exc:  # OpenVINO and NNCF raise their own types: a dropped candidate
+        raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _with_choice(model: ServedModel, choice: PrecisionChoice) -> ServedModel:
     model.choice = choice
     return model
 
@@ -358,6 +463,30 @@ def _cpu_busy() -> str | None:
 def chosen_options(options: dict) -> str:
     """The build options that change the timing, as a short text for the cache key."""
     return ",".join(f"{k}={options[k]}" for k in sorted(options))
+
+
+# Which backends ``auto`` may measure besides torch, e.g. ``torch`` alone: a comma list; unset,
+# every installed one. The test suite sets ``torch`` so the tiny model's many server starts do
+# not each convert and calibrate it; the OpenVINO tests set it back.
+AUTO_BACKENDS_ENV = "LAMA_AUTO_BACKENDS"
+
+
+def openvino_candidates(
+    model: LamaModel, device: torch.device, compile: bool, every: bool = False
+) -> list[str]:
+    """The OpenVINO paths ``auto`` measures: CPU, eager generator, OpenVINO installed and
+    (unless ``every``) allowed by :data:`AUTO_BACKENDS_ENV`; bf16 only where native."""
+    allowed = os.environ.get(AUTO_BACKENDS_ENV, "").replace(" ", "")
+    if allowed and "openvino" not in allowed.split(",") and not every:
+        return []
+    if device.type != "cpu" or model.scripted or compile:
+        return []
+    try:
+        require_openvino()
+    except BackendError:
+        return []
+    bf16 = ["openvino:bf16"] if cpu_has_native_bf16() else []
+    return ["openvino:fp32", "openvino:int8", *bf16]
 
 
 def auto_candidates(device: torch.device) -> list[str]:
@@ -391,8 +520,11 @@ def _build(model: nn.Module, precision: str, **options: object) -> OptimizedMode
 __all__ = [
     "BACKENDS",
     "OptimizedModel",
+    "AUTO_BACKENDS_ENV",
     "auto_candidates",
     "cpu_supports_bf16",
     "fused_model",
+    "openvino_candidates",
     "optimize",
+    "runtime_versions",
 ]

@@ -7,7 +7,8 @@
   :class:`lama_model.net.ffc.FourierUnit` and :mod:`lama_model.accel.fused`).
 
 ``auto`` (:func:`choose_precision`) decides by **measurement**, per device and model: each
-candidate the device runs natively is checked by the quality guard (PSNR against float32 on
+candidate (a precision the device runs natively, or another backend's path such as
+``openvino:int8``) is checked by the quality guard (PSNR on the hole against float32 on
 a seeded input, at least :data:`MIN_PSNR_DB`, no NaN) and timed against float32 on the same
 window, interleaved; it is kept only if it is at least :data:`SPEED_MARGIN` times as fast. The
 decision is cached per machine, torch version, thread count and model
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lama_model.choices import PRECISIONS
+from lama_model.choices import BACKENDS, PRECISIONS
 from lama_model.errors import PrecisionError, first_line
 from lama_model.interface import PrecisionChoice, ServedModel, ServedWrapper
 
@@ -101,7 +102,12 @@ def guard_input(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Te
 
 
 def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -> float:
-    """PSNR of ``candidate`` against float32 ``reference`` on a seeded input (NaN → -inf)."""
+    """PSNR on the hole of ``candidate`` against float32 ``reference`` on a seeded input
+    (NaN → -inf).
+
+    Only the hole counts: it is all a user gets from the model, and served models may return
+    their output composited already (an exported graph does) or not.
+    """
     device = reference.device
     image, mask = guard_input(size, device)
     with torch.inference_mode():
@@ -110,7 +116,8 @@ def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -
         got = candidate(image, mask)
     if not torch.isfinite(got).all():
         return -math.inf
-    return psnr(expected, got.to(expected.device))
+    hole = (mask > 0.5).expand_as(expected)
+    return psnr(expected[hole], got.to(expected.device)[hole])
 
 
 def time_interleaved(
@@ -170,7 +177,7 @@ class ChoiceCache:
         if not isinstance(entry, dict):
             return None
         precision, reason = entry.get("precision"), entry.get("reason")
-        if precision not in PRECISIONS[1:] or not isinstance(reason, str):
+        if not is_candidate_name(precision) or not isinstance(reason, str):
             return None
         return PrecisionChoice(precision, reason)
 
@@ -185,6 +192,15 @@ class ChoiceCache:
             partial.replace(self.path)
         except OSError as exc:
             log.warning("cannot cache the precision choice in %s: %s", self.path, exc)
+
+
+def is_candidate_name(name: object) -> bool:
+    """A name ``auto`` can choose: a precision (``bf16``: the torch backend's) or
+    ``backend:precision`` for another backend (``openvino:int8``)."""
+    if not isinstance(name, str):
+        return False
+    backend, _, precision = name.rpartition(":")
+    return precision in PRECISIONS[1:] and backend in ("", *BACKENDS[1:])
 
 
 def machine_id(device: torch.device) -> str:
@@ -378,6 +394,7 @@ __all__ = [
     "choose_precision",
     "float32_math",
     "guard_input",
+    "is_candidate_name",
     "isa_override",
     "machine_id",
     "model_fingerprint",

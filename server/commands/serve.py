@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import logging
 import signal
@@ -322,7 +323,7 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
         log.info("loading model %s on %s (backend %s)", source, device, args.backend)
         model = load_for_inference(
             source, device, args.precision, backend=args.backend, compile=args.compile,
-            allow_torchscript=args.allow_torchscript,
+            allow_torchscript=args.allow_torchscript, background=True,
         )  # fmt: skip
         path = inference_path(model, args.precision)
         precision = model.precision
@@ -333,7 +334,8 @@ def _start_workers(args: argparse.Namespace) -> tuple[list[Worker], str]:
             lock = locks.setdefault(_gpu_key(device), threading.Lock())
         workers.append(
             Worker(model, model.name, precision, backend=args.backend, path=path,
-                   max_batch=batch, batch_wait=args.batch_wait_ms / 1000, device_lock=lock)
+                   max_batch=batch, batch_wait=args.batch_wait_ms / 1000, device_lock=lock,
+                   describe=functools.partial(_described, model, args.precision))
         )  # fmt: skip
     if not args.no_warmup:
         for worker in workers:
@@ -399,6 +401,11 @@ def inference_path(model: ServedModel, asked: str) -> str:
     if asked == "auto" and choice is not None and choice.reason:
         return f"{path} ({choice.reason})"
     return path
+
+
+def _described(model: ServedModel, asked: str) -> tuple[str, str]:
+    """The model's precision and path now (``auto`` may switch after measuring)."""
+    return model.precision, inference_path(model, asked)
 
 
 def _gpu_key(device) -> str:

@@ -61,6 +61,7 @@ class Worker:
         batch_wait: float = 0.002,
         device_lock: threading.Lock | None = None,
         build_reply: BuildReply = ok_reply,
+        describe: Callable[[], tuple[str, str]] | None = None,
     ) -> None:
         # Workers sharing a GPU share ``device_lock``: one forward at a time there (a second
         # would only compete for the same chip and double the activation memory), while the
@@ -69,9 +70,11 @@ class Worker:
             model = SerializedModel(model, device_lock)
         self.model = model
         self.model_name = model_name
-        self.precision = precision
+        # (precision, the inference path in words, e.g. "fp32+fused"); ``describe`` reads them
+        # afresh from a model that can switch paths (auto measuring in the background).
+        self._described = (precision, path or precision)
+        self.describe = describe
         self.backend = backend
-        self.path = path or precision  # the inference path in words, e.g. "fp32+fused"
         self.max_batch = max(1, max_batch)
         self.batch_wait = batch_wait
         # The tensor request path with its pinned buffers, kept for the worker's lifetime.
@@ -92,6 +95,14 @@ class Worker:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def precision(self) -> str:
+        return (self.describe() if self.describe else self._described)[0]
+
+    @property
+    def path(self) -> str:
+        return (self.describe() if self.describe else self._described)[1]
 
     def load_info(self) -> dict:
         """This worker's line in ``info``'s ``devices``."""
