@@ -302,3 +302,23 @@ def test_without_openvino_the_backend_names_the_extra_and_auto_skips_it(
     with pytest.raises(BackendError, match=r"pip install 'lama-inpaint\[openvino\]'"):
         load_for_inference(tiny_model_dir, torch.device("cpu"), "fp32", backend="openvino")
     assert openvino_candidates(tiny, torch.device("cpu"), compile=False) == []
+
+
+def test_a_one_shot_auto_runs_torchs_choice_and_says_openvino_was_not_measured(
+    tiny, monkeypatch, caplog
+):
+    """lama-inpaint (no background thread) must not sit for minutes converting and
+    calibrating on a first run: it serves torch's choice and says why."""
+    from lama_model.accel import optimize as optimize_module
+
+    monkeypatch.delenv(AUTO_BACKENDS_ENV, raising=False)
+    assert optimize_module.openvino_candidates(tiny, torch.device("cpu"), False)
+
+    def no_conversion(*_args, **_kwargs):
+        raise AssertionError("a one-shot auto converted the model to OpenVINO")
+
+    monkeypatch.setattr(optimize_module, "openvino_model", no_conversion)
+    with caplog.at_level("WARNING"):
+        chosen = optimize(tiny, "cpu", cache=False)
+    assert not chosen.description.startswith("openvino")
+    assert optimize_module.ONE_SHOT_NOTE in caplog.text

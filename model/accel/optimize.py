@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -64,6 +65,8 @@ from lama_model.errors import BackendError
 from lama_model.geometry import bucket_size, pad_symmetric
 from lama_model.interface import CompileProgress, ServedModel, ServedWrapper, keep_source
 from lama_model.weights.checkpoint import LamaModel
+
+log = logging.getLogger(__name__)
 
 
 def cpu_supports_bf16() -> bool:
@@ -305,6 +308,7 @@ def _auto(
     probe = probe_from_env()
     if probe is not None:
         candidates, timer = probe if candidates is None else (candidates, probe[1])
+    asked = candidates is not None and backend != "openvino"  # measured as given
     if backend == "openvino" or candidates is None:
         candidates = _measured_candidates(model, device, backend, compile)
     if model.scripted:
@@ -319,13 +323,21 @@ def _auto(
     measure = functools.partial(_measured, build, model, size=size, timer=timer, cache=cache,
                                 backend=backend)  # fmt: skip
     slow = [c for c in candidates if c.startswith("openvino:")]
-    if not background or not slow or backend == "openvino" or _decided(measure, candidates):
+    if not slow or backend == "openvino" or _decided(measure, candidates):
+        return measure(candidates)
+    if asked and not background:
         return measure(candidates)
     # Minutes on a first start: serve torch's choice meanwhile.
     torch_only = [c for c in candidates if c not in slow]
     quick = measure(torch_only) if torch_only else _with_choice(
         build("fp32"), PrecisionChoice("fp32", _no_candidates_reason(device))
     )  # fmt: skip
+    if not background:
+        # A one-shot command (lama-inpaint) would wait minutes for the first conversion and
+        # calibration: it runs torch's choice, and OpenVINO once a server, which measures it
+        # in the background, has cached a decision that includes it.
+        log.warning(ONE_SHOT_NOTE)
+        return quick
     return BackgroundChoice(quick, functools.partial(measure, candidates))
 
 
@@ -469,6 +481,11 @@ def chosen_options(options: dict) -> str:
 # every installed one. The test suite sets ``torch`` so the tiny model's many server starts do
 # not each convert and calibrate it; the OpenVINO tests set it back.
 AUTO_BACKENDS_ENV = "LAMA_AUTO_BACKENDS"
+ONE_SHOT_NOTE = (
+    "auto: OpenVINO not measured yet (its first conversion takes minutes): torch's choice "
+    "runs; lama-server measures OpenVINO in the background and later runs use its decision, "
+    "or ask for it with --backend openvino"
+)
 
 
 def openvino_candidates(
