@@ -375,7 +375,16 @@ def big_lama_shaped(n_blocks: int = 1):
 
     torch.manual_seed(0)
     net = build_generator(LamaConfig(n_blocks=n_blocks))
-    gen = torch.Generator().manual_seed(1)
+    randomise_batchnorm(net)
+    return LamaModel(net, name=f"big-lama-shaped-{n_blocks}").eval()
+
+
+def randomise_batchnorm(net, seed: int = 1) -> None:
+    """Seeded non-trivial statistics and affine parameters for every BatchNorm2d of ``net``
+    (fresh ones are the identity, which hides folding mistakes)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -384,7 +393,6 @@ def big_lama_shaped(n_blocks: int = 1):
                 module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
                 module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
                 module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-    return LamaModel(net, name=f"big-lama-shaped-{n_blocks}").eval()
 
 
 EVAL_GOLDEN = REPO / "tests" / "golden" / "eval"  # made by tests/golden_tools/make_eval_golden.py

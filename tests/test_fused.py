@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import randomise_batchnorm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,18 +26,6 @@ from lama_model.accel.fused import (
 from lama_model.accel.optimize import fused_model
 from lama_model.net.generator import LamaConfig, build_generator
 from lama_model.weights.checkpoint import load_model
-
-
-def randomise_batchnorm(net: torch.nn.Module, seed: int = 1) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=gen) * 0.1)
 
 
 @pytest.fixture(scope="module")
