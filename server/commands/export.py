@@ -127,9 +127,11 @@ def export_to(args: argparse.Namespace, fmt: str) -> Path:
 
     default_side = MATMUL_SIDE if args.dft == "matmul" else TRACE_SIDE
     size = args.size or (default_side, default_side)
+    from lama_server.commands.image_files import replace_through_temporary
+
     model = load_model(args.model)
-    partial = args.output.with_name(args.output.name + ".partial")
-    try:
+
+    def write(partial: Path) -> None:
         if fmt == "onnx":
             opset = {} if args.opset is None else {"opset": args.opset}
             export_onnx(model, partial, sample_size=size, verbose=args.verbose, dft=args.dft,
@@ -138,9 +140,8 @@ def export_to(args: argparse.Namespace, fmt: str) -> Path:
             export_torchscript(model, partial, sample_size=size)
         if args.output.exists() and not args.overwrite:  # made while we exported
             raise FileExistsError(f"{args.output} appeared during the export; kept it")
-        partial.replace(args.output)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    replace_through_temporary(args.output, write)
     return args.output
 
 

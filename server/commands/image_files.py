@@ -266,12 +266,24 @@ def _write_png16(f, pixels: np.ndarray) -> None:
 
 def _write_through_temporary(path: Path, write: Callable[[object], None]) -> None:
     """``write(file)`` into a hidden file beside ``path``, then rename it to ``path``."""
+
+    def into(temporary: Path) -> None:
+        with open(temporary, "wb") as f:
+            write(f)
+
+    replace_through_temporary(path, into)
+
+
+def replace_through_temporary(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary)`` fills a new hidden file beside ``path``, which is then renamed to
+    ``path``: an interrupted write never leaves a half file under the final name. The name is
+    random and the file is created exclusively, so a file or link planted beside ``path`` by
+    someone else is never followed or overwritten."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
     # 0o666 before the umask: the same permissions a plain open() would give the file.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
