@@ -63,17 +63,17 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         description="Big LaMa traced to TorchScript, as IOPaint and others distribute it",
     ),
     # For training only (lama-train): the encoder of the CSAIL ADE20k scene-parsing model that
-    # the ResNetPL perceptual loss runs. No checksum is published and this project could not
-    # download it to pin one (TODO: pin the SHA-256 once fetched from the official location);
-    # until then the SHA-256 of the first download is recorded beside the file, and a file that
-    # no longer matches it is refused (see _check_recorded). The site serves https as well as
-    # the http that the official scripts name.
+    # the ResNetPL perceptual loss runs. CSAIL publishes no checksum; this project could not
+    # download the file here, so the SHA-256 pinned below is the one two unrelated projects
+    # publish for the same CSAIL file (FoTa-Net's dataset docs and an MSO reconstruction
+    # script's preflight check, found with the code search), not one measured by us. The site
+    # serves https as well as the http that the official scripts name.
     "ade20k-resnet50dilated": KnownModel(
         name="ade20k-resnet50dilated",
         url="https://sceneparsing.csail.mit.edu/model/pytorch/"
         "ade20k-resnet50dilated-ppm_deepsup/encoder_epoch_20.pth",
         filename="ade20k-resnet50dilated-encoder_epoch_20.pth",
-        digest=None,
+        digest="sha256:d7dcb0234a2c1fd23d490d48c2c2fc5c39dc2b0ce39085b2f6f7e867fdd5d304",
         size_hint="about 95 MB",
         description="ADE20k ResNet-50-dilated encoder for the ResNetPL training loss (lama-train)",
         local_hint="pass lama-train --resnet-pl PATH to a copy of encoder_epoch_20.pth",
@@ -183,8 +183,6 @@ def ensure_model(name: str, show_progress: bool = True) -> Path:
             (target / ".source-sha256").write_text(sha256 + "\n")
         else:
             shutil.move(str(download), str(target))
-            if entry.digest is None:
-                Path(f"{target}.source-sha256").write_text(sha256 + "\n")
     return target
 
 
@@ -246,13 +244,9 @@ def verify_digest(path: Path, digest: str | None) -> None:
 
 
 def _check_recorded(entry: KnownModel, target: Path) -> None:
-    if not target.is_file():
-        return
-    recorded = Path(f"{target}.source-sha256")
-    if entry.digest is None and recorded.is_file():
-        # no published digest: the file must still be the one that was downloaded
-        verify_digest(target, "sha256:" + recorded.read_text().strip())
-    else:
+    """A cached file is verified at every use: a pinned file altered in the cache (by a disk
+    error or by someone who could write there) is refused rather than loaded."""
+    if target.is_file():
         verify_digest(target, entry.digest)
 
 
