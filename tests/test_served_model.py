@@ -54,3 +54,33 @@ def test_loaded_checkpoints_keep_the_contract(golden_dir, source):
     model = load_model(golden_dir / source, allow_torchscript=True)
     _assert_keeps_the_contract(model)
     assert model.scripted == source.endswith(".pt")
+
+
+def test_a_device_sharing_worker_model_keeps_the_contract_and_holds_the_lock(tiny_model_dir):
+    """Workers sharing a GPU wrap their model in SerializedModel: it must answer every member
+    of the contract as the wrapped model does, and its forward must wait for the shared lock."""
+    import threading
+
+    from lama_server.daemon.worker import SerializedModel
+
+    model = load_for_inference(str(tiny_model_dir), CPU, "fp32")
+    lock = threading.Lock()
+    shared = SerializedModel(model, lock)
+    _assert_keeps_the_contract(shared)
+    for member in ("name", "size_multiple", "scripted", "choice", "compiler", "device",
+                   "input_device", "precision", "description", "refine_generator"):  # fmt: skip
+        assert getattr(shared, member) == getattr(model, member), member
+    image, mask = torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32)
+    finished = threading.Event()
+
+    def forward() -> None:
+        with torch.no_grad():
+            shared(image, mask)
+        finished.set()
+
+    with lock:  # another worker's forward holds the device
+        thread = threading.Thread(target=forward)
+        thread.start()
+        assert not finished.wait(0.5)
+    assert finished.wait(30)
+    thread.join()

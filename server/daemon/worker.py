@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lama_model.interface import CompileProgress, PrecisionChoice, ServedModel
 from lama_model.pipeline import (
     InpaintOptions,
     RefineError,
@@ -267,24 +268,64 @@ class Worker:
 
 
 class SerializedModel:
-    """A model whose calls hold a lock; every attribute is the wrapped model's."""
+    """A :class:`~lama_model.interface.ServedModel` whose forwards hold a lock shared with the
+    other workers on the same device; it answers the contract from the wrapped model."""
 
-    def __init__(self, model: torch.nn.Module, lock: threading.Lock) -> None:
+    def __init__(self, model: ServedModel, lock: threading.Lock) -> None:
         self._model = model
         self._lock = lock
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            return self._model(*args, **kwargs)
+            return self._model(image, mask)
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[torch.nn.Module]:
+    def exclusive(self) -> Iterator[ServedModel]:
         """Hold the device for a longer piece of work (a refinement); yields the bare model."""
         with self._lock:
             yield self._model
 
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
+    # The rest of ServedModel, read from the wrapped model each time: auto measuring in the
+    # background may switch its path, and a copy taken here would go stale.
+    @property
+    def name(self) -> str:
+        return self._model.name
+
+    @property
+    def size_multiple(self) -> int:
+        return self._model.size_multiple
+
+    @property
+    def scripted(self) -> bool:
+        return self._model.scripted
+
+    @property
+    def choice(self) -> PrecisionChoice | None:
+        return self._model.choice
+
+    @property
+    def compiler(self) -> CompileProgress | None:
+        return self._model.compiler
+
+    @property
+    def device(self) -> torch.device:
+        return self._model.device
+
+    @property
+    def input_device(self) -> torch.device:
+        return self._model.input_device
+
+    @property
+    def precision(self) -> str:
+        return self._model.precision
+
+    @property
+    def description(self) -> str:
+        return self._model.description
+
+    @property
+    def refine_generator(self) -> torch.nn.Module | None:
+        return self._model.refine_generator
 
 
 class WorkerLoad:
