@@ -47,6 +47,8 @@ def run_plugin(spec, image, target):
     config.set_property("refine", spec.get("refine", False))
     if spec.get("select_first"):
         config.set_property("select-object-first", True)
+    if spec.get("processing_size"):
+        config.set_property("processing-size", spec["processing_size"])
     return proc.run(config)
 
 

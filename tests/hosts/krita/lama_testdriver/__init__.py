@@ -64,6 +64,7 @@ class Driver:
         k.writeSetting("lama_inpaint", "margin", str(spec.get("margin", 0)))
         k.writeSetting("lama_inpaint", "refine", "true" if spec.get("refine") else "false")
         k.writeSetting("lama_inpaint", "select_first", "true" if spec.get("select_first") else "false")
+        k.writeSetting("lama_inpaint", "processing_size", spec.get("processing_size", "full"))
         doc = k.openDocument(spec["image"])
         doc.setBatchmode(True)
         k.activeWindow().addView(doc)
