@@ -177,6 +177,17 @@ def test_server_down_shows_a_message_and_adds_nothing(krita_session):
     assert s["source_unchanged"] is True and s["responsive"] is True
 
 
+def test_settings_dialog_offers_the_processing_sizes_and_stores_the_choice(krita_session):
+    """LaMa settings in real Krita: the Processing size box lists the shared choices with the
+    shared help as its tooltip, shows the stored one, and OK stores the one chosen."""
+    seen = krita_session["result"]["settings_dialog"]
+    assert "error" not in seen, seen.get("error")
+    sizes = host_kit.PROCESSING_SIZES
+    assert seen["title"] == "LaMa settings" and seen["items"] == [s.label for s in sizes]
+    assert seen["shown"] == sizes[0].label  # the last scenario stored "full"
+    assert seen["tooltip"] == host_kit.PROCESSING_SIZE_HELP and seen["stored"] == sizes[-1].key
+
+
 def test_screenshot_was_taken(krita_session):
     shot = krita_session["out"] / "krita-result.png"
     assert shot.is_file() and shot.stat().st_size > 10_000
