@@ -131,15 +131,17 @@ def _krita_request() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fill_size(mask: np.ndarray, options: InpaintOptions) -> str:
-    """The sizes the generator runs at for ``mask`` under ``options`` (the pipeline's plan,
-    its hole taken as the mask itself: growing it by a few pixels changes no window here)."""
-    from lama_model.geometry import bounding_box
+    """The sizes the generator runs at for ``mask`` under ``options``: the pipeline's plan on
+    its grown hole, as :mod:`lama_model.pipeline.host` makes them."""
+    from lama_model.geometry import blend_weights, bounding_box
     from lama_model.pipeline.options import active_box, plan_windows
 
     h, w = mask.shape
     active = active_box(bounding_box(mask), options, h, w)
-    sizes = [f"{round(box.width * scale)}x{round(box.height * scale)}"
-             for box, scale in plan_windows(mask > 127, active, options, h, w)]  # fmt: skip
+    hole = np.zeros((h, w), dtype=bool)
+    hole[active.slices] = blend_weights(mask[active.slices], options.mask_grow, options.feather)[0]
+    sizes = [f"{max(1, round(box.width * scale))}x{max(1, round(box.height * scale))}"
+             for box, scale in plan_windows(hole, active, options, h, w)]  # fmt: skip
     return " + ".join(sizes)
 
 
