@@ -75,6 +75,7 @@ def gimp_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
         shutil.copy(work / "gimp-result.png", REPO / "docs" / "img" / "gimp-result.png")
     return {"host": host, "installed": installed, "out": work, "scenarios": scenarios,
             "version": result["gimp_version"], "log": proc.stdout + proc.stderr,
+            "processing_size": result.get("processing_size"),
             "server_log": server.log()}  # fmt: skip
 
 
@@ -147,6 +148,18 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(gimp_session, tiny_
     assert got == expected
     layer = wire_to_array(fmt, w, h, got)
     assert (layer[result.alpha == 0] == 0).all() and (layer[result.alpha == 1][:, 3] > 0).all()
+
+
+def test_the_processing_size_argument_offers_the_plugins_shared_choices(gimp_session):
+    """GIMP's procedure shows the same words as Krita's settings (host_kit), Full first and
+    by default, so the procedure dialog and scripts see one list."""
+    shown = gimp_session["processing_size"]
+    assert shown is not None and "error" not in shown, shown
+    sizes = host_kit.PROCESSING_SIZES
+    assert shown["label"] == host_kit.PROCESSING_SIZE_LABEL
+    assert shown["help"] == host_kit.PROCESSING_SIZE_HELP
+    assert shown["choices"] == [[s.key, s.label] for s in sizes]
+    assert shown["default"] == host_kit.DEFAULT_PROCESSING_SIZE == sizes[0].key
 
 
 def test_server_down_is_an_error_status_and_the_image_is_unchanged(gimp_session):
