@@ -730,7 +730,8 @@ class LamaClient:
                 "old_server",
                 f"the server at {self.endpoint} speaks protocol 1.{minor}; the processing size "
                 f"(resize_limit) needs 1.{RESIZE_LIMIT_MINOR} or newer: update lama-server "
-                "(pip install -U lama-inpaint) and restart it, or leave the size at its default",
+                "(pip install -U lama-inpaint) and restart it, or set the processing size back "
+                "to its default (Full)",
             )
 
     def _pixels_into_file(self, image: ImageData, mask: bytes) -> tuple[_PixelFile | None, bool]:

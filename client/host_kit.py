@@ -175,7 +175,9 @@ def explain(error: Exception, host: str) -> Explanation:
         )
     if code == "no_segmenter":
         return Explanation("Object selection is not available", message)
-    if code in ("unknown_op", "old_server"):
+    if code == "old_server":  # the client's message names the option and how to update
+        return Explanation("LaMa server is too old", f"{message}.")
+    if code == "unknown_op":
         return Explanation(
             "LaMa server is too old",
             f"{message}\nUpdate lama-server (pip install -U lama-inpaint) and restart it.",
