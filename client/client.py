@@ -6,7 +6,7 @@ speaks ZMTP 3.x (NULL mechanism, socket type DEALER) over a plain socket and enc
 itself (:mod:`.wire`). ``lama-server install-plugin`` copies the whole package into each plugin
 as ``lama_client/``, so it must never import from ``lama_server``.
 
-Wire protocol: ``docs/protocol.md`` (version 1.5). Before each request the client sends a
+Wire protocol: ``docs/protocol.md`` (version 1.6). Before each request the client sends a
 ``hello`` with a random nonce and checks the server's HMAC, keyed by the token, of both sides'
 nonces and the endpoint it dialled: only the real lama-server knows the token, and only one
 listening at that endpoint can make that proof, so neither the token nor pixels go to an
@@ -65,6 +65,9 @@ except ImportError:  # pragma: no cover - exercised by forcing use_pyzmq=False i
     _msgpack = None
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
+#: The protocol minor that added ``options.resize_limit``: an older server refuses the option
+#: as unknown, so the client names the cause before sending it.
+RESIZE_LIMIT_MINOR = 6
 SMALL_SEND_BYTES = 65536  # messages up to this size go out header and body in one send
 _PIXEL_FILE_FLAGS = (
     os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -575,6 +578,7 @@ class LamaClient:
         self.uses_pyzmq = use_pyzmq
         self.pixel_files = pixel_files
         self._pixel_dir: str | None = None  # from the last verified hello
+        self._server_minor: int | None = None  # its protocol_minor (None: not known)
         self._pixel_file: _PixelFile | None = None
         self._final_reply = False  # whether the last _call got its final reply
         if use_pyzmq:
@@ -618,10 +622,20 @@ class LamaClient:
         options: dict | None = None,
         progress: Callable[[float, str], None] | None = None,
         cancel: threading.Event | None = None,
+        resize_limit: int | None = None,
     ) -> ImageData:
-        """Fill the masked area; the answer comes in ``image.format``."""
+        """Fill the masked area; the answer comes in ``image.format``.
+
+        ``resize_limit`` (protocol 1.6): the longest side, in pixels, the server fills a window
+        at; a larger window is filled scaled down to it and the fill scaled up into the hole
+        (faster, softer detail; pixels outside the hole never change). None: not sent, so the
+        server's default applies (1024) and servers older than 1.6 keep working; a value on a
+        server known to be older raises ``LamaError`` (code ``old_server``) before sending.
+        """
         if cancel is not None and cancel.is_set():
             raise Cancelled()  # cancelled before it started: do not bother the server
+        if resize_limit is not None:
+            options = {**(options or {}), "resize_limit": resize_limit}
         return self._inpaint(image, mask, options, progress, cancel, retries=1)
 
     def segment(
@@ -685,6 +699,7 @@ class LamaClient:
         pixel_file: _PixelFile | None = None
         try:
             verified = self._server_verified()
+            self._check_options_known(options)
             pixel_file, reused = self._pixels_into_file(image, mask) if verified else (None, False)
             request = self._inpaint_request(image, mask, options, pixel_file)
             reply = self._call(request, timeout=self.timeout, progress=progress, cancel=cancel,
@@ -703,6 +718,21 @@ class LamaClient:
             self._after_failure(pixel_file, unseen_file=False)
             raise
         return self._image_from_reply(reply, image, pixel_file)
+
+    def _check_options_known(self, options: dict | None) -> None:
+        """Refuse, in words, an option the verified server's protocol is too old for (it would
+        answer ``unknown options``); a server of unknown minor gets the request."""
+        minor = self._server_minor
+        if options and "resize_limit" in options and minor is not None and (
+            minor < RESIZE_LIMIT_MINOR
+        ):
+            raise LamaError(
+                "old_server",
+                f"the server at {self.endpoint} speaks protocol 1.{minor}; the processing size "
+                f"(resize_limit) needs 1.{RESIZE_LIMIT_MINOR} or newer: update lama-server "
+                "(pip install -U lama-inpaint) and restart it, or set the processing size back "
+                "to its default (Full)",
+            )
 
     def _pixels_into_file(self, image: ImageData, mask: bytes) -> tuple[_PixelFile | None, bool]:
         """The pixel file holding the request's pixels (None: send them inline), and whether
@@ -891,6 +921,7 @@ class LamaClient:
         nonce = os.urandom(NONCE_BYTES)
         reply = self._hello_reply(nonce, timeout)
         self._pixel_dir = None
+        self._server_minor = None
         if reply["ok"] is not True:
             error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
             self._transport.close()
@@ -902,6 +933,9 @@ class LamaClient:
                 )
             raise LamaError(str(error.get("code", "internal")), str(error.get("message", "")))
         self._check_proof(reply, nonce)
+        minor = reply.get("protocol_minor")
+        if isinstance(minor, int) and not isinstance(minor, bool):
+            self._server_minor = minor
         folder = reply.get("pixel_dir")
         if isinstance(folder, str) and os.path.isabs(folder) and os.path.isdir(folder):
             self._pixel_dir = folder

@@ -1,5 +1,5 @@
-"""What the Krita and GIMP plug-ins share: the context window, the object selection's mask
-rules (its box, its growth) and the words for an error.
+"""What the Krita and GIMP plug-ins share: the context window, the processing sizes, the
+object selection's mask rules (its box, its growth) and the words for an error.
 
 One copy of each rule, in the package that ``lama-server install-plugin`` bundles into both
 plug-ins; each host only adapts it to its own types (Krita's rectangles, GIMP's message line).
@@ -30,6 +30,49 @@ def context_window(selection: Box, bounds: Box, margin: int = 0) -> Box:
     bx0, by0, bx1, by1 = bounds
     return (max(bx0, x0 - margin), max(by0, y0 - margin),
             min(bx1, x1 + margin), min(by1, y1 + margin))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProcessingSize:
+    """A choice of the plug-ins' "Processing size" setting.
+
+    ``key``: how the setting is stored (Krita's configuration, GIMP's choice argument);
+    ``label``: what the user reads; ``resize_limit``: what the inpaint request sends (protocol
+    1.6), or None to send nothing and get the server's default, which keeps servers older than
+    1.6 working for users who never change the setting.
+    """
+
+    key: str
+    label: str
+    resize_limit: int | None
+
+
+#: The server's default ``resize_limit`` (``lama_model.pipeline.InpaintOptions``; a test holds
+#: the two equal): "Full" promises it to the user.
+SERVER_RESIZE_LIMIT = 1024
+PROCESSING_SIZES = (
+    ProcessingSize("full", f"Full (up to {SERVER_RESIZE_LIMIT} px)", None),
+    ProcessingSize("faster", "Faster (768 px)", 768),
+    ProcessingSize("fastest", "Fastest (512 px)", 512),
+)
+DEFAULT_PROCESSING_SIZE = PROCESSING_SIZES[0].key
+PROCESSING_SIZE_LABEL = "Processing size"
+PROCESSING_SIZE_HELP = (
+    "Large selections are filled at this size (the longest side of the area LaMa works on) "
+    "and the fill is scaled up into the hole: a smaller size is faster, since the time grows "
+    "with the pixels filled, but large fills come out softer. An area that fits within the "
+    "size is filled at full resolution anyway; pixels outside the selection never change. "
+    "Refine works at its own size."
+)
+
+
+def processing_size(key: str) -> ProcessingSize:
+    """The processing size stored as ``key``; an unknown key (an edited or future setting)
+    is the default."""
+    for size in PROCESSING_SIZES:
+        if size.key == key:
+            return size
+    return PROCESSING_SIZES[0]
 
 
 #: Prompt points one ``segment`` request may carry (protocol 1.4): SAM's own guidance uses a
@@ -132,6 +175,8 @@ def explain(error: Exception, host: str) -> Explanation:
         )
     if code == "no_segmenter":
         return Explanation("Object selection is not available", message)
+    if code == "old_server":  # the client's message names the option and how to update
+        return Explanation("LaMa server is too old", f"{message}.")
     if code == "unknown_op":
         return Explanation(
             "LaMa server is too old",

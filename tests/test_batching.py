@@ -96,6 +96,9 @@ def test_batch_key_only_for_whole_image_requests_and_never_for_refine(tiny_model
     assert worker.batch_key(_job("a", strategy="original").request) == (64, 64)
     assert worker.batch_key(_job("a", strategy="auto").request) == (64, 64)
     assert worker.batch_key(_job("a", w=2000, strategy="auto").request) is None  # crops
+    # The request's own resize limit decides what auto does (protocol 1.6).
+    assert worker.batch_key(_job("a", w=600, strategy="auto").request) == (600, 64)
+    assert worker.batch_key(_job("a", w=600, strategy="auto", resize_limit=512).request) is None
     assert worker.batch_key(_job("a", strategy="crop").request) is None
     assert worker.batch_key(_job("a", strategy="original", refine=True).request) is None
     assert Worker(tiny_model, "tiny", "fp32").batch_key(_job("a").request) is None  # batch 1

@@ -50,7 +50,8 @@ class FakeServer:
     ``step_delay`` apart, then the image with every byte inverted. ``silent`` requests are
     swallowed; ``error`` makes every inpaint fail with that (code, message). ``hello`` is
     answered with the right HMAC proof (``proof="right"``), a wrong one (``"wrong"``: an
-    impostor without the token), or ``unknown_op`` (``"none"``: a server older than 1.1).
+    impostor without the token), or ``unknown_op`` (``"none"``: a server older than 1.1);
+    ``protocol_minor`` (if given) is what its hello says it speaks.
     """
 
     def __init__(
@@ -65,8 +66,10 @@ class FakeServer:
         heartbeat_ms: int = 0,
         ipv6: bool = False,
         proof: str = "right",
+        protocol_minor: int | None = None,
     ) -> None:
         self.proof = proof
+        self.protocol_minor = protocol_minor
         self.hellos = 0
         self.steps, self.step_delay = steps, step_delay
         self.honour_cancel, self.silent, self.error = honour_cancel, silent, error
@@ -128,8 +131,9 @@ class FakeServer:
             key = TOKEN if self.proof == "right" else "a guess"
             ours, endpoint = os.urandom(32), client.canonical_endpoint(self.endpoint)
             proof = wire.hello_proof(key, req["nonce"], ours, endpoint)
+            minor = {} if self.protocol_minor is None else {"protocol_minor": self.protocol_minor}
             return self._reply(ident, id=rid, ok=True, proof=proof, protocol=1,
-                               server_nonce=ours, endpoint=endpoint)  # fmt: skip
+                               server_nonce=ours, endpoint=endpoint, **minor)  # fmt: skip
         self.requests.append(req)
         if req.get("op") == "hello":
             return self._fail(ident, rid, "unknown_op", "unknown op 'hello'")
@@ -220,6 +224,31 @@ def test_inpaint_reports_progress_skips_stale_replies_and_returns_the_image(use_
     assert req["op"] == "inpaint" and req["options"] == {"mask_grow": 2, "output": "layer"}
     assert req["image"] == {"w": 40, "h": 30, "format": "RGBA8", "data": image.data}
     assert req["mask"] == {"w": 40, "h": 30, "data": mask}
+
+
+@pytest.mark.parametrize("minor", [None, client.RESIZE_LIMIT_MINOR])
+def test_resize_limit_is_sent_only_when_given(minor):
+    image, mask = rgba(8, 8), b"\xff" * 64
+    with FakeServer(protocol_minor=minor) as server, LamaClient(server.endpoint, TOKEN) as c:
+        c.inpaint(image, mask, {"mask_grow": 2})
+        c.inpaint(image, mask, {"mask_grow": 2}, resize_limit=768)
+    plain, limited = (r["options"] for r in server.requests if r["op"] == "inpaint")
+    assert plain == {"mask_grow": 2} and limited == {"mask_grow": 2, "resize_limit": 768}
+
+
+@BOTH
+def test_resize_limit_on_an_older_server_says_to_update_it_and_sends_nothing(use_pyzmq):
+    old = client.RESIZE_LIMIT_MINOR - 1
+    with (
+        FakeServer(protocol_minor=old) as server,
+        LamaClient(server.endpoint, TOKEN, use_pyzmq=use_pyzmq) as c,
+    ):
+        with pytest.raises(LamaError) as caught:
+            c.inpaint(rgba(8, 8), b"\xff" * 64, resize_limit=512)
+        c.inpaint(rgba(8, 8), b"\xff" * 64)  # without it, that server still works
+    assert caught.value.code == "old_server"
+    assert f"protocol 1.{old}" in caught.value.message and "update lama-server" in caught.value.message
+    assert [r.get("options") for r in server.requests if r["op"] == "inpaint"] == [{}]
 
 
 @BOTH

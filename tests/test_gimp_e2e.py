@@ -19,6 +19,7 @@ import torch
 from conftest import REPO, host_missing, start_server
 from hosts.real_hosts import GIMP_HOSTS
 
+from lama_client import host_kit
 from lama_model.factory import load_for_inference
 from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.wire.pixel_formats import array_to_wire, wire_to_array
@@ -56,7 +57,7 @@ def gimp_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
             {"name": "rgba16", "image": photo, "endpoint": live, "depth": "u16", "selection": [40, 150, 30, 50], "mask_grow": 2, "feather": 6},
             {"name": "float", "image": photo, "endpoint": live, "depth": "f32", "selection": [120, 40, 40, 36]},
             {"name": "feathered", "image": photo, "endpoint": live, "selection": [70, 100, 50, 40], "feather_selection": 12},
-            {"name": "group_offset", "image": photo, "endpoint": live, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40},
+            {"name": "group_offset", "image": photo, "endpoint": live, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40, "processing_size": "fastest"},
             {"name": "refine", "image": photo, "endpoint": live, "selection": [96, 80, 48, 40], "refine": True},
             {"name": "server_down", "image": photo, "endpoint": "tcp://127.0.0.1:9", "selection": [96, 80, 48, 40]},
         ],
@@ -74,6 +75,7 @@ def gimp_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
         shutil.copy(work / "gimp-result.png", REPO / "docs" / "img" / "gimp-result.png")
     return {"host": host, "installed": installed, "out": work, "scenarios": scenarios,
             "version": result["gimp_version"], "log": proc.stdout + proc.stderr,
+            "processing_size": result.get("processing_size"),
             "server_log": server.log()}  # fmt: skip
 
 
@@ -131,10 +133,14 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(gimp_session, tiny_
     if s["spec"].get("feather_selection"):  # the soft edge itself reached the server
         assert ((mask > 0) & (mask < 255)).any()
     spec = s["spec"]
+    size = host_kit.processing_size(spec.get("processing_size", "full"))
     options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4),
-                             refine=spec.get("refine", False))  # fmt: skip
+                             refine=spec.get("refine", False),
+                             resize_limit=size.resize_limit or host_kit.SERVER_RESIZE_LIMIT)  # fmt: skip
     if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
         assert "refine=True" in gimp_session["server_log"]
+    if size.resize_limit:  # the plug-in's processing size reached the server
+        assert f"resize_limit={size.resize_limit} " in gimp_session["server_log"]
     model = load_for_inference(tiny_model_dir, torch.device("cpu"), PRECISION)
     result = inpaint(model, np.ascontiguousarray(window), np.ascontiguousarray(mask), options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))
@@ -142,6 +148,18 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(gimp_session, tiny_
     assert got == expected
     layer = wire_to_array(fmt, w, h, got)
     assert (layer[result.alpha == 0] == 0).all() and (layer[result.alpha == 1][:, 3] > 0).all()
+
+
+def test_the_processing_size_argument_offers_the_plugins_shared_choices(gimp_session):
+    """GIMP's procedure shows the same words as Krita's settings (host_kit), Full first and
+    by default, so the procedure dialog and scripts see one list."""
+    shown = gimp_session["processing_size"]
+    assert shown is not None and "error" not in shown, shown
+    sizes = host_kit.PROCESSING_SIZES
+    assert shown["label"] == host_kit.PROCESSING_SIZE_LABEL
+    assert shown["help"] == host_kit.PROCESSING_SIZE_HELP
+    assert shown["choices"] == [[s.key, s.label] for s in sizes]
+    assert shown["default"] == host_kit.DEFAULT_PROCESSING_SIZE == sizes[0].key
 
 
 def test_server_down_is_an_error_status_and_the_image_is_unchanged(gimp_session):

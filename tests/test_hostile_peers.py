@@ -432,7 +432,7 @@ def test_hello_2_binds_the_proof_to_both_nonces_and_the_endpoint(running_server)
     endpoint = client.canonical_endpoint(running_server.endpoint)
     assert reply["endpoint"] == endpoint and len(reply["server_nonce"]) == 32
     expected = wire.hello_proof(running_server.token, nonce, reply["server_nonce"], endpoint)
-    assert reply["proof"] == expected and reply["protocol_minor"] == 5
+    assert reply["proof"] == expected and reply["protocol_minor"] == 6
 
 
 # --------------------------------------------------------------------------------------------

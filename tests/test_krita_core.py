@@ -214,7 +214,8 @@ class _Err(Exception):
     ("code", "title"),
     [("unavailable", "LaMa server is not running"), ("timeout", "LaMa server timed out"),
      ("busy", "LaMa server is busy"), ("unauthorized", "LaMa server refused the request"),
-     ("too_large", "Selection too large"), ("internal", "LaMa inpainting failed")],
+     ("too_large", "Selection too large"), ("internal", "LaMa inpainting failed"),
+     ("old_server", "LaMa server is too old")],
 )  # fmt: skip
 def test_client_errors_become_friendly_messages(code, title):
     problem = core.explain(_Err(code, "no lama-server at tcp://x:1. Start it with: lama-server"))
@@ -289,6 +290,23 @@ def test_select_first_setting_round_trips():
     core.Settings(select_first=True).save(stored.__setitem__)
     assert core.Settings.load(lambda k, d: stored.get(k, d)).select_first is True
     assert core.Settings.load(lambda k, d: d).select_first is False
+
+
+@pytest.mark.parametrize(("key", "sent"), [("full", None), ("faster", 768), ("fastest", 512)])
+def test_processing_size_round_trips_and_sets_the_requests_resize_limit(key, sent):
+    stored = {}
+    core.Settings(processing_size=key).save(stored.__setitem__)
+    loaded = core.Settings.load(lambda k, d: stored.get(k, d))
+    assert stored["processing_size"] == key and loaded.processing_size == key
+    # "Full" sends nothing: the server's default, and servers before protocol 1.6 keep working.
+    assert loaded.request_options().get("resize_limit") == sent
+    assert ("resize_limit" in loaded.request_options()) == (sent is not None)
+
+
+def test_unknown_stored_processing_size_is_the_default():
+    loaded = core.Settings.load(lambda k, d: "enormous" if k == "processing_size" else d)
+    assert loaded.processing_size == "full" and "resize_limit" not in loaded.request_options()
+    assert core.Settings.load(lambda k, d: d).processing_size == "full"
 
 
 class DotsLayer(FakeNode):

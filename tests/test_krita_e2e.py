@@ -21,6 +21,7 @@ import torch
 from conftest import REPO, host_missing, start_server
 from hosts.real_hosts import KRITA_HOSTS, free_display
 
+from lama_client import host_kit
 from lama_model.factory import load_for_inference
 from lama_model.pipeline import InpaintOptions, inpaint
 from lama_server.commands.plugins import enable_in_kritarc
@@ -61,7 +62,7 @@ def krita_session(request, tmp_path_factory, tiny_model_dir, golden_dir):
             {"name": "rgba16", "image": image, "endpoint": live, "depth": "U16", "selection": [40, 150, 30, 50], "mask_grow": 2, "feather": 6},
             {"name": "float", "image": image, "endpoint": live, "depth": "F32", "selection": [120, 40, 40, 36]},
             {"name": "feathered", "image": image, "endpoint": live, "selection": [70, 100, 50, 40], "feather_selection": 12},
-            {"name": "group_offset", "image": image, "endpoint": live, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40},
+            {"name": "group_offset", "image": image, "endpoint": live, "group_offset": [30, 20], "selection": [150, 110, 40, 30], "margin": 40, "processing_size": "fastest"},
             {"name": "refine", "image": image, "endpoint": live, "selection": [96, 80, 48, 40], "refine": True},
             {"name": "server_down", "image": image, "endpoint": dead, "selection": [96, 80, 48, 40]},
         ],
@@ -136,10 +137,14 @@ def test_layer_equals_lama_inside_and_is_transparent_outside(krita_session, tiny
     if s["spec"].get("feather_selection"):  # the soft edge itself reached the server
         assert ((mask > 0) & (mask < 255)).any()
     spec = s["spec"]
+    size = host_kit.processing_size(spec.get("processing_size", "full"))
     options = InpaintOptions(mask_grow=spec.get("mask_grow", 4), feather=spec.get("feather", 4),
-                             refine=spec.get("refine", False))  # fmt: skip
+                             refine=spec.get("refine", False),
+                             resize_limit=size.resize_limit or host_kit.SERVER_RESIZE_LIMIT)  # fmt: skip
     if spec.get("refine"):  # the plug-in asked for refinement and the server ran it
         assert "refine=True" in krita_session["server_log"]
+    if size.resize_limit:  # the plug-in's processing size reached the server
+        assert f"resize_limit={size.resize_limit} " in krita_session["server_log"]
     model = load_for_inference(tiny_model_dir, torch.device("cpu"), PRECISION)
     result = inpaint(model, source, mask, options)
     expected = array_to_wire(fmt, layer_pixels(result.image, result.alpha, fmt))
@@ -170,6 +175,17 @@ def test_server_down_shows_a_message_and_adds_nothing(krita_session):
     assert "lama-server" in message["text"]
     assert "LaMa: removed" not in s["siblings"]
     assert s["source_unchanged"] is True and s["responsive"] is True
+
+
+def test_settings_dialog_offers_the_processing_sizes_and_stores_the_choice(krita_session):
+    """LaMa settings in real Krita: the Processing size box lists the shared choices with the
+    shared help as its tooltip, shows the stored one, and OK stores the one chosen."""
+    seen = krita_session["result"]["settings_dialog"]
+    assert "error" not in seen, seen.get("error")
+    sizes = host_kit.PROCESSING_SIZES
+    assert seen["title"] == "LaMa settings" and seen["items"] == [s.label for s in sizes]
+    assert seen["shown"] == sizes[0].label  # the last scenario stored "full"
+    assert seen["tooltip"] == host_kit.PROCESSING_SIZE_HELP and seen["stored"] == sizes[-1].key
 
 
 def test_screenshot_was_taken(krita_session):

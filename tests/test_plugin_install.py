@@ -88,7 +88,8 @@ def test_the_krita_manual_the_desktop_file_names_is_installed_and_explains_every
     titles = _krita_message_titles()
     assert len(titles) >= 10
     assert [t for t in sorted(titles) if f"<dt>{t}</dt>" not in manual] == []
-    for topic in ("lama-server", "install-service", "Server endpoint", "Feather", "Refine"):
+    for topic in ("lama-server", "install-service", "Server endpoint", "Feather", "Refine",
+                  "Processing size"):
         assert topic in manual
     zipped = zipfile.ZipFile(plugin_install.package_plugin("krita", tmp_path / "k.zip"))
     assert f"lama_inpaint/{manual_name}" in zipped.namelist()

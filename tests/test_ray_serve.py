@@ -77,7 +77,7 @@ def test_info_lists_the_replicas_their_devices_and_load(ray_serve_server):
     inpaint(ray_serve_server, *case(64, 48))
     shown = info(ray_serve_server)
     assert shown["device"] == "ray:cpu" and shown["model"] == "tiny-lama"
-    assert "on Ray Serve" in shown["path"] and shown["protocol_minor"] == 5
+    assert "on Ray Serve" in shown["path"] and shown["protocol_minor"] == 6
     deployment, *replicas = shown["devices"]
     assert deployment["application"] == "RUNNING"
     assert deployment["replica_states"] == {"RUNNING": 2}

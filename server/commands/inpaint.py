@@ -38,7 +38,7 @@ from lama_model.choices import (
     SEGMENTERS,
     STRATEGIES,
 )
-from lama_model.pipeline.options import ProgressFn
+from lama_model.pipeline.options import InpaintOptions, ProgressFn
 from lama_server.commands import exit_codes, ray_folder
 from lama_server.commands.image_files import (
     ImageFileError,
@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=None, choices=STRATEGIES)
     p.add_argument("--mask-grow", type=int, default=None, metavar="N")
     p.add_argument("--feather", type=int, default=None, metavar="N")
-    p.add_argument("--resize-limit", type=int, default=None, metavar="PX")
+    p.add_argument(
+        "--resize-limit", type=int, default=None, metavar="PX",
+        help=f"longest side a window is filled at (default {InpaintOptions().resize_limit}): "
+        "larger windows are filled scaled down to it and the fill scaled up into the hole, "
+        "faster but softer; with --server it is sent along (a server of protocol 1.6 or newer)",
+    )  # fmt: skip
     p.add_argument(
         "--refine",
         action="store_true",
@@ -252,8 +257,6 @@ def _prompted_job(args: argparse.Namespace) -> tuple[list[CheckedJob], tuple]:
 
 def _default_grow() -> int:
     """The plug-ins' and the server's default grow (``InpaintOptions``' one copy of it)."""
-    from lama_model.pipeline import InpaintOptions
-
     return InpaintOptions().mask_grow
 
 
@@ -442,8 +445,6 @@ def make_image_task(args: argparse.Namespace) -> Callable[[str, str, str], None]
 
 def _inpaint_options(args: argparse.Namespace):
     """The pipeline options the flags give, or BadInput."""
-    from lama_model.pipeline import InpaintOptions
-
     given = {
         "mask_grow": args.mask_grow,
         "feather": args.feather,
@@ -467,7 +468,7 @@ def _make_inpainter(args: argparse.Namespace) -> Inpainter:
                 "--backend, --precision, --compile and --checkpoint choose local inference; "
                 "a lama-server picks its own (see lama-server --help)"
             )
-        return _remote_inpainter(args.server, options)
+        return _remote_inpainter(args.server, options, _server_resize_limit(args.resize_limit))
     if args.refine and args.backend != "torch":  # before a slow export, not after
         raise BadInput("--refine needs the torch backend (it runs a backward pass)")
     return _local_inpainter(args, options)
@@ -507,7 +508,20 @@ def _local_inpainter(args: argparse.Namespace, options) -> Inpainter:
     return run
 
 
-def _remote_inpainter(endpoint: str, options) -> Inpainter:
+def _server_resize_limit(value: int | None) -> int | None:
+    """``--resize-limit`` for a server: None (not given: the server's default) or a value in
+    the protocol's range, checked here so a bad one fails before anything is sent."""
+    from lama_server.wire.protocol import MAX_RESIZE_LIMIT, MIN_RESIZE_LIMIT
+
+    if value is not None and not MIN_RESIZE_LIMIT <= value <= MAX_RESIZE_LIMIT:
+        raise BadInput(
+            f"--resize-limit with --server must be in {MIN_RESIZE_LIMIT}..{MAX_RESIZE_LIMIT} "
+            f"pixels, not {value}"
+        )
+    return value
+
+
+def _remote_inpainter(endpoint: str, options, resize_limit: int | None = None) -> Inpainter:
     from lama_client import client as lama_client
     from lama_server.wire.pixel_formats import array_to_wire, format_for_array, wire_to_array
 
@@ -529,7 +543,8 @@ def _remote_inpainter(endpoint: str, options) -> Inpainter:
         h, w = image.shape[:2]
         request = lama_client.ImageData(w, h, fmt, array_to_wire(fmt, image))
         try:
-            reply = conn.inpaint(request, mask.tobytes(), wire_options, progress)
+            reply = conn.inpaint(request, mask.tobytes(), wire_options, progress,
+                                 resize_limit=resize_limit)  # fmt: skip
         except lama_client.LamaError as exc:
             raise Failed(f"server {endpoint}: {exc.message}") from exc
         return wire_to_array(reply.format, reply.width, reply.height, reply.data).reshape(

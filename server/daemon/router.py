@@ -488,6 +488,8 @@ class Server:
                        "max_message_bytes": limits.max_message_bytes, "queue": limits.queue,
                        "max_queued_bytes": limits.max_queued_bytes},
             "protocol_minor": protocol.MINOR_VERSION,
+            "resize_limit": {"default": protocol.DEFAULT_RESIZE_LIMIT,
+                             "min": protocol.MIN_RESIZE_LIMIT, "max": protocol.MAX_RESIZE_LIMIT},
             "queue": {"length": len(self.scheduler), "capacity": limits.queue},
             "formats": sorted(FORMATS),
             "devices": [line for w in self.workers for line in w.devices_info()],

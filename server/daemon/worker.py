@@ -121,15 +121,14 @@ class Worker:
     def batch_key(self, request: Request) -> Hashable | None:
         """Requests with equal keys may share one forward; None: this one runs alone.
 
-        Only requests that run their whole image as one window (``original``, or ``auto`` up
-        to the resize limit) batch, keyed by size; refinement (issue 13) never does.
+        Only requests that run their whole image as one window at full size (``original``, or
+        ``auto`` up to the request's resize limit) batch, keyed by size; refinement (issue 13)
+        never does.
         """
         opts = request.options
         if self.max_batch <= 1 or opts.refine:
             return None
-        strategy = resolved_strategy(
-            InpaintOptions(strategy=opts.strategy), request.height, request.width
-        )
+        strategy = resolved_strategy(pipeline_options(opts), request.height, request.width)
         whole = strategy == "original"
         return (request.width, request.height) if whole else None
 
@@ -185,11 +184,11 @@ class Worker:
             return protocol.error_reply("internal", "internal error while inpainting", req.id)
         opts = req.options
         log.info(
-            "inpaint %s %dx%d %s strategy=%s grow=%d feather=%d output=%s refine=%s pixels=%s: "
-            "%.0f ms, queued %.0f",
-            req.id, req.width, req.height, req.format, opts.strategy, opts.mask_grow,
-            opts.feather, opts.output, opts.refine, "file" if req.image_file else "inline",
-            _ms(started), queue_ms,
+            "inpaint %s %dx%d %s strategy=%s resize_limit=%d grow=%d feather=%d output=%s "
+            "refine=%s pixels=%s: %.0f ms, queued %.0f",
+            req.id, req.width, req.height, req.format, opts.strategy, opts.resize_limit,
+            opts.mask_grow, opts.feather, opts.output, opts.refine,
+            "file" if req.image_file else "inline", _ms(started), queue_ms,
         )  # fmt: skip
         return reply
 
@@ -262,7 +261,7 @@ class Worker:
             log.warning("out of GPU memory; retrying with the resize strategy at 512 px")
             cheaper = InpaintOptions(
                 mask_grow=options.mask_grow, feather=options.feather, strategy="resize",
-                resize_limit=512,
+                resize_limit=min(512, options.resize_limit),  # never larger than asked for
             )  # fmt: skip
             return self._inpaint(image, mask, cheaper, progress)
 
@@ -359,11 +358,15 @@ class WorkerLoad:
 def _decode(req: Request) -> tuple[np.ndarray, np.ndarray, InpaintOptions]:
     image = wire_to_array(req.format, req.width, req.height, req.image_data)
     mask = np.frombuffer(req.mask_data, dtype=np.uint8).reshape(req.height, req.width)
-    opts = req.options
-    options = InpaintOptions(
-        mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy, refine=opts.refine
-    )
-    return image, mask, options
+    return image, mask, pipeline_options(req.options)
+
+
+def pipeline_options(opts: protocol.RequestOptions) -> InpaintOptions:
+    """The pipeline's options for a request's validated ``options`` (the one translation)."""
+    return InpaintOptions(
+        mask_grow=opts.mask_grow, feather=opts.feather, strategy=opts.strategy,
+        resize_limit=opts.resize_limit, refine=opts.refine,
+    )  # fmt: skip
 
 
 def _refine_error(model: torch.nn.Module) -> str | None:

@@ -21,6 +21,7 @@ import msgpack
 from lama_client import host_kit
 from lama_client.wire import NONCE_BYTES, MsgpackError, unpack_from
 from lama_model.choices import STRATEGIES
+from lama_model.pipeline.options import InpaintOptions
 from lama_server.wire.pixel_files import FileRef
 from lama_server.wire.pixel_formats import FORMATS
 
@@ -30,7 +31,8 @@ VERSION = 1
 #: 3 binds the hello proof to the connection (``hello: 2``: both nonces and the endpoint);
 #: 4 added ``segment`` (a box and/or points become the object's mask).
 #: 5 added the error code ``unavailable`` (``lama-server --ray``: no replica can take the job).
-MINOR_VERSION = 5
+#: 6 added ``options.resize_limit`` (the size a large window is filled at: speed for detail).
+MINOR_VERSION = 6
 OPS = ("ping", "info", "inpaint", "cancel", "hello", "segment")
 #: Prompt points per ``segment`` request: the one copy is the client's (the plug-ins need it
 #: too); lama_model.segment.MAX_POINTS is held equal by a test.
@@ -61,6 +63,13 @@ ERROR_CODES = (
 )
 MAX_ID_LENGTH = 64
 MAX_GROW = 64
+#: ``options.resize_limit`` (1.6): the longest side, in pixels, a window is filled at; larger
+#: windows are filled scaled down to it and the fill scaled up into the hole. Below 256 LaMa
+#: sees too little to continue textures; above 4096 one forward needs many GB.
+MIN_RESIZE_LIMIT = 256
+MAX_RESIZE_LIMIT = 4096
+#: What a request that does not send it gets: the pipeline's own default (its one copy).
+DEFAULT_RESIZE_LIMIT = InpaintOptions().resize_limit
 
 
 class ProtocolError(Exception):
@@ -101,6 +110,7 @@ class RequestOptions:
     strategy: str = "auto"
     output: str = "composite"
     refine: bool = False  # high-resolution refinement (sharper, slower)
+    resize_limit: int = DEFAULT_RESIZE_LIMIT  # 1.6: larger windows are filled at this size
 
 
 @dataclass(frozen=True)
@@ -570,21 +580,16 @@ def _pixels(
 
 
 def _decode_options(options: dict, rid: str) -> RequestOptions:
-    known = {"mask_grow", "feather", "strategy", "output", "refine"}
+    known = {"mask_grow", "feather", "strategy", "output", "refine", "resize_limit"}
     unknown = [str(k)[:20] for k in options if k not in known]
     if unknown:
         raise ProtocolError("bad_request", f"unknown options: {', '.join(unknown)}", rid)
     result = RequestOptions()
-    for name in ("mask_grow", "feather"):
+    ranges = {"mask_grow": (0, MAX_GROW), "feather": (0, MAX_GROW),
+              "resize_limit": (MIN_RESIZE_LIMIT, MAX_RESIZE_LIMIT)}  # fmt: skip
+    for name, (low, high) in ranges.items():
         if name in options:
-            value = options[name]
-            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_GROW:
-                raise ProtocolError(
-                    "bad_request", f"options.{name} must be an integer in 0..{MAX_GROW}", rid
-                )
-            setattr(result, name, value)
+            setattr(result, name, _integer_option(options[name], name, low, high, rid))
     for name, allowed in (("strategy", STRATEGIES), ("output", OUTPUTS)):
         if name in options:
             value = options[name]
@@ -598,6 +603,17 @@ def _decode_options(options: dict, rid: str) -> RequestOptions:
             raise ProtocolError("bad_request", "options.refine must be true or false", rid)
         result.refine = options["refine"]
     return result
+
+
+def _integer_option(value: Any, name: str, low: int, high: int, rid: str) -> int:
+    """An integer option in ``low..high`` (a float with an integer value counts as one)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError(
+            "bad_request", f"options.{name} must be an integer in {low}..{high}", rid
+        )
+    return value
 
 
 def _field(container: dict, key: str, kind: type, rid: str | None, label: str | None = None):

@@ -75,13 +75,20 @@ class LamaInpaint(Gimp.PlugIn):
         proc.add_boolean_argument("sample-merged", "Sample merged",
                                   "Use the visible image instead of the drawable alone",
                                   False, flags)
-        # Last, so scripts written before it keep their argument order.
+        # Newer arguments last, so scripts written before them keep their argument order.
         proc.add_boolean_argument("refine", "Refine (sharper, slower)",
                                   "High-resolution refinement of large fills; several times "
                                   "slower, needs a server whose model can refine", False, flags)
         proc.add_boolean_argument("select-object-first", "Select object first",
                                   "Remove the object inside the selection: the server selects "
                                   "it first (as Select › Select Object)", False, flags)
+        kit = lama_client.host_kit
+        sizes = Gimp.Choice.new()
+        for number, size in enumerate(kit.PROCESSING_SIZES):
+            sizes.add(size.key, number, size.label, kit.PROCESSING_SIZE_HELP)
+        proc.add_choice_argument("processing-size", kit.PROCESSING_SIZE_LABEL,
+                                 kit.PROCESSING_SIZE_HELP, sizes, kit.DEFAULT_PROCESSING_SIZE,
+                                 flags)
         return proc
 
     def new_procedure(self, name, label, menu, blurb, help_text):
@@ -229,6 +236,9 @@ class LamaInpaint(Gimp.PlugIn):
         if config.get_property("refine"):  # only sent when on: older servers reject the key
             options["refine"] = True
             client_options["timeout"] = REFINE_TIMEOUT_S
+        size = lama_client.host_kit.processing_size(config.get_property("processing-size"))
+        if size.resize_limit is not None:  # only sent when not the default (older servers)
+            options["resize_limit"] = size.resize_limit
         Gimp.progress_init("LaMa inpainting…")
         try:
             endpoint = config.get_property("endpoint")

@@ -56,6 +56,8 @@ class Settings:
     visible: bool = False  # read the visible image instead of the active layer
     refine: bool = False  # high-resolution refinement on the server: sharper, slower
     select_first: bool = False  # Remove object: select the object in the selection first
+    # The size large windows are filled at (host_kit.PROCESSING_SIZES): speed for detail.
+    processing_size: str = lama_client.host_kit.DEFAULT_PROCESSING_SIZE
 
     @classmethod
     def load(cls, read) -> Settings:
@@ -78,6 +80,9 @@ class Settings:
             visible=str(read("visible", "false")).lower() == "true",
             refine=str(read("refine", "false")).lower() == "true",
             select_first=str(read("select_first", "false")).lower() == "true",
+            processing_size=lama_client.host_kit.processing_size(
+                str(read("processing_size", base.processing_size))
+            ).key,
         )
 
     def save(self, write) -> None:
@@ -89,6 +94,7 @@ class Settings:
         write("visible", "true" if self.visible else "false")
         write("refine", "true" if self.refine else "false")
         write("select_first", "true" if self.select_first else "false")
+        write("processing_size", self.processing_size)
 
     def client_options(self) -> dict:
         """Keyword arguments for ``LamaClient``: refinement may run for many minutes on a CPU."""
@@ -98,6 +104,9 @@ class Settings:
         options = {"mask_grow": self.mask_grow, "feather": self.feather, "output": "layer"}
         if self.refine:  # only sent when on: servers without refinement reject the key
             options["refine"] = True
+        limit = lama_client.host_kit.processing_size(self.processing_size).resize_limit
+        if limit is not None:  # only sent when not the default: servers before 1.6 reject it
+            options["resize_limit"] = limit
         return options
 
 

@@ -22,6 +22,7 @@ from .qt_compat import (
     MSG_YES,
     WINDOW_MODAL,
     QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -131,10 +132,17 @@ class LamaExtension(Extension):
         select_first = QCheckBox("Select object first (Remove object removes the object "
                                  "inside the selection)")  # fmt: skip
         select_first.setChecked(current.select_first)
+        kit = lama_client.host_kit
+        size = QComboBox()
+        for choice in kit.PROCESSING_SIZES:
+            size.addItem(choice.label, choice.key)
+        size.setCurrentIndex([c.key for c in kit.PROCESSING_SIZES].index(current.processing_size))
+        size.setToolTip(kit.PROCESSING_SIZE_HELP)
         form.addRow("Server endpoint", endpoint)
         form.addRow("Grow mask by", grow)
         form.addRow("Feather", feather)
         form.addRow("Context margin", margin)
+        form.addRow(kit.PROCESSING_SIZE_LABEL, size)
         form.addRow(visible)
         form.addRow(refine)
         form.addRow(select_first)
@@ -146,7 +154,8 @@ class LamaExtension(Extension):
             return
         k = Krita.instance()
         core.Settings(endpoint.text().strip(), grow.value(), feather.value(), margin.value(),
-                      visible.isChecked(), refine.isChecked(), select_first.isChecked()).save(
+                      visible.isChecked(), refine.isChecked(), select_first.isChecked(),
+                      kit.PROCESSING_SIZES[size.currentIndex()].key).save(
             lambda key, value: k.writeSetting(core.SETTINGS_GROUP, key, value))  # fmt: skip
 
     # -- remove object -------------------------------------------------------------------

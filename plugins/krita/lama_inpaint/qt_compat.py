@@ -20,6 +20,7 @@ if _krita_wants_qt6():
     from PyQt6.QtWidgets import (
         QApplication,
         QCheckBox,
+        QComboBox,
         QDialog,
         QDialogButtonBox,
         QFormLayout,
@@ -36,6 +37,7 @@ else:
     from PyQt5.QtWidgets import (
         QApplication,
         QCheckBox,
+        QComboBox,
         QDialog,
         QDialogButtonBox,
         QFormLayout,
@@ -56,8 +58,8 @@ BOX_CANCEL = QDialogButtonBox.StandardButton.Cancel if QT_MAJOR == 6 else QDialo
 DIALOG_ACCEPTED = QDialog.DialogCode.Accepted if QT_MAJOR == 6 else QDialog.Accepted
 
 __all__ = [
-    "QApplication", "QCheckBox", "QDialog", "QDialogButtonBox", "QFormLayout", "QKeySequence",
-    "QLineEdit", "QMessageBox", "QObject", "QProgressDialog", "QSpinBox", "QTimer", "Qt",
-    "pyqtSignal", "QT_MAJOR", "WINDOW_MODAL", "MSG_YES", "MSG_NO", "BOX_OK", "BOX_CANCEL",
-    "DIALOG_ACCEPTED",
+    "QApplication", "QCheckBox", "QComboBox", "QDialog", "QDialogButtonBox", "QFormLayout",
+    "QKeySequence", "QLineEdit", "QMessageBox", "QObject", "QProgressDialog", "QSpinBox",
+    "QTimer", "Qt", "pyqtSignal", "QT_MAJOR", "WINDOW_MODAL", "MSG_YES", "MSG_NO", "BOX_OK",
+    "BOX_CANCEL", "DIALOG_ACCEPTED",
 ]  # fmt: skip

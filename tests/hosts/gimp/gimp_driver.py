@@ -47,6 +47,8 @@ def run_plugin(spec, image, target):
     config.set_property("refine", spec.get("refine", False))
     if spec.get("select_first"):
         config.set_property("select-object-first", True)
+    if spec.get("processing_size"):
+        config.set_property("processing-size", spec["processing_size"])
     return proc.run(config)
 
 
@@ -121,11 +123,26 @@ def run(spec):
     return res
 
 
+def processing_size_argument():
+    """What plug-in-lama-inpaint's processing-size argument offers: its label, help, choices
+    (nick and label) and default, as GIMP's procedure dialog shows them."""
+    spec = Gimp.get_pdb().lookup_procedure("plug-in-lama-inpaint").find_argument("processing-size")
+    choice = Gimp.param_spec_choice_get_choice(spec)
+    return {"label": spec.get_nick(), "help": spec.get_blurb(),
+            "choices": [[nick, choice.get_label(nick)] for nick in choice.list_nicks()],
+            "default": Gimp.param_spec_choice_get_default(spec)}
+
+
 results = []
 for spec in PLAN["scenarios"]:
     try:
         results.append(run(spec))
     except Exception:
         results.append({"name": spec["name"], "ok": False, "error": traceback.format_exc()})
-json.dump({"scenarios": results, "gimp_version": Gimp.version()}, open(os.path.join(OUT, "result.json"), "w"), indent=1)
+try:
+    size_argument = processing_size_argument()
+except Exception:
+    size_argument = {"error": traceback.format_exc()}
+json.dump({"scenarios": results, "gimp_version": Gimp.version(), "processing_size": size_argument},
+          open(os.path.join(OUT, "result.json"), "w"), indent=1)
 print("GIMP DRIVER DONE", [(r["name"], r["ok"]) for r in results], flush=True)

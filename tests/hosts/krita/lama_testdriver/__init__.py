@@ -17,10 +17,10 @@ from krita import Extension, Krita, Selection
 # Krita 6 embeds PyQt6 and refuses PyQt5; both may be installed, so Krita's version decides.
 if int(Krita.instance().version().split(".")[0]) >= 6:
     from PyQt6.QtCore import QTimer
-    from PyQt6.QtWidgets import QApplication, QMessageBox
+    from PyQt6.QtWidgets import QApplication, QComboBox, QMessageBox
 else:
     from PyQt5.QtCore import QTimer
-    from PyQt5.QtWidgets import QApplication, QMessageBox
+    from PyQt5.QtWidgets import QApplication, QComboBox, QMessageBox
 
 PLAN = json.load(open(os.environ["LAMA_TEST_PLAN"])) if os.environ.get("LAMA_TEST_PLAN") else None
 T0 = time.time()
@@ -64,6 +64,7 @@ class Driver:
         k.writeSetting("lama_inpaint", "margin", str(spec.get("margin", 0)))
         k.writeSetting("lama_inpaint", "refine", "true" if spec.get("refine") else "false")
         k.writeSetting("lama_inpaint", "select_first", "true" if spec.get("select_first") else "false")
+        k.writeSetting("lama_inpaint", "processing_size", spec.get("processing_size", "full"))
         doc = k.openDocument(spec["image"])
         doc.setBatchmode(True)
         k.activeWindow().addView(doc)
@@ -257,11 +258,39 @@ class Driver:
         window = Krita.instance().activeWindow().qwindow()
         window.grab().save(path)
 
+    @staticmethod
+    def settings_dialog():
+        """Open LaMa settings through its action, choose the last processing size and press
+        OK; returns what the dialog offered and what Krita stores afterwards."""
+        seen = {}
+
+        def answer(tries=25):
+            dialog = QApplication.activeModalWidget()
+            if dialog is None:
+                if tries:
+                    QTimer.singleShot(200, lambda: answer(tries - 1))
+                return
+            box = dialog.findChildren(QComboBox)[0]
+            seen.update(title=dialog.windowTitle(), shown=box.currentText(), tooltip=box.toolTip(),
+                        items=[box.itemText(i) for i in range(box.count())])
+            box.setCurrentIndex(box.count() - 1)
+            dialog.accept()
+
+        QTimer.singleShot(300, answer)
+        Krita.instance().action("lama_inpaint_settings").trigger()  # returns once it closed
+        seen["stored"] = Krita.instance().readSetting("lama_inpaint", "processing_size", "")
+        return seen
+
     def finish(self):
         from lama_inpaint import qt_compat
 
+        try:
+            dialog = self.settings_dialog()
+        except Exception:
+            dialog = {"error": traceback.format_exc()}
         json.dump({"scenarios": self.results, "t_total": round(time.time() - T0, 2),
-                   "krita_version": Krita.instance().version(), "qt_major": qt_compat.QT_MAJOR},
+                   "krita_version": Krita.instance().version(), "qt_major": qt_compat.QT_MAJOR,
+                   "settings_dialog": dialog},
                   open(os.path.join(self.out, "result.json"), "w"), indent=1)
         log("done", [(r["name"], r["ok"]) for r in self.results])
         for d in Krita.instance().documents():
