@@ -357,10 +357,18 @@ class MaskDecoder(nn.Module):
         return self.decode(self.image_tokens(image, image_pe, dense), sparse, multimask)
 
     def decode(
-        self, image: DecoderImage, sparse: torch.Tensor, multimask: bool, best_only: bool = False
+        self,
+        image: DecoderImage,
+        sparse: torch.Tensor,
+        multimask: bool,
+        best_only: bool = False,
+        grid: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` from :meth:`image_tokens`'s output, kept per image; ``best_only``:
-        only the mask of the highest predicted IoU (B, 1, 4h, 4w), the others not upscaled."""
+        only the mask of the highest predicted IoU (B, 1, 4h, 4w), the others not upscaled;
+        ``grid`` (rows, columns): only the masks of the image tokens in that top-left part of
+        the grid (B, M, 4·rows, 4·columns), e.g. those not in the padding of an image that is
+        not square (the upscaling acts on each token alone, so these masks are the same)."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
         hs, src = self.transformer(image, tokens)
@@ -374,7 +382,10 @@ class MaskDecoder(nn.Module):
             best = iou.argmax(dim=1, keepdim=True)  # (B, 1)
             iou = iou.gather(1, best)
             hyper_in = hyper_in.gather(1, best[..., None].expand(-1, -1, hyper_in.shape[-1]))
-        return self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in), iou
+        src = src.view(len(src), *image.size, -1)
+        if grid is not None:
+            src = src[:, : grid[0], : grid[1]]
+        return self.upscaled_masks(src, hyper_in), iou
 
     def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` on the image tokens (B, h, w, C), then each mask token's
