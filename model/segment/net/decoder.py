@@ -185,7 +185,9 @@ class Attention(nn.Module):
         weights = (logits.view(b, heads, n, -1) + bias).softmax(dim=2)
         w_o = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, dim)
         values = (vh @ w_o).reshape(b, heads * n, -1)  # (B, heads·n, dim)
-        return weights.view(b, heads * n, -1).transpose(1, 2) @ values + self.out_proj.bias
+        # The bias added in the product's own pass over the (B, HW, dim) output.
+        out_bias = self.out_proj.bias.expand(b, weights.shape[-1], -1)
+        return torch.baddbmm(out_bias, weights.view(b, heads * n, -1).transpose(1, 2), values)
 
 
 class MLPBlock(nn.Module):
@@ -247,14 +249,15 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
         to_image = self.cross_attn_token_to_image
+        keys_with_pe = keys + key_pe  # both cross-attentions' image side: one pass, not two
         if first is None:
-            out = to_image.few_queries(queries + query_pe, keys + key_pe, keys)
+            out = to_image.few_queries(queries + query_pe, keys_with_pe, keys)
         else:
             q = to_image.heads(queries + query_pe, to_image.q_proj)
             out = to_image.attend(q, first.first_k, first.first_v)
         queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
-        out = self.cross_attn_image_to_token.few_keys(keys + key_pe, queries + query_pe, queries)
+        out = self.cross_attn_image_to_token.few_keys(keys_with_pe, queries + query_pe, queries)
         return queries, self.norm4(keys + out)
 
 
