@@ -108,10 +108,28 @@ def test_conversion_that_differs_from_torch_is_refused(tiny_segmenter_path, monk
     monkeypatch.setenv(AUTO_BACKENDS_ENV, "torch,openvino")
     segmenter = load_segmenter(str(tiny_segmenter_path), "cpu", runtime="auto")
     assert "encoder on torch (OpenVINO's encoder differs from torch's" in segmenter.description
+    assert "\n" not in segmenter.description
     with pytest.raises(BackendError, match="differs from torch's") as refused:
         load_segmenter(str(tiny_segmenter_path), "cpu", runtime="openvino")
     assert "\n" not in str(refused.value)
     assert not list(tmp_path.rglob("*.xml"))
+
+
+@needs_openvino
+def test_auto_survives_a_conversion_that_raises(tiny_segmenter_path, monkeypatch, tmp_path):
+    """OpenVINO's own exceptions (not ours) during conversion: ``auto`` still serves, with
+    torch, the reason in one line."""
+
+    def failing(encoder, size):
+        raise TypeError("unsupported operation\nwith a traceback's worth of detail")
+
+    monkeypatch.setattr(encoder_runtime, "convert_encoder", failing)
+    monkeypatch.setenv("LAMA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(AUTO_BACKENDS_ENV, "torch,openvino")
+    segmenter = load_segmenter(str(tiny_segmenter_path), "cpu")
+    assert segmenter.description.endswith("encoder on torch (TypeError: unsupported operation)")
+    with pytest.raises(BackendError, match="TypeError: unsupported operation$"):
+        load_segmenter(str(tiny_segmenter_path), "cpu", runtime="openvino")
 
 
 def test_auto_runs_torch_without_openvino(tiny_segmenter_path, monkeypatch):

@@ -32,7 +32,7 @@ from torch import nn
 from lama_model.accel.openvino_ir_cache import cached_ir, weights_digest
 from lama_model.accel.openvino_runtime import ir_path, require_openvino
 from lama_model.accel.optimize import auto_allows
-from lama_model.errors import BackendError
+from lama_model.errors import BackendError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +172,14 @@ def image_encoder(
         if device.type != "cpu":
             raise BackendError(f"OpenVINO runs the encoder on the CPU, not on {device.type}")
         return openvino_encoder(encoder, name, size)
-    except (BackendError, RuntimeError) as exc:
+    # Any failure, not only ours: OpenVINO's conversion and compilation raise their own
+    # exception types, and ``auto`` must still serve (with torch) and say why.
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, BackendError) else one_line(exc)
         if runtime == "openvino":
-            raise BackendError(f"the openvino encoder: {exc}") from exc
-        log.warning("segmenter encoder on torch, not OpenVINO: %s", exc)
-        return TorchImageEncoder(encoder, f"torch ({exc})")
+            raise BackendError(f"the openvino encoder: {reason}") from exc
+        log.warning("segmenter encoder on torch, not OpenVINO: %s", reason)
+        return TorchImageEncoder(encoder, f"torch ({reason})")
 
 
 __all__ = [
