@@ -22,10 +22,11 @@ Where the ``openvino`` extra is installed the image encoder runs on OpenVINO in 
 
 Speed (``bench/segment.py``, 2 threads, random weights) could only be measured on a 2-core
 machine shared with other jobs (load average 5 to 11), where only ratios within one process
-mean something: OpenVINO's encoder 1.15 to 1.3 times as fast as torch's, the decoder 1.10
-times as fast as before the grid crop (see the README's server options for the figures and
-bench/segment.py for how to measure on a quiet machine). The issue's target: encoder ≤ 1 s
-for a 1024² window, decoder ≤ 50 ms per prompt on 2 CPU threads.
+mean something: OpenVINO's encoder 1.02 to 1.34 times as fast as torch's (about 1.18 in
+most runs), the decoder 1.10 times as fast as before the grid crop (see the README's server
+options for the figures and bench/segment.py for how to measure on a quiet machine). The
+issue's target: encoder ≤ 1 s for a 1024² window, decoder ≤ 50 ms per prompt on 2 CPU
+threads.
 """
 
 from __future__ import annotations
