@@ -1,7 +1,8 @@
 """Select-object latency: MobileSAM's image encoder per window size, its decoder per prompt.
 
     python bench/segment.py [--sizes 256,512,1024] [--runs 3] [--prompts 10] [--threads 2]
-                            [--device cpu|cuda|all] [--weights mobile-sam|PATH] [--json]
+                            [--device cpu|cuda|all] [--weights mobile-sam|PATH]
+                            [--runtimes torch,openvino] [--json]
 
 Full-size MobileSAM (TinyViT-5M + SAM decoder) with random weights unless ``--weights`` names
 the release (cached, or downloaded) or a checkpoint file; timings do not depend on the
@@ -14,6 +15,11 @@ single-point prompt (three masks).
 Each figure is wall-clock time, then, in brackets, CPU time of the whole process: on a machine
 shared with other jobs the CPU time grows much less than the wall-clock time. Run with
 OMP_WAIT_POLICY=PASSIVE for the CPU time to count work only (idle threads otherwise spin).
+
+``--runtimes torch,openvino`` times the image encoder's runtimes (see
+lama_model.segment.encoder_runtime) against each other: each measurement takes the runtimes
+in turn, so on a busy machine their ratio still means something when the times do not. The
+first OpenVINO run converts the encoder (tens of seconds; cached in the model cache).
 
 The issue's target on 2 CPU threads: encoder ≤ 1 s for a 1024² window, decoder ≤ 50 ms per
 prompt. Run it on a quiet machine; the figures quoted in model/segment/__init__.py came from a
@@ -28,7 +34,7 @@ import statistics
 import time
 
 
-def build(weights: str | None, device: str):
+def build(weights: str | None, device: str, runtime: str):
     import torch
 
     from lama_model.segment.config import MOBILE_SAM
@@ -37,59 +43,67 @@ def build(weights: str | None, device: str):
     from lama_model.segment.predictor import SegmentPredictor
 
     if weights:
-        return load_segmenter(weights, device)
-    torch.manual_seed(0)
+        return load_segmenter(weights, device, runtime)
+    torch.manual_seed(0)  # the same weights for every runtime (and one OpenVINO cache entry)
     model = build_segmenter(MOBILE_SAM)
-    return SegmentPredictor(model, torch.device(device), "mobile-sam (random weights)")
+    return SegmentPredictor(model, torch.device(device), "mobile-sam (random weights)", runtime)
 
 
-def timed(call, runs: int, device: str) -> tuple[float, float]:
-    """Median wall-clock and median process CPU seconds of ``runs`` calls after one warm-up.
+def interleaved(calls: dict, runs: int, device: str) -> dict[str, tuple[float, float]]:
+    """Per name, median wall-clock and median process CPU seconds of ``runs`` calls after
+    one warm-up, the calls taken in turn (a, b, a, b, …) so that each sees the same load.
 
     On a machine shared with other jobs the wall-clock time grows with their load; the CPU
     time (all threads of this process together) grows much less, so the pair tells a slow
-    machine from a slow model."""
+    machine from a slow model; only ratios within one run compare runtimes."""
     import torch
 
-    walls, cpus = [], []
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in calls}
     for i in range(runs + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        call()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            walls.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - cpu_start)
-    return statistics.median(walls), statistics.median(cpus)
+        for name, call in calls.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start, cpu_start = time.perf_counter(), time.process_time()
+            call()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i:
+                times[name][0].append(time.perf_counter() - start)
+                times[name][1].append(time.process_time() - cpu_start)
+    return {n: (statistics.median(w), statistics.median(c)) for n, (w, c) in times.items()}
 
 
-def measure(segmenter, size: int, args, device: str) -> dict:
+def measure(segmenters: dict, size: int, args, device: str) -> list[dict]:
+    """One row per runtime: encoder and decoder times on a size × 3/4·size window."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size, size * 3 // 4, 3), dtype=np.uint8)
-    embedding = segmenter.embed(image)
+    embeddings = {name: s.embed(image) for name, s in segmenters.items()}
     box = (size * 0.2, size * 0.2, size * 0.5, size * 0.6)
-    point = (np.array([[size * 0.3, size * 0.4]]), np.array([1]))
-    encoder = timed(lambda: segmenter.embed(image), args.runs, device)
-    box_decoder = timed(lambda: segmenter.predict(embedding, box=box), args.prompts, device)
-    point_decoder = timed(
-        lambda: segmenter.predict(embedding, points=point[0], labels=point[1]),
-        args.prompts,
-        device,
-    )
-    return {
-        "device": device,
-        "window": f"{image.shape[0]}x{image.shape[1]}",
-        "encoder_s": encoder[0],
-        "encoder_cpu_s": encoder[1],
-        "decoder_box_ms": 1000 * box_decoder[0],
-        "decoder_box_cpu_ms": 1000 * box_decoder[1],
-        "decoder_point_ms": 1000 * point_decoder[0],
-        "decoder_point_cpu_ms": 1000 * point_decoder[1],
-    }
+    point = {"points": np.array([[size * 0.3, size * 0.4]]), "labels": np.array([1])}
+    items = segmenters.items()
+    encoder = interleaved({n: lambda s=s: s.embed(image) for n, s in items}, args.runs, device)
+    box_decoder = interleaved(
+        {n: lambda s=s, e=embeddings[n]: s.predict(e, box=box) for n, s in items},
+        args.prompts, device,
+    )  # fmt: skip
+    point_decoder = interleaved(
+        {n: lambda s=s, e=embeddings[n]: s.predict(e, **point) for n, s in items},
+        args.prompts, device,
+    )  # fmt: skip
+    return [
+        {
+            "device": device, "runtime": name, "description": segmenters[name].description,
+            "window": f"{image.shape[0]}x{image.shape[1]}",
+            "encoder_s": encoder[name][0], "encoder_cpu_s": encoder[name][1],
+            "decoder_box_ms": 1000 * box_decoder[name][0],
+            "decoder_box_cpu_ms": 1000 * box_decoder[name][1],
+            "decoder_point_ms": 1000 * point_decoder[name][0],
+            "decoder_point_cpu_ms": 1000 * point_decoder[name][1],
+        }  # fmt: skip
+        for name in segmenters
+    ]
 
 
 def main() -> None:
@@ -104,6 +118,11 @@ def main() -> None:
         "--device", default="all", help="cpu, cuda, or all (cpu and cuda if present)"
     )
     parser.add_argument("--weights", default=None, help="mobile-sam (the release) or a checkpoint")
+    parser.add_argument(
+        "--runtimes", default="torch",
+        help="image-encoder runtimes to time against each other, interleaved: a comma list "
+        "of torch, openvino (CPU only; the openvino extra), auto",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     import torch
@@ -116,18 +135,25 @@ def main() -> None:
     )
     rows = []
     for device in devices:
-        segmenter = build(args.weights, device)
-        rows += [measure(segmenter, int(s), args, device) for s in args.sizes.split(",")]
+        runtimes = args.runtimes.split(",") if device == "cpu" else ["torch"]
+        segmenters = {runtime: build(args.weights, device, runtime) for runtime in runtimes}
+        for size in args.sizes.split(","):
+            rows += measure(segmenters, int(size), args, device)
     if args.json:
         print(json.dumps({"threads": args.threads, "results": rows}, indent=1))
         return
     print(
         f"MobileSAM, {args.threads} CPU threads; the encoder always runs on 1024² (see docstring)"
     )
-    print(f"{'device':6} {'window':>10} {'encoder s':>10} {'box ms':>8} {'point ms':>9}  (CPU)")
+    for description in dict.fromkeys(r["description"] for r in rows):
+        print(f"  {description}")
+    print(
+        f"{'device':6} {'runtime':>8} {'window':>10} {'encoder s':>10} {'box ms':>8} "
+        f"{'point ms':>9}  (CPU)"
+    )
     for r in rows:
         print(
-            f"{r['device']:6} {r['window']:>10} {r['encoder_s']:>10.3f} "
+            f"{r['device']:6} {r['runtime']:>8} {r['window']:>10} {r['encoder_s']:>10.3f} "
             f"{r['decoder_box_ms']:>8.1f} {r['decoder_point_ms']:>9.1f}  "
             f"({r['encoder_cpu_s']:.3f} s, {r['decoder_box_cpu_ms']:.1f} ms, "
             f"{r['decoder_point_cpu_ms']:.1f} ms)"

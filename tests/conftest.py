@@ -436,10 +436,21 @@ def tiny_segmenter_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_segmenter(tiny_segmenter_path: Path):
-    """``load_segmenter(tiny_segmenter_path, "cpu")``: a served segmenter for tests."""
+    """``load_segmenter(tiny_segmenter_path, "cpu", runtime="torch")``: a served segmenter
+    for tests (its encoder the torch modules, whichever runtimes are installed)."""
     from lama_model import load_segmenter
 
-    return load_segmenter(str(tiny_segmenter_path), "cpu")
+    return load_segmenter(str(tiny_segmenter_path), "cpu", runtime="torch")
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino_segmenter(tiny_segmenter_path: Path):
+    """The tiny segmenter with its encoder on OpenVINO (converted and checked once per
+    session, cached in the session's model cache); skips where OpenVINO is not installed."""
+    pytest.importorskip("openvino", reason="OpenVINO not installed: pip install -e '.[openvino]'")
+    from lama_model import load_segmenter
+
+    return load_segmenter(str(tiny_segmenter_path), "cpu", runtime="openvino")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lama_model.interface import ImageEmbedding
 from lama_model.segment.net.decoder import Attention
@@ -175,3 +176,28 @@ def test_best_only_decodes_the_mask_of_highest_iou(small_segmenter):
     assert best_masks.shape == (3, 1, 4 * g, 4 * g)
     torch.testing.assert_close(best_iou[:, 0], iou[torch.arange(3), best], atol=1e-6, rtol=0)
     torch.testing.assert_close(best_masks[:, 0], masks[torch.arange(3), best], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("input_size", [(256, 256), (256, 171), (97, 256), (256, 9)])
+def test_masks_of_the_cropped_grid_equal_the_official_upscaling(small_segmenter, input_size):
+    """The served decoder upscales only the image tokens outside the padding
+    (:meth:`Segmenter.mask_grid`) and resizes to the original size only when it differs: the
+    official pixels (whole grid upscaled to the padded input, cropped, resized) all the same."""
+    model = small_segmenter.eval()
+    torch.manual_seed(7)
+    g = model.config.embedding_size
+    features, points = torch.randn(1, 64, g, g), torch.rand(1, 2, 2) * 90
+    prompt = (points, torch.tensor([[1, 0]]))
+    size = model.config.image_size
+    original = (input_size[0] * 3, input_size[1] * 3)
+    with torch.no_grad():
+        full, _ = model.decode(features, prompt, None, True)
+        grid = model.mask_grid(input_size)
+        cropped, _ = model.decode(features, prompt, None, True, grid=grid)
+        for target in (input_size, original):
+            official = F.interpolate(full, (size, size), mode="bilinear", align_corners=False)
+            official = official[..., : input_size[0], : input_size[1]]
+            official = F.interpolate(official, target, mode="bilinear", align_corners=False)
+            served = model.postprocess(cropped, input_size, target)
+            torch.testing.assert_close(served, official, atol=ATOL, rtol=RTOL)
+    assert grid[1] < g or input_size[1] == size  # the padding's tokens were left out

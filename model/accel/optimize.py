@@ -488,13 +488,19 @@ ONE_SHOT_NOTE = (
 )
 
 
+def auto_allows(backend: str) -> bool:
+    """Whether :data:`AUTO_BACKENDS_ENV` lets ``auto`` choices (the generator's, the
+    segmenter's encoder) use ``backend`` besides torch: unset, every installed one."""
+    allowed = os.environ.get(AUTO_BACKENDS_ENV, "").replace(" ", "")
+    return not allowed or backend in allowed.split(",")
+
+
 def openvino_candidates(
     model: LamaModel, device: torch.device, compile: bool, every: bool = False
 ) -> list[str]:
     """The OpenVINO paths ``auto`` measures: CPU, eager generator, OpenVINO installed and
     (unless ``every``) allowed by :data:`AUTO_BACKENDS_ENV`; bf16 only where native."""
-    allowed = os.environ.get(AUTO_BACKENDS_ENV, "").replace(" ", "")
-    if allowed and "openvino" not in allowed.split(",") and not every:
+    if not (every or auto_allows("openvino")):
         return []
     if device.type != "cpu" or model.scripted or compile:
         return []
@@ -538,6 +544,7 @@ __all__ = [
     "BACKENDS",
     "OptimizedModel",
     "AUTO_BACKENDS_ENV",
+    "auto_allows",
     "auto_candidates",
     "cpu_supports_bf16",
     "fused_model",

@@ -35,11 +35,15 @@ def load_weights(path: Path, config: SegmenterConfig) -> Segmenter:
     return model
 
 
-def load_segmenter(name_or_path: str = "mobile-sam", device: str = "auto") -> ServedSegmenter:
+def load_segmenter(
+    name_or_path: str = "mobile-sam", device: str = "auto", runtime: str = "auto"
+) -> ServedSegmenter:
     """A served segmenter: ``name_or_path`` is a name in ``SEGMENTERS`` (downloaded on first
     use into the per-user cache; offline, a one-line ``WeightsError``) or the path of a
     checkpoint in the official ``state_dict`` format (its configuration beside it as
-    ``<file>.json``, else MobileSAM's)."""
+    ``<file>.json``, else MobileSAM's). ``runtime`` runs the image encoder: ``auto``
+    (OpenVINO on a CPU where installed, else torch), ``torch`` or ``openvino`` (see
+    :mod:`lama_model.segment.encoder_runtime`)."""
     if name_or_path in SEGMENTERS:
         path, config = ensure_model(name_or_path), PRESETS[name_or_path]
     else:
@@ -52,4 +56,5 @@ def load_segmenter(name_or_path: str = "mobile-sam", device: str = "auto") -> Se
         config = load_config(path)
     target = resolve_device(device)
     model = load_weights(path, config)
-    return SegmentPredictor(model, target, f"{config.name} (TinyViT), {target.type}, fp32")
+    description = f"{config.name} (TinyViT), {target.type}, fp32"
+    return SegmentPredictor(model, target, description, runtime)

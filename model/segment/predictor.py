@@ -15,6 +15,7 @@ from PIL import Image
 
 from lama_model.errors import PromptError
 from lama_model.interface import ImageEmbedding
+from lama_model.segment.encoder_runtime import image_encoder
 from lama_model.segment.net.decoder import DecoderImage
 from lama_model.segment.net.model import MASK_THRESHOLD, Segmenter
 from lama_model.segment.net.tiny_vit import fold_batch_norms
@@ -37,13 +38,21 @@ class SamEmbedding(ImageEmbedding):
 
 
 class SegmentPredictor:
-    """A :class:`~lama_model.interface.ServedSegmenter` running a :class:`Segmenter`."""
+    """A :class:`~lama_model.interface.ServedSegmenter` running a :class:`Segmenter`, its
+    image encoder on ``runtime`` (see :func:`~lama_model.segment.encoder_runtime.image_encoder`;
+    the description ends with the one that runs, and why when ``auto`` fell back)."""
 
-    def __init__(self, model: Segmenter, device: torch.device, description: str):
+    def __init__(
+        self, model: Segmenter, device: torch.device, description: str, runtime: str = "torch"
+    ):
         self.model = fold_batch_norms(model.to(device).eval())
         self.model.image_encoder.to(memory_format=torch.channels_last)
         self.device = device
-        self.description = description
+        config = self.model.config
+        self.encoder = image_encoder(
+            self.model.image_encoder, config.name, config.image_size, device, runtime
+        )
+        self.description = f"{description}, encoder on {self.encoder.runtime}"
         with torch.inference_mode():  # depends on the weights alone: once, not per prompt
             # Channels-last, the decoder's token layout: each embedding's DecoderImage then
             # shares this tensor instead of keeping a 4 MB copy of it.
@@ -61,7 +70,7 @@ class SegmentPredictor:
         h, w = resized_shape(original, self.model.config.image_size)
         resized = np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
         tensor = torch.from_numpy(resized).permute(2, 0, 1)[None].float().to(self.device)
-        features = self.model.encode(tensor)
+        features = self.encoder(self.model.preprocess(tensor))
         decoder_image = self.model.decoder_image(features, self.image_pe)
         return SamEmbedding(features, original, (h, w), decoder_image)
 
@@ -101,8 +110,9 @@ class SegmentPredictor:
         labels: np.ndarray | None,
         best_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked prompts to low-resolution mask logits (1, M, 256, 256) and IoU (1, M);
-        ``best_only``: M = 1, the mask of the highest predicted IoU."""
+        """Checked prompts to low-resolution mask logits (1, M, 4·rows, 4·columns) of the
+        image tokens :meth:`Segmenter.mask_grid` keeps (256² for a square image) and IoU
+        (1, M); ``best_only``: M = 1, the mask of the highest predicted IoU."""
         if box is None and points is None:
             raise PromptError("no prompt: give a box, points, or both")
         size = embedding.original_size
@@ -124,4 +134,5 @@ class SegmentPredictor:
             image = embedding.decoder_image
         else:  # an embedding made elsewhere: the per-image work once more
             image = self.model.decoder_image(embedding.features, self.image_pe)
-        return self.model.decode(image, prompt_points, boxes, multimask, best_only)
+        grid = self.model.mask_grid(embedding.input_size)
+        return self.model.decode(image, prompt_points, boxes, multimask, best_only, grid)

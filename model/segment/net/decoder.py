@@ -185,7 +185,9 @@ class Attention(nn.Module):
         weights = (logits.view(b, heads, n, -1) + bias).softmax(dim=2)
         w_o = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, dim)
         values = (vh @ w_o).reshape(b, heads * n, -1)  # (B, heads·n, dim)
-        return weights.view(b, heads * n, -1).transpose(1, 2) @ values + self.out_proj.bias
+        # The bias added in the product's own pass over the (B, HW, dim) output.
+        out_bias = self.out_proj.bias.expand(b, weights.shape[-1], -1)
+        return torch.baddbmm(out_bias, weights.view(b, heads * n, -1).transpose(1, 2), values)
 
 
 class MLPBlock(nn.Module):
@@ -247,14 +249,15 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
         to_image = self.cross_attn_token_to_image
+        keys_with_pe = keys + key_pe  # both cross-attentions' image side: one pass, not two
         if first is None:
-            out = to_image.few_queries(queries + query_pe, keys + key_pe, keys)
+            out = to_image.few_queries(queries + query_pe, keys_with_pe, keys)
         else:
             q = to_image.heads(queries + query_pe, to_image.q_proj)
             out = to_image.attend(q, first.first_k, first.first_v)
         queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
-        out = self.cross_attn_image_to_token.few_keys(keys + key_pe, queries + query_pe, queries)
+        out = self.cross_attn_image_to_token.few_keys(keys_with_pe, queries + query_pe, queries)
         return queries, self.norm4(keys + out)
 
 
@@ -357,10 +360,18 @@ class MaskDecoder(nn.Module):
         return self.decode(self.image_tokens(image, image_pe, dense), sparse, multimask)
 
     def decode(
-        self, image: DecoderImage, sparse: torch.Tensor, multimask: bool, best_only: bool = False
+        self,
+        image: DecoderImage,
+        sparse: torch.Tensor,
+        multimask: bool,
+        best_only: bool = False,
+        grid: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` from :meth:`image_tokens`'s output, kept per image; ``best_only``:
-        only the mask of the highest predicted IoU (B, 1, 4h, 4w), the others not upscaled."""
+        only the mask of the highest predicted IoU (B, 1, 4h, 4w), the others not upscaled;
+        ``grid`` (rows, columns): only the masks of the image tokens in that top-left part of
+        the grid (B, M, 4·rows, 4·columns), e.g. those not in the padding of an image that is
+        not square (the upscaling acts on each token alone, so these masks are the same)."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
         hs, src = self.transformer(image, tokens)
@@ -374,7 +385,10 @@ class MaskDecoder(nn.Module):
             best = iou.argmax(dim=1, keepdim=True)  # (B, 1)
             iou = iou.gather(1, best)
             hyper_in = hyper_in.gather(1, best[..., None].expand(-1, -1, hyper_in.shape[-1]))
-        return self.upscaled_masks(src.view(len(src), *image.size, -1), hyper_in), iou
+        src = src.view(len(src), *image.size, -1)
+        if grid is not None:
+            src = src[:, : grid[0], : grid[1]]
+        return self.upscaled_masks(src, hyper_in), iou
 
     def upscaled_masks(self, src: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """``output_upscaling`` on the image tokens (B, h, w, C), then each mask token's

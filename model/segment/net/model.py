@@ -73,22 +73,46 @@ class Segmenter(nn.Module):
         boxes: torch.Tensor | None,
         multimask: bool,
         best_only: bool = False,
+        grid: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-resolution mask logits and predicted IoU for prompts in input-size pixels,
-        from the image embedding or its :meth:`decoder_image` (``best_only``: see
-        :meth:`MaskDecoder.decode`)."""
+        from the image embedding or its :meth:`decoder_image` (``best_only``, ``grid``: see
+        :meth:`MaskDecoder.decode`; :meth:`mask_grid` gives the ``grid`` an image needs)."""
         if isinstance(features, torch.Tensor):
             features = self.decoder_image(features)
         sparse, _ = self.prompt_encoder(points, boxes)  # the dense part is in decoder_image
-        return self.mask_decoder.decode(features, sparse, multimask, best_only)
+        return self.mask_decoder.decode(features, sparse, multimask, best_only, grid)
+
+    @property
+    def mask_scale(self) -> int:
+        """The input's size over the low-resolution masks' (4 for SAM: 1024 over 256); the
+        masks are 4× the embedding's grid."""
+        return self.config.image_size // (4 * self.config.embedding_size)
+
+    def mask_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """The rows and columns of the image tokens whose masks :meth:`postprocess` reads for
+        an image of ``input_size`` (h, w): the rest lie in the padding. Bilinear upscaling by
+        s reads, for the input's pixel rows below h, low-resolution rows up to ⌈h/s⌉ (the
+        last one only partly); each token is 4×4 low-resolution pixels."""
+        full, scale = self.config.embedding_size, self.mask_scale
+        low = [min(4 * full, -(-side // scale) + 1) for side in input_size]
+        rows, cols = (min(full, -(-n // 4)) for n in low)
+        return rows, cols
 
     def postprocess(
         self, masks: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Logits to the padded input, cropped to the image, then to its original size."""
-        size = self.config.image_size
-        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        """Low-resolution logits (of the whole grid, or of its top-left :meth:`mask_grid`) to
+        the padded input's scale, cropped to the image, then to its original size.
+
+        The official code upscales the whole grid to the padded input (256² to 1024²) before
+        cropping; the scale is the same either way, so the pixels kept are the same, and an
+        image whose size is already the input's is not resized a second time."""
+        scaled = (self.mask_scale * masks.shape[-2], self.mask_scale * masks.shape[-1])
+        masks = F.interpolate(masks, scaled, mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
+        if tuple(original_size) == tuple(input_size):
+            return masks
         return F.interpolate(masks, original_size, mode="bilinear", align_corners=False)
 
 

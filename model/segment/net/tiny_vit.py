@@ -136,6 +136,13 @@ class PatchEmbed(nn.Module):
         return self.seq[2](conv_gelu(self.seq[0], x))
 
 
+# Rows of the first stage's image the inference path runs through MBConv at a time: at 1024²
+# its expanded tensors (256 channels at 256², 64 MiB each) do not fit in any cache, and the
+# convolutions wait on memory; in bands of 32 rows (8 MiB) the block ran 1.3 to 1.45 times
+# as fast (MobileSAM, 2 threads, AMD EPYC with AVX2, interleaved with the whole-image pass).
+BAND_ROWS = 32
+
+
 class MBConv(nn.Module):
     """Inverted residual: expand, depthwise 3×3, project, add, GELU."""
 
@@ -147,8 +154,27 @@ class MBConv(nn.Module):
         self.conv3 = Conv2d_BN(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = conv_gelu(self.conv2, conv_gelu(self.conv1, x))
-        return F.gelu(self.conv3(y) + x)
+        if x.shape[2] > BAND_ROWS and x.device.type == "cpu" and not torch.is_grad_enabled():
+            return self.banded(x)
+        return F.gelu(self.residual(x) + x)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Expand, depthwise 3×3 and project: the branch added to ``x``."""
+        return self.conv3(conv_gelu(self.conv2, conv_gelu(self.conv1, x)))
+
+    def banded(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` band by band of :data:`BAND_ROWS` rows (see there why). Each band
+        is expanded with one row of its neighbours above and below, which the depthwise 3×3
+        needs and which are then dropped: every output pixel sees the inputs it sees in one
+        pass, and the image's own top and bottom get the convolution's zero padding."""
+        height = x.shape[2]
+        bands = []
+        for top in range(0, height, BAND_ROWS):
+            low, high = max(top - 1, 0), min(top + BAND_ROWS + 1, height)
+            rows = min(BAND_ROWS, height - top)
+            y = conv_gelu(self.conv2, conv_gelu(self.conv1, x[:, :, low:high]))
+            bands.append(self.conv3(y[:, :, top - low : top - low + rows]))
+        return F.gelu(torch.cat(bands, dim=2) + x)
 
 
 class PatchMerging(nn.Module):
