@@ -234,6 +234,10 @@ def measure_one(args: argparse.Namespace) -> dict:
 
 # Kernel-name parts of instruction sets above AVX2 (oneDNN's and OpenVINO's CPU kernels).
 ABOVE_AVX2 = ("avx512", "amx", "vnni", "avx10")
+# Kernels on integer shape values, not image data: OpenVINO's Reduce kernel for the Fourier
+# units' normalisation (ReduceProd of the shape, jit_avx2_i32) stayed at the CPU's own level
+# under ONEDNN_MAX_CPU_ISA=SSE41 while every float and int8 kernel dropped to sse42.
+SHAPE_KERNELS = ("_i32", "_i64")
 
 
 def kernels_above_cap(model) -> list[str] | None:
@@ -243,13 +247,15 @@ def kernels_above_cap(model) -> list[str] | None:
     OpenVINO has no documented switch of its own for this: ``OV_CPU_MAX_ISA`` is a debug
     build option in 2026.4 (setting it in a release wheel changed only which AVX2
     convolution kernel ran, so it is not set), while its CPU plug-in takes oneDNN's
-    ``ONEDNN_MAX_CPU_ISA`` for its own kernels too. Each run checks rather than trusts that.
+    ``ONEDNN_MAX_CPU_ISA`` for its own kernels too, except for integer shape arithmetic
+    (:data:`SHAPE_KERNELS`, ignored here). Each run checks rather than trusts that.
     """
     import os
 
     if not os.environ.get("ONEDNN_MAX_CPU_ISA") or not hasattr(model, "kernels"):
         return None
-    return sorted(k for k in model.kernels() if any(part in k.lower() for part in ABOVE_AVX2))
+    compute = [k for k in model.kernels() if not k.lower().endswith(SHAPE_KERNELS)]
+    return sorted(k for k in compute if any(part in k.lower() for part in ABOVE_AVX2))
 
 
 def psnr_hole(ref, got, mask) -> float:
