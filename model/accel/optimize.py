@@ -485,9 +485,13 @@ def chosen_options(options: dict) -> str:
 
 # The window auto times candidates on must be one a request really has. On a GPU, 256² is
 # launch-bound and favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms
-# on an H200). On a CPU: see CPU_WINDOW's measurements in the commit that set it.
+# on an H200). On a CPU, 128² chose int8 on the AVX2 EPYC (1.27x fp32+fused) where 512² and
+# 768² found it slower (0.98x, 0.94x; 0.94x at 512² on a quiet machine): wrong for every real
+# window. 768² (0.6 MP, the plug-ins' windows are 0.5-1 MP) decided as 512² (LaMa's training
+# size) did, for about twice the measuring time (bench/startup.py: 309 s against 171 s on the
+# loaded 2-core machine, about 40 s against 18 s quiet), so 512².
 GPU_WINDOW = 1024
-CPU_WINDOW = 128
+CPU_WINDOW = 512
 
 # OpenVINO's float32 and bf16 graphs are measured only when its int8 graph is not kept: int8
 # (the rest of the graph in bf16 where native) was the faster wherever measured, 1.52x against

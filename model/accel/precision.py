@@ -110,18 +110,19 @@ def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -
     Only the hole counts: it is all a user gets from the model, and served models may return
     their output composited already (an exported graph does) or not.
     """
-    return _hole_psnr(_reference_output(reference, size), candidate, size)
+    return hole_psnr(reference_output(reference, size), candidate, size)
 
 
-def _reference_output(reference: nn.Module, size: int) -> torch.Tensor:
+def reference_output(reference: nn.Module, size: int) -> torch.Tensor:
     """``reference``'s float32 output on the guard's seeded ``size``² input."""
     image, mask = guard_input(size, reference.device)
     with torch.inference_mode(), float32_math(reference.device):
         return reference(image, mask)
 
 
-def _hole_psnr(expected: torch.Tensor, candidate: nn.Module, size: int) -> float:
-    """:func:`quality_guard` against an ``expected`` output already computed."""
+def hole_psnr(expected: torch.Tensor, candidate: nn.Module, size: int) -> float:
+    """:func:`quality_guard` against an ``expected`` output already computed (by
+    :func:`reference_output`)."""
     image, mask = guard_input(size, expected.device)
     with torch.inference_mode():
         got = candidate(image, mask)
@@ -409,14 +410,14 @@ def _guarded_candidates(
     other one was dropped goes to ``notes``. A candidate whose replacement in ``fallbacks``
     is kept is not built at all (it would cost its build, guard and timing for nothing)."""
     kept: dict[str, tuple[nn.Module, float]] = {}
-    expected = functools.cache(lambda: _reference_output(reference, size))  # once, if at all
+    expected = functools.cache(lambda: reference_output(reference, size))  # once, if at all
     for name in sorted(candidates, key=lambda c: c in fallbacks):  # replacements first
         if fallbacks.get(name) in kept:
             notes.append(f"{name} not measured: {fallbacks[name]} kept")
             continue
         try:
             model = build(name)
-            score = _hole_psnr(expected(), model, size)
+            score = hole_psnr(expected(), model, size)
         except (RuntimeError, PrecisionError, ValueError) as exc:
             notes.append(f"{name} failed: {first_line(exc)[:100]}")
             continue
@@ -474,6 +475,7 @@ __all__ = [
     "choose_precision",
     "float32_math",
     "guard_input",
+    "hole_psnr",
     "is_candidate_name",
     "isa_cap_allows_bf16",
     "isa_override",
@@ -482,6 +484,7 @@ __all__ = [
     "probe_from_env",
     "psnr",
     "quality_guard",
+    "reference_output",
     "time_interleaved",
     "timing_noise",
 ]
