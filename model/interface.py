@@ -22,12 +22,16 @@ REFINE_SOURCE = "refine_source"  # the attribute keep_source() writes
 class PrecisionChoice:
     """What ``auto`` chose and why, e.g. ``fp32`` because ``bf16 was 0.95x``.
 
-    ``settled``: the timings were steady enough to keep the decision for later starts.
+    ``settled``: the winner was clear enough to keep the decision for later starts.
+    ``window``: the side of the square window it was measured on, and ``seconds`` each
+    measured path's best round there (``fp32`` included); None when nothing was timed.
     """
 
     precision: str
     reason: str
     settled: bool = True
+    window: int | None = None
+    seconds: tuple[tuple[str, float], ...] | None = None
 
 
 class CompileProgress(Protocol):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -124,6 +126,45 @@ def test_auto_measures_openvino_only_when_allowed(tiny, monkeypatch):
     assert found[:2] == ["openvino:fp32", "openvino:int8"]
     monkeypatch.delenv(AUTO_BACKENDS_ENV)
     assert openvino_candidates(tiny, torch.device("cpu"), compile=False) == found
+
+
+def test_an_instruction_set_cap_below_bf16_leaves_openvino_bf16_out(tiny, monkeypatch):
+    from lama_model.accel.openvino_runtime import cpu_has_native_bf16
+    from lama_model.accel.optimize import openvino_candidates
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the AVX2 laptop case on any CPU
+    assert not cpu_has_native_bf16()
+    found = openvino_candidates(tiny, torch.device("cpu"), compile=False, every=True)
+    assert found == ["openvino:fp32", "openvino:int8"]
+
+
+KERNELS_UNDER_A_CAP = """
+import json, sys, torch
+from lama_model.accel.openvino_runtime import openvino_model
+from lama_model.weights.checkpoint import load_model
+served = openvino_model(load_model(sys.argv[1], torch.device("cpu")), "fp32")
+served(torch.rand(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
+print(json.dumps(sorted(served.kernels())))
+"""
+
+
+def test_openvino_takes_the_onednn_instruction_set_cap_for_all_its_kernels(
+    tiny_model_dir, tiny_openvino
+):
+    """What bench/speed.py --isa relies on (and checks per row): capped below every x86 CPU
+    this runs on, OpenVINO's convolutions (oneDNN) and its own float kernels (RDFT,
+    element-wise) all drop to the cap; only integer shape arithmetic (the Fourier units'
+    ReduceProd, *_i32) keeps the CPU's level. The cap is read once per process, hence the
+    child."""
+    tiny_openvino("fp32")  # converted once: the child reads the session's cached graph
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="SSE41")
+    out = subprocess.run([sys.executable, "-c", KERNELS_UNDER_A_CAP, str(tiny_model_dir)],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    kernels = json.loads(out.stdout.strip().splitlines()[-1])
+    assert any("sse4" in k for k in kernels), kernels
+    compute = [k for k in kernels if not k.endswith(("_i32", "_i64"))]
+    assert not [k for k in compute if "avx" in k or "amx" in k], kernels
 
 
 def _small_ir_model():

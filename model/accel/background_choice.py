@@ -13,6 +13,7 @@ while measuring), which ``lama-server info`` already reports per device.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -71,7 +72,8 @@ class BackgroundChoice(ServedWrapper):
         choice = self.inner.choice
         if choice is None or self.done.is_set():
             return choice
-        return PrecisionChoice(choice.precision, f"{choice.reason}; measuring OpenVINO", False)
+        return dataclasses.replace(choice, reason=f"{choice.reason}; measuring OpenVINO",
+                                   settled=False)  # fmt: skip
 
     @property
     def description(self) -> str:

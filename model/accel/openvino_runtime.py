@@ -31,6 +31,7 @@ from torch import nn
 from lama_model.accel.int8_calibration import quantize_int8
 from lama_model.accel.onnx import CompositeGenerator
 from lama_model.accel.openvino_ir_cache import cached_ir, weights_digest
+from lama_model.accel.precision import isa_cap_allows_bf16
 from lama_model.errors import BackendError, PrecisionError
 from lama_model.interface import CompileProgress, PrecisionChoice, ServedModel
 
@@ -53,9 +54,12 @@ def require_openvino() -> str:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether OpenVINO's CPU plug-in runs bf16 natively here (AVX512-BF16 or AMX)."""
+    """Whether OpenVINO's CPU plug-in runs bf16 natively here (AVX512-BF16 or AMX, and no
+    instruction-set cap below them: :func:`~lama_model.accel.precision.isa_cap_allows_bf16`)."""
     import openvino as ov
 
+    if not isa_cap_allows_bf16():
+        return False
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
@@ -122,6 +126,18 @@ class OpenVinoModel(nn.Module):
             self._request = compiled.create_infer_request()
             log.info("openvino:%s compiled in %.1f s", self.precision, time.perf_counter() - start)
         return self._request
+
+    def kernels(self) -> set[str]:
+        """The CPU plug-in's kernel names in the compiled graph (e.g. ``brgconv_avx2_I8``,
+        ``jit_avx2_f32``): which instruction set it really runs; compiles the graph if needed."""
+        request = self._infer_request()
+        runtime = request.get_compiled_model().get_runtime_model()  # type: ignore[attr-defined]
+        names = set()
+        for op in runtime.get_ordered_ops():
+            info = op.get_rt_info()
+            if "primitiveType" in info:
+                names.add(str(info["primitiveType"].astype(str)))
+        return names
 
     def _config(self) -> dict[str, object]:
         hint = "bf16" if self.precision == "bf16" or (

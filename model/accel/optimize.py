@@ -28,6 +28,7 @@ keeps it when it measures so.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import os
@@ -56,6 +57,7 @@ from lama_model.accel.precision import (
     Timer,
     choose_precision,
     float32_math,
+    isa_cap_allows_bf16,
     machine_id,
     model_fingerprint,
     probe_from_env,
@@ -73,7 +75,10 @@ def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 math (AVX512-BF16 or AMX); otherwise it is emulated.
 
     Only decides whether ``auto`` measures bf16 at all; whether it is kept is measured.
+    False under an instruction-set cap without bf16 (:func:`isa_cap_allows_bf16`).
     """
+    if not isa_cap_allows_bf16():
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -265,7 +270,9 @@ def optimize(
     asked. ``auto`` measures (:func:`lama_model.accel.precision.choose_precision`): the reduced
     precisions the device runs natively and OpenVINO's paths (``candidates``, default
     :func:`_measured_candidates`) are guarded and timed against float32 with ``timer``, and
-    kept only if faster by the margin with PSNR >= 40 dB. The decision is cached in ``cache``
+    kept only if faster by the margin with PSNR >= 40 dB, timed on a ``guard_size``² window
+    (default :data:`CPU_WINDOW` on a CPU, :data:`GPU_WINDOW` on a GPU). A clear decision is
+    cached in ``cache``
     (default: the user cache; ``ChoiceCache`` of another file, or ``False`` for none).
     ``.choice`` of the result says what was chosen and why; ``.description`` names the path.
     ``compile`` adds ``torch.compile`` (bucketed to ``bucket``, default 64 on CUDA; it
@@ -317,9 +324,7 @@ def _auto(
     if not candidates:
         why = "TorchScript: float32 only" if model.scripted else _no_candidates_reason(device)
         return _with_choice(build("fp32"), PrecisionChoice("fp32", why))
-    # The window must be one a request really has: on a GPU, 256² is launch-bound and
-    # favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms on an H200).
-    size = guard_size or (128 if device.type == "cpu" else 1024)
+    size = guard_size or (CPU_WINDOW if device.type == "cpu" else GPU_WINDOW)
     measure = functools.partial(_measured, build, model, size=size, timer=timer, cache=cache,
                                 backend=backend)  # fmt: skip
     slow = [c for c in candidates if c.startswith("openvino:")]
@@ -419,13 +424,14 @@ def _measured(
     if cached is not None and cached.precision in ("fp32", *candidates):
         return _with_choice(
             build_any(cached.precision),
-            PrecisionChoice(cached.precision, cached.reason + "; cached"),
+            dataclasses.replace(cached, reason=cached.reason + "; cached"),
         )
     measured = timer is None  # real timings (not a test's or the probe's answer)
     # A steadily loaded CPU gives steady but distorted ratios: used, never kept.
     busy = _cpu_busy() if measured and device.type == "cpu" else None
     chosen, choice = choose_precision(
-        build_any, model, candidates, size, **({"timer": timer} if timer else {}), busy=busy
+        build_any, None, candidates, size, **({"timer": timer} if timer else {}), busy=busy,
+        fallbacks=OPENVINO_FALLBACKS,
     )
     if store and choice.settled:
         store.put(key, choice)
@@ -476,6 +482,22 @@ def chosen_options(options: dict) -> str:
     """The build options that change the timing, as a short text for the cache key."""
     return ",".join(f"{k}={options[k]}" for k in sorted(options))
 
+
+# The window auto times candidates on must be one a request really has. On a GPU, 256² is
+# launch-bound and favoured tf32 (5.1x fp32 there), while at 1024² bf16 is faster (20 vs 24 ms
+# on an H200). On a CPU, 128² chose int8 on the AVX2 EPYC (1.27x fp32+fused) where 512² and
+# 768² found it slower (0.98x, 0.94x; 0.94x at 512² on a quiet machine): wrong for every real
+# window. 768² (0.6 MP, the plug-ins' windows are 0.5-1 MP) decided as 512² (LaMa's training
+# size) did, for about twice the measuring time (bench/startup.py: 309 s against 171 s on the
+# loaded 2-core machine, about 40 s against 18 s quiet), so 512².
+GPU_WINDOW = 1024
+CPU_WINDOW = 512
+
+# OpenVINO's float32 and bf16 graphs are measured only when its int8 graph is not kept: int8
+# (the rest of the graph in bf16 where native) was the faster wherever measured, 1.52x against
+# 1.02x the official code at 512² on the AVX2 EPYC, 2.17x (2.41x) against 1.35x (bf16 1.74x)
+# on the AVX-512-BF16 EPYC; each of them costs a compile, a guard run and timing rounds.
+OPENVINO_FALLBACKS = {"openvino:fp32": "openvino:int8", "openvino:bf16": "openvino:int8"}
 
 # Which backends ``auto`` may measure besides torch, e.g. ``torch`` alone: a comma list; unset,
 # every installed one. The test suite sets ``torch`` so the tiny model's many server starts do

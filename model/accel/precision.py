@@ -10,9 +10,10 @@
 candidate (a precision the device runs natively, or another backend's path such as
 ``openvino:int8``) is checked by the quality guard (PSNR on the hole against float32 on
 a seeded input, at least :data:`MIN_PSNR_DB`, no NaN) and timed against float32 on the same
-window, interleaved; it is kept only if it is at least :data:`SPEED_MARGIN` times as fast. The
-decision is cached per machine, torch version, thread count and model
-(:class:`ChoiceCache`), so later starts skip the measurement.
+window, interleaved; it is kept only if it is at least :data:`SPEED_MARGIN` times as fast. A
+clear decision (every timing round agrees on it, however much the rounds varied) is cached
+per machine, torch version, thread count and model (:class:`ChoiceCache`), so later starts
+skip the measurement; one too close to call is measured again at the next start.
 
 Tests can force both answers, the candidate list (what the hardware offers) and the timing,
 with the test-only environment variable :data:`PROBE_ENV`, e.g. ``bf16=0.95`` (bf16 exists
@@ -22,6 +23,7 @@ and runs at 0.95x float32's speed) or ``none`` (no native reduced precision).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -108,11 +110,21 @@ def quality_guard(reference: nn.Module, candidate: nn.Module, size: int = 256) -
     Only the hole counts: it is all a user gets from the model, and served models may return
     their output composited already (an exported graph does) or not.
     """
-    device = reference.device
-    image, mask = guard_input(size, device)
+    return hole_psnr(reference_output(reference, size), candidate, size)
+
+
+def reference_output(reference: nn.Module, size: int) -> torch.Tensor:
+    """``reference``'s float32 output on the guard's seeded ``size``² input."""
+    image, mask = guard_input(size, reference.device)
+    with torch.inference_mode(), float32_math(reference.device):
+        return reference(image, mask)
+
+
+def hole_psnr(expected: torch.Tensor, candidate: nn.Module, size: int) -> float:
+    """:func:`quality_guard` against an ``expected`` output already computed (by
+    :func:`reference_output`)."""
+    image, mask = guard_input(size, expected.device)
     with torch.inference_mode():
-        with float32_math(device):
-            expected = reference(image, mask)
         got = candidate(image, mask)
     if not torch.isfinite(got).all():
         return -math.inf
@@ -179,12 +191,21 @@ class ChoiceCache:
         precision, reason = entry.get("precision"), entry.get("reason")
         if not is_candidate_name(precision) or not isinstance(reason, str):
             return None
-        return PrecisionChoice(precision, reason)
+        window, seconds = entry.get("window"), entry.get("seconds")
+        try:
+            times = tuple((str(name), float(t)) for name, t in seconds)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            times = None  # written before windows were kept, or damaged: the reason stands
+        if not isinstance(window, int) or times is None:
+            return PrecisionChoice(precision, reason)
+        return PrecisionChoice(precision, reason, True, window, times)
 
     def put(self, key: str, choice: PrecisionChoice) -> None:
         """Record ``choice``; a cache that cannot be written only costs a new measurement."""
         data = self._read()
         data[key] = {"precision": choice.precision, "reason": choice.reason}
+        if choice.window is not None and choice.seconds is not None:
+            data[key].update(window=choice.window, seconds=[list(t) for t in choice.seconds])
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
@@ -224,6 +245,24 @@ def isa_override() -> str:
     return "".join(
         f"|{name}={os.environ[name]}" for name in ISA_VARIABLES if os.environ.get(name)
     )
+
+
+# oneDNN's instruction-set levels without native bf16 math: under such a cap bf16 is emulated
+# (tens of times slower) in torch's and OpenVINO's kernels alike. OpenVINO 2026.4's CPU plug-in
+# takes the cap for its own kernels too (ONEDNN_MAX_CPU_ISA=SSE41 on an AVX2 CPU turned its
+# convolution, element-wise and RDFT kernels into jit_sse42 ones), while its
+# OPTIMIZATION_CAPABILITIES and /proc/cpuinfo still name the processor's bf16.
+CAPS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def isa_cap_allows_bf16() -> bool:
+    """False when :data:`ISA_VARIABLES` cap the kernels below native bf16 (e.g. the AVX2
+    laptop case forced on a BF16 server); True when nothing is capped."""
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return onednn not in CAPS_WITHOUT_BF16 and aten not in ("default", "avx2")
 
 
 def _cpu_name() -> str:
@@ -273,54 +312,90 @@ def probe_from_env() -> tuple[list[str], Timer] | None:
 
 def choose_precision(
     build: Callable[[str], nn.Module],
-    reference: nn.Module,
+    reference: nn.Module | None,
     candidates: Sequence[str],
     size: int,
     timer: Timer = time_interleaved,
     margin: float = SPEED_MARGIN,
     busy: str | None = None,
+    fallbacks: Mapping[str, str] | None = None,
 ) -> tuple[nn.Module, PrecisionChoice]:
-    """Measure the ``candidates`` against ``build("fp32")``; return the model to use.
+    """Measure the ``candidates`` against ``build("fp32")`` on a ``size``² window; return
+    the model to use.
 
-    ``build(precision)`` makes the model for one precision; ``reference`` is the plain
-    float32 model the quality guard compares with. A candidate that fails to build or run,
-    misses the guard, or is not ``margin`` times as fast as float32 is dropped, with the
-    reason in the returned :class:`PrecisionChoice`. Among the rest, the fastest wins.
+    ``build(precision)`` makes the model for one precision; ``reference`` is the float32
+    model the quality guard compares with (None: ``build("fp32")``, float32 on the same
+    weights, whose guard run then doubles as its warm-up at the window: one forward of the
+    unfused model fewer, seconds on a CPU at 512²). A candidate that fails to build or run,
+    misses the guard, or whose best round is not ``margin`` times as fast as float32's best
+    is dropped, with the reason in the returned :class:`PrecisionChoice`. Among the rest,
+    the fastest (by best round) wins. ``fallbacks`` maps a candidate to one that makes it
+    pointless: ``{"openvino:fp32": "openvino:int8"}`` measures OpenVINO's float32 only when
+    its int8 graph was not kept (int8 was the faster of the two wherever it was measured).
 
-    The fastest round of each counts. When rounds of the same run differ by more than the
-    margin (a loaded machine), the timings cannot tell a candidate from noise: float32 is
-    kept whatever they say, so the same command does not flip between precisions from one
-    start to the next. ``busy`` (e.g. ``load 4.0 on 2 CPUs``): steady timings on a loaded
-    machine, used but distorted. Either way the choice is marked unsettled (not cached).
+    Whether the decision is **settled** (kept for later starts) does not depend on how much
+    the rounds varied but on whether they could have decided otherwise (:func:`_clear`):
+    every round of the winner is ``margin`` times as fast as every round of float32 and
+    faster than every round of the other kept candidates; or, when float32 wins, no round of
+    any candidate was ``margin`` times as fast as any round of float32. A loaded machine that
+    slows some rounds keeps a clear winner clear. When it is too close to call, float32 is
+    served whatever the best rounds said (the same command does not flip between precisions
+    from one start to the next) and the choice is marked unsettled: measured again next
+    start. ``busy`` (e.g. ``load 4.0 on 2 CPUs``): steady timings on a loaded machine, used
+    but distorted, so never settled either.
     """
     baseline = build("fp32")
     notes: list[str] = []
-    kept = _guarded_candidates(build, reference, candidates, size, notes)
+    guarded = reference if reference is not None else baseline
+    kept = _guarded_candidates(build, guarded, candidates, size, notes, fallbacks or {})
     if not kept:
         return baseline, _choice("fp32", notes, [busy] if busy else [])
-    image, mask = guard_input(size, reference.device)
-    fp32_run = _runner(baseline, image, mask)
-    fp32_run()  # warm, as the candidates are from the guard: the first call is slow
-    runs = {name: _runner(model, image, mask) for name, (model, _) in kept.items()}
-    times = timer({"fp32": fp32_run, **runs})
-    noise = timing_noise(times)
-    fastest = _fastest(kept, times, max(margin, 1 + noise), notes)
+    image, mask = guard_input(size, baseline.device)
+    runs = {"fp32": _runner(baseline, image, mask)}
+    runs.update((name, _runner(model, image, mask)) for name, (model, _) in kept.items())
+    if reference is not None:
+        runs["fp32"]()  # warm (the candidates are, from the guard): a first call is slow
+    times = {name: sorted(t) if isinstance(t, list) else [t]
+             for name, t in timer(runs).items()}  # fmt: skip
+    fastest = _fastest(kept, times, margin, notes)
     unsettled = [busy] if busy else []
-    if noise > margin - 1:
+    if not _clear(times, fastest or "fp32", margin):
         overruled = ", so fp32 kept" if fastest is not None else ""
-        unsettled.insert(0, f"timings varied {noise:.0%}{overruled}")
+        unsettled.insert(0, f"timings varied {timing_noise(times):.0%}{overruled}")
         fastest = None
-    if fastest is not None:
-        return kept[fastest][0], _choice(fastest, notes, unsettled)
-    return baseline, _choice("fp32", notes, unsettled)
+    seconds = tuple((name, round(t[0], 4)) for name, t in times.items())
+    chosen = kept[fastest][0] if fastest is not None else baseline
+    return chosen, _choice(fastest or "fp32", notes, unsettled, (size, seconds))
 
 
-def _choice(precision: str, notes: list[str], unsettled: list[str]) -> PrecisionChoice:
-    """The choice with its reason; ``unsettled``: why it is measured again next start."""
+def _clear(times: Mapping[str, list[float]], winner: str, margin: float) -> bool:
+    """Whether every round agrees on ``winner`` (``times``: each run's sorted rounds).
+
+    A candidate wins clearly when its slowest round is ``margin`` times as fast as float32's
+    fastest, and faster than the fastest round of every other candidate; float32 when no
+    candidate's fastest round is ``margin`` times as fast as float32's slowest.
+    """
+    fp32 = times["fp32"]
+    others = [rounds for name, rounds in times.items() if name not in ("fp32", winner)]
+    if winner == "fp32":
+        return all(fp32[-1] < margin * rounds[0] for rounds in others)
+    slowest = times[winner][-1]
+    return fp32[0] >= margin * slowest and all(rounds[0] >= slowest for rounds in others)
+
+
+def _choice(
+    precision: str,
+    notes: list[str],
+    unsettled: list[str],
+    measured: tuple[int, tuple[tuple[str, float], ...]] | None = None,
+) -> PrecisionChoice:
+    """The choice with its reason; ``unsettled``: why it is measured again next start;
+    ``measured``: the window and each run's best seconds."""
+    window, seconds = measured or (None, None)
     if not unsettled:
-        return PrecisionChoice(precision, "; ".join(notes))
+        return PrecisionChoice(precision, "; ".join(notes), True, window, seconds)
     why = "; ".join(unsettled) + MEASURE_AGAIN
-    return PrecisionChoice(precision, "; ".join([*notes, why]), settled=False)
+    return PrecisionChoice(precision, "; ".join([*notes, why]), False, window, seconds)
 
 
 def _guarded_candidates(
@@ -329,14 +404,20 @@ def _guarded_candidates(
     candidates: Sequence[str],
     size: int,
     notes: list[str],
+    fallbacks: Mapping[str, str],
 ) -> dict[str, tuple[nn.Module, float]]:
     """The candidates that build, run and pass the quality guard, with their PSNR; why each
-    other one was dropped goes to ``notes``."""
+    other one was dropped goes to ``notes``. A candidate whose replacement in ``fallbacks``
+    is kept is not built at all (it would cost its build, guard and timing for nothing)."""
     kept: dict[str, tuple[nn.Module, float]] = {}
-    for name in candidates:
+    expected = functools.cache(lambda: reference_output(reference, size))  # once, if at all
+    for name in sorted(candidates, key=lambda c: c in fallbacks):  # replacements first
+        if fallbacks.get(name) in kept:
+            notes.append(f"{name} not measured: {fallbacks[name]} kept")
+            continue
         try:
             model = build(name)
-            score = quality_guard(reference, model, size)
+            score = hole_psnr(expected(), model, size)
         except (RuntimeError, PrecisionError, ValueError) as exc:
             notes.append(f"{name} failed: {first_line(exc)[:100]}")
             continue
@@ -349,13 +430,13 @@ def _guarded_candidates(
 
 def _fastest(
     kept: Mapping[str, tuple[nn.Module, float]],
-    times: Mapping[str, float | list[float]],
+    times: Mapping[str, list[float]],
     needed: float,
     notes: list[str],
 ) -> str | None:
-    """The fastest candidate at least ``needed`` times as fast as fp32 (None: none is); each
-    candidate's speed goes to ``notes``."""
-    seconds = {name: min(t) if isinstance(t, list) else t for name, t in times.items()}
+    """The fastest candidate whose best round is at least ``needed`` times as fast as fp32's
+    (None: none is); each candidate's speed goes to ``notes``."""
+    seconds = {name: min(t) for name, t in times.items()}
     fastest: tuple[float, str] | None = None
     for name, (_, score) in kept.items():
         speed = seconds["fp32"] / seconds[name]
@@ -394,13 +475,16 @@ __all__ = [
     "choose_precision",
     "float32_math",
     "guard_input",
+    "hole_psnr",
     "is_candidate_name",
+    "isa_cap_allows_bf16",
     "isa_override",
     "machine_id",
     "model_fingerprint",
     "probe_from_env",
     "psnr",
     "quality_guard",
+    "reference_output",
     "time_interleaved",
     "timing_noise",
 ]

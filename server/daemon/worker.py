@@ -112,6 +112,9 @@ class Worker:
         compiler = self.model.compiler
         if compiler is not None:  # background compilation (lama_model.accel.gpu_model)
             line["compile"] = {"ready": compiler.ready_shapes, "pending": compiler.pending_shapes}
+        choice = self.model.choice
+        if choice is not None and choice.window is not None:  # what auto measured, and where
+            line["measured"] = {"window": choice.window, "seconds": dict(choice.seconds or ())}
         return line
 
     def devices_info(self) -> list[dict]:
