@@ -296,6 +296,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         if fixed:
             names = ", ".join("--" + n.replace("_", "-") for n in fixed)
             raise ValueError(f"a resumed run keeps its settings; cannot change {names}")
+        if not (run_dir / "config.yaml").is_file():
+            raise ValueError(
+                f"{run_dir}: nothing to resume (no config.yaml: not a lama-train run folder); "
+                f"start one with lama-train fit PHOTOS --out {run_dir}"
+            )
         config = TrainConfig.load(run_dir / "config.yaml")
         changes = {k: v for k, v in fields_given.items() if k in RESUME_MAY_CHANGE}
         return config.with_changes(run_dir=str(run_dir), **changes), True
