@@ -2,14 +2,22 @@
 
     python bench/train_speed.py [--device cpu|cuda] [--batch-size N] [--size 256]
                                 [--variants fp32,bf16,bf16_cl,bf16_cl_compile]
+                                [--generator big-lama|lama-fourier|small|tiny]
+                                [--discriminator bigd|smalld|tinyd]
+                                [--resnet-pl-weight 30] [--l1-missing-weight 0]
                                 [--steps 10] [--warmup 3] [--json out.json]
+
+    # the laptop recipe of README's "On a laptop, offline": how many steps/s will this CPU do?
+    python bench/train_speed.py --generator small --discriminator smalld --size 128 \
+        --batch-size 4 --resnet-pl-weight 0 --l1-missing-weight 2 --variants fp32
 
 One full training step as ``lama-train fit`` runs it (``lama_model.train.trainer.TrainStep``:
 generator step with l1 + adversarial + feature matching + ResNetPL, then discriminator step
 with R1, both Adam with gradient clipping) on the Big LaMa recipe: the big-lama generator
 (18 FFC blocks), the ``bigd`` discriminator (ndf 64, 4 layers) and the ADE20k ResNet-50-dilated
 encoder with **random weights** (speed does not depend on them), at 256×256 crops with
-Big LaMa training masks. Synthetic images: data loading is not timed.
+Big LaMa training masks (by default; the options pick lama-train's other presets and the
+offline recipe without ResNetPL). Synthetic images: data loading is not timed.
 
 Variants: ``fp32``; ``fp32_cl`` (channels-last); ``bf16`` (autocast, FFTs stay float32);
 ``bf16_cl``; ``bf16_cl_compile`` (plus ``torch.compile`` of the generator and ResNetPL).
@@ -35,8 +43,9 @@ VARIANTS = {
     "bf16_cl": dict(precision="bf16", channels_last=True, compile=False),
     "bf16_cl_compile": dict(precision="bf16", channels_last=True, compile=True),
 }
-GENERATORS = ("big-lama", "tiny")  # tiny: only to check the script quickly
-DISCRIMINATORS = {"bigd": (64, 4), "tinyd": (8, 2)}
+GENERATORS = ("big-lama", "lama-fourier", "small", "tiny")  # tiny: only to check the script
+# the official name of Big LaMa's discriminator (bigd), and lama-train's smaller presets
+DISCRIMINATORS = {"bigd": "big", "smalld": "small", "tinyd": "tiny"}
 
 
 def run_variant(args: argparse.Namespace, variant: str) -> dict:
@@ -76,17 +85,26 @@ def _build_step(args: argparse.Namespace, variant: str, device):
     import torch
 
     from lama_model.net.generator import FFCResNetGenerator
-    from lama_model.train.config import GENERATOR_PRESETS, DiscriminatorConfig, TrainConfig
+    from lama_model.train.config import (
+        DISCRIMINATOR_PRESETS,
+        GENERATOR_PRESETS,
+        LossConfig,
+        TrainConfig,
+    )
     from lama_model.train.discriminator import build_discriminator
     from lama_model.train.perceptual import ResNetPL
     from lama_model.train.trainer import DistEnv, Networks, TrainStep
 
-    ndf, n_layers = DISCRIMINATORS[args.discriminator]
+    discriminator = DISCRIMINATOR_PRESETS[DISCRIMINATORS[args.discriminator]]
+    losses = LossConfig(
+        resnet_pl_weight=args.resnet_pl_weight, l1_weight_missing=args.l1_missing_weight
+    )
     config = TrainConfig(
         data="(synthetic)",
         run_dir="(none)",
         generator=GENERATOR_PRESETS[args.generator],
-        discriminator=DiscriminatorConfig(ndf=ndf, n_layers=n_layers),
+        discriminator=discriminator,
+        losses=losses,
         crop=args.size,
         batch_size=args.batch_size,
         device=args.device,
@@ -94,15 +112,17 @@ def _build_step(args: argparse.Namespace, variant: str, device):
     )
     torch.manual_seed(0)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    resnet_pl = None  # --resnet-pl-weight 0: lama-train's offline recipe builds none either
+    if losses.resnet_pl_weight > 0:  # the ADE20k encoder's architecture, random weights
+        resnet_pl = ResNetPL(weight=losses.resnet_pl_weight).requires_grad_(False)
     nets = Networks(
         generator=FFCResNetGenerator(config.generator),
-        discriminator=build_discriminator(ndf=ndf, n_layers=n_layers),
-        resnet_pl=ResNetPL(weight=30.0),  # the ADE20k encoder's architecture, random weights
+        discriminator=build_discriminator(ndf=discriminator.ndf, n_layers=discriminator.n_layers),
+        resnet_pl=resnet_pl,
     )
-    for p in nets.resnet_pl.parameters():
-        p.requires_grad_(False)
     for net in nets.as_dict().values():
-        net.to(device=device, memory_format=memory_format).train()
+        if net is not None:
+            net.to(device=device, memory_format=memory_format).train()
     return TrainStep(nets, config, DistEnv(), device), memory_format
 
 
@@ -195,6 +215,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--generator", choices=GENERATORS, default="big-lama")
     parser.add_argument("--discriminator", choices=list(DISCRIMINATORS), default="bigd")
+    parser.add_argument("--resnet-pl-weight", type=float, default=30.0,
+                        help="as lama-train's (30; 0: no perceptual network, the offline recipe)")
+    parser.add_argument("--l1-missing-weight", type=float, default=0.0,
+                        help="as lama-train's (0; the offline recipe uses 2)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
@@ -241,7 +265,9 @@ def main() -> int:
 def _forwarded(args: argparse.Namespace) -> list[str]:
     out = ["--device", args.device, "--batch-size", str(args.batch_size), "--size", str(args.size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--generator", args.generator,
-           "--discriminator", args.discriminator, "--threads", str(args.threads)]  # fmt: skip
+           "--discriminator", args.discriminator, "--threads", str(args.threads),
+           "--resnet-pl-weight", str(args.resnet_pl_weight),
+           "--l1-missing-weight", str(args.l1_missing_weight)]  # fmt: skip
     return out
 
 

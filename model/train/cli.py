@@ -55,7 +55,7 @@ examples:
   train Big LaMa from scratch on 8 GPUs (batch 15 per GPU = the paper's 120):
       torchrun --nproc-per-node 8 --no-python lama-train fit places/ --out runs/big \\
           --batch-size 15 --resnet-pl encoder_epoch_20.pth
-  on a laptop CPU, offline (no perceptual loss, so an L1 signal in the hole instead):
+  on a CPU, offline (no perceptual loss, so an L1 signal in the hole; an hour is too short):
       lama-train fit photos/ --out runs/small --generator small --discriminator small \\
           --crop 128 --batch-size 4 --max-side 768 --resnet-pl-weight 0 --l1-missing-weight 2
   use the result:
@@ -124,9 +124,11 @@ def _add_architecture_options(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("--generator", choices=list(TRAIN_GENERATORS),
                      help=f"architecture when training from scratch: big-lama ({sizes['big-lama']}"
                      f"; default), lama-fourier ({sizes['lama-fourier']}), small (ngf 32, 4 "
-                     f"blocks, {sizes['small']}: the one to train on a laptop CPU, with "
-                     f"--discriminator small and --crop 128), tiny ({sizes['tiny']}; for tests: "
-                     "it learns little)")  # fmt: skip
+                     f"blocks, {sizes['small']}: sized for a CPU, with --discriminator small "
+                     "and --crop 128; but an hour on 2 CPU cores is a few hundred steps, too few "
+                     "to fill holes better than OpenCV's Telea inpainting: README, 'Does small "
+                     f"train usefully on a laptop?'), tiny ({sizes['tiny']}; for tests: it "
+                     "learns little)")  # fmt: skip
     fit.add_argument("--ngf", type=int, metavar="N",
                      help="generator width (channels of its first layer; big-lama 64) instead of "
                      "the preset's")  # fmt: skip
@@ -296,6 +298,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         if fixed:
             names = ", ".join("--" + n.replace("_", "-") for n in fixed)
             raise ValueError(f"a resumed run keeps its settings; cannot change {names}")
+        if not (run_dir / "config.yaml").is_file():
+            raise ValueError(
+                f"{run_dir}: nothing to resume (no config.yaml: not a lama-train run folder); "
+                f"start one with lama-train fit PHOTOS --out {run_dir}"
+            )
         config = TrainConfig.load(run_dir / "config.yaml")
         changes = {k: v for k, v in fields_given.items() if k in RESUME_MAY_CHANGE}
         return config.with_changes(run_dir=str(run_dir), **changes), True

@@ -23,8 +23,9 @@ from lama_model.weights.official_config import ConfigError, generator_kwargs, re
 
 # Generator architectures ``--generator`` accepts (their names, torch-free, are
 # lama_model.choices.TRAIN_GENERATORS, for --help). ``small`` (ngf 32, 4 blocks: an eighth of
-# lama-fourier's parameters) is the largest that trains in useful time on a laptop CPU; ``tiny``
-# is the golden test model's architecture (ngf 16, 2 blocks): only for tests and smoke runs.
+# lama-fourier's parameters) is sized for a CPU, though an hour of 2 cores was measured too short
+# to beat a classic fill (README); ``tiny`` is the golden test model's architecture (ngf 16,
+# 2 blocks): only for tests and smoke runs.
 GENERATOR_PRESETS: dict[str, LamaConfig] = {
     "big-lama": LamaConfig(n_blocks=18),
     "lama-fourier": LamaConfig(n_blocks=9),

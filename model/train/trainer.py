@@ -51,6 +51,11 @@ from lama_model.weights.checkpoint import CheckpointError
 LOG = logging.getLogger(__name__)
 
 
+#: The offline route when the perceptual loss's encoder cannot be downloaded: no ResNetPL, and a
+#: direct L1 signal inside the hole instead (README's "On a laptop, offline").
+WITHOUT_RESNET_PL = "--resnet-pl-weight 0 --l1-missing-weight 2"
+
+
 class TrainError(RuntimeError):
     """A run cannot start or continue; the message says why."""
 
@@ -207,7 +212,11 @@ def _perceptual_encoder(config: TrainConfig, have_saved: bool) -> nn.Module | No
     try:
         path = ensure_model("ade20k-resnet50dilated")
     except WeightsError as exc:
-        raise TrainError(str(exc)) from exc
+        # Where the encoder cannot be had (offline), the documented route is to train without it.
+        raise TrainError(
+            f"{exc} Or train without the perceptual loss: {WITHOUT_RESNET_PL} "
+            "(not the paper's recipe; see lama-train fit --help)"
+        ) from exc
     return load_resnet_pl_encoder(path)
 
 
@@ -637,6 +646,12 @@ class Trainer:
                 l1=f"{means.get('gen_l1', 0):.3f}", gen=f"{means['gen_total']:.3f}",
                 discr=f"{means.get('discr_adv', 0):.3f}",
             )  # fmt: skip
+        else:  # no bar (--no-progress, output to a file): the same news as one line per row
+            steps_per_s = images_per_s / self.images_per_step
+            LOG.info("step %d/%d: l1 %.3f, gen %.3f, discr %.3f; %.3g steps/s, %s", step,
+                     self.config.steps, means.get("gen_l1", 0), means["gen_total"],
+                     means.get("discr_adv", 0), steps_per_s,
+                     time_left(self.config.steps - step, steps_per_s))  # fmt: skip
 
     def _judges(self, device: torch.device) -> EvaluationNetworks | None:
         """The official evaluator's networks, for best.ckpt by ssim_fid100_f1, if installed."""
@@ -712,6 +727,17 @@ class Trainer:
             total=self.config.steps, initial=start, unit="step", desc=self.run_dir.name,
             dynamic_ncols=True,
         )  # fmt: skip
+
+
+def time_left(steps: int, steps_per_s: float) -> str:
+    """``"about 1 h 05 min left"`` for ``steps`` more at ``steps_per_s`` (the last row's pace)."""
+    if steps <= 0:
+        return "done"
+    minutes = round(steps / max(steps_per_s, 1e-9) / 60)
+    if minutes < 1:
+        return "under a minute left"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes:02d} min left" if hours else f"about {minutes} min left"
 
 
 def _add_logs(into: dict[str, torch.Tensor], logs: dict[str, torch.Tensor]) -> None:
