@@ -339,6 +339,29 @@ def test_float32_is_cached_when_no_round_of_a_candidate_reaches_the_margin(
     assert chosen.choice.reason == "bf16 was 0.67x" and cache.path.exists()
 
 
+def test_a_candidate_within_the_noise_of_float32_settles_on_float32(
+    tiny: LamaModel, tmp_path: Path
+) -> None:
+    """OpenVINO's int8 at about 1.05x float32 with rounds varying 8 %: not worth it, and not
+    worth measuring again at every start either. A candidate whose median round is 1.10x
+    float32's, though its best round was not, is measured again."""
+
+    def close(runs):
+        return {"fp32": [1.0, 1.08], "bf16": [0.95, 1.02]}
+
+    cache = ChoiceCache(tmp_path / "choices.json")
+    chosen = optimize(tiny, "cpu", cache=cache, candidates=["bf16"], timer=close)
+    assert chosen.precision == "fp32" and chosen.choice.settled and cache.path.exists()
+    assert chosen.choice.reason == "bf16 was 1.05x"
+
+    def hidden_by_fp32s_noise(runs):
+        return {"fp32": [1.0, 2.0], "bf16": [0.95, 1.0]}
+
+    _, choice = choose_precision(lambda name: OptimizedModel(tiny, fuse=True), tiny, ["bf16"],
+                                 64, timer=hidden_by_fp32s_noise)  # fmt: skip
+    assert choice.precision == "fp32" and not choice.settled
+
+
 @pytest.mark.parametrize(
     ("fp32", "expected"),
     [([1.0, 1.2], "fp32"), ([1.2, 1.3], "bf16")],  # bf16's slowest 1.1x fp32's fastest, or not
@@ -407,13 +430,13 @@ def test_a_busy_and_noisy_measurement_gives_both_reasons(tiny: LamaModel) -> Non
     def build(name: str) -> nn.Module:
         return OptimizedModel(tiny, fuse=True)
 
-    def noisy(runs):
-        return {"fp32": [1.0, 1.3], "bf16": [1.0, 1.3]}
+    def noisy(runs):  # bf16's best round short of 1.10x, its median round beyond it
+        return {"fp32": [1.0, 1.3], "bf16": [0.95, 1.0]}
 
     _, choice = choose_precision(build, tiny, ["bf16"], 64, timer=noisy, busy="load 4.0 on 2 CPUs")
     assert choice.precision == "fp32" and not choice.settled
     assert choice.reason == (
-        "bf16 was 1.00x; timings varied 30%; load 4.0 on 2 CPUs: measured again next start"
+        "bf16 was 1.05x; timings varied 30%; load 4.0 on 2 CPUs: measured again next start"
     )
 
 

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -336,8 +337,11 @@ def choose_precision(
     Whether the decision is **settled** (kept for later starts) does not depend on how much
     the rounds varied but on whether they could have decided otherwise (:func:`_clear`):
     every round of the winner is ``margin`` times as fast as every round of float32 and
-    faster than every round of the other kept candidates; or, when float32 wins, no round of
-    any candidate was ``margin`` times as fast as any round of float32. A loaded machine that
+    faster than every round of the other kept candidates; or, when float32 wins (no
+    candidate's best round was ``margin`` times as fast as float32's), no candidate's median
+    round was either: a path within the noise of float32 is not worth measuring again at
+    every start (on an AVX2 CPU OpenVINO's int8 measured 1.02-1.06x at 512², which kept a
+    server re-measuring for half a minute at each start). A loaded machine that
     slows some rounds keeps a clear winner clear. When it is too close to call, float32 is
     served whatever the best rounds said (the same command does not flip between precisions
     from one start to the next) and the choice is marked unsettled: measured again next
@@ -373,12 +377,14 @@ def _clear(times: Mapping[str, list[float]], winner: str, margin: float) -> bool
 
     A candidate wins clearly when its slowest round is ``margin`` times as fast as float32's
     fastest, and faster than the fastest round of every other candidate; float32 when no
-    candidate's fastest round is ``margin`` times as fast as float32's slowest.
+    candidate's median round is ``margin`` times as fast as float32's median round (its best
+    round was not either, or it would have won).
     """
     fp32 = times["fp32"]
     others = [rounds for name, rounds in times.items() if name not in ("fp32", winner)]
     if winner == "fp32":
-        return all(fp32[-1] < margin * rounds[0] for rounds in others)
+        return all(statistics.median(fp32) < margin * statistics.median(rounds)
+                   for rounds in others)  # fmt: skip
     slowest = times[winner][-1]
     return fp32[0] >= margin * slowest and all(rounds[0] >= slowest for rounds in others)
 
