@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lama_model.interface import CompileProgress, PrecisionChoice, ServedModel
+from lama_model.interface import CompileProgress, PrecisionChoice, ServedModel, ServedWrapper
 from lama_model.pipeline import (
     InpaintOptions,
     RefineError,
@@ -269,65 +269,56 @@ class Worker:
             return self._inpaint(image, mask, cheaper, progress)
 
 
-class SerializedModel:
+class SerializedModel(ServedWrapper):
     """A :class:`~lama_model.interface.ServedModel` whose forwards hold a lock shared with the
-    other workers on the same device; it answers the contract from the wrapped model."""
+    other workers on the same device; it answers the contract from the wrapped model
+    (:class:`~lama_model.interface.ServedWrapper` gives its device, ``scripted`` and eager
+    generator)."""
 
     def __init__(self, model: ServedModel, lock: threading.Lock) -> None:
-        self._model = model
+        super().__init__()
+        self.inner = model
         self._lock = lock
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with self._lock:
-            return self._model(image, mask)
+            return self.inner(image, mask)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[ServedModel]:
         """Hold the device for a longer piece of work (a refinement); yields the bare model."""
         with self._lock:
-            yield self._model
+            yield self.inner
 
     # The rest of ServedModel, read from the wrapped model each time: auto measuring in the
     # background may switch its path, and a copy taken here would go stale.
     @property
     def name(self) -> str:
-        return self._model.name
+        return self.inner.name
 
     @property
     def size_multiple(self) -> int:
-        return self._model.size_multiple
-
-    @property
-    def scripted(self) -> bool:
-        return self._model.scripted
+        return self.inner.size_multiple
 
     @property
     def choice(self) -> PrecisionChoice | None:
-        return self._model.choice
+        return self.inner.choice
 
     @property
     def compiler(self) -> CompileProgress | None:
-        return self._model.compiler
-
-    @property
-    def device(self) -> torch.device:
-        return self._model.device
+        return self.inner.compiler
 
     @property
     def input_device(self) -> torch.device:
-        return self._model.input_device
+        return self.inner.input_device
 
     @property
     def precision(self) -> str:
-        return self._model.precision
+        return self.inner.precision
 
     @property
     def description(self) -> str:
-        return self._model.description
-
-    @property
-    def refine_generator(self) -> torch.nn.Module | None:
-        return self._model.refine_generator
+        return self.inner.description
 
 
 class WorkerLoad:
