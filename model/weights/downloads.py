@@ -165,7 +165,7 @@ def ensure_model(name: str, show_progress: bool = True) -> Path:
         raise WeightsError(f"unknown model {name!r}; known: {', '.join(KNOWN_MODELS)}") from None
     target = model_path(entry)
     if target.exists():
-        _check_recorded(entry, target)
+        _verify_cached(entry, target)
         return target
     if os.environ.get("LAMA_OFFLINE") == "1":
         raise WeightsError(_offline_message(entry, target, "LAMA_OFFLINE=1 is set"))
@@ -243,7 +243,7 @@ def verify_digest(path: Path, digest: str | None) -> None:
         )
 
 
-def _check_recorded(entry: KnownModel, target: Path) -> None:
+def _verify_cached(entry: KnownModel, target: Path) -> None:
     """A cached file is verified at every use: a pinned file altered in the cache (by a disk
     error or by someone who could write there) is refused rather than loaded."""
     if target.is_file():
