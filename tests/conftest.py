@@ -613,7 +613,6 @@ def tiny_openvino(tiny_model_dir):
     """``build(precision)``: the tiny model served by OpenVINO (converted, and for int8
     calibrated, once per session: the IR is cached in the session's model cache)."""
     pytest.importorskip("openvino", reason="OpenVINO not installed: pip install -e '.[openvino]'")
-    pytest.importorskip("nncf", reason="NNCF not installed: pip install -e '.[openvino]'")
     import torch
 
     from lama_model.accel.openvino_runtime import openvino_model
