@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 CALIBRATION_SIZE = 256  # the activations' ranges do not depend on the size; 256² keeps it quick
 CALIBRATION_INPUTS = 4  # 4 gave 51-55 dB on Big LaMa's hole; more costs start-up
+# What minmax quantizes; its recipe tag says "conv": quantizing more must change the tag.
 QUANTIZED_OPS = ("Convolution", "ConvolutionBackpropData")
 # Axis of the output channels in each operation's weights (OpenVINO's layouts).
 OUTPUT_CHANNEL_AXIS = {"Convolution": 0, "ConvolutionBackpropData": 1}
