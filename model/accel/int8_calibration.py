@@ -17,7 +17,7 @@ one statically shaped copy of the graph: one compile and a few inferences. Calib
 loaded weights (not on a reference model) matters: the ranges are the checkpoint's own.
 
 Why not NNCF's ``nncf.quantize`` (the reference, :func:`quantize_int8_nncf`): on Big LaMa
-(3929 OpenVINO operations, 222 convolutions, 2 busy cores of an AVX2 EPYC) it took 27-39 s,
+(3929 OpenVINO operations, 222 convolutions, 2 busy cores of an AVX2 EPYC) it took 24-39 s,
 most of it NNCF's own set-up in Python (pattern matching of its hardware fusions, 11 s;
 compiling its statistics graph with dynamic shapes, 10 s; quantizer propagation, 4 s),
 where this takes 6 s. In the same interleaved run at 512² both int8 graphs ran as fast as
