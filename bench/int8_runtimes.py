@@ -10,7 +10,8 @@ PSNR on the hole against ``ref``'s output. Rows:
 
 - ``fused``: this project's float32 fused model (the default on a CPU without native bf16);
 - ``ov_fp32`` / ``ov_bf16`` / ``ov_int8``: ``--backend openvino`` in that precision
-  (converted from the torch generator; int8 by NNCF post-training quantization, FFTs in
+  (converted from the torch generator; int8 by the backend's post-training calibration,
+  :mod:`lama_model.accel.int8_calibration`, NNCF's until issue 20's start-up work; FFTs in
   float32; bf16 only where native). Their graphs are cached in the model cache
   (``$LAMA_CACHE_DIR``), so a second run skips conversion and calibration;
 - ``torch_int8``: torch's x86 int8 (pt2e ``X86InductorQuantizer`` + ``torch.compile``):

@@ -1,7 +1,7 @@
 """First start of ``lama-server --precision auto`` on a CPU with OpenVINO, phase by phase.
 
     python bench/startup.py [--threads 2] [--windows 512,128] [--calibration-inputs N]
-                            [--json out.json]
+                            [--quantizer minmax|nncf] [--json out.json]
 
 Big LaMa shape with seeded weights (``bench/speed.py``'s model), an empty model cache in a
 temporary folder (``LAMA_CACHE_DIR``), and the server's own call: ``optimize(...,
@@ -10,7 +10,8 @@ Prints when the quick model was ready, then the seconds of each phase of the bac
 measurement, from the functions the measurement calls (wrapped here for timing only):
 
 - ``conversion``: torch → OpenVINO (``convert_generator``);
-- ``calibration``: NNCF int8 post-training quantization (``quantize_int8``);
+- ``calibration``: int8 post-training quantization (``quantize_int8``; ``--quantizer nncf``
+  runs NNCF's, the reference, instead of the library's own min/max recipe);
 - ``IR cache``: writing and verifying the cached graphs;
 - ``compile``: OpenVINO compiling each graph for the CPU (at its first call);
 - ``guard``: the quality guard's runs (float32 and each candidate once at the measuring
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -42,8 +44,9 @@ PHASES = ("conversion", "calibration", "IR cache", "compile", "guard")
 
 
 @contextlib.contextmanager
-def phase_clock() -> Iterator[dict[str, float]]:
-    """Seconds spent in each phase's function while inside (patched back on exit)."""
+def phase_clock() -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    """Seconds spent in each phase's function while inside (patched back on exit), and each
+    guarded path's PSNR on the hole against float32 (by description)."""
     from lama_model.accel import int8_calibration, openvino_ir_cache, openvino_runtime, precision
 
     spent: dict[str, float] = defaultdict(float)
@@ -60,8 +63,16 @@ def phase_clock() -> Iterator[dict[str, float]]:
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
     for owner, name, phase in targets:
         setattr(owner, name, _timed(getattr(owner, name), spent, phase))
+    scores: dict[str, float] = {}
+    timed_psnr = precision.hole_psnr
+
+    def scored_psnr(expected, candidate, size):
+        scores[candidate.description] = timed_psnr(expected, candidate, size)
+        return scores[candidate.description]
+
+    precision.hole_psnr = scored_psnr
     try:
-        yield spent
+        yield spent, scores
     finally:
         for owner, name, original in saved:
             setattr(owner, name, original)
@@ -88,7 +99,7 @@ def one_start(threads: int, window: int | None) -> dict:
 
     torch.set_num_threads(threads)
     model = build_reference("cpu")
-    with phase_clock() as spent:
+    with phase_clock() as (spent, scores):
         start = time.perf_counter()
         served = optimize(model, "cpu", background=True, guard_size=window)
         ready = time.perf_counter() - start
@@ -106,6 +117,7 @@ def one_start(threads: int, window: int | None) -> dict:
         "reason": choice.reason if choice else "", "failure": getattr(served, "failure", None),
         "window": choice.window if choice else None,
         "seconds": dict(choice.seconds or ()) if choice else {},
+        "hole_psnr_db": {name: round(db, 1) for name, db in scores.items()},
     }  # fmt: skip
 
 
@@ -118,6 +130,12 @@ def print_start(title: str, row: dict) -> None:
     print(f"  chose {row['path']}: {row['reason']}")
     best = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in row["seconds"].items())
     print(f"  best rounds at {row['window']}²: {best or '-'}")
+    fp32 = row["seconds"].get("fp32")
+    for name, seconds in row["seconds"].items():
+        if fp32 and name != "fp32":
+            print(f"  {name}: {fp32 / seconds:.2f}x float32's best round")
+    quality = ", ".join(f"{name} {db:.1f} dB" for name, db in row["hole_psnr_db"].items())
+    print(f"  PSNR on the hole against float32: {quality or '-'}")
     if row["failure"]:
         print(f"  measurement failed: {row['failure']}")
 
@@ -126,7 +144,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration-inputs", type=int, default=None,
-                        help="NNCF calibration inputs (default: the library's)")  # fmt: skip
+                        help="calibration inputs (default: the library's)")  # fmt: skip
+    parser.add_argument("--quantizer", choices=("minmax", "nncf"), default=None,
+                        help="int8 calibration method (default: the library's)")  # fmt: skip
     parser.add_argument("--windows", default=None,
                         help="comma list; default: auto's CPU window")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
@@ -135,12 +155,15 @@ def main() -> None:
 
     from lama_model.accel import int8_calibration, optimize
 
-    if args.calibration_inputs:
-        int8_calibration.CALIBRATION_INPUTS = args.calibration_inputs
+    recipe = int8_calibration.RECIPE
+    int8_calibration.RECIPE = dataclasses.replace(
+        recipe, method=args.quantizer or recipe.method,
+        inputs=args.calibration_inputs or recipe.inputs,
+    )  # fmt: skip
     os.environ.pop(optimize.AUTO_BACKENDS_ENV, None)  # OpenVINO measured, as a server does
     print(machine_line("cpu"))
     print(f"Big LaMa (seeded weights), {args.threads} threads, empty model cache; "
-          f"calibration inputs: {int8_calibration.CALIBRATION_INPUTS}", flush=True)  # fmt: skip
+          f"int8 calibration: {int8_calibration.RECIPE.tag}", flush=True)  # fmt: skip
     windows = [int(w) for w in args.windows.split(",")] if args.windows else [None]
     rows = []
     with tempfile.TemporaryDirectory(prefix="lama-startup-") as cache:

@@ -9,8 +9,8 @@ commands pick the same inference path for the same flags:
 - ``onnxruntime``: an ``.onnx`` file is served directly; any other model is exported once
   (the ONNX DFT operator carries the Fourier units) into the model cache and reused;
 - ``openvino`` (the ``[openvino]`` extra; CPU): the eager generator converted to OpenVINO once
-  (cached as IR), in ``fp32``, ``bf16`` (native only) or ``int8`` (NNCF, calibrated at the
-  first start); ``auto`` measures int8 (and bf16) against OpenVINO's float32.
+  (cached as IR), in ``fp32``, ``bf16`` (native only) or ``int8`` (min/max int8, calibrated
+  at the first start); ``auto`` measures int8 (and bf16) against OpenVINO's float32.
 
 With the torch backend, ``auto`` on a CPU also measures OpenVINO's float32 and int8 when the
 extra is installed (:func:`lama_model.accel.optimize.openvino_candidates`).

@@ -613,7 +613,6 @@ def tiny_openvino(tiny_model_dir):
     """``build(precision)``: the tiny model served by OpenVINO (converted, and for int8
     calibrated, once per session: the IR is cached in the session's model cache)."""
     pytest.importorskip("openvino", reason="OpenVINO not installed: pip install -e '.[openvino]'")
-    pytest.importorskip("nncf", reason="NNCF not installed: pip install -e '.[openvino]'")
     import torch
 
     from lama_model.accel.openvino_runtime import openvino_model
@@ -628,3 +627,13 @@ def tiny_openvino(tiny_model_dir):
         return built[precision]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino_graph(tiny_model):
+    """The tiny generator converted to an ``openvino.Model`` (float32, dynamic H and W; not
+    cached on disk); skips where OpenVINO is not installed. Do not modify it."""
+    pytest.importorskip("openvino", reason="OpenVINO not installed: pip install -e '.[openvino]'")
+    from lama_model.accel.openvino_runtime import convert_generator
+
+    return convert_generator(tiny_model.refine_generator)

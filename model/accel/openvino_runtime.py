@@ -2,9 +2,10 @@
 
 The generator is converted from the eager torch model (``openvino.convert_model``, dynamic
 height and width; the Fourier units become OpenVINO's RDFT/IRDFT operations) and, for int8,
-quantized by NNCF (:mod:`lama_model.accel.int8_calibration`). Both are slow the first time
-(minutes for Big LaMa on 2 loaded cores), so the result is kept as IR under the model cache
-(:mod:`lama_model.accel.openvino_ir_cache`), keyed by the weights' digest.
+calibrated (:mod:`lama_model.accel.int8_calibration`). Both take seconds to tens of seconds
+for Big LaMa on 2 cores the first time, so the result is kept as IR under the model cache
+(:mod:`lama_model.accel.openvino_ir_cache`), keyed by the weights' digest (and for int8 by the
+calibration recipe).
 
 The graph keeps a dynamic height and width and is compiled once, at the first request:
 OpenVINO's CPU plug-in ran it as fast as a graph compiled for one static shape (Big LaMa,
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lama_model.accel import int8_calibration
 from lama_model.accel.int8_calibration import quantize_int8
 from lama_model.accel.onnx import CompositeGenerator
 from lama_model.accel.openvino_ir_cache import cached_ir, weights_digest
@@ -47,9 +49,7 @@ def require_openvino() -> str:
     try:
         import openvino
     except ImportError:
-        raise BackendError(f"the openvino backend needs OpenVINO and NNCF: {INSTALL_HINT}") from (
-            None
-        )
+        raise BackendError(f"the openvino backend needs OpenVINO: {INSTALL_HINT}") from None
     return openvino.__version__
 
 
@@ -130,14 +130,19 @@ class OpenVinoModel(nn.Module):
     def kernels(self) -> set[str]:
         """The CPU plug-in's kernel names in the compiled graph (e.g. ``brgconv_avx2_I8``,
         ``jit_avx2_f32``): which instruction set it really runs; compiles the graph if needed."""
+        return {info["primitiveType"] for info in self._runtime_layers() if "primitiveType" in info}
+
+    def layer_precisions(self, layer_type: str = "Convolution") -> set[str]:
+        """The data types the compiled graph runs its ``layer_type`` layers in (``{"u8"}`` or
+        ``{"i8"}`` when the convolutions are int8, ``{"f32"}`` when not); compiles if needed."""
+        return {info["runtimePrecision"] for info in self._runtime_layers()
+                if info.get("layerType") == layer_type and "runtimePrecision" in info}  # fmt: skip
+
+    def _runtime_layers(self) -> list[dict[str, str]]:
         request = self._infer_request()
         runtime = request.get_compiled_model().get_runtime_model()  # type: ignore[attr-defined]
-        names = set()
-        for op in runtime.get_ordered_ops():
-            info = op.get_rt_info()
-            if "primitiveType" in info:
-                names.add(str(info["primitiveType"].astype(str)))
-        return names
+        return [{key: str(value.astype(str)) for key, value in op.get_rt_info().items()}
+                for op in runtime.get_ordered_ops()]  # fmt: skip
 
     def _config(self) -> dict[str, object]:
         hint = "bf16" if self.precision == "bf16" or (
@@ -185,10 +190,13 @@ def convert_generator(generator: nn.Module) -> object:
 
 
 def ir_path(name: str, digest: str, precision: str, version: str) -> Path:
-    """Where the IR of one model, precision and OpenVINO version is cached."""
+    """Where the IR of one model, precision and OpenVINO version is cached; an int8 graph's
+    name also carries the calibration recipe (:data:`~lama_model.accel.int8_calibration.RECIPE`),
+    so a change of recipe never reuses a graph quantized by another."""
     from lama_model.weights.downloads import cache_dir
 
-    graph = "int8" if precision == "int8" else "fp32"  # bf16 is a compile hint on the fp32 IR
+    # bf16 is a compile hint on the fp32 IR
+    graph = f"int8-{int8_calibration.RECIPE.tag}" if precision == "int8" else "fp32"
     safe_version = "".join(c if c.isalnum() or c in ".-" else "_" for c in version)
     return cache_dir() / "openvino" / f"{name}-{digest}-{graph}-ov{safe_version}.xml"
 
