@@ -14,9 +14,10 @@ tests/test_segment_inference.py, and to the official outputs by the golden tests
 norms folded into the convolutions, the encoder channels-last with each convolution or
 feed-forward layer and its GELU fused into one oneDNN operator on a CPU, its first stage run
 in bands of rows that stay in the cache; the decoder's prompt-independent work (the image
-tokens and the first block's keys and values) kept with the embedding, its cross-attentions
-multiplying the few prompt tokens into the weights instead of projecting 4096 image tokens,
-its upscaling as plain matrix products and only for the image tokens outside the padding.
+tokens and the first block's keys, values and image-to-token queries) kept with the
+embedding, its cross-attentions multiplying the few prompt tokens into the weights instead of
+projecting 4096 image tokens (the output bias and the residual inside the last product), its
+upscaling as plain matrix products and only for the image tokens outside the padding.
 Where the ``openvino`` extra is installed the image encoder runs on OpenVINO in float32
 (:mod:`lama_model.segment.encoder_runtime`; ``info`` and the description say which runs).
 
