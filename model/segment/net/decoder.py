@@ -420,14 +420,16 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
         hs, src = self.transformer(image, tokens)
-        hyper_in = torch.stack(
-            [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            dim=1,
-        )
-        chosen = slice(1, None) if multimask else slice(0, 1)
-        hyper_in, iou = hyper_in[:, chosen], self.iou_prediction_head(hs[:, 0, :])[:, chosen]
-        if best_only:
-            best = iou.argmax(dim=1, keepdim=True)  # (B, 1)
+        # Only the masks returned get their weights (each mask token's own MLP): one of four
+        # for a box, three for a lone point, the best one for a single prompt ``best_only``.
+        masks = range(self.num_mask_tokens)[1:] if multimask else range(1)
+        iou = self.iou_prediction_head(hs[:, 0, :])[:, masks.start : masks.stop]
+        best = iou.argmax(dim=1, keepdim=True) if best_only else None  # (B, 1)
+        if best is not None and len(hs) == 1:
+            masks, iou, best = masks[int(best) : int(best) + 1], iou.gather(1, best), None
+        mlps = self.output_hypernetworks_mlps
+        hyper_in = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in masks], dim=1)
+        if best is not None:  # several prompts, each its own best mask
             iou = iou.gather(1, best)
             hyper_in = hyper_in.gather(1, best[..., None].expand(-1, -1, hyper_in.shape[-1]))
         src = src.view(len(src), *image.size, -1)
