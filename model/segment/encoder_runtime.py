@@ -3,10 +3,11 @@
 SAM pads every image to one square input (1024² for MobileSAM), so the encoder has a single
 static shape: it converts once to an OpenVINO graph of that shape, kept as verified IR in
 the model cache (:mod:`lama_model.accel.openvino_ir_cache`, the same cache as the generator's
-``--backend openvino``), keyed by the weights' digest and :data:`ENCODER_GRAPH`. On the 2-core AVX2 machine this
-was written on, OpenVINO ran MobileSAM's encoder 1.02 to 1.34 times as fast as the torch
-path (about 1.18 in most runs; interleaved, 2 threads, the machine busy), and 1.22 to 1.48
-times since graph 2 (the same machine, shared with one other job);
+``--backend openvino``), keyed by the weights' digest and :data:`ENCODER_GRAPH`. On the
+2-core AVX2 machine this was written on, OpenVINO ran MobileSAM's encoder 1.02 to 1.34
+times as fast as the torch path (about 1.18 in most runs; interleaved, 2 threads, the
+machine busy), and 1.22 to 1.48 times since graph 2 (the same machine, shared with one
+other job);
 ``bench/segment.py --runtimes torch,openvino`` measures it here.
 
 ``auto`` (the default) takes OpenVINO on a CPU when it is installed (the ``openvino`` extra)
