@@ -91,6 +91,25 @@ def test_converted_encoder_is_cached_and_reused(
 
 
 @needs_openvino
+def test_graph_cached_by_another_formulation_is_converted_again(
+    tiny_openvino_segmenter, tiny_segmenter_path, monkeypatch
+):
+    """The cached IR's name carries ENCODER_GRAPH: after a change to the encoder's traced
+    formulation a load converts the new graph instead of reading the older one."""
+    converted = []
+    convert = encoder_runtime.convert_encoder
+
+    def counting(*args):
+        converted.append(args)
+        return convert(*args)
+
+    monkeypatch.setattr(encoder_runtime, "convert_encoder", counting)
+    monkeypatch.setattr(encoder_runtime, "ENCODER_GRAPH", encoder_runtime.ENCODER_GRAPH + 1)
+    again = load_segmenter(str(tiny_segmenter_path), "cpu", runtime="openvino")
+    assert again.description.endswith("encoder on openvino fp32") and len(converted) == 1
+
+
+@needs_openvino
 def test_conversion_that_differs_from_torch_is_refused(tiny_segmenter_path, monkeypatch, tmp_path):
     """A graph that computes something else (here: another encoder's) is not used or cached:
     ``auto`` runs torch and says why; ``openvino`` refuses in one line (converting again:

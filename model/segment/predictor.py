@@ -31,7 +31,7 @@ def resized_shape(size: tuple[int, int], longest: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class SamEmbedding(ImageEmbedding):
     """An :class:`ImageEmbedding` with the decoder's per-image work kept beside it
-    (:meth:`Segmenter.decoder_image`: 8 MiB beside the 4 MiB of features for MobileSAM):
+    (:meth:`Segmenter.decoder_image`: 10 MiB beside the 4 MiB of features for MobileSAM):
     each prompt then runs only what depends on it."""
 
     decoder_image: DecoderImage

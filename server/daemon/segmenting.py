@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lama_server")
 
-#: Embeddings kept (least recently used dropped first). MobileSAM's is about 12 MiB (the
-#: 256×64×64 features plus the decoder's per-image work kept with them), 48 MiB for four:
+#: Embeddings kept (least recently used dropped first). MobileSAM's is about 14 MiB (the
+#: 256×64×64 features plus the decoder's per-image work kept with them), 56 MiB for four:
 #: a few windows a user goes back and forth between, without holding much memory.
 EMBEDDING_CACHE_SIZE = 4
 

@@ -156,38 +156,74 @@ class Attention(nn.Module):
         b, n, _ = q.shape
         heads, inner = self.num_heads, self.k_proj.out_features
         d = inner // heads
-        qh = self.heads(q, self.q_proj)  # (B, heads, n, d)
+        qh = self.heads(q, self.q_proj) * d**-0.5  # (B, heads, n, d), the scale folded in
         q_in = qh @ self.k_proj.weight.view(heads, d, -1)  # (B, heads, n, dim)
-        logits = q_in.reshape(b, heads * n, -1) @ k.transpose(1, 2) * d**-0.5
+        logits = q_in.reshape(b, heads * n, -1) @ k.transpose(1, 2)
         mixed = logits.softmax(dim=-1) @ v  # (B, heads·n, dim)
         w_v = self.v_proj.weight.view(heads, d, -1).transpose(1, 2)  # (heads, dim, d)
         out = mixed.view(b, heads, n, -1) @ w_v + self.v_proj.bias.view(heads, 1, d)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, inner))
 
-    def few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def few_keys(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """:meth:`forward` for many queries ``q`` (B, HW, dim) over few keys ``k`` and
-        values ``v`` (B, n, dim), without projecting the queries or the heads' outputs.
+        values ``v`` (B, n, dim), without projecting the queries or the heads' outputs;
+        plus ``residual`` (B, HW, dim) if given, in the same pass.
 
-        Per head: (q·Wqᵀ + bq)·kₕᵀ = q·(Wqₕᵀ·kₕᵀ) + bqₕ·kₕᵀ, and the output projection
-        Σₕ softmax(…)ₕ·vₕ·Woₕᵀ + bo takes vₕ·Woₕᵀ (n, dim) per head: two products over the
-        queries, HW·dim·(heads·n) each."""
+        Per head: (q·Wqᵀ + bq)·kₕᵀ = q·(Wqₕᵀ·kₕᵀ) + bqₕ·kₕᵀ: one product over the queries,
+        HW·dim·(heads·n), instead of projecting them, HW·dim·inner."""
         b, n, _ = k.shape
         heads, inner = self.num_heads, self.q_proj.out_features
         d = inner // heads
-        kh, vh = self.heads(k, self.k_proj), self.heads(v, self.v_proj)  # (B, heads, n, d)
-        w_q = self.q_proj.weight.view(heads, d, -1).transpose(1, 2)  # (heads, dim, d)
-        scale = d**-0.5
-        to_logits = (kh @ w_q.transpose(1, 2)) * scale  # (B, heads, n, dim)
-        bias = (kh @ self.q_proj.bias.view(heads, d, 1)) * scale  # (B, heads, n, 1)
+        kh = self.heads(k, self.k_proj) * d**-0.5  # (B, heads, n, d), the scale folded in
+        w_q = self.q_proj.weight.view(heads, d, -1)  # (heads, d, dim)
+        to_logits = kh @ w_q  # (B, heads, n, dim)
+        bias = kh @ self.q_proj.bias.view(heads, d, 1)  # (B, heads, n, 1)
         # Keys first, queries last: a softmax over a last dimension of n (7) ran 12 times
         # slower than over this (heads, n, HW) layout's middle one.
         logits = to_logits.reshape(b, heads * n, -1) @ q.transpose(1, 2)  # (B, heads·n, HW)
-        weights = (logits.view(b, heads, n, -1) + bias).softmax(dim=2)
+        return self.mix_values(logits.view(b, heads, n, -1) + bias, v, residual)
+
+    def projected_queries(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`few_keys` for queries already projected into heads, ``q`` (B, heads, HW, d)
+        from :meth:`heads`: for the first block, whose image tokens are the same for every
+        prompt, so their projection is kept per image and each prompt costs HW·heads·n·d."""
+        b, n, _ = k.shape
+        d = q.shape[-1]
+        kh = self.heads(k, self.k_proj) * d**-0.5  # (B, heads, n, d)
+        return self.mix_values(kh @ q.transpose(2, 3), v, residual)  # (B, heads, n, HW)
+
+    def mix_values(
+        self, logits: torch.Tensor, v: torch.Tensor, residual: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The attention's output (B, HW, dim) for query-last ``logits`` (B, heads, n, HW)
+        over the values ``v`` (B, n, dim), plus ``residual`` if given.
+
+        The output projection Σₕ softmax(…)ₕ·vₕ·Woₕᵀ + bo takes vₕ·Woₕᵀ (n, dim) per head:
+        one product over the queries, HW·(heads·n)·dim. Each head's softmax sums to 1 over
+        its n keys, so adding bo/heads to every row of vₕ·Woₕᵀ adds bo once to each output:
+        the bias needs no pass of its own over the (B, HW, dim) output, and the residual is
+        the product's accumulator."""
+        b, heads, n, _ = logits.shape
+        d = self.v_proj.out_features // heads
+        weights = logits.softmax(dim=2).view(b, heads * n, -1).transpose(1, 2)  # (B, HW, h·n)
         w_o = self.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)  # (heads, d, dim)
-        values = (vh @ w_o).reshape(b, heads * n, -1)  # (B, heads·n, dim)
-        # The bias added in the product's own pass over the (B, HW, dim) output.
-        out_bias = self.out_proj.bias.expand(b, weights.shape[-1], -1)
-        return torch.baddbmm(out_bias, weights.view(b, heads * n, -1).transpose(1, 2), values)
+        values = self.heads(v, self.v_proj) @ w_o  # (B, heads, n, dim)
+        values = values.reshape(b, heads * n, -1) + self.out_proj.bias / heads
+        if residual is None:
+            return weights @ values
+        return torch.baddbmm(residual, weights, values)
 
 
 class MLPBlock(nn.Module):
@@ -208,12 +244,15 @@ class DecoderImage:
 
     The image tokens entering the first two-way block are the encoder's features plus the
     "no mask" embedding (mask prompts are not offered): the same for every prompt, and so
-    are that block's projections of them for the prompt tokens to attend to."""
+    are that block's projections of them: the keys and values the prompt tokens attend to,
+    and the queries with which they attend to the prompt tokens (10 MiB in all for
+    MobileSAM, beside the 4 MiB of features)."""
 
     keys: torch.Tensor  # (1, HW, dim): the image tokens
     key_pe: torch.Tensor  # (1, HW, dim): their positional encoding
     first_k: torch.Tensor  # (1, heads, HW, d): the first block's token-to-image keys
     first_v: torch.Tensor  # (1, heads, HW, d): and values
+    first_q: torch.Tensor  # (1, heads, HW, d): its image-to-token queries
     size: tuple[int, int]  # (h, w): the grid of the image tokens
 
 
@@ -249,16 +288,20 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
         to_image = self.cross_attn_token_to_image
-        keys_with_pe = keys + key_pe  # both cross-attentions' image side: one pass, not two
+        to_tokens = self.cross_attn_image_to_token
         if first is None:
+            keys_with_pe = keys + key_pe  # both cross-attentions' image side: one pass
             out = to_image.few_queries(queries + query_pe, keys_with_pe, keys)
         else:
             q = to_image.heads(queries + query_pe, to_image.q_proj)
             out = to_image.attend(q, first.first_k, first.first_v)
         queries = self.norm2(queries + out)
         queries = self.norm3(queries + self.mlp(queries))
-        out = self.cross_attn_image_to_token.few_keys(keys_with_pe, queries + query_pe, queries)
-        return queries, self.norm4(keys + out)
+        if first is None:
+            keys = to_tokens.few_keys(keys_with_pe, queries + query_pe, queries, keys)
+        else:
+            keys = to_tokens.projected_queries(first.first_q, queries + query_pe, queries, keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -343,10 +386,14 @@ class MaskDecoder(nn.Module):
         mask" embedding, the same for every prompt, as mask prompts are not offered)."""
         keys = (image + dense[:1]).flatten(2).transpose(1, 2).contiguous()
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
-        attention = self.transformer.layers[0].cross_attn_token_to_image
-        first_k = attention.heads(keys + key_pe, attention.k_proj)
-        first_v = attention.heads(keys, attention.v_proj)
-        return DecoderImage(keys, key_pe, first_k, first_v, (image.shape[-2], image.shape[-1]))
+        keys_with_pe = keys + key_pe
+        first = self.transformer.layers[0]
+        to_image, to_tokens = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        first_k = to_image.heads(keys_with_pe, to_image.k_proj)
+        first_v = to_image.heads(keys, to_image.v_proj)
+        first_q = to_tokens.heads(keys_with_pe, to_tokens.q_proj)
+        size = (image.shape[-2], image.shape[-1])
+        return DecoderImage(keys, key_pe, first_k, first_v, first_q, size)
 
     def forward(
         self,
@@ -375,14 +422,16 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(len(sparse), -1, -1), sparse], dim=1)
         hs, src = self.transformer(image, tokens)
-        hyper_in = torch.stack(
-            [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            dim=1,
-        )
-        chosen = slice(1, None) if multimask else slice(0, 1)
-        hyper_in, iou = hyper_in[:, chosen], self.iou_prediction_head(hs[:, 0, :])[:, chosen]
-        if best_only:
-            best = iou.argmax(dim=1, keepdim=True)  # (B, 1)
+        # Only the masks returned get their weights (each mask token's own MLP): one of four
+        # for a box, three for a lone point, the best one for a single prompt ``best_only``.
+        masks = range(self.num_mask_tokens)[1:] if multimask else range(1)
+        iou = self.iou_prediction_head(hs[:, 0, :])[:, masks.start : masks.stop]
+        best = iou.argmax(dim=1, keepdim=True) if best_only else None  # (B, 1)
+        if best is not None and len(hs) == 1:
+            masks, iou, best = masks[int(best) : int(best) + 1], iou.gather(1, best), None
+        mlps = self.output_hypernetworks_mlps
+        hyper_in = torch.stack([mlps[i](hs[:, 1 + i, :]) for i in masks], dim=1)
+        if best is not None:  # several prompts, each its own best mask
             iou = iou.gather(1, best)
             hyper_in = hyper_in.gather(1, best[..., None].expand(-1, -1, hyper_in.shape[-1]))
         src = src.view(len(src), *image.size, -1)
