@@ -111,7 +111,8 @@ def quantize_int8(model: object, recipe: CalibrationRecipe | None = None) -> tup
 
 def quantize_int8_nncf(model: object, inputs: list[tuple[np.ndarray, np.ndarray]]) -> object:
     """NNCF's post-training quantization of ``model`` on ``inputs`` (the reference the test
-    suite holds :func:`quantize_int8` against). Needs NNCF (the ``test`` extra; the ``openvino`` extra no longer installs it)."""
+    suite holds :func:`quantize_int8` against). Needs NNCF: the ``test`` extra installs it,
+    the ``openvino`` extra no longer does."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
