@@ -13,7 +13,8 @@ a seeded input, at least :data:`MIN_PSNR_DB`, no NaN) and timed against float32 
 window, interleaved; it is kept only if it is at least :data:`SPEED_MARGIN` times as fast. A
 clear decision (every timing round agrees on it, however much the rounds varied) is cached
 per machine, torch version, thread count and model (:class:`ChoiceCache`), so later starts
-skip the measurement; one too close to call is measured again at the next start.
+skip the measurement; one too close to call is measured again at the next start, until
+:data:`UNSETTLED_STARTS` quiet starts could not call it: float32 is then cached.
 
 Tests can force both answers, the candidate list (what the hardware offers) and the timing,
 with the test-only environment variable :data:`PROBE_ENV`, e.g. ``bf16=0.95`` (bf16 exists
@@ -23,6 +24,7 @@ and runs at 0.95x float32's speed) or ``none`` (no native reduced precision).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 MIN_PSNR_DB = 40.0
 MEASURE_AGAIN = ": measured again next start"  # ends the reason of a choice not cached
 SPEED_MARGIN = 1.10  # kept only if >= 10 % faster: interleaved timings vary less than that
+# Quiet starts too close to call before float32 is kept for good: on an AVX2 CPU OpenVINO's
+# int8 sits at the margin (1.03-1.30x in seven starts), and without a limit every server
+# start spent about 20 s of every core measuring it again in the background.
+UNSETTLED_STARTS = 3
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 PROBE_ENV = "LAMA_PRECISION_PROBE"
 
@@ -201,12 +207,30 @@ class ChoiceCache:
             return PrecisionChoice(precision, reason)
         return PrecisionChoice(precision, reason, True, window, times)
 
+    def count_unsettled(self, key: str) -> int:
+        """One more start for ``key`` that was too close to call; how many there have been.
+
+        Kept under the decision's own key, in an entry without a precision, which
+        :meth:`get` reads as no decision and :meth:`put` replaces."""
+        data = self._read()
+        entry = data.get(key)
+        before = entry.get("unsettled") if isinstance(entry, dict) else None
+        count = (before if isinstance(before, int) and before >= 0 else 0) + 1
+        if isinstance(entry, dict) and "precision" in entry:
+            return count  # a decision is kept: leave it (a concurrent start wrote it)
+        data[key] = {"unsettled": count}
+        self._write(data)
+        return count
+
     def put(self, key: str, choice: PrecisionChoice) -> None:
         """Record ``choice``; a cache that cannot be written only costs a new measurement."""
         data = self._read()
         data[key] = {"precision": choice.precision, "reason": choice.reason}
         if choice.window is not None and choice.seconds is not None:
             data[key].update(window=choice.window, seconds=[list(t) for t in choice.seconds])
+        self._write(data)
+
+    def _write(self, data: dict) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
@@ -389,6 +413,15 @@ def _clear(times: Mapping[str, list[float]], winner: str, margin: float) -> bool
     return fp32[0] >= margin * slowest and all(rounds[0] >= slowest for rounds in others)
 
 
+def settled_after_starts(choice: PrecisionChoice, starts: int) -> PrecisionChoice:
+    """``choice`` (float32, too close to call) kept for good after ``starts`` quiet starts
+    that could not tell its candidates from float32: they are within the noise of it."""
+    reason = choice.reason.removesuffix(MEASURE_AGAIN)
+    return dataclasses.replace(
+        choice, reason=f"{reason}; too close to call in {starts} starts: fp32 kept", settled=True
+    )
+
+
 def _choice(
     precision: str,
     notes: list[str],
@@ -474,11 +507,13 @@ __all__ = [
     "PRECISIONS",
     "PROBE_ENV",
     "SPEED_MARGIN",
+    "UNSETTLED_STARTS",
     "AutocastModel",
     "ChoiceCache",
     "PrecisionChoice",
     "PrecisionError",
     "choose_precision",
+    "settled_after_starts",
     "float32_math",
     "guard_input",
     "hole_psnr",
