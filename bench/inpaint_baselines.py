@@ -32,6 +32,7 @@ import torch
 
 from lama_model.train.evaluate import TOTAL, Evaluation, evaluation_samples
 from lama_model.weights.checkpoint import load_model, model_source
+from lama_server.commands.image_files import replace_through_temporary
 
 Fill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,16 +57,32 @@ def telea_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.stack(filled)
 
 
-def model_fill(spec: str) -> tuple[str, Fill]:
-    """``NAME=MODEL[:best|last]`` → the name and the loaded model's fill."""
+def model_spec(spec: str) -> tuple[str, str, str]:
+    """``NAME=MODEL[:best|last]`` → the name, MODEL and the checkpoint (``""``: none)."""
     name, sep, source = spec.partition("=")
     if not sep or not name or not source:
         raise ValueError(f"{spec}: give models as NAME=MODEL[:best|last]")
     model_arg, _, checkpoint = source.rpartition(":")
     if checkpoint not in ("best", "last"):
         model_arg, checkpoint = source, ""
+    return name, model_arg, checkpoint
+
+
+def model_fill(spec: str) -> tuple[str, Fill]:
+    """``NAME=MODEL[:best|last]`` → the name and the loaded model's fill."""
+    name, model_arg, checkpoint = model_spec(spec)
     model = load_model(model_source(model_arg, checkpoint or None), "cpu").eval()
     return name, lambda image, mask: model(image, mask)
+
+
+def check_json_output(output: Path, held_out: Path, specs: list[str]) -> None:
+    """Refuse, before the long run, a ``--json`` path that is one of the inputs or lies in
+    one: in the held-out folder, or at or inside a MODEL file or folder."""
+    target = output.resolve()
+    inputs = [held_out] + [Path(model_spec(spec)[1]) for spec in specs]
+    for source in inputs:
+        if source.exists() and target.is_relative_to(source.resolve()):
+            raise ValueError(f"--json {output}: inside the input {source}; write it elsewhere")
 
 
 @torch.no_grad()
@@ -113,6 +130,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        if args.json:
+            check_json_output(args.json, args.held_out, args.models)
         chosen = fills(args.models)
     except ValueError as exc:
         parser.error(str(exc))
@@ -135,8 +154,9 @@ def main() -> int:
             print(f"{name:>24} {row['psnr']:7.2f} {row['ssim']:7.4f} {row['hole_psnr']:10.2f}",
                   flush=True)  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"held_out": str(args.held_out), "seeds": seeds,
-                                         "size": args.size, "results": report}, indent=2) + "\n")
+        text = json.dumps({"held_out": str(args.held_out), "seeds": seeds, "size": args.size,
+                           "results": report}, indent=2) + "\n"  # fmt: skip
+        replace_through_temporary(args.json, lambda temporary: temporary.write_text(text))
     return 0
 
 

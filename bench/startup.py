@@ -154,6 +154,7 @@ def main() -> None:
     from speed import machine_line
 
     from lama_model.accel import int8_calibration, optimize
+    from lama_server.commands.image_files import replace_through_temporary
 
     recipe = int8_calibration.RECIPE
     int8_calibration.RECIPE = dataclasses.replace(
@@ -174,7 +175,8 @@ def main() -> None:
             title = "IR cached, decision deleted" if len(rows) > 1 else "empty model cache"
             print_start(f"start {len(rows)} ({title})", rows[-1])
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        text = json.dumps(rows, indent=2)
+        replace_through_temporary(args.json, lambda temporary: temporary.write_text(text))
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def test_auto_runs_torch_without_openvino(tiny_segmenter_path, monkeypatch):
     ``openvino`` is a one-line error naming the extra to install."""
 
     def not_installed() -> str:
-        raise BackendError("the openvino backend needs OpenVINO and NNCF: pip install ...")
+        raise BackendError("the openvino backend needs OpenVINO: pip install ...")
 
     monkeypatch.setattr(encoder_runtime, "require_openvino", not_installed)
     monkeypatch.setenv(AUTO_BACKENDS_ENV, "torch,openvino")
